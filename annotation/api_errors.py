@@ -1,0 +1,14 @@
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from annotation.errors import ServiceError
+from config.celery import QueueUnavailable
+
+
+def exception_handler(exc, context):
+    """Service refusals become 4xx answers with the service's own message."""
+    if isinstance(exc, ServiceError):
+        return Response({"detail": exc.message}, status=exc.status_code)
+    if isinstance(exc, QueueUnavailable):
+        return Response({"detail": str(exc)}, status=503)
+    return drf_exception_handler(exc, context)

@@ -1,0 +1,93 @@
+"""The demo project: users, prompts, hand-written answer pairs and example judgments."""
+
+import json
+import random
+import uuid
+from pathlib import Path
+
+from django.contrib.auth import get_user_model
+from django.db import transaction
+
+from annotation.models import Comparison, Project, Prompt, Response, Role
+from annotation.services import (
+    assignment_next,
+    comparison_submit,
+    ensure_comparison_task,
+    ensure_membership,
+    ensure_project,
+)
+
+DEMO_DATA = Path(__file__).with_name("demo_data.json")
+DEMO_USERS = {
+    "admin": Role.ADMIN,
+    "researcher": Role.RESEARCHER,
+    "labeler1": Role.LABELER,
+    "labeler2": Role.LABELER,
+}
+# (labeler, how many demo pairs they judge): labeler2 leaves work in the queue to try.
+DEMO_JUDGING = (("labeler1", 30), ("labeler2", 12))
+AGREEMENT_WITH_GOOD = 0.9
+
+
+def _ensure_user(username: str, password: str):
+    user, _ = get_user_model().objects.get_or_create(username=username)
+    user.set_password(password)
+    if username == "admin":
+        user.is_staff = user.is_superuser = True
+    user.save()
+    return user
+
+
+def _ensure_pairs(project: Project) -> None:
+    items = json.loads(DEMO_DATA.read_text(encoding="utf-8"))["prompts"]
+    for number, item in enumerate(items, start=1):
+        prompt, _ = Prompt.objects.get_or_create(
+            project=project, external_id=f"demo-{number}", defaults={"text": item["prompt"]}
+        )
+        good, _ = Response.objects.get_or_create(
+            prompt=prompt, author="demo: careful writer", defaults={"text": item["good"]}
+        )
+        poor, _ = Response.objects.get_or_create(
+            prompt=prompt, author="demo: sloppy writer", defaults={"text": item["poor"]}
+        )
+
+        ensure_comparison_task(project=project, first=good, second=poor)
+
+
+def _judge_demo_tasks(project: Project, users: dict, rng: random.Random) -> None:
+    for username, count in DEMO_JUDGING:
+        labeler = users[username]
+        already = Comparison.objects.filter(project=project, labeler=labeler).count()
+        for _ in range(count - already):
+            assignment = assignment_next(project=project, labeler=labeler, rng=rng)
+            if assignment is None:
+                break
+            good_side = (
+                "left" if assignment.left_response.author.endswith("careful writer") else "right"
+            )
+            bad_side = "right" if good_side == "left" else "left"
+            side = good_side if rng.random() < AGREEMENT_WITH_GOOD else bad_side
+            comparison_submit(
+                labeler=labeler,
+                assignment_id=assignment.pk,
+                side=side,
+                client_id=uuid.UUID(int=rng.getrandbits(128)),
+                time_spent_ms=rng.randint(4_000, 40_000),
+            )
+
+
+def demo_load(*, password: str, seed: int = 0) -> Project:
+    """Create or refresh the demo; running it again adds nothing twice."""
+    with transaction.atomic():
+        project = ensure_project(
+            slug="demo",
+            name="Demo: helpful, harmless, honest",
+            description="Everyday requests with two candidate answers each. Pick the better one.",
+            overlap_target=2,
+        )
+        users = {name: _ensure_user(name, password) for name in DEMO_USERS}
+        for name, role in DEMO_USERS.items():
+            ensure_membership(project=project, user=users[name], role=role)
+        _ensure_pairs(project)
+    _judge_demo_tasks(project, users, random.Random(seed))
+    return project

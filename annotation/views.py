@@ -1,0 +1,177 @@
+import time
+import uuid
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.db import connection
+from django.http import JsonResponse, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods
+
+from annotation import exports, selectors, services
+from annotation.errors import ServiceError
+from annotation.forms import PromptImportForm
+from annotation.models import Assignment
+from annotation.permissions import LABEL, MANAGE, VIEW_DATA, can, project_for, projects_visible_to
+from config.celery import app as celery_app
+
+
+@require_GET
+def healthz(request):
+    problems = {}
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except Exception as error:
+        problems["database"] = f"{type(error).__name__}: {error}"
+    try:
+        with celery_app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+    except Exception as error:
+        problems["broker"] = f"{type(error).__name__}: {error}"
+    if problems:
+        return JsonResponse({"status": "unavailable", "problems": problems}, status=503)
+    return JsonResponse({"status": "ok"})
+
+
+@login_required
+def home(request):
+    projects = projects_visible_to(request.user).order_by("name")
+    return render(request, "annotation/home.html", {"projects": projects})
+
+
+def _capabilities(user, project) -> dict:
+    return {
+        "can_manage": can(user=user, project=project, capability=MANAGE),
+        "can_view_data": can(user=user, project=project, capability=VIEW_DATA),
+    }
+
+
+@login_required
+def project_detail(request, slug):
+    project = project_for(user=request.user, slug=slug, capability=LABEL)
+    context = {
+        "project": project,
+        "progress": selectors.labeler_progress(project=project, labeler=request.user),
+        **_capabilities(request.user, project),
+    }
+    if context["can_view_data"]:
+        context["overview"] = selectors.project_overview(project=project)
+        context["recent"] = selectors.recent_comparisons(project=project)
+    return render(request, "annotation/project.html", context)
+
+
+def _task_context(request, project, assignment: Assignment | None) -> dict:
+    return {
+        "project": project,
+        "assignment": assignment,
+        "client_id": uuid.uuid4(),
+        "shown_at_ms": int(time.time() * 1000),
+        "progress": selectors.labeler_progress(project=project, labeler=request.user),
+    }
+
+
+def _time_spent_ms(raw: str | None) -> int:
+    try:
+        shown_at = int(raw or "")
+    except ValueError:
+        return 0
+    return max(0, min(int(time.time() * 1000) - shown_at, 86_400_000))
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def label(request, slug):
+    """The comparison queue: one task at a time; htmx swaps in the next after a vote."""
+    project = project_for(user=request.user, slug=slug, capability=LABEL)
+    error = None
+    if request.method == "POST":
+        try:
+            services.comparison_submit(
+                labeler=request.user,
+                assignment_id=_int_or_none(request.POST.get("assignment_id")),
+                side=request.POST.get("side", ""),
+                client_id=request.POST.get("client_id"),
+                time_spent_ms=_time_spent_ms(request.POST.get("shown_at_ms")),
+            )
+        except ServiceError as refused:
+            error = refused.message
+        if not request.htmx:
+            if error:
+                messages.error(request, error)
+            return redirect("label", slug=project.slug)
+    assignment = services.assignment_next(project=project, labeler=request.user)
+    context = {**_task_context(request, project, assignment), "error": error}
+    template = "annotation/label.html#task" if request.htmx else "annotation/label.html"
+    return render(request, template, context, status=400 if error and request.htmx else 200)
+
+
+def _int_or_none(raw):
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        return None
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def prompts(request, slug):
+    project = project_for(user=request.user, slug=slug, capability=MANAGE)
+    form = PromptImportForm()
+    status = 200
+    if request.method == "POST":
+        form = PromptImportForm(request.POST, request.FILES)
+        if form.is_valid():
+            upload = form.cleaned_data["file"]
+            try:
+                batch = services.prompts_import(
+                    project=project, file_name=upload.name, content=upload.read(), user=request.user
+                )
+            except ServiceError as error:
+                form.add_error("file", error.message)
+            else:
+                messages.success(
+                    request, f"Imported {batch.prompt_count} prompts from {batch.file_name}."
+                )
+                return redirect("prompts", slug=project.slug)
+        status = 400
+    context = {
+        "project": project,
+        "form": form,
+        "prompts": selectors.prompts_page(project=project),
+        "overview": selectors.project_overview(project=project),
+        **_capabilities(request.user, project),
+    }
+    return render(request, "annotation/prompts.html", context, status=status)
+
+
+@login_required
+def export_page(request, slug):
+    project = project_for(user=request.user, slug=slug, capability=VIEW_DATA)
+    context = {
+        "project": project,
+        "overview": selectors.project_overview(project=project),
+        **_capabilities(request.user, project),
+    }
+    return render(request, "annotation/export.html", context)
+
+
+def export_response(project, export_format: str) -> StreamingHttpResponse:
+    rows = exports.preference_rows(project, export_format=export_format)
+    response = StreamingHttpResponse(exports.jsonl_lines(rows), content_type="application/jsonl")
+    filename = f"{project.slug}-{export_format}.jsonl"
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+@login_required
+@require_GET
+def export_download(request, slug):
+    project = project_for(user=request.user, slug=slug, capability=VIEW_DATA)
+    export_format = request.GET.get("format", "dpo")
+    if export_format not in exports.FORMATS:
+        return JsonResponse(
+            {"detail": f"Unknown format {export_format!r}; choose one of {exports.FORMATS}."},
+            status=400,
+        )
+    return export_response(project, export_format)

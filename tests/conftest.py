@@ -1,0 +1,54 @@
+import pytest
+
+from annotation.models import Role
+from tests.factories import PASSWORD, make_member, make_project, make_user
+
+pytest_plugins = ["tests.model_fixtures"]
+
+
+@pytest.fixture(autouse=True)
+def _data_dir(settings, tmp_path):
+    """Each test writes models and snapshots under its own folder."""
+    settings.DATA_DIR = tmp_path
+    settings.MODELS_DIR = tmp_path / "models"
+    settings.SNAPSHOTS_DIR = tmp_path / "snapshots"
+
+
+@pytest.fixture
+def project(db):
+    return make_project("alpha")
+
+
+@pytest.fixture
+def other_project(db):
+    return make_project("beta")
+
+
+@pytest.fixture
+def labeler(project):
+    return make_member(project, Role.LABELER, "lab")
+
+
+@pytest.fixture
+def researcher(project):
+    return make_member(project, Role.RESEARCHER, "res")
+
+
+@pytest.fixture
+def admin_member(project):
+    return make_member(project, Role.ADMIN, "adm")
+
+
+@pytest.fixture
+def outsider(db):
+    return make_user("outsider")
+
+
+@pytest.fixture
+def login(client):
+    def _login(user):
+        if user is not None:
+            assert client.login(username=user.username, password=PASSWORD)
+        return client
+
+    return _login

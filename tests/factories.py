@@ -1,0 +1,56 @@
+"""Small builders for test data; they go through services where a service exists."""
+
+import itertools
+import json
+
+from django.contrib.auth import get_user_model
+
+from annotation.models import Project, Prompt, Response, Role
+from annotation.services import ensure_comparison_task, ensure_membership, ensure_project
+from models_registry.models import ModelVersion
+
+_counter = itertools.count(1)
+PASSWORD = "correct-horse-battery"
+
+
+def make_user(username: str | None = None, **extra):
+    username = username or f"user{next(_counter)}"
+    user = get_user_model().objects.create_user(username=username, password=PASSWORD, **extra)
+    return user
+
+
+def make_project(slug: str | None = None, *, overlap_target: int = 1) -> Project:
+    slug = slug or f"project-{next(_counter)}"
+    return ensure_project(slug=slug, name=slug.title(), overlap_target=overlap_target)
+
+
+def make_member(project: Project, role: str, username: str | None = None):
+    user = make_user(username)
+    ensure_membership(project=project, user=user, role=role)
+    return user
+
+
+def make_version(name: str | None = None, *, path: str = "/nonexistent") -> ModelVersion:
+    """A registry row for tests that never load the weights."""
+    return ModelVersion.objects.create(
+        name=name or f"model-{next(_counter)}", method=ModelVersion.Method.BASE, base_path=path
+    )
+
+
+def make_prompt(project: Project, text: str | None = None) -> Prompt:
+    return Prompt.objects.create(project=project, text=text or f"Question {next(_counter)}?")
+
+
+def make_task(project: Project, *, prompt: Prompt | None = None, texts=("Answer one", "Answer two")):
+    prompt = prompt or make_prompt(project)
+    first = Response.objects.create(prompt=prompt, author="test: first", text=texts[0])
+    second = Response.objects.create(prompt=prompt, author="test: second", text=texts[1])
+    ensure_comparison_task(project=project, first=first, second=second)
+    return project.tasks.get(response_a__in=[first, second])
+
+
+def jsonl_bytes(records) -> bytes:
+    return "".join(json.dumps(record) + "\n" for record in records).encode()
+
+
+ROLES = (Role.LABELER, Role.RESEARCHER, Role.ADMIN)

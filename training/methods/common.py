@@ -1,0 +1,258 @@
+"""Helpers shared by the training methods (DPO now; SFT, reward and PPO later).
+
+Plain Python on torch and transformers: nothing here may import Django, because the
+methods run inside a Celery worker through ``training/tasks.py`` and are tested with
+Django absent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+IGNORE_INDEX = -100
+
+# SmolLM2-Instruct's own template (ChatML with a default system turn). Used only when a
+# tokenizer arrives without one, e.g. a GGUF file whose metadata lacks it.
+SMOLLM2_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\\nYou are a helpful AI assistant named SmolLM, trained by "
+    "Hugging Face<|im_end|>\\n' }}"
+    "{% endif %}"
+    "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+class TrainingCancelled(Exception):
+    """Raised by a training method when its ``should_stop`` callback asked it to stop."""
+
+
+def pick_device() -> str:
+    """Return ``"cuda"`` when a CUDA device is usable, else ``"cpu"``."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's (when installed) and torch's generators, CUDA included."""
+    random.seed(seed)
+    try:
+        import numpy as np
+    except ImportError:  # numpy is optional for the methods themselves
+        pass
+    else:
+        np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries a trained artifact depends on, for reproducibility records."""
+    import peft
+    import transformers
+
+    return {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+    }
+
+
+def prepare_tokenizer(tokenizer: Any) -> Any:
+    """Make sure ``tokenizer`` has a chat template and a pad token; returns it.
+
+    The pad token falls back to EOS (what SmolLM2 ships with): padding positions are
+    always masked out, so sharing the id is harmless.
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = SMOLLM2_CHAT_TEMPLATE
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError("tokenizer has neither a pad token nor an EOS token")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+# --- Data -----------------------------------------------------------------------------
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, object)`` for every non-blank line of a JSONL file.
+
+    Line numbers start at 1. A line that is not a JSON object raises ``ValueError``
+    naming the file and line.
+    """
+    path = Path(path)
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path.name} line {number}: invalid JSON ({exc.msg})") from exc
+            if not isinstance(row, dict):
+                raise ValueError(f"{path.name} line {number}: expected a JSON object")
+            yield number, row
+
+
+def check_messages(
+    value: Any, *, field: str, line: int, roles: Sequence[str] | None = None
+) -> list[dict[str, str]]:
+    """Validate a conversational field (a non-empty list of {"role", "content"} dicts).
+
+    ``roles`` restricts the allowed roles. Returns the messages reduced to role and
+    content; raises ``ValueError`` naming the line and field otherwise.
+    """
+    where = f"line {line}: {field!r}"
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"{where} must be a non-empty list of messages")
+    messages = []
+    for index, message in enumerate(value):
+        if not isinstance(message, dict):
+            raise ValueError(f"{where}[{index}] must be an object with 'role' and 'content'")
+        role, content = message.get("role"), message.get("content")
+        if not isinstance(role, str) or not isinstance(content, str):
+            raise ValueError(f"{where}[{index}] needs string 'role' and 'content'")
+        if roles is not None and role not in roles:
+            raise ValueError(f"{where}[{index}] has role {role!r}; expected one of {list(roles)}")
+        messages.append({"role": role, "content": content})
+    return messages
+
+
+# --- Tokenization ---------------------------------------------------------------------
+
+
+def chat_prompt_ids(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
+    """Token ids of ``messages`` rendered with the chat template plus the generation prompt."""
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def _common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    length = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        length += 1
+    return length
+
+
+@dataclass(frozen=True)
+class EncodedReply:
+    """A prompt+reply token sequence; ``prompt_length`` leading tokens are context only."""
+
+    input_ids: list[int]
+    prompt_length: int
+
+    @property
+    def labels(self) -> list[int]:
+        return [IGNORE_INDEX] * self.prompt_length + self.input_ids[self.prompt_length :]
+
+    @property
+    def reply_length(self) -> int:
+        return len(self.input_ids) - self.prompt_length
+
+
+def encode_chat_reply(
+    tokenizer: Any,
+    prompt: list[dict[str, str]],
+    reply: list[dict[str, str]],
+    *,
+    max_length: int,
+    max_prompt_length: int,
+) -> EncodedReply:
+    """Tokenize a prompt conversation and its assistant reply for training.
+
+    The reply tokens are what the chat template renders after the generation prompt, as
+    in TRL: where the template ends the turn with EOS (SmolLM2's ``<|im_end|>``) anything
+    after that EOS is dropped, and where it does not, EOS is appended, so the model learns
+    to stop exactly where generation stops. Over-long examples keep the end of the prompt
+    (at most ``max_prompt_length`` tokens) and then the start of the reply so the whole
+    sequence fits in ``max_length``.
+    """
+    if max_prompt_length >= max_length:
+        raise ValueError("max_prompt_length must be smaller than max_length")
+    eos = tokenizer.eos_token_id
+    prompt_ids = chat_prompt_ids(tokenizer, prompt)
+    full_text = tokenizer.apply_chat_template(prompt + reply, tokenize=False)
+    full_ids = tokenizer(full_text, add_special_tokens=False)["input_ids"]
+    # Tokens can merge across the boundary; the reply starts where the two diverge.
+    split = _common_prefix_length(prompt_ids, full_ids)
+    prompt_ids, reply_ids = prompt_ids[:split], full_ids[split:]
+    if eos is not None:
+        if eos in reply_ids:
+            last_eos = len(reply_ids) - 1 - reply_ids[::-1].index(eos)
+            reply_ids = reply_ids[: last_eos + 1]
+        else:
+            reply_ids = reply_ids + [eos]
+    if not reply_ids:
+        raise ValueError("reply renders to no tokens")
+    prompt_ids = prompt_ids[-max_prompt_length:]
+    reply_ids = reply_ids[: max_length - len(prompt_ids)]
+    return EncodedReply(input_ids=prompt_ids + reply_ids, prompt_length=len(prompt_ids))
+
+
+def collate(
+    examples: Sequence[EncodedReply], *, pad_token_id: int, device: str | torch.device
+) -> dict[str, torch.Tensor]:
+    """Right-pad examples into ``input_ids``, ``attention_mask`` and ``labels`` tensors."""
+    width = max(len(example.input_ids) for example in examples)
+    input_ids = torch.full((len(examples), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    for row, example in enumerate(examples):
+        n = len(example.input_ids)
+        input_ids[row, :n] = torch.tensor(example.input_ids)
+        attention_mask[row, :n] = 1
+        labels[row, :n] = torch.tensor(example.labels)
+    return {
+        "input_ids": input_ids.to(device),
+        "attention_mask": attention_mask.to(device),
+        "labels": labels.to(device),
+    }
+
+
+# --- Log-probabilities ----------------------------------------------------------------
+
+
+def sequence_logps(
+    model: Any, batch: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sequence sums of the log-probabilities of the labelled tokens.
+
+    Returns ``(logps, token_counts)``, both of shape ``(batch,)``. Gradients flow through
+    ``logps`` when enabled by the caller.
+    """
+    labels = batch["labels"]
+    width = labels.shape[1]
+    # Only positions that predict a labelled token need the (vocabulary-sized) LM head:
+    # start at the earliest reply token in the batch. With short replies after long chat
+    # prompts this is most of the cost of a step.
+    first_label = int((labels != IGNORE_INDEX).int().argmax(dim=1).min())
+    start = max(first_label - 1, 0)
+    logits = model(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        use_cache=False,
+        logits_to_keep=width - start,
+    ).logits[:, :-1]
+    labels = labels[:, start + 1 :]
+    mask = labels != IGNORE_INDEX
+    safe_labels = labels.masked_fill(~mask, 0)
+    logits = logits.float()
+    # gather - logsumexp avoids materialising a second vocabulary-sized log_softmax tensor.
+    token_logps = logits.gather(-1, safe_labels.unsqueeze(-1)).squeeze(-1)
+    token_logps = token_logps - torch.logsumexp(logits, dim=-1)
+    token_logps = token_logps * mask
+    return token_logps.sum(-1), mask.sum(-1)

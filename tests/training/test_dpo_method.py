@@ -90,7 +90,8 @@ def test_train_dpo_saves_a_loadable_adapter(tiny_model_dir, preference_file, tmp
         model, tokenizer, [[{"role": "user", "content": "Hello"}]],
         GenerationParams(max_new_tokens=4, do_sample=False),
     )
-    assert reply.text
+    # A random model may emit only special tokens, which decoding drops.
+    assert isinstance(reply.text, str)
     assert 1 <= reply.completion_tokens <= 4
 
 
@@ -169,8 +170,13 @@ def test_dpo_learns_a_fixed_preference(tiny_model_dir, yes_no_file, tmp_path):
         return float(logps[0] - logps[1])
 
     base_gap = preference_gap(*load_policy(tiny_model_dir))
-    trained_gap = preference_gap(*load_policy(tiny_model_dir, tmp_path / "adapter"))
-    assert trained_gap > base_gap + 0.2
+    trained_model, tokenizer = load_policy(tiny_model_dir, tmp_path / "adapter")
+    assert preference_gap(trained_model, tokenizer) > base_gap + 0.2
+    [reply] = generate_replies(
+        trained_model, tokenizer, [[{"role": "user", "content": "Question number 7?"}]],
+        GenerationParams(max_new_tokens=3, do_sample=False),
+    )
+    assert reply.text.startswith("yes")
 
 
 def test_config_from_dict_accepts_known_keys():

@@ -1,0 +1,160 @@
+import random
+import uuid
+
+import pytest
+
+from annotation.errors import Conflict, NotAssigned, ServiceError
+from annotation.models import Assignment, Comparison, Role
+from annotation.services import assignment_next, comparison_submit
+from tests.factories import make_member, make_task
+
+
+@pytest.fixture
+def task(project):
+    return make_task(project)
+
+
+def test_a_judgment_records_who_what_order_and_time(project, labeler, task):
+    assignment = assignment_next(project=project, labeler=labeler, rng=random.Random(1))
+
+    comparison = comparison_submit(
+        labeler=labeler,
+        assignment_id=assignment.pk,
+        side="left",
+        client_id=uuid.uuid4(),
+        time_spent_ms=5300,
+    )
+
+    assert comparison.labeler == labeler
+    assert comparison.shown_order == [assignment.left_response_id, assignment.right_response_id]
+    picked_a = assignment.left_response_id == task.response_a_id
+    assert comparison.choice == ("a" if picked_a else "b")
+    assert comparison.time_spent_ms == 5300
+    assert comparison.source == "human"
+    assignment.refresh_from_db()
+    assert assignment.status == Assignment.Status.DONE
+
+
+def test_the_same_client_id_twice_stores_one_judgment(project, labeler, task):
+    assignment = assignment_next(project=project, labeler=labeler)
+    client_id = uuid.uuid4()
+
+    first = comparison_submit(
+        labeler=labeler, assignment_id=assignment.pk, side="tie", client_id=client_id
+    )
+    second = comparison_submit(
+        labeler=labeler, assignment_id=assignment.pk, side="tie", client_id=client_id
+    )
+
+    assert first.pk == second.pk
+    assert Comparison.objects.count() == 1
+
+
+def test_a_task_not_assigned_to_the_labeler_is_refused(project, labeler, task):
+    other = make_member(project, Role.LABELER)
+    assignment = assignment_next(project=project, labeler=other)
+
+    with pytest.raises(NotAssigned):
+        comparison_submit(
+            labeler=labeler, assignment_id=assignment.pk, side="left", client_id=uuid.uuid4()
+        )
+    with pytest.raises(NotAssigned):
+        comparison_submit(labeler=labeler, assignment_id=None, side="left", client_id=uuid.uuid4())
+    assert Comparison.objects.count() == 0
+
+
+def test_a_second_judgment_of_the_same_assignment_is_a_conflict(project, labeler, task):
+    assignment = assignment_next(project=project, labeler=labeler)
+    comparison_submit(labeler=labeler, assignment_id=assignment.pk, side="left", client_id=uuid.uuid4())
+
+    with pytest.raises(Conflict):
+        comparison_submit(
+            labeler=labeler, assignment_id=assignment.pk, side="right", client_id=uuid.uuid4()
+        )
+    assert Comparison.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("side", "client_id", "time_spent_ms", "message"),
+    [
+        ("middle", uuid.uuid4(), 0, "choice must be one of"),
+        ("left", "not-a-uuid", 0, "client_id must be a UUID"),
+        ("left", uuid.uuid4(), -5, "time_spent_ms"),
+    ],
+)
+def test_bad_input_is_refused_and_stores_nothing(
+    project, labeler, task, side, client_id, time_spent_ms, message
+):
+    assignment = assignment_next(project=project, labeler=labeler)
+
+    with pytest.raises(ServiceError, match=message):
+        comparison_submit(
+            labeler=labeler,
+            assignment_id=assignment.pk,
+            side=side,
+            client_id=client_id,
+            time_spent_ms=time_spent_ms,
+        )
+    assert Comparison.objects.count() == 0
+
+
+def test_api_submission_is_idempotent_and_validates(login, project, labeler, task):
+    client = login(labeler)
+    next_task = client.get(f"/api/projects/{project.slug}/tasks/next/").json()
+    body = {"assignment_id": next_task["assignment_id"], "choice": "right",
+            "client_id": str(uuid.uuid4()), "time_spent_ms": 1200}  # fmt: skip
+    url = f"/api/projects/{project.slug}/comparisons/"
+
+    created = client.post(url, body, content_type="application/json")
+    repeated = client.post(url, body, content_type="application/json")
+    bad = client.post(url, {**body, "choice": "up", "client_id": str(uuid.uuid4())},
+                      content_type="application/json")  # fmt: skip
+
+    assert (created.status_code, repeated.status_code) == (201, 200)
+    assert created.json()["id"] == repeated.json()["id"]
+    assert created.json()["shown_order"] == [
+        next_task["left"]["id"],
+        next_task["right"]["id"],
+    ]
+    assert bad.status_code == 400
+    assert "choice" in bad.json()
+    assert Comparison.objects.count() == 1
+
+
+def test_api_refuses_someone_elses_assignment(login, project, labeler, task):
+    other = make_member(project, Role.LABELER)
+    assignment = assignment_next(project=project, labeler=other)
+    client = login(labeler)
+
+    answer = client.post(
+        f"/api/projects/{project.slug}/comparisons/",
+        {"assignment_id": assignment.pk, "choice": "left", "client_id": str(uuid.uuid4())},
+        content_type="application/json",
+    )
+
+    assert answer.status_code == 403
+    assert answer.json()["detail"] == "This task is not assigned to you."
+    assert Comparison.objects.count() == 0
+
+
+def test_page_vote_with_htmx_returns_the_next_task_fragment(login, project, labeler):
+    first, second = make_task(project), make_task(project)
+    client = login(labeler)
+    page = client.get(f"/p/{project.slug}/label/")
+    assignment = page.context["assignment"]
+
+    answer = client.post(
+        f"/p/{project.slug}/label/",
+        {"assignment_id": assignment.pk, "side": "left", "client_id": str(uuid.uuid4()),
+         "shown_at_ms": "0"},  # fmt: skip
+        HTTP_HX_REQUEST="true",
+    )
+
+    html = answer.content.decode()
+    assert answer.status_code == 200
+    assert html.lstrip().startswith('<section id="task"')
+    assert "<html" not in html
+    pending = Assignment.objects.get(labeler=labeler, status=Assignment.Status.PENDING)
+    assert pending.task in {first, second} - {assignment.task}
+    assert f'name="assignment_id" value="{pending.pk}"' in html
+    assert Comparison.objects.get().labeler == labeler

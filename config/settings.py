@@ -109,6 +109,8 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
     + (["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
     "EXCEPTION_HANDLER": "annotation.api_errors.exception_handler",
+    # `?format=` names the export format (dpo, ...), not a DRF renderer.
+    "URL_FORMAT_OVERRIDE": None,
 }
 
 # Celery: tasks take ids, so no result backend is needed; job rows hold status.

@@ -100,7 +100,9 @@ def verify_artifact(path: str | os.PathLike[str]) -> None:
         _read_json(folder / "adapter_config.json")
         weights = folder / "adapter_model.safetensors"
         if not weights.is_file():
-            raise ArtifactError(f"{folder} has adapter_config.json but no adapter_model.safetensors")
+            raise ArtifactError(
+                f"{folder} has adapter_config.json but no adapter_model.safetensors"
+            )
         _read_safetensors_header(weights)
         return
     if not (folder / "config.json").is_file():
@@ -332,9 +334,9 @@ def generate_replies(
             tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
             for messages in batch
         ]
-        encoded = tokenizer(
-            texts, return_tensors="pt", padding=True, add_special_tokens=False
-        ).to(device)
+        encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(
+            device
+        )
         torch.manual_seed(params.seed + batch_index)
         if torch.cuda.is_available():
             torch.cuda.manual_seed_all(params.seed + batch_index)

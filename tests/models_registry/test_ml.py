@@ -69,7 +69,7 @@ def test_verify_artifact_rejects_config_without_weights(tiny_model_dir, tmp_path
 def test_verify_artifact_rejects_truncated_weights(tiny_model_dir, tmp_path):
     folder = tmp_path / "model"
     shutil.copytree(tiny_model_dir, folder)
-    (folder / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\"")
+    (folder / "model.safetensors").write_bytes(b'\x10\x00\x00\x00\x00\x00\x00\x00{"a"')
     with pytest.raises(ArtifactError, match="not a readable safetensors file"):
         verify_artifact(folder)
 
@@ -134,8 +134,11 @@ def test_sampling_is_reproducible_with_a_seed(tiny_model_dir):
     first = generate_replies(model, tokenizer, CONVERSATIONS, params, batch_size=2)
     second = generate_replies(model, tokenizer, CONVERSATIONS, params, batch_size=2)
     other_seed = generate_replies(
-        model, tokenizer, CONVERSATIONS, GenerationParams(max_new_tokens=10, temperature=1.0,
-                                                          seed=8), batch_size=2,
+        model,
+        tokenizer,
+        CONVERSATIONS,
+        GenerationParams(max_new_tokens=10, temperature=1.0, seed=8),
+        batch_size=2,
     )
 
     assert [r.text for r in first] == [r.text for r in second]
@@ -145,7 +148,11 @@ def test_sampling_is_reproducible_with_a_seed(tiny_model_dir):
 def test_generation_params_round_trip_and_validation():
     params = GenerationParams(max_new_tokens=32, temperature=1, seed=3)
     assert params.as_dict() == {
-        "max_new_tokens": 32, "temperature": 1.0, "top_p": 0.95, "do_sample": True, "seed": 3,
+        "max_new_tokens": 32,
+        "temperature": 1.0,
+        "top_p": 0.95,
+        "do_sample": True,
+        "seed": 3,
     }
     assert GenerationParams(**params.as_dict()) == params
     with pytest.raises(ValueError, match="temperature must be > 0"):

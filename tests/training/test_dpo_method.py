@@ -66,8 +66,15 @@ def test_train_dpo_saves_a_loadable_adapter(tiny_model_dir, preference_file, tmp
     assert [step for step, _, _ in steps_seen] == [1, 2, 3, 4, 5, 6]
     assert {total for _, total, _ in steps_seen} == {6}
     expected_keys = {
-        "loss", "dpo_loss", "nll_loss", "reward_accuracy", "reward_margin", "chosen_reward",
-        "rejected_reward", "learning_rate", "tokens_per_s",
+        "loss",
+        "dpo_loss",
+        "nll_loss",
+        "reward_accuracy",
+        "reward_margin",
+        "chosen_reward",
+        "rejected_reward",
+        "learning_rate",
+        "tokens_per_s",
     }
     for _, _, metrics in steps_seen:
         assert expected_keys <= metrics.keys()
@@ -87,7 +94,9 @@ def test_train_dpo_saves_a_loadable_adapter(tiny_model_dir, preference_file, tmp
 
     model, tokenizer = load_policy(tiny_model_dir, output_dir)
     [reply] = generate_replies(
-        model, tokenizer, [[{"role": "user", "content": "Hello"}]],
+        model,
+        tokenizer,
+        [[{"role": "user", "content": "Hello"}]],
         GenerationParams(max_new_tokens=4, do_sample=False),
     )
     # A random model may emit only special tokens, which decoding drops.
@@ -97,13 +106,24 @@ def test_train_dpo_saves_a_loadable_adapter(tiny_model_dir, preference_file, tmp
 
 def test_train_dpo_max_steps_and_accumulation(tiny_model_dir, preference_file, tmp_path):
     # given: 6 pairs in micro-batches of 2, 2 per optimizer step -> 2 steps per epoch
-    config = DPOConfig(epochs=5, max_steps=3, batch_size=2, gradient_accumulation_steps=2,
-                       loss_type="ipo", lora_r=4)
+    config = DPOConfig(
+        epochs=5,
+        max_steps=3,
+        batch_size=2,
+        gradient_accumulation_steps=2,
+        loss_type="ipo",
+        lora_r=4,
+    )
     totals = []
 
     # when
-    result = train_dpo(config, dataset_path=preference_file, base_model_path=tiny_model_dir,
-                       output_dir=tmp_path / "out", on_step=lambda s, t, m: totals.append(t))
+    result = train_dpo(
+        config,
+        dataset_path=preference_file,
+        base_model_path=tiny_model_dir,
+        output_dir=tmp_path / "out",
+        on_step=lambda s, t, m: totals.append(t),
+    )
 
     # then
     assert result.steps == 3
@@ -113,10 +133,18 @@ def test_train_dpo_max_steps_and_accumulation(tiny_model_dir, preference_file, t
 
 def test_train_dpo_is_reproducible(tiny_model_dir, preference_file, tmp_path):
     config = DPOConfig(learning_rate=1e-3, max_steps=2, batch_size=2, lora_r=4)
-    first = train_dpo(config, dataset_path=preference_file, base_model_path=tiny_model_dir,
-                      output_dir=tmp_path / "a")
-    second = train_dpo(config, dataset_path=preference_file, base_model_path=tiny_model_dir,
-                       output_dir=tmp_path / "b")
+    first = train_dpo(
+        config,
+        dataset_path=preference_file,
+        base_model_path=tiny_model_dir,
+        output_dir=tmp_path / "a",
+    )
+    second = train_dpo(
+        config,
+        dataset_path=preference_file,
+        base_model_path=tiny_model_dir,
+        output_dir=tmp_path / "b",
+    )
     assert first.metrics["loss"] == second.metrics["loss"]
     assert first.metrics["reward_margin"] == second.metrics["reward_margin"]
 
@@ -141,14 +169,19 @@ def test_should_stop_cancels_training(tiny_model_dir, preference_file, tmp_path)
 
 def test_dpo_learns_a_fixed_preference(tiny_model_dir, yes_no_file, tmp_path):
     # given: the chosen reply is always "yes" and the rejected one always "no"
-    config = DPOConfig(learning_rate=5e-3, epochs=100, max_steps=20, batch_size=8, lora_r=8,
-                       lora_alpha=16)
+    config = DPOConfig(
+        learning_rate=5e-3, epochs=100, max_steps=20, batch_size=8, lora_r=8, lora_alpha=16
+    )
     history = []
 
     # when
-    train_dpo(config, dataset_path=yes_no_file, base_model_path=tiny_model_dir,
-              output_dir=tmp_path / "adapter",
-              on_step=lambda step, total, metrics: history.append(metrics))
+    train_dpo(
+        config,
+        dataset_path=yes_no_file,
+        base_model_path=tiny_model_dir,
+        output_dir=tmp_path / "adapter",
+        on_step=lambda step, total, metrics: history.append(metrics),
+    )
 
     # then: the implicit reward separates the pair ...
     assert history[0]["reward_margin"] == pytest.approx(0.0, abs=1e-4)
@@ -160,8 +193,13 @@ def test_dpo_learns_a_fixed_preference(tiny_model_dir, yes_no_file, tmp_path):
     def preference_gap(model, tokenizer) -> float:
         prompt = [{"role": "user", "content": "Question number 99?"}]
         encoded = [
-            encode_chat_reply(tokenizer, prompt, [{"role": "assistant", "content": text}],
-                              max_length=512, max_prompt_length=256)
+            encode_chat_reply(
+                tokenizer,
+                prompt,
+                [{"role": "assistant", "content": text}],
+                max_length=512,
+                max_prompt_length=256,
+            )
             for text in ("yes", "no")
         ]
         batch = collate(encoded, pad_token_id=tokenizer.pad_token_id, device=model.device)
@@ -173,7 +211,9 @@ def test_dpo_learns_a_fixed_preference(tiny_model_dir, yes_no_file, tmp_path):
     trained_model, tokenizer = load_policy(tiny_model_dir, tmp_path / "adapter")
     assert preference_gap(trained_model, tokenizer) > base_gap + 0.2
     [reply] = generate_replies(
-        trained_model, tokenizer, [[{"role": "user", "content": "Question number 7?"}]],
+        trained_model,
+        tokenizer,
+        [[{"role": "user", "content": "Question number 7?"}]],
         GenerationParams(max_new_tokens=3, do_sample=False),
     )
     assert reply.text.startswith("yes")
@@ -227,8 +267,12 @@ def test_bad_dataset_line_names_the_line(tiny_model_dir, tmp_path, bad_line, mes
 
     # when / then
     with pytest.raises(ValueError) as excinfo:
-        train_dpo(DPOConfig(), dataset_path=path, base_model_path=tiny_model_dir,
-                  output_dir=tmp_path / "out")
+        train_dpo(
+            DPOConfig(),
+            dataset_path=path,
+            base_model_path=tiny_model_dir,
+            output_dir=tmp_path / "out",
+        )
     assert message in str(excinfo.value)
     assert not (tmp_path / "out").exists()
 
@@ -237,8 +281,12 @@ def test_empty_dataset_is_rejected(tiny_model_dir, tmp_path):
     path = tmp_path / "empty.jsonl"
     path.write_text("\n", encoding="utf-8")
     with pytest.raises(ValueError, match="holds no preference rows"):
-        train_dpo(DPOConfig(), dataset_path=path, base_model_path=tiny_model_dir,
-                  output_dir=tmp_path / "out")
+        train_dpo(
+            DPOConfig(),
+            dataset_path=path,
+            base_model_path=tiny_model_dir,
+            output_dir=tmp_path / "out",
+        )
 
 
 def test_reply_tokens_end_with_eos_and_mask_the_prompt(tiny_model_dir):
@@ -258,7 +306,8 @@ def test_reply_tokens_end_with_eos_and_mask_the_prompt(tiny_model_dir):
     assert short.prompt_length == 20
     assert len(short.input_ids) == 24
     # The prompt keeps its end (the generation prompt), the reply its start.
-    assert short.input_ids[:20] == encoded.input_ids[encoded.prompt_length - 20 : encoded.prompt_length]
+    prompt_end = encoded.input_ids[: encoded.prompt_length][-20:]
+    assert short.input_ids[:20] == prompt_end
     assert short.input_ids[20:] == reply_ids[:4]
 
 

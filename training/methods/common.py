@@ -226,9 +226,7 @@ def collate(
 # --- Log-probabilities ----------------------------------------------------------------
 
 
-def sequence_logps(
-    model: Any, batch: dict[str, torch.Tensor]
-) -> tuple[torch.Tensor, torch.Tensor]:
+def sequence_logps(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sequence sums of the log-probabilities of the labelled tokens.
 
     Returns ``(logps, token_counts)``, both of shape ``(batch,)``. Gradients flow through

@@ -102,27 +102,48 @@ class DPOConfig:
         def is_number(value: Any) -> bool:
             return isinstance(value, int | float) and not isinstance(value, bool)
 
-        for name in ("beta", "learning_rate", "lora_alpha", "lora_dropout", "nll_weight",
-                     "warmup_ratio"):
+        for name in (
+            "beta",
+            "learning_rate",
+            "lora_alpha",
+            "lora_dropout",
+            "nll_weight",
+            "warmup_ratio",
+        ):
             require(is_number(getattr(self, name)), f"{name} must be a number")
             setattr(self, name, float(getattr(self, name)))
-        for name in ("epochs", "batch_size", "gradient_accumulation_steps", "max_length",
-                     "max_prompt_length", "lora_r", "seed"):
+        for name in (
+            "epochs",
+            "batch_size",
+            "gradient_accumulation_steps",
+            "max_length",
+            "max_prompt_length",
+            "lora_r",
+            "seed",
+        ):
             require(is_int(getattr(self, name)), f"{name} must be an integer")
 
-        require(self.loss_type in LOSS_TYPES,
-                f"loss_type must be one of {list(LOSS_TYPES)}, got {self.loss_type!r}")
+        require(
+            self.loss_type in LOSS_TYPES,
+            f"loss_type must be one of {list(LOSS_TYPES)}, got {self.loss_type!r}",
+        )
         require(math.isfinite(self.beta) and self.beta > 0, "beta must be > 0")
-        require(math.isfinite(self.learning_rate) and self.learning_rate > 0,
-                "learning_rate must be > 0")
+        require(
+            math.isfinite(self.learning_rate) and self.learning_rate > 0,
+            "learning_rate must be > 0",
+        )
         require(self.epochs >= 1, "epochs must be >= 1")
-        require(self.max_steps is None or (is_int(self.max_steps) and self.max_steps >= 1),
-                "max_steps must be null or an integer >= 1")
+        require(
+            self.max_steps is None or (is_int(self.max_steps) and self.max_steps >= 1),
+            "max_steps must be null or an integer >= 1",
+        )
         require(self.batch_size >= 1, "batch_size must be >= 1")
         require(self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps must be >= 1")
         require(self.max_length >= 2, "max_length must be >= 2")
-        require(1 <= self.max_prompt_length < self.max_length,
-                "max_prompt_length must be >= 1 and smaller than max_length")
+        require(
+            1 <= self.max_prompt_length < self.max_length,
+            "max_prompt_length must be >= 1 and smaller than max_length",
+        )
         require(self.lora_r >= 1, "lora_r must be >= 1")
         require(self.lora_alpha > 0, "lora_alpha must be > 0")
         require(0 <= self.lora_dropout < 1, "lora_dropout must be in [0, 1)")
@@ -148,7 +169,8 @@ class DPOConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(
-                f"unknown DPO config key(s): {', '.join(unknown)}; known keys: {', '.join(sorted(known))}"
+                f"unknown DPO config key(s): {', '.join(unknown)}; "
+                f"known keys: {', '.join(sorted(known))}"
             )
         return cls(**data)
 
@@ -192,10 +214,20 @@ def load_preference_pairs(
         try:
             pairs.append(
                 _Pair(
-                    chosen=encode_chat_reply(tokenizer, prompt, chosen, max_length=max_length,
-                                             max_prompt_length=max_prompt_length),
-                    rejected=encode_chat_reply(tokenizer, prompt, rejected, max_length=max_length,
-                                               max_prompt_length=max_prompt_length),
+                    chosen=encode_chat_reply(
+                        tokenizer,
+                        prompt,
+                        chosen,
+                        max_length=max_length,
+                        max_prompt_length=max_prompt_length,
+                    ),
+                    rejected=encode_chat_reply(
+                        tokenizer,
+                        prompt,
+                        rejected,
+                        max_length=max_length,
+                        max_prompt_length=max_prompt_length,
+                    ),
                 )
             )
         except Exception as exc:  # template errors surface as jinja/tokenizer exceptions
@@ -221,9 +253,9 @@ def _dpo_losses(
         # DPO Eq. 7: -log sigma(beta * ((pi_c - ref_c) - (pi_r - ref_r))).
         return -F.logsigmoid(config.beta * (chosen_logratios - rejected_logratios))
     # IPO Eq. 17 with tau = beta, on per-token averages (TRL normalises the same way).
-    delta = chosen_logratios / chosen_tokens.clamp(min=1) - rejected_logratios / rejected_tokens.clamp(
-        min=1
-    )
+    chosen_avg = chosen_logratios / chosen_tokens.clamp(min=1)
+    rejected_avg = rejected_logratios / rejected_tokens.clamp(min=1)
+    delta = chosen_avg - rejected_avg
     return (delta - 1 / (2 * config.beta)) ** 2
 
 
@@ -264,7 +296,9 @@ def train_dpo(
 
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(str(base_model_path)))
     pairs = load_preference_pairs(
-        dataset_path, tokenizer, max_length=config.max_length,
+        dataset_path,
+        tokenizer,
+        max_length=config.max_length,
         max_prompt_length=config.max_prompt_length,
     )
     pad_id = tokenizer.pad_token_id
@@ -299,8 +333,9 @@ def train_dpo(
         for start in range(0, n, config.batch_size):
             check_stop()
             chunk = pairs[start : start + config.batch_size]
-            logps, _ = sequence_logps(model, collate(_concat(chunk), pad_token_id=pad_id,
-                                                     device=device))
+            logps, _ = sequence_logps(
+                model, collate(_concat(chunk), pad_token_id=pad_id, device=device)
+            )
             ref_chosen[start : start + len(chunk)] = logps[: len(chunk)]
             ref_rejected[start : start + len(chunk)] = logps[len(chunk) :]
 
@@ -328,8 +363,9 @@ def train_dpo(
     for epoch in range(config.epochs):
         # A fresh generator per epoch: the order depends only on (seed, epoch).
         order = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed + epoch))
-        micro_batches = [order[i : i + config.batch_size].tolist() for i in range(0, n,
-                                                                                config.batch_size)]
+        micro_batches = [
+            order[i : i + config.batch_size].tolist() for i in range(0, n, config.batch_size)
+        ]
         for g in range(0, len(micro_batches), config.gradient_accumulation_steps):
             if step >= total_steps:
                 break
@@ -338,8 +374,15 @@ def train_dpo(
             group_size = sum(len(mb) for mb in group)
             step_started = time.perf_counter()
             sums = dict.fromkeys(
-                ("dpo_loss", "nll_loss", "reward_accuracy", "reward_margin", "chosen_reward",
-                 "rejected_reward"), 0.0,
+                (
+                    "dpo_loss",
+                    "nll_loss",
+                    "reward_accuracy",
+                    "reward_margin",
+                    "chosen_reward",
+                    "rejected_reward",
+                ),
+                0.0,
             )
             tokens = 0
             for indices in group:
@@ -353,8 +396,9 @@ def train_dpo(
                 count_c, count_r = counts[:k], counts[k:]
                 idx = torch.tensor(indices, device=device)
                 ref_c, ref_r = ref_chosen[idx], ref_rejected[idx]
-                dpo_loss = _dpo_losses(config, policy_c, policy_r, ref_c, ref_r, count_c,
-                                       count_r).mean()
+                dpo_loss = _dpo_losses(
+                    config, policy_c, policy_r, ref_c, ref_r, count_c, count_r
+                ).mean()
                 # RPO term: token-mean NLL over all chosen tokens of the micro-batch.
                 nll_loss = -policy_c.sum() / count_c.sum().clamp(min=1)
                 loss = dpo_loss + config.nll_weight * nll_loss
@@ -369,7 +413,8 @@ def train_dpo(
                     sums["reward_accuracy"] += weight * (
                         (chosen_rewards > rejected_rewards).float().mean().item()
                     )
-                    sums["reward_margin"] += weight * (chosen_rewards - rejected_rewards).mean().item()
+                    margins = chosen_rewards - rejected_rewards
+                    sums["reward_margin"] += weight * margins.mean().item()
                     sums["chosen_reward"] += weight * chosen_rewards.mean().item()
                     sums["rejected_reward"] += weight * rejected_rewards.mean().item()
 

@@ -9,6 +9,9 @@ document.addEventListener("keydown", (event) => {
   for (const button of form.querySelectorAll("button[data-key]")) {
     if (button.dataset.key.split(" ").includes(key) && !button.disabled) {
       event.preventDefault();
+      // A key can arrive right after a swap, before htmx has wired the new form; wiring it
+      // here keeps the vote an in-place request instead of a full page submit.
+      if (window.htmx) window.htmx.process(form);
       button.click();
       return;
     }

@@ -3,7 +3,7 @@ import pytest
 from annotation.models import Role
 from tests.factories import PASSWORD, make_member, make_project, make_user
 
-pytest_plugins = ["tests.model_fixtures"]
+pytest_plugins = ["tests.model_fixtures", "tests.worker_fixtures"]
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,7 @@ from annotation.models import Comparison, ComparisonTask, Response, Role
 from models_registry.models import GenerationJob, ModelVersion
 from models_registry.services import ensure_base_model_from_folder
 from tests.factories import jsonl_bytes, make_member, make_project
-from tests.integration.conftest import wait_for
+from tests.worker_fixtures import wait_for
 from training.models import TrainingRun
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(600)]

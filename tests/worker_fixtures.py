@@ -12,7 +12,7 @@ from django.db import connection
 
 from config.celery import app as celery_app
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _require_network_services():

@@ -1,0 +1,76 @@
+"""A labeler votes with the keyboard and an admin trains DPO, in real headless Chromium."""
+
+import pytest
+
+from annotation.models import Assignment, Comparison, Role
+from models_registry.models import GenerationJob, ModelVersion
+from models_registry.services import ensure_base_model_from_folder
+from tests.browser.conftest import log_in
+from tests.factories import PASSWORD, make_member, make_project, make_task
+from tests.worker_fixtures import wait_for
+
+pytestmark = [pytest.mark.postgres, pytest.mark.browser, pytest.mark.timeout(600)]
+
+
+def _current_assignment_id(page) -> str:
+    return page.locator("input[name=assignment_id]").get_attribute("value")
+
+
+def test_keyboard_labeling_then_browser_training_closes_the_loop(
+    live_server, celery_worker_process, tiny_model_dir, new_page, settings
+):
+    project = make_project("browser-loop")
+    admin = make_member(project, Role.ADMIN, "browser-admin")
+    labeler = make_member(project, Role.LABELER, "browser-labeler")
+    base = ensure_base_model_from_folder(name="tiny-base", path=tiny_model_dir)
+    for number in range(3):
+        make_task(project, texts=(f"Short answer {number}.", f"A much longer answer {number}."))
+    url = live_server.url
+
+    # Step 3: the labeler votes with keys only; each vote swaps in the next task in place.
+    page = new_page()
+    log_in(page, url, labeler.username, PASSWORD)
+    page.goto(f"{url}/p/{project.slug}/label/")
+    page.evaluate("window.__samePage = 'yes'")
+    for key in ["1", "2", "t"]:
+        before = _current_assignment_id(page)
+        page.keyboard.press(key)
+        if key == "t":
+            page.get_by_text("Nothing to label right now").wait_for()
+        else:
+            page.wait_for_function(
+                "old => document.querySelector('input[name=assignment_id]')?.value !== old",
+                arg=before,
+            )
+    assert page.evaluate("window.__samePage") == "yes"  # no full page load happened
+    judgments = list(Comparison.objects.filter(labeler=labeler).order_by("id"))
+    assert [j.choice for j in judgments][2] == "tie"
+    assert all(j.time_spent_ms >= 0 and len(j.shown_order) == 2 for j in judgments)
+    first_left = Assignment.objects.get(task=judgments[0].task).left_response_id
+    assert judgments[0].choice == ("a" if first_left == judgments[0].response_a_id else "b")
+
+    # Step 5: the admin starts DPO from the browser and watches it finish live.
+    admin_page = new_page()
+    log_in(admin_page, url, admin.username, PASSWORD)
+    admin_page.goto(f"{url}/p/{project.slug}/training/")
+    admin_page.select_option("select[name=base_version]", str(base.pk))
+    admin_page.fill("input[name=max_steps]", "3")
+    admin_page.click("button:has-text('Start training')")
+    admin_page.wait_for_url(f"{url}/p/{project.slug}/training/*/")
+    admin_page.locator("#run-status[data-status=succeeded]").wait_for(timeout=240_000)
+    assert admin_page.locator("polyline.line").get_attribute("data-points") == "3"
+    assert "Registered model version" in admin_page.locator("#run-status").inner_text()
+
+    # The new version's answers reach the labeler's queue.
+    version = ModelVersion.objects.get(parent=base)
+
+    def generated():
+        job = GenerationJob.objects.filter(model_version=version).first()
+        return job and job.status == GenerationJob.Status.SUCCEEDED
+
+    wait_for(generated, timeout=180, what="candidates from the trained version")
+    page.goto(f"{url}/p/{project.slug}/label/")
+    assignment = Assignment.objects.get(labeler=labeler, status=Assignment.Status.PENDING)
+    shown = {assignment.left_response.model_version_id, assignment.right_response.model_version_id}
+    assert version.pk in shown
+    assert page.locator("article.response").count() == 2

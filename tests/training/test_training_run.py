@@ -1,0 +1,122 @@
+import uuid
+
+import pytest
+
+from annotation.errors import ServiceError
+from annotation.services import assignment_next, comparison_submit
+from models_registry.models import GenerationJob, ModelVersion
+from models_registry.services import ensure_base_model_from_folder
+from tests.factories import make_task, make_version
+from training.models import DatasetSnapshot, TrainingRun
+from training.services import (
+    snapshot_create,
+    training_run_cancel,
+    training_run_execute,
+    training_run_start,
+)
+
+
+def _judge_all(project, labeler, side="left"):
+    while (assignment := assignment_next(project=project, labeler=labeler)) is not None:
+        comparison_submit(
+            labeler=labeler, assignment_id=assignment.pk, side=side, client_id=uuid.uuid4()
+        )
+
+
+@pytest.fixture
+def judged_project(project, labeler):
+    for number in range(4):
+        make_task(project, texts=(f"Yes {number}.", f"No, never, not at all {number}."))
+    _judge_all(project, labeler)
+    return project
+
+
+def test_snapshot_is_content_addressed_and_reused(judged_project):
+    first = snapshot_create(project=judged_project)
+    second = snapshot_create(project=judged_project)
+
+    assert first.pk == second.pk
+    assert first.row_count == 4
+    assert len(first.content_hash) == 64
+    assert open(first.path, encoding="utf-8").read().count("\n") == 4
+
+
+def test_training_without_decisive_judgments_is_refused(project, labeler):
+    make_task(project)
+    _judge_all(project, labeler, side="tie")
+    base = make_version()
+
+    with pytest.raises(ServiceError, match="no decisive comparisons"):
+        training_run_start(project=project, base_version=base)
+    assert TrainingRun.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [({"learning_rate": -1}, "learning_rate"), ({"warp_speed": 9}, "warp_speed")],
+)
+def test_bad_config_is_refused_and_nothing_is_stored(judged_project, config, message):
+    with pytest.raises(ServiceError, match=message):
+        training_run_start(project=judged_project, base_version=make_version(), config=config)
+    assert TrainingRun.objects.count() == 0
+    assert DatasetSnapshot.objects.count() == 0
+
+
+def test_a_run_trains_registers_its_version_and_queues_its_candidates(
+    judged_project, tiny_model_dir, django_capture_on_commit_callbacks
+):
+    base = ensure_base_model_from_folder(name="tiny", path=tiny_model_dir)
+    run = training_run_start(
+        project=judged_project, base_version=base, config={"max_steps": 2, "batch_size": 2}
+    )
+
+    with django_capture_on_commit_callbacks(execute=False):
+        training_run_execute(run_id=run.pk)
+
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.error
+    assert list(run.steps.values_list("step", flat=True)) == [1, 2]
+    version = ModelVersion.objects.get(training_run=run)
+    assert version.parent == base and version.method == "dpo"
+    assert (version.seed, version.snapshot_hash) == (run.seed, run.snapshot.content_hash)
+    assert GenerationJob.objects.get(model_version=version).status == "queued"
+
+
+def test_a_failed_run_keeps_its_error_and_registers_nothing(judged_project, tmp_path, settings):
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    base = make_version(path=str(broken))
+    run = training_run_start(project=judged_project, base_version=base)
+
+    training_run_execute(run_id=run.pk)
+
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.FAILED
+    assert run.error
+    assert ModelVersion.objects.filter(training_run=run).count() == 0
+    assert not any(p.name.startswith(".run-") for p in settings.MODELS_DIR.iterdir())
+
+
+def test_cancel_before_start_means_the_worker_does_nothing(judged_project):
+    run = training_run_start(project=judged_project, base_version=make_version())
+
+    training_run_cancel(run=run)
+    training_run_execute(run_id=run.pk)
+
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.CANCELLED
+    assert run.steps.count() == 0
+    with pytest.raises(ServiceError, match="already cancelled"):
+        training_run_cancel(run=run)
+
+
+def test_a_redelivered_message_does_not_train_twice(judged_project):
+    run = training_run_start(project=judged_project, base_version=make_version())
+    TrainingRun.objects.filter(pk=run.pk).update(status=TrainingRun.Status.RUNNING)
+
+    training_run_execute(run_id=run.pk)
+
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.RUNNING
+    assert run.started_at is None

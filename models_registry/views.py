@@ -28,11 +28,15 @@ def _models_context(project, form) -> dict:
     }
 
 
+def _newest_policy():
+    return selectors.policy_versions().order_by("-created_at", "-id").first()
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def models_page(request, slug):
     project = project_for(user=request.user, slug=slug, capability=MANAGE)
-    form = GenerationForm(request.POST or None)
+    form = GenerationForm(request.POST or None, initial={"model_version": _newest_policy()})
     if request.method == "POST":
         if form.is_valid():
             try:

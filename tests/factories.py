@@ -41,7 +41,9 @@ def make_prompt(project: Project, text: str | None = None) -> Prompt:
     return Prompt.objects.create(project=project, text=text or f"Question {next(_counter)}?")
 
 
-def make_task(project: Project, *, prompt: Prompt | None = None, texts=("Answer one", "Answer two")):
+def make_task(
+    project: Project, *, prompt: Prompt | None = None, texts=("Answer one", "Answer two")
+):
     prompt = prompt or make_prompt(project)
     first = Response.objects.create(prompt=prompt, author="test: first", text=texts[0])
     second = Response.objects.create(prompt=prompt, author="test: second", text=texts[1])

@@ -48,8 +48,22 @@ def celery_worker_process(transactional_db, settings, tmp_path):
     log_path = tmp_path / "worker.log"
     log = log_path.open("w")
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "gpu,default",
-         "--pool", "solo", "--loglevel", "INFO", "-n", f"test-{os.getpid()}@%h"],  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "-Q",
+            "gpu,default",
+            "--pool",
+            "solo",
+            "--loglevel",
+            "INFO",
+            "-n",
+            f"test-{os.getpid()}@%h",
+        ],  # fmt: skip
         cwd=REPO_ROOT,
         env=env,
         stdout=log,

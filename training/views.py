@@ -6,6 +6,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from annotation.errors import ServiceError
 from annotation.permissions import MANAGE, project_for
 from config.celery import QueueUnavailable
+from models_registry.models import ModelVersion
 from training import selectors, services
 from training.forms import DPORunForm
 from training.models import TrainingRun
@@ -15,7 +16,8 @@ from training.models import TrainingRun
 @require_http_methods(["GET", "POST"])
 def runs_page(request, slug):
     project = project_for(user=request.user, slug=slug, capability=MANAGE)
-    form = DPORunForm(request.POST or None)
+    newest = ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY).order_by("-created_at")
+    form = DPORunForm(request.POST or None, initial={"base_version": newest.first()})
     status = 200
     if request.method == "POST":
         if form.is_valid():

@@ -65,7 +65,9 @@ def test_a_task_not_assigned_to_the_labeler_is_refused(project, labeler, task):
 
 def test_a_second_judgment_of_the_same_assignment_is_a_conflict(project, labeler, task):
     assignment = assignment_next(project=project, labeler=labeler)
-    comparison_submit(labeler=labeler, assignment_id=assignment.pk, side="left", client_id=uuid.uuid4())
+    comparison_submit(
+        labeler=labeler, assignment_id=assignment.pk, side="left", client_id=uuid.uuid4()
+    )
 
     with pytest.raises(Conflict):
         comparison_submit(
@@ -145,8 +147,12 @@ def test_page_vote_with_htmx_returns_the_next_task_fragment(login, project, labe
 
     answer = client.post(
         f"/p/{project.slug}/label/",
-        {"assignment_id": assignment.pk, "side": "left", "client_id": str(uuid.uuid4()),
-         "shown_at_ms": "0"},  # fmt: skip
+        {
+            "assignment_id": assignment.pk,
+            "side": "left",
+            "client_id": str(uuid.uuid4()),
+            "shown_at_ms": "0",
+        },  # fmt: skip
         HTTP_HX_REQUEST="true",
     )
 

@@ -16,7 +16,11 @@ def test_jsonl_import_loads_every_prompt_with_metadata(project):
 
     assert batch.prompt_count == 2
     first, second = Prompt.objects.filter(project=project).order_by("id")
-    assert (first.text, first.external_id, first.metadata) == ("What is DPO?", "q1", {"topic": "ml"})
+    assert (first.text, first.external_id, first.metadata) == (
+        "What is DPO?",
+        "q1",
+        {"topic": "ml"},
+    )
     assert (second.text, second.source_import) == ("Say hi.", batch)
 
 
@@ -25,7 +29,9 @@ def test_csv_import_reads_the_prompt_column(project):
 
     prompts_import(project=project, file_name="p.csv", content=content)
 
-    texts = list(Prompt.objects.filter(project=project).order_by("id").values_list("text", flat=True))
+    texts = list(
+        Prompt.objects.filter(project=project).order_by("id").values_list("text", flat=True)
+    )
     assert texts == ["Explain, briefly, RLHF.", "Write a haiku."]
 
 

@@ -1,4 +1,5 @@
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -38,7 +39,7 @@ def test_snapshot_is_content_addressed_and_reused(judged_project):
     assert first.pk == second.pk
     assert first.row_count == 4
     assert len(first.content_hash) == 64
-    assert open(first.path, encoding="utf-8").read().count("\n") == 4
+    assert Path(first.path).read_text(encoding="utf-8").count("\n") == 4
 
 
 def test_training_without_decisive_judgments_is_refused(project, labeler):

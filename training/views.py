@@ -51,7 +51,8 @@ def run_detail(request, slug, run_id):
     context = {
         "project": project,
         "run": run,
-        "curve": selectors.loss_curve_points(run=run),
+        "chart": selectors.loss_chart(run=run),
+        "summary": selectors.run_summary(run=run),
         "version": getattr(run, "model_version", None),
         "can_manage": True,
         "can_view_data": True,

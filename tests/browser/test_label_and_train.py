@@ -58,7 +58,7 @@ def test_keyboard_labeling_then_browser_training_closes_the_loop(
     admin_page.click("button:has-text('Start training')")
     admin_page.wait_for_url(f"{url}/p/{project.slug}/training/*/")
     admin_page.locator("#run-status[data-status=succeeded]").wait_for(timeout=240_000)
-    assert admin_page.locator("polyline.line").get_attribute("data-points") == "3"
+    assert admin_page.locator("polyline.line-dpo_loss").get_attribute("data-points") == "3"
     assert "Registered model version" in admin_page.locator("#run-status").inner_text()
 
     # The new version's answers reach the labeler's queue.

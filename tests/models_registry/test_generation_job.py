@@ -1,0 +1,99 @@
+import pytest
+
+from annotation.errors import ServiceError
+from annotation.models import ComparisonTask, Response
+from config.celery import QueueUnavailable
+from config.celery import app as celery_app
+from models_registry.models import GenerationJob
+from models_registry.services import (
+    ensure_base_model_from_folder,
+    generation_job_execute,
+    generation_job_start,
+)
+from tests.factories import make_prompt, make_version
+
+
+@pytest.fixture
+def unreachable_broker():
+    saved = celery_app.conf.broker_url, celery_app.conf.broker_transport_options
+    celery_app.conf.broker_url = "redis://127.0.0.1:1/0"
+    celery_app.conf.broker_transport_options = {}
+    celery_app.pool.force_close_all()
+    yield
+    celery_app.conf.broker_url, celery_app.conf.broker_transport_options = saved
+    celery_app.pool.force_close_all()
+
+
+def test_a_first_round_writes_two_samples_per_prompt_and_pairs_them(project, tiny_model_dir):
+    prompts = [make_prompt(project) for _ in range(3)]
+    base = ensure_base_model_from_folder(name="tiny", path=tiny_model_dir)
+    job = generation_job_start(
+        project=project, model_version=base, params={"max_new_tokens": 6, "seed": 3}
+    )
+
+    generation_job_execute(job_id=job.pk)
+    generation_job_execute(job_id=job.pk)  # a redelivered message changes nothing
+
+    job.refresh_from_db()
+    assert (job.status, job.done, job.total, job.samples_per_prompt) == ("succeeded", 6, 6, 2)
+    assert Response.objects.filter(model_version=base).count() == 6
+    tasks = ComparisonTask.objects.filter(project=project)
+    assert sorted(t.prompt_id for t in tasks) == sorted(p.pk for p in prompts)
+    response = Response.objects.filter(model_version=base).first()
+    assert response.generation_params["max_new_tokens"] == 6
+    assert response.generation_seconds > 0
+
+
+def test_a_broken_model_fails_the_job_with_its_error(project, tmp_path):
+    make_prompt(project)
+    job = generation_job_start(project=project, model_version=make_version(path=str(tmp_path)))
+
+    generation_job_execute(job_id=job.pk)
+
+    job.refresh_from_db()
+    assert job.status == GenerationJob.Status.FAILED
+    assert job.error
+    assert Response.objects.count() == 0
+
+
+def test_generation_needs_prompts_and_sane_parameters(project):
+    version = make_version()
+    with pytest.raises(ServiceError, match="no prompts"):
+        generation_job_start(project=project, model_version=version)
+    make_prompt(project)
+    with pytest.raises(ServiceError, match="Bad generation parameters"):
+        generation_job_start(project=project, model_version=version, params={"top_z": 1})
+    with pytest.raises(ServiceError, match="between 1 and 8"):
+        generation_job_start(project=project, model_version=version, samples_per_prompt=9)
+    assert GenerationJob.objects.count() == 0
+
+
+def test_an_unreachable_broker_is_reported_not_worked_around(
+    project, unreachable_broker, django_capture_on_commit_callbacks
+):
+    make_prompt(project)
+
+    with (
+        pytest.raises(QueueUnavailable, match="task queue could not be reached"),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        generation_job_start(project=project, model_version=make_version())
+
+    job = GenerationJob.objects.get()
+    assert job.status == GenerationJob.Status.FAILED
+    assert "task queue could not be reached" in job.error
+    assert Response.objects.count() == 0
+
+
+def test_models_page_polls_while_a_job_runs(login, admin_member, project):
+    make_prompt(project)
+    generation_job_start(project=project, model_version=make_version("polled"))
+    client = login(admin_member)
+
+    page = client.get(f"/p/{project.slug}/models/")
+    fragment = client.get(f"/p/{project.slug}/models/jobs/", HTTP_HX_REQUEST="true")
+
+    assert 'hx-trigger="every 1s"' in page.content.decode()
+    html = fragment.content.decode().strip()
+    assert html.startswith('<section id="jobs"')
+    assert "polled" in html and "Queued" in html

@@ -1,6 +1,7 @@
 import pytest
 
 from annotation.models import Role
+from config.celery import app as celery_app
 from tests.factories import PASSWORD, make_member, make_project, make_user
 
 pytest_plugins = ["tests.model_fixtures", "tests.worker_fixtures"]
@@ -52,3 +53,25 @@ def login(client):
         return client
 
     return _login
+
+
+def _drop_broker_connections():
+    """Forget pooled broker connections so the next send dials the configured URL."""
+    if celery_app._pool is not None:
+        celery_app._pool.force_close_all()
+    celery_app._pool = None
+    celery_app.amqp._producer_pool = None
+
+
+@pytest.fixture
+def unreachable_broker(monkeypatch):
+    """Point the Celery app at a port where no broker listens, for this test only."""
+    saved = celery_app.conf.broker_url, celery_app.conf.broker_transport_options
+    # Celery reads CELERY_BROKER_URL from the environment before its own configuration.
+    monkeypatch.setenv("CELERY_BROKER_URL", "redis://127.0.0.1:1/0")
+    celery_app.conf.broker_url = "redis://127.0.0.1:1/0"
+    celery_app.conf.broker_transport_options = {}
+    _drop_broker_connections()
+    yield
+    celery_app.conf.broker_url, celery_app.conf.broker_transport_options = saved
+    _drop_broker_connections()

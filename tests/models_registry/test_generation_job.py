@@ -3,7 +3,6 @@ import pytest
 from annotation.errors import ServiceError
 from annotation.models import ComparisonTask, Response
 from config.celery import QueueUnavailable
-from config.celery import app as celery_app
 from models_registry.models import GenerationJob
 from models_registry.services import (
     ensure_base_model_from_folder,
@@ -11,17 +10,6 @@ from models_registry.services import (
     generation_job_start,
 )
 from tests.factories import make_prompt, make_version
-
-
-@pytest.fixture
-def unreachable_broker():
-    saved = celery_app.conf.broker_url, celery_app.conf.broker_transport_options
-    celery_app.conf.broker_url = "redis://127.0.0.1:1/0"
-    celery_app.conf.broker_transport_options = {}
-    celery_app.pool.force_close_all()
-    yield
-    celery_app.conf.broker_url, celery_app.conf.broker_transport_options = saved
-    celery_app.pool.force_close_all()
 
 
 def test_a_first_round_writes_two_samples_per_prompt_and_pairs_them(project, tiny_model_dir):

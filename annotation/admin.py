@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from annotation.models import Comparison, ComparisonTask, Membership, Project, Prompt
+from annotation.models import Judgment, Membership, Project, Prompt, Task
 
 
 class MembershipInline(admin.TabularInline):
@@ -22,19 +22,19 @@ class PromptAdmin(admin.ModelAdmin):
     search_fields = ["text", "external_id"]
 
 
-@admin.register(ComparisonTask)
-class ComparisonTaskAdmin(admin.ModelAdmin):
-    list_display = ["id", "project", "prompt", "assigned_count", "overlap_target"]
-    list_filter = ["project"]
-    raw_id_fields = ["prompt", "response_a", "response_b"]
+@admin.register(Task)
+class TaskAdmin(admin.ModelAdmin):
+    list_display = ["id", "project", "kind", "prompt", "assigned_count", "overlap_target"]
+    list_filter = ["project", "kind", "is_gold", "flagged"]
+    raw_id_fields = ["prompt"]
 
 
-@admin.register(Comparison)
-class ComparisonAdmin(admin.ModelAdmin):
+@admin.register(Judgment)
+class JudgmentAdmin(admin.ModelAdmin):
     """Read-only: judgments are append-only; a correction is a new, superseding row."""
 
-    list_display = ["id", "project", "labeler", "choice", "source", "created_at"]
-    list_filter = ["project", "choice", "source"]
+    list_display = ["id", "project", "kind", "labeler", "source", "created_at"]
+    list_filter = ["project", "kind", "source"]
 
     def has_change_permission(self, request, obj=None):
         return False

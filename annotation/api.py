@@ -39,64 +39,108 @@ def _response_payload(response) -> dict:
     return {"id": response.pk, "text": response.text, "html": render_markdown(response.text)}
 
 
+def assignment_payload(assignment) -> dict:
+    task = assignment.task
+    responses = [_response_payload(r) for r in assignment.shown_responses()]
+    payload = {
+        "assignment_id": assignment.pk,
+        "task_id": task.pk,
+        "kind": task.kind,
+        "prompt": {"id": task.prompt_id, "text": task.prompt.text},
+        "context": task.context,
+        "responses": responses,
+        "criteria": task.project.criteria,
+        "expires_at": assignment.expires_at,
+    }
+    if task.kind == "comparison":
+        payload["left"], payload["right"] = responses
+    return payload
+
+
 class TaskNextApi(APIView):
-    """The caller's current comparison task (assigning one if needed); 204 when none is left.
-    Responses come in display order, `left` then `right`; the model is not named."""
+    """The caller's current task (assigning one if needed); 204 when none is left.
+    `?after=<assignment_id>` gives the task after that one, so a client can prefetch it.
+    Responses come in display order; the models are not named."""
 
     def get(self, request, slug):
         project = project_for(user=request.user, slug=slug, capability=LABEL)
-        assignment = services.assignment_next(project=project, labeler=request.user)
+        after = request.query_params.get("after")
+        assignment = services.assignment_next(
+            project=project, labeler=request.user, after=int(after) if after else None
+        )
         if assignment is None:
             return Response(status=204)
-        prompt = assignment.task.prompt
-        return Response(
-            {
-                "assignment_id": assignment.pk,
-                "task_id": assignment.task_id,
-                "prompt": {"id": prompt.pk, "text": prompt.text},
-                "left": _response_payload(assignment.left_response),
-                "right": _response_payload(assignment.right_response),
-                "expires_at": assignment.expires_at,
-            }
-        )
+        return Response(assignment_payload(assignment))
+
+    def handle_exception(self, exc):
+        if isinstance(exc, ValueError):
+            exc = ServiceError("after must be an assignment id.")
+        return super().handle_exception(exc)
 
 
-class ComparisonInputSerializer(serializers.Serializer):
+class JudgmentEnvelopeSerializer(serializers.Serializer):
     assignment_id = serializers.IntegerField()
-    choice = serializers.ChoiceField(choices=sorted(services.CHOICE_BY_SIDE))
     client_id = serializers.UUIDField()
     time_spent_ms = serializers.IntegerField(min_value=0, max_value=86_400_000, default=0)
 
 
-class ComparisonSubmitApi(APIView):
-    """Judge an assignment: choice is the side the labeler picked (left/right/tie/both_bad).
-    Resending the same client_id returns the stored judgment (200) instead of a new one."""
+class JudgmentSubmitApi(APIView):
+    """Judge an assignment. Besides the envelope (assignment_id, client_id, time_spent_ms)
+    the body carries the kind's own fields, e.g. for a comparison `choice` (left, right,
+    tie, both_bad), `strength` 1-4, `rationale`, `criterion_<name>`. Resending the same
+    client_id returns the stored judgment (200) instead of storing a new one (201)."""
 
     def post(self, request, slug):
         project_for(user=request.user, slug=slug, capability=LABEL)
-        data = ComparisonInputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        fields = data.validated_data
-        before = selectors.comparison_exists_for_client(client_id=fields["client_id"])
-        comparison = services.comparison_submit(
+        envelope = JudgmentEnvelopeSerializer(data=request.data)
+        envelope.is_valid(raise_exception=True)
+        fields = envelope.validated_data
+        before = selectors.judgment_exists_for_client(client_id=fields["client_id"])
+        judgment = services.judgment_submit(
             labeler=request.user,
             assignment_id=fields["assignment_id"],
-            side=fields["choice"],
+            data=request.data,
             client_id=fields["client_id"],
             time_spent_ms=fields["time_spent_ms"],
         )
-        return Response(
-            {
-                "id": comparison.pk,
-                "client_id": str(comparison.client_id),
-                "choice": comparison.choice,
-                "response_a": comparison.response_a_id,
-                "response_b": comparison.response_b_id,
-                "shown_order": comparison.shown_order,
-                "created_at": comparison.created_at,
-            },
-            status=200 if before else 201,
+        return Response(judgment_payload(judgment), status=200 if before else 201)
+
+
+def judgment_payload(judgment) -> dict:
+    payload = {
+        "id": judgment.pk,
+        "client_id": str(judgment.client_id),
+        "kind": judgment.kind,
+        "task_id": judgment.task_id,
+        "shown_order": judgment.shown_order,
+        "time_spent_ms": judgment.time_spent_ms,
+        "created_at": judgment.created_at,
+    }
+    kind_fields = {
+        "comparison": ("response_a_id", "response_b_id", "choice", "strength", "rationale",
+                       "criteria_choices"),
+        "ranking": ("ranking", "all_bad", "rationale"),
+        "rating": ("rated_response_id", "scores", "flags", "rationale"),
+        "demonstration": ("text", "edited_from_id", "edit_diff"),
+    }  # fmt: skip
+    for name in kind_fields.get(judgment.kind, ()):
+        payload[name.removesuffix("_id")] = getattr(judgment, name)
+    return payload
+
+
+class SkipInputSerializer(serializers.Serializer):
+    reason = serializers.CharField(max_length=services.MAX_SKIP_REASON)
+
+
+class AssignmentSkipApi(APIView):
+    def post(self, request, slug, assignment_id):
+        project_for(user=request.user, slug=slug, capability=LABEL)
+        data = SkipInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        assignment = services.assignment_skip(
+            labeler=request.user, assignment_id=assignment_id, reason=data.validated_data["reason"]
         )
+        return Response({"assignment_id": assignment.pk, "status": assignment.status})
 
 
 class PreferenceExportApi(APIView):

@@ -8,7 +8,7 @@ from pathlib import Path
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from annotation.models import Comparison, Project, Prompt, Response, Role
+from annotation.models import Judgment, Project, Prompt, Response, Role
 from annotation.services import (
     assignment_next,
     comparison_submit,
@@ -57,20 +57,19 @@ def _ensure_pairs(project: Project) -> None:
 def _judge_demo_tasks(project: Project, users: dict, rng: random.Random) -> None:
     for username, count in DEMO_JUDGING:
         labeler = users[username]
-        already = Comparison.objects.filter(project=project, labeler=labeler).count()
+        already = Judgment.objects.filter(project=project, labeler=labeler).count()
         for _ in range(count - already):
             assignment = assignment_next(project=project, labeler=labeler, rng=rng)
             if assignment is None:
                 break
-            good_side = (
-                "left" if assignment.left_response.author.endswith("careful writer") else "right"
-            )
+            left = assignment.shown_responses()[0]
+            good_side = "left" if left.author.endswith("careful writer") else "right"
             bad_side = "right" if good_side == "left" else "left"
             side = good_side if rng.random() < AGREEMENT_WITH_GOOD else bad_side
             comparison_submit(
                 labeler=labeler,
                 assignment_id=assignment.pk,
-                side=side,
+                side=f"{side}-{rng.choice([2, 3, 4])}",
                 client_id=uuid.UUID(int=rng.getrandbits(128)),
                 time_spent_ms=rng.randint(4_000, 40_000),
             )

@@ -4,7 +4,7 @@ import json
 from collections.abc import Iterator
 from typing import IO
 
-from annotation.models import Comparison, Project
+from annotation.models import Judgment, Project, TaskKind
 
 FORMATS = ("dpo",)
 
@@ -12,10 +12,11 @@ FORMATS = ("dpo",)
 def _current_decisive_comparisons(project: Project):
     """Judgments not superseded by a correction, with a winner (ties and both-bad left out)."""
     return (
-        Comparison.objects.filter(
+        Judgment.objects.filter(
             project=project,
+            kind=TaskKind.COMPARISON,
             superseded_by__isnull=True,
-            choice__in=[Comparison.Choice.A, Comparison.Choice.B],
+            choice__in=[Judgment.Choice.A, Judgment.Choice.B],
         )
         .select_related("prompt", "response_a", "response_b")
         .order_by("created_at", "id")

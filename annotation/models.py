@@ -5,14 +5,37 @@ from django.db import models
 from django.db.models import F, Q
 
 
+def default_criteria() -> list[str]:
+    return ["helpful", "harmless", "honest"]
+
+
 class Project(models.Model):
     slug = models.SlugField(unique=True)
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True)
     overlap_target = models.PositiveSmallIntegerField(
-        default=1, help_text="How many labelers judge each comparison."
+        default=1, help_text="How many labelers judge each task."
+    )
+    pending_limit = models.PositiveSmallIntegerField(
+        default=5, help_text="How many unjudged tasks a labeler may hold at once."
+    )
+    criteria = models.JSONField(
+        default=default_criteria, help_text="Criteria labelers rate and compare on."
+    )
+    gold_rate = models.FloatField(
+        default=0.1, help_text="Share of a labeler's tasks drawn from gold items, 0 to 1."
+    )
+    skip_flag_threshold = models.PositiveSmallIntegerField(
+        default=3, help_text="Skips after which a task is flagged for admins."
     )
     created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(gold_rate__gte=0) & Q(gold_rate__lte=1), name="project_gold_rate_range"
+            )
+        ]
 
     def __str__(self):
         return self.name
@@ -101,47 +124,90 @@ class Response(models.Model):
         ]
 
 
-class ComparisonTask(models.Model):
-    """A pair of responses to one prompt, to be judged by `overlap_target` labelers."""
+class TaskKind(models.TextChoices):
+    DEMONSTRATION = "demonstration", "Demonstration"
+    COMPARISON = "comparison", "Comparison"
+    RANKING = "ranking", "Ranking"
+    RATING = "rating", "Rating"
+    CHAT = "chat", "Chat"
+
+
+class Task(models.Model):
+    """One item of labeling work: a prompt (and, by kind, the responses to judge), to be
+    done by `overlap_target` labelers. Gold tasks carry a known answer and are mixed in."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="tasks")
+    kind = models.CharField(max_length=20, choices=TaskKind.choices)
     prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="tasks")
-    response_a = models.ForeignKey(Response, on_delete=models.CASCADE, related_name="+")
-    response_b = models.ForeignKey(Response, on_delete=models.CASCADE, related_name="+")
+    responses = models.ManyToManyField(Response, through="TaskResponse", related_name="tasks")
+    # Distinguishes identical work: "comparison:12:34", "rating:12", "demonstration:5".
+    dedupe_key = models.CharField(max_length=200)
+    context = models.JSONField(
+        default=list, blank=True, help_text="Earlier turns of the conversation, if any."
+    )
     overlap_target = models.PositiveSmallIntegerField()
-    # Live assignments plus completed judgments. The check constraint below makes the
-    # database refuse any assignment beyond the overlap target, whatever Python believes.
+    # Live assignments plus completed ones. The check constraint below makes the database
+    # refuse any assignment beyond the overlap target, whatever Python believes.
     assigned_count = models.PositiveSmallIntegerField(default=0)
+    priority = models.SmallIntegerField(default=0, help_text="Higher comes first.")
+    is_gold = models.BooleanField(default=False)
+    gold_answer = models.JSONField(null=True, blank=True)
+    skip_count = models.PositiveSmallIntegerField(default=0)
+    flagged = models.BooleanField(default=False, help_text="Skipped by many; needs an admin.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["response_a", "response_b"], name="task_unique_pair"),
+            models.UniqueConstraint(fields=["project", "dedupe_key"], name="task_unique_work"),
             models.CheckConstraint(
-                condition=Q(assigned_count__lte=F("overlap_target")),
+                condition=Q(assigned_count__lte=F("overlap_target")) | Q(is_gold=True),
                 name="task_assigned_within_overlap",
             ),
             models.CheckConstraint(
-                condition=~Q(response_a=F("response_b")), name="task_distinct_responses"
+                condition=Q(is_gold=False) | Q(gold_answer__isnull=False),
+                name="task_gold_has_answer",
             ),
         ]
-        indexes = [models.Index(fields=["project", "assigned_count", "created_at"])]
+        indexes = [
+            models.Index(fields=["project", "is_gold", "-priority", "assigned_count", "id"]),
+        ]
+
+    def __str__(self):
+        return f"{self.kind} task {self.pk}"
+
+    def ordered_responses(self) -> list[Response]:
+        return [
+            link.response for link in self.links.select_related("response").order_by("position")
+        ]
+
+
+class TaskResponse(models.Model):
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="links")
+    response = models.ForeignKey(Response, on_delete=models.PROTECT, related_name="+")
+    position = models.PositiveSmallIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["task", "response"], name="task_response_once"),
+            models.UniqueConstraint(fields=["task", "position"], name="task_response_position"),
+        ]
 
 
 class Assignment(models.Model):
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"
         DONE = "done", "Done"
+        SKIPPED = "skipped", "Skipped"
         EXPIRED = "expired", "Expired"
 
-    task = models.ForeignKey(ComparisonTask, on_delete=models.CASCADE, related_name="assignments")
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="assignments")
     labeler = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments"
     )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
-    # Which response is shown on the left; decided once so a reload shows the same order.
-    left_response = models.ForeignKey(Response, on_delete=models.CASCADE, related_name="+")
-    right_response = models.ForeignKey(Response, on_delete=models.CASCADE, related_name="+")
+    # Response ids in the order shown; decided once so a reload shows the same order.
+    shown_order = models.JSONField(default=list)
+    skip_reason = models.CharField(max_length=200, blank=True)
     assigned_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField()
 
@@ -151,9 +217,14 @@ class Assignment(models.Model):
         ]
         indexes = [models.Index(fields=["labeler", "status"])]
 
+    def shown_responses(self) -> list[Response]:
+        by_id = Response.objects.in_bulk(self.shown_order)
+        return [by_id[pk] for pk in self.shown_order]
 
-class Comparison(models.Model):
-    """A pairwise judgment. Append-only: a correction is a new row that supersedes."""
+
+class Judgment(models.Model):
+    """What a labeler (or an AI judge) said about a task. Append-only: a correction is a new
+    row that supersedes the old one. Which fields are filled depends on `kind`."""
 
     class Choice(models.TextChoices):
         A = "a", "A is better"
@@ -164,20 +235,53 @@ class Comparison(models.Model):
     class Source(models.TextChoices):
         HUMAN = "human", "Human"
         AI = "ai", "AI judge"
+        REVIEW = "review", "Reviewer correction"
 
     client_id = models.UUIDField(unique=True, default=uuid.uuid4)
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="comparisons")
+    kind = models.CharField(max_length=20, choices=TaskKind.choices)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="judgments")
     task = models.ForeignKey(
-        ComparisonTask, null=True, blank=True, on_delete=models.PROTECT, related_name="judgments"
+        Task, null=True, blank=True, on_delete=models.PROTECT, related_name="judgments"
     )
-    prompt = models.ForeignKey(Prompt, on_delete=models.PROTECT, related_name="comparisons")
-    response_a = models.ForeignKey(Response, on_delete=models.PROTECT, related_name="+")
-    response_b = models.ForeignKey(Response, on_delete=models.PROTECT, related_name="+")
-    choice = models.CharField(max_length=10, choices=Choice.choices)
-    shown_order = models.JSONField(help_text="Response ids left to right, as the judge saw them.")
+    prompt = models.ForeignKey(Prompt, on_delete=models.PROTECT, related_name="judgments")
+    shown_order = models.JSONField(
+        default=list, help_text="Response ids in the order the judge saw them."
+    )
+    context = models.JSONField(default=list, blank=True, help_text="Conversation before the reply.")
+    # comparison
+    response_a = models.ForeignKey(
+        Response, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    response_b = models.ForeignKey(
+        Response, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    choice = models.CharField(max_length=10, choices=Choice.choices, blank=True)
+    strength = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="1 marginally, 2 slightly, 3 better, 4 much better."
+    )
+    criteria_choices = models.JSONField(default=dict, blank=True)
+    # ranking: response ids best first
+    ranking = models.JSONField(default=list, blank=True)
+    all_bad = models.BooleanField(default=False)
+    # rating
+    rated_response = models.ForeignKey(
+        Response, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    scores = models.JSONField(default=dict, blank=True)
+    flags = models.JSONField(default=list, blank=True)
+    # demonstration
+    text = models.TextField(blank=True)
+    edited_from = models.ForeignKey(
+        Response, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    edit_diff = models.TextField(blank=True)
+    rationale = models.TextField(blank=True)
+    chat_session = models.ForeignKey(
+        "ChatSession", null=True, blank=True, on_delete=models.PROTECT, related_name="judgments"
+    )
     source = models.CharField(max_length=10, choices=Source.choices, default=Source.HUMAN)
     labeler = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="comparisons"
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="judgments"
     )
     time_spent_ms = models.PositiveIntegerField(default=0)
     supersedes = models.OneToOneField(
@@ -186,7 +290,10 @@ class Comparison(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        indexes = [models.Index(fields=["project", "created_at"])]
+        indexes = [
+            models.Index(fields=["project", "kind", "created_at"]),
+            models.Index(fields=["labeler", "created_at"]),
+        ]
 
     @property
     def chosen_and_rejected(self) -> tuple[Response, Response] | None:
@@ -195,3 +302,50 @@ class Comparison(models.Model):
         if self.choice == self.Choice.B:
             return self.response_b, self.response_a
         return None
+
+
+class ChatSession(models.Model):
+    """A labeler's conversation with a model; each turn's pick is a comparison judgment."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="chats")
+    labeler = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chats"
+    )
+    model_version = models.ForeignKey(
+        "models_registry.ModelVersion", on_delete=models.PROTECT, related_name="chats"
+    )
+    messages = models.JSONField(default=list)
+    finished = models.BooleanField(default=False)
+    rating = models.PositiveSmallIntegerField(null=True, blank=True)
+    comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+
+class Review(models.Model):
+    """A reviewer's decision on a judgment. A correction is a new superseding judgment;
+    the reviewed row is never changed."""
+
+    class Decision(models.TextChoices):
+        ACCEPTED = "accepted", "Accepted"
+        CORRECTED = "corrected", "Corrected"
+        REJECTED = "rejected", "Rejected"
+
+    judgment = models.ForeignKey(Judgment, on_delete=models.PROTECT, related_name="reviews")
+    reviewer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="reviews"
+    )
+    decision = models.CharField(max_length=10, choices=Decision.choices)
+    correction = models.OneToOneField(
+        Judgment, null=True, blank=True, on_delete=models.PROTECT, related_name="correction_of"
+    )
+    note = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(decision="corrected", correction__isnull=False)
+                | (~Q(decision="corrected") & Q(correction__isnull=True)),
+                name="review_correction_iff_corrected",
+            )
+        ]

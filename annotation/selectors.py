@@ -2,24 +2,28 @@
 
 from django.db.models import Count, Q
 
-from annotation.models import Assignment, Comparison, ComparisonTask, Project, Prompt
+from annotation.models import Assignment, Judgment, Project, Prompt, Task
 
 
 def project_overview(*, project: Project) -> dict:
-    tasks = ComparisonTask.objects.filter(project=project)
+    tasks = Task.objects.filter(project=project, is_gold=False)
+    judgments = Judgment.objects.filter(project=project)
     return {
         "prompts": Prompt.objects.filter(project=project).count(),
         "tasks": tasks.count(),
-        "open_tasks": tasks.filter(assigned_count__lt=project.overlap_target).count(),
-        "comparisons": Comparison.objects.filter(project=project).count(),
-        "decisive_comparisons": Comparison.objects.filter(
-            project=project, choice__in=[Comparison.Choice.A, Comparison.Choice.B]
+        "open_tasks": tasks.filter(
+            assigned_count__lt=project.overlap_target, flagged=False
+        ).count(),
+        "flagged_tasks": tasks.filter(flagged=True).count(),
+        "judgments": judgments.count(),
+        "decisive_comparisons": judgments.filter(
+            kind="comparison", choice__in=[Judgment.Choice.A, Judgment.Choice.B]
         ).count(),
     }
 
 
 def labeler_progress(*, project: Project, labeler) -> dict:
-    judged = Comparison.objects.filter(project=project, labeler=labeler)
+    judged = Judgment.objects.filter(project=project, labeler=labeler)
     return {
         "judged": judged.count(),
         "pending": Assignment.objects.filter(
@@ -28,9 +32,9 @@ def labeler_progress(*, project: Project, labeler) -> dict:
     }
 
 
-def recent_comparisons(*, project: Project, limit: int = 20):
+def recent_judgments(*, project: Project, limit: int = 20):
     return (
-        Comparison.objects.filter(project=project)
+        Judgment.objects.filter(project=project)
         .select_related("labeler", "prompt")
         .order_by("-created_at")[:limit]
     )
@@ -39,7 +43,10 @@ def recent_comparisons(*, project: Project, limit: int = 20):
 def prompts_page(*, project: Project, limit: int = 50):
     return (
         Prompt.objects.filter(project=project)
-        .annotate(response_count=Count("responses"), judgment_count=Count("comparisons"))
+        .annotate(
+            response_count=Count("responses", distinct=True),
+            judgment_count=Count("judgments", distinct=True),
+        )
         .order_by("-created_at", "-id")[:limit]
     )
 
@@ -53,5 +60,5 @@ def candidate_counts_by_version(*, project: Project) -> dict[int, int]:
     return {row["responses__model_version"]: row["n"] for row in rows if row["n"]}
 
 
-def comparison_exists_for_client(*, client_id) -> bool:
-    return Comparison.objects.filter(client_id=client_id).exists()
+def judgment_exists_for_client(*, client_id) -> bool:
+    return Judgment.objects.filter(client_id=client_id).exists()

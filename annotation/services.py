@@ -5,6 +5,7 @@ import io
 import json
 import random
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -16,13 +17,15 @@ from django.utils import timezone
 from annotation.errors import Conflict, NotAssigned, ServiceError
 from annotation.models import (
     Assignment,
-    Comparison,
-    ComparisonTask,
+    Judgment,
     Membership,
     Project,
     Prompt,
     PromptImport,
     Response,
+    Task,
+    TaskKind,
+    TaskResponse,
 )
 
 MAX_PROMPT_CHARS = 20_000
@@ -149,7 +152,62 @@ def prompts_import(*, project: Project, file_name: str, content: bytes, user=Non
     return batch
 
 
-# --- comparison tasks -----------------------------------------------------------------
+# --- tasks ----------------------------------------------------------------------------
+
+
+def _dedupe_key(kind: str, prompt: Prompt, responses: Sequence[Response], context) -> str:
+    if kind == TaskKind.COMPARISON:
+        ids = sorted(r.pk for r in responses)  # A-vs-B is the same work as B-vs-A
+    else:
+        ids = [r.pk for r in responses]
+    parts = [kind, f"p{prompt.pk}", *map(str, ids)]
+    if context:
+        parts.append(f"c{len(context)}")
+    return ":".join(parts)[:200]
+
+
+def ensure_task(
+    *,
+    project: Project,
+    kind: str,
+    prompt: Prompt,
+    responses: Sequence[Response] = (),
+    context: list | None = None,
+    priority: int = 0,
+    gold_answer=None,
+) -> tuple[Task, bool]:
+    """The task for this exact work, created if new. Gold tasks carry `gold_answer`."""
+    from annotation.kinds import KINDS
+
+    KINDS[kind].check_responses(len(responses))
+    with transaction.atomic():
+        task, created = Task.objects.get_or_create(
+            project=project,
+            dedupe_key=_dedupe_key(kind, prompt, responses, context),
+            defaults={
+                "kind": kind,
+                "prompt": prompt,
+                "context": context or [],
+                "overlap_target": project.overlap_target,
+                "priority": priority,
+                "is_gold": gold_answer is not None,
+                "gold_answer": gold_answer,
+            },
+        )
+        if created:
+            TaskResponse.objects.bulk_create(
+                TaskResponse(task=task, response=response, position=position)
+                for position, response in enumerate(responses)
+            )
+    return task, created
+
+
+def ensure_comparison_task(*, project: Project, first: Response, second: Response) -> int:
+    a, b = sorted([first, second], key=lambda r: r.pk)
+    _, created = ensure_task(
+        project=project, kind=TaskKind.COMPARISON, prompt=a.prompt, responses=[a, b]
+    )
+    return int(created)
 
 
 def ensure_comparison_tasks(*, project: Project, model_version) -> int:
@@ -175,88 +233,141 @@ def ensure_comparison_tasks(*, project: Project, model_version) -> int:
     return created
 
 
-def ensure_comparison_task(*, project: Project, first: Response, second: Response) -> int:
-    a, b = sorted([first, second], key=lambda r: r.pk)
-    _, was_created = ComparisonTask.objects.get_or_create(
-        response_a=a,
-        response_b=b,
-        defaults={"project": project, "prompt": a.prompt, "overlap_target": project.overlap_target},
-    )
-    return int(was_created)
-
-
 # --- assignment -----------------------------------------------------------------------
 
 
+def _release_slot(task_id: int) -> None:
+    Task.objects.filter(pk=task_id, is_gold=False).update(assigned_count=F("assigned_count") - 1)
+
+
 def _expire_stale_assignments(*, project: Project) -> None:
-    stale = Assignment.objects.select_for_update().filter(
+    stale = Assignment.objects.select_for_update(skip_locked=True).filter(
         task__project=project, status=Assignment.Status.PENDING, expires_at__lt=timezone.now()
     )
     for assignment in stale:
         assignment.status = Assignment.Status.EXPIRED
         assignment.save(update_fields=["status"])
-        ComparisonTask.objects.filter(pk=assignment.task_id).update(
-            assigned_count=F("assigned_count") - 1
-        )
+        _release_slot(assignment.task_id)
 
 
-def assignment_next(*, project: Project, labeler, rng: random.Random | None = None):
-    """The labeler's current task in the project, or a new one; None when nothing is left.
+def _pending(project: Project, labeler):
+    return Assignment.objects.filter(
+        task__project=project, labeler=labeler, status=Assignment.Status.PENDING
+    ).order_by("assigned_at", "id")
+
+
+def assignment_next(
+    *, project: Project, labeler, rng: random.Random | None = None, after: int | None = None
+) -> Assignment | None:
+    """The labeler's oldest unjudged task in the project, or a newly assigned one; None when
+    nothing is left or the labeler holds `pending_limit` tasks. With `after`, the task to
+    show after that assignment (the client prefetches it while the labeler works).
 
     The task row is locked while its counter goes up, and the database refuses both a
     second assignment of a task to one labeler (unique constraint) and an assignment beyond
     the overlap target (check constraint), so concurrent labelers cannot over-assign.
     """
+    rng = rng or random.Random()
     with transaction.atomic():
         _expire_stale_assignments(project=project)
-        current = (
-            Assignment.objects.filter(
-                task__project=project, labeler=labeler, status=Assignment.Status.PENDING
-            )
-            .order_by("assigned_at")
-            .first()
-        )
-        if current:
-            return current
+        held = list(_pending(project, labeler))
+    waiting = [a for a in held if a.pk != after]
+    if waiting:
+        return waiting[0]
+    if len(held) >= max(project.pending_limit, 1):
+        return None
     for _attempt in range(5):
         try:
             with transaction.atomic():
-                task = _lock_open_task(project=project, labeler=labeler)
+                task = _lock_open_task(project=project, labeler=labeler, rng=rng)
                 if task is None:
                     return None
-                return _assign(task=task, labeler=labeler, rng=rng or random.Random())
+                return _assign(task=task, labeler=labeler, rng=rng)
         except IntegrityError:
-            continue  # another worker took the last slot or raced us; pick again
+            continue  # another labeler took the last slot or raced us; pick again
     return None
 
 
-def _lock_open_task(*, project: Project, labeler):
-    candidates = (
-        ComparisonTask.objects.filter(project=project, assigned_count__lt=F("overlap_target"))
-        .exclude(assignments__labeler=labeler)
-        .order_by("assigned_count", "created_at", "id")
+def _open_tasks(project: Project, labeler, *, gold: bool):
+    tasks = Task.objects.filter(project=project, is_gold=gold, flagged=False).exclude(
+        assignments__labeler=labeler
     )
-    return candidates.select_for_update(skip_locked=True).first()
+    if not gold:
+        tasks = tasks.filter(assigned_count__lt=F("overlap_target"))
+    return tasks.order_by("-priority", "assigned_count", "id")
 
 
-def _assign(*, task: ComparisonTask, labeler, rng: random.Random) -> Assignment:
-    left, right = task.response_a, task.response_b
-    if rng.random() < 0.5:
-        left, right = right, left
+def _lock_open_task(*, project: Project, labeler, rng: random.Random) -> Task | None:
+    wants_gold = project.gold_rate > 0 and rng.random() < project.gold_rate
+    order = (True, False) if wants_gold else (False,)
+    for gold in order:
+        task = _open_tasks(project, labeler, gold=gold).select_for_update(skip_locked=True).first()
+        if task is not None:
+            return task
+    return None
+
+
+def _assign(*, task: Task, labeler, rng: random.Random) -> Assignment:
+    order = list(task.links.order_by("position").values_list("response_id", flat=True))
+    rng.shuffle(order)
     assignment = Assignment.objects.create(
         task=task,
         labeler=labeler,
-        left_response=left,
-        right_response=right,
+        shown_order=order,
         expires_at=timezone.now() + timedelta(minutes=settings.ASSIGNMENT_TTL_MINUTES),
     )
-    ComparisonTask.objects.filter(pk=task.pk).update(assigned_count=F("assigned_count") + 1)
+    if not task.is_gold:
+        Task.objects.filter(pk=task.pk).update(assigned_count=F("assigned_count") + 1)
+    return assignment
+
+
+MAX_SKIP_REASON = 200
+
+
+def assignment_skip(*, labeler, assignment_id, reason: str) -> Assignment:
+    """Give a task back with a reason. It returns to the pool for others; after
+    `skip_flag_threshold` skips it is flagged for admins and no longer handed out."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise ServiceError("Say why you skip this task.")
+    if len(reason) > MAX_SKIP_REASON:
+        raise ServiceError(f"Keep the reason under {MAX_SKIP_REASON} characters.")
+    with transaction.atomic():
+        assignment = _locked_assignment(labeler=labeler, assignment_id=assignment_id)
+        assignment.status = Assignment.Status.SKIPPED
+        assignment.skip_reason = reason
+        assignment.save(update_fields=["status", "skip_reason"])
+        task = Task.objects.select_for_update().get(pk=assignment.task_id)
+        task.skip_count = F("skip_count") + 1
+        task.save(update_fields=["skip_count"])
+        task.refresh_from_db(fields=["skip_count"])
+        if task.skip_count >= task.project.skip_flag_threshold:
+            Task.objects.filter(pk=task.pk).update(flagged=True)
+        _release_slot(task.pk)
+    return assignment
+
+
+def _locked_assignment(*, labeler, assignment_id) -> Assignment:
+    if not isinstance(assignment_id, int):
+        raise NotAssigned("This task is not assigned to you.")
+    assignment = (
+        Assignment.objects.select_for_update()
+        .select_related("task", "task__project")
+        .filter(pk=assignment_id, labeler=labeler)
+        .first()
+    )
+    if assignment is None:
+        raise NotAssigned("This task is not assigned to you.")
+    if assignment.status == Assignment.Status.DONE:
+        raise Conflict("You already judged this task.")
+    if assignment.status == Assignment.Status.SKIPPED:
+        raise Conflict("You skipped this task.")
+    if assignment.status == Assignment.Status.EXPIRED:
+        raise Conflict("This assignment expired; take the next task from the queue.")
     return assignment
 
 
 # --- judgments ------------------------------------------------------------------------
-
-CHOICE_BY_SIDE = {"left", "right", "tie", "both_bad"}
 
 
 def _parse_client_id(client_id) -> uuid.UUID:
@@ -266,76 +377,72 @@ def _parse_client_id(client_id) -> uuid.UUID:
         raise ServiceError("client_id must be a UUID made by the client.") from None
 
 
-def comparison_submit(
-    *, labeler, assignment_id: int, side: str, client_id, time_spent_ms: int = 0
-) -> Comparison:
-    """Store the labeler's judgment of their assignment. `side` is what they clicked:
-    left, right, tie or both_bad. Sending the same client_id twice stores one row."""
-    client_uuid = _parse_client_id(client_id)
-    if side not in CHOICE_BY_SIDE:
-        raise ServiceError(f"choice must be one of {', '.join(sorted(CHOICE_BY_SIDE))}.")
-    if not isinstance(time_spent_ms, int) or not 0 <= time_spent_ms <= 86_400_000:
+def _check_time_spent(time_spent_ms) -> None:
+    if isinstance(time_spent_ms, bool) or not isinstance(time_spent_ms, int):
         raise ServiceError("time_spent_ms must be a whole number of milliseconds within a day.")
-    existing = Comparison.objects.filter(client_id=client_uuid).first()
+    if not 0 <= time_spent_ms <= 86_400_000:
+        raise ServiceError("time_spent_ms must be a whole number of milliseconds within a day.")
+
+
+def judgment_submit(
+    *, labeler, assignment_id, data: Mapping, client_id, time_spent_ms: int = 0
+) -> Judgment:
+    """Store the labeler's judgment of their assignment; `data` holds the kind's own fields
+    (checked by annotation.kinds). Sending the same client_id twice stores one row."""
+    client_uuid = _parse_client_id(client_id)
+    _check_time_spent(time_spent_ms)
+    existing = Judgment.objects.filter(client_id=client_uuid).first()
     if existing:
         return _same_submission_or_conflict(existing, labeler=labeler)
     try:
         with transaction.atomic():
-            return _store_comparison(
-                labeler=labeler,
-                assignment_id=assignment_id,
-                side=side,
-                client_id=client_uuid,
-                time_spent_ms=time_spent_ms,
+            assignment = _locked_assignment(labeler=labeler, assignment_id=assignment_id)
+            judgment = _store_judgment(
+                assignment, data=data, client_id=client_uuid, time_spent_ms=time_spent_ms
             )
+            assignment.status = Assignment.Status.DONE
+            assignment.save(update_fields=["status"])
+            return judgment
     except IntegrityError:
-        # A concurrent duplicate of this very submission won the race.
-        existing = Comparison.objects.filter(client_id=client_uuid).first()
+        existing = Judgment.objects.filter(client_id=client_uuid).first()
         if existing is None:
             raise
         return _same_submission_or_conflict(existing, labeler=labeler)
 
 
-def _same_submission_or_conflict(existing: Comparison, *, labeler) -> Comparison:
+def _store_judgment(assignment: Assignment, *, data, client_id, time_spent_ms) -> Judgment:
+    from annotation.kinds import KINDS
+
+    task = assignment.task
+    fields = KINDS[task.kind].parse(data, assignment=assignment)
+    return Judgment.objects.create(
+        client_id=client_id,
+        kind=task.kind,
+        project_id=task.project_id,
+        task=task,
+        prompt_id=task.prompt_id,
+        shown_order=assignment.shown_order,
+        context=task.context,
+        labeler=assignment.labeler,
+        time_spent_ms=time_spent_ms,
+        **fields,
+    )
+
+
+def _same_submission_or_conflict(existing: Judgment, *, labeler) -> Judgment:
     if existing.labeler_id != labeler.pk:
         raise Conflict("This client_id was already used for another judgment.")
     return existing
 
 
-def _store_comparison(*, labeler, assignment_id, side, client_id, time_spent_ms) -> Comparison:
-    assignment = (
-        Assignment.objects.select_for_update()
-        .select_related("task")
-        .filter(pk=assignment_id, labeler=labeler)
-        .first()
-    )
-    if assignment is None:
-        raise NotAssigned("This task is not assigned to you.")
-    if assignment.status == Assignment.Status.DONE:
-        raise Conflict("You already judged this task.")
-    if assignment.status == Assignment.Status.EXPIRED:
-        raise Conflict("This assignment expired; take the next task from the queue.")
-    task = assignment.task
-    choice = _choice_for_side(side, assignment=assignment, task=task)
-    comparison = Comparison.objects.create(
-        client_id=client_id,
-        project_id=task.project_id,
-        task=task,
-        prompt_id=task.prompt_id,
-        response_a_id=task.response_a_id,
-        response_b_id=task.response_b_id,
-        choice=choice,
-        shown_order=[assignment.left_response_id, assignment.right_response_id],
+def comparison_submit(
+    *, labeler, assignment_id, side: str, client_id, time_spent_ms: int = 0, **extra
+) -> Judgment:
+    """A pairwise vote: `side` is what the labeler clicked (left, right, tie, both_bad)."""
+    return judgment_submit(
         labeler=labeler,
+        assignment_id=assignment_id,
+        data={"choice": side, **extra},
+        client_id=client_id,
         time_spent_ms=time_spent_ms,
     )
-    assignment.status = Assignment.Status.DONE
-    assignment.save(update_fields=["status"])
-    return comparison
-
-
-def _choice_for_side(side: str, *, assignment: Assignment, task: ComparisonTask) -> str:
-    if side in {"tie", "both_bad"}:
-        return side
-    picked = assignment.left_response_id if side == "left" else assignment.right_response_id
-    return Comparison.Choice.A if picked == task.response_a_id else Comparison.Choice.B

@@ -11,6 +11,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from annotation import exports, selectors, services
 from annotation.errors import ServiceError
 from annotation.forms import PromptImportForm
+from annotation.kinds import KINDS
 from annotation.models import Assignment
 from annotation.permissions import LABEL, MANAGE, VIEW_DATA, can, project_for, projects_visible_to
 from config.celery import app as celery_app
@@ -57,18 +58,33 @@ def project_detail(request, slug):
     }
     if context["can_view_data"]:
         context["overview"] = selectors.project_overview(project=project)
-        context["recent"] = selectors.recent_comparisons(project=project)
+        context["recent"] = selectors.recent_judgments(project=project)
     return render(request, "annotation/project.html", context)
 
 
+SKIP_REASONS = (
+    "Needs expertise I don't have",
+    "The prompt is unclear or broken",
+    "Offensive or disturbing content",
+    "The responses are unreadable",
+    "Other",
+)
+
+
 def _task_context(request, project, assignment: Assignment | None) -> dict:
-    return {
+    context = {
         "project": project,
         "assignment": assignment,
         "client_id": uuid.uuid4(),
         "shown_at_ms": int(time.time() * 1000),
         "progress": selectors.labeler_progress(project=project, labeler=request.user),
+        "skip_reasons": SKIP_REASONS,
     }
+    if assignment is not None:
+        context["kind_template"] = KINDS[assignment.task.kind].template
+        context["responses"] = assignment.shown_responses()
+        context["criteria"] = project.criteria
+    return context
 
 
 def _time_spent_ms(raw: str | None) -> int:
@@ -79,21 +95,31 @@ def _time_spent_ms(raw: str | None) -> int:
     return max(0, min(int(time.time() * 1000) - shown_at, 86_400_000))
 
 
+def _submit_from_page(request) -> None:
+    assignment_id = _int_or_none(request.POST.get("assignment_id"))
+    if "skip_reason" in request.POST:
+        services.assignment_skip(
+            labeler=request.user, assignment_id=assignment_id, reason=request.POST["skip_reason"]
+        )
+        return
+    services.judgment_submit(
+        labeler=request.user,
+        assignment_id=assignment_id,
+        data=request.POST,
+        client_id=request.POST.get("client_id"),
+        time_spent_ms=_time_spent_ms(request.POST.get("shown_at_ms")),
+    )
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def label(request, slug):
-    """The comparison queue: one task at a time; htmx swaps in the next after a vote."""
+    """The labeling queue: one task at a time; htmx swaps in the next after each answer."""
     project = project_for(user=request.user, slug=slug, capability=LABEL)
     error = None
     if request.method == "POST":
         try:
-            services.comparison_submit(
-                labeler=request.user,
-                assignment_id=_int_or_none(request.POST.get("assignment_id")),
-                side=request.POST.get("side", ""),
-                client_id=request.POST.get("client_id"),
-                time_spent_ms=_time_spent_ms(request.POST.get("shown_at_ms")),
-            )
+            _submit_from_page(request)
         except ServiceError as refused:
             error = refused.message
         if not request.htmx:

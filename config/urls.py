@@ -52,9 +52,14 @@ api = [
         name="api_task_next",
     ),
     path(
-        "api/projects/<slug:slug>/comparisons/",
-        annotation_api.ComparisonSubmitApi.as_view(),
-        name="api_comparisons",
+        "api/projects/<slug:slug>/judgments/",
+        annotation_api.JudgmentSubmitApi.as_view(),
+        name="api_judgments",
+    ),
+    path(
+        "api/projects/<slug:slug>/assignments/<int:assignment_id>/skip/",
+        annotation_api.AssignmentSkipApi.as_view(),
+        name="api_assignment_skip",
     ),
     path(
         "api/projects/<slug:slug>/export/",

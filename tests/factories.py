@@ -48,7 +48,7 @@ def make_task(
     first = Response.objects.create(prompt=prompt, author="test: first", text=texts[0])
     second = Response.objects.create(prompt=prompt, author="test: second", text=texts[1])
     ensure_comparison_task(project=project, first=first, second=second)
-    return project.tasks.get(response_a__in=[first, second])
+    return project.tasks.get(links__response=first)
 
 
 def jsonl_bytes(records) -> bytes:

@@ -4,7 +4,7 @@ import pytest
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from annotation.models import Assignment, ComparisonTask, Role
+from annotation.models import Assignment, Task, Role
 from annotation.services import assignment_next
 from tests.factories import make_member, make_project, make_task
 
@@ -37,7 +37,7 @@ def test_the_database_refuses_assignments_beyond_overlap(project, labeler):
     assignment_next(project=project, labeler=labeler)
 
     with pytest.raises(IntegrityError), transaction.atomic():
-        ComparisonTask.objects.filter(pk=task.pk).update(assigned_count=2)
+        Task.objects.filter(pk=task.pk).update(assigned_count=2)
 
 
 def test_an_expired_assignment_returns_to_the_pool(project, labeler):

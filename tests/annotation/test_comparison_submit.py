@@ -4,7 +4,7 @@ import uuid
 import pytest
 
 from annotation.errors import Conflict, NotAssigned, ServiceError
-from annotation.models import Assignment, Comparison, Role
+from annotation.models import Assignment, Judgment, Role
 from annotation.services import assignment_next, comparison_submit
 from tests.factories import make_member, make_task
 
@@ -26,8 +26,8 @@ def test_a_judgment_records_who_what_order_and_time(project, labeler, task):
     )
 
     assert comparison.labeler == labeler
-    assert comparison.shown_order == [assignment.left_response_id, assignment.right_response_id]
-    picked_a = assignment.left_response_id == task.response_a_id
+    assert comparison.shown_order == assignment.shown_order
+    picked_a = assignment.shown_order[0] == task.links.get(position=0).response_id
     assert comparison.choice == ("a" if picked_a else "b")
     assert comparison.time_spent_ms == 5300
     assert comparison.source == "human"
@@ -47,7 +47,7 @@ def test_the_same_client_id_twice_stores_one_judgment(project, labeler, task):
     )
 
     assert first.pk == second.pk
-    assert Comparison.objects.count() == 1
+    assert Judgment.objects.count() == 1
 
 
 def test_a_task_not_assigned_to_the_labeler_is_refused(project, labeler, task):
@@ -60,7 +60,7 @@ def test_a_task_not_assigned_to_the_labeler_is_refused(project, labeler, task):
         )
     with pytest.raises(NotAssigned):
         comparison_submit(labeler=labeler, assignment_id=None, side="left", client_id=uuid.uuid4())
-    assert Comparison.objects.count() == 0
+    assert Judgment.objects.count() == 0
 
 
 def test_a_second_judgment_of_the_same_assignment_is_a_conflict(project, labeler, task):
@@ -73,7 +73,7 @@ def test_a_second_judgment_of_the_same_assignment_is_a_conflict(project, labeler
         comparison_submit(
             labeler=labeler, assignment_id=assignment.pk, side="right", client_id=uuid.uuid4()
         )
-    assert Comparison.objects.count() == 1
+    assert Judgment.objects.count() == 1
 
 
 @pytest.mark.parametrize(
@@ -97,7 +97,7 @@ def test_bad_input_is_refused_and_stores_nothing(
             client_id=client_id,
             time_spent_ms=time_spent_ms,
         )
-    assert Comparison.objects.count() == 0
+    assert Judgment.objects.count() == 0
 
 
 def test_api_submission_is_idempotent_and_validates(login, project, labeler, task):
@@ -105,12 +105,12 @@ def test_api_submission_is_idempotent_and_validates(login, project, labeler, tas
     next_task = client.get(f"/api/projects/{project.slug}/tasks/next/").json()
     body = {"assignment_id": next_task["assignment_id"], "choice": "right",
             "client_id": str(uuid.uuid4()), "time_spent_ms": 1200}  # fmt: skip
-    url = f"/api/projects/{project.slug}/comparisons/"
+    url = f"/api/projects/{project.slug}/judgments/"
 
-    created = client.post(url, body, content_type="application/json")
-    repeated = client.post(url, body, content_type="application/json")
     bad = client.post(url, {**body, "choice": "up", "client_id": str(uuid.uuid4())},
                       content_type="application/json")  # fmt: skip
+    created = client.post(url, body, content_type="application/json")
+    repeated = client.post(url, body, content_type="application/json")
 
     assert (created.status_code, repeated.status_code) == (201, 200)
     assert created.json()["id"] == repeated.json()["id"]
@@ -119,8 +119,8 @@ def test_api_submission_is_idempotent_and_validates(login, project, labeler, tas
         next_task["right"]["id"],
     ]
     assert bad.status_code == 400
-    assert "choice" in bad.json()
-    assert Comparison.objects.count() == 1
+    assert bad.json()["detail"] == "choice must be one of both_bad, left, right, tie."
+    assert Judgment.objects.count() == 1
 
 
 def test_api_refuses_someone_elses_assignment(login, project, labeler, task):
@@ -129,14 +129,14 @@ def test_api_refuses_someone_elses_assignment(login, project, labeler, task):
     client = login(labeler)
 
     answer = client.post(
-        f"/api/projects/{project.slug}/comparisons/",
+        f"/api/projects/{project.slug}/judgments/",
         {"assignment_id": assignment.pk, "choice": "left", "client_id": str(uuid.uuid4())},
         content_type="application/json",
     )
 
     assert answer.status_code == 403
     assert answer.json()["detail"] == "This task is not assigned to you."
-    assert Comparison.objects.count() == 0
+    assert Judgment.objects.count() == 0
 
 
 def test_page_vote_with_htmx_returns_the_next_task_fragment(login, project, labeler):
@@ -149,7 +149,7 @@ def test_page_vote_with_htmx_returns_the_next_task_fragment(login, project, labe
         f"/p/{project.slug}/label/",
         {
             "assignment_id": assignment.pk,
-            "side": "left",
+            "choice": "left-3",
             "client_id": str(uuid.uuid4()),
             "shown_at_ms": "0",
         },  # fmt: skip
@@ -163,4 +163,4 @@ def test_page_vote_with_htmx_returns_the_next_task_fragment(login, project, labe
     pending = Assignment.objects.get(labeler=labeler, status=Assignment.Status.PENDING)
     assert pending.task in {first, second} - {assignment.task}
     assert f'name="assignment_id" value="{pending.pk}"' in html
-    assert Comparison.objects.get().labeler == labeler
+    assert Judgment.objects.get().labeler == labeler

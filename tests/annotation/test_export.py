@@ -5,7 +5,7 @@ import pytest
 from django.core.management import call_command
 
 from annotation.exports import dpo_rows
-from annotation.models import Comparison
+from annotation.models import Judgment
 from annotation.services import assignment_next, comparison_submit
 from tests.factories import make_task
 
@@ -21,7 +21,7 @@ def judged(project, labeler):
         comparison_submit(
             labeler=labeler, assignment_id=assignment.pk, side=side, client_id=uuid.uuid4()
         )
-        chosen.append(assignment.left_response.text)
+        chosen.append(assignment.shown_responses()[0].text)
     return chosen[0]
 
 
@@ -38,10 +38,10 @@ def test_dpo_rows_are_trl_conversational_pairs_without_ties(project, judged):
 
 
 def test_a_superseded_judgment_is_exported_in_its_newest_form(project, judged):
-    original = Comparison.objects.get(choice__in=["a", "b"])
+    original = Judgment.objects.get(choice__in=["a", "b"])
     flipped = "b" if original.choice == "a" else "a"
-    Comparison.objects.create(
-        project=project, task=original.task, prompt=original.prompt,
+    Judgment.objects.create(
+        kind="comparison", project=project, task=original.task, prompt=original.prompt,
         response_a=original.response_a, response_b=original.response_b, choice=flipped,
         shown_order=original.shown_order, labeler=original.labeler, supersedes=original,
     )  # fmt: skip

@@ -2,7 +2,7 @@
 
 import pytest
 
-from annotation.models import Assignment, Comparison, Role
+from annotation.models import Assignment, Judgment, Role
 from models_registry.models import GenerationJob, ModelVersion
 from models_registry.services import ensure_base_model_from_folder
 from tests.browser.conftest import log_in
@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.browser, pytest.mark.timeout(600
 
 
 def _current_assignment_id(page) -> str:
-    return page.locator("input[name=assignment_id]").get_attribute("value")
+    return page.locator("form[data-keyboard-form] input[name=assignment_id]").get_attribute("value")
 
 
 def test_keyboard_labeling_then_browser_training_closes_the_loop(
@@ -32,7 +32,7 @@ def test_keyboard_labeling_then_browser_training_closes_the_loop(
     log_in(page, url, labeler.username, PASSWORD)
     page.goto(f"{url}/p/{project.slug}/label/")
     page.evaluate("window.__samePage = 'yes'")
-    for key in ["1", "2", "t"]:
+    for key in ["1", "8", "t"]:
         before = _current_assignment_id(page)
         page.keyboard.press(key)
         if key == "t":
@@ -43,10 +43,10 @@ def test_keyboard_labeling_then_browser_training_closes_the_loop(
                 arg=before,
             )
     assert page.evaluate("window.__samePage") == "yes"  # no full page load happened
-    judgments = list(Comparison.objects.filter(labeler=labeler).order_by("id"))
+    judgments = list(Judgment.objects.filter(labeler=labeler).order_by("id"))
     assert [j.choice for j in judgments][2] == "tie"
     assert all(j.time_spent_ms >= 0 and len(j.shown_order) == 2 for j in judgments)
-    first_left = Assignment.objects.get(task=judgments[0].task).left_response_id
+    first_left = Assignment.objects.get(task=judgments[0].task).shown_order[0]
     assert judgments[0].choice == ("a" if first_left == judgments[0].response_a_id else "b")
 
     # Step 5: the admin starts DPO from the browser and watches it finish live.
@@ -71,6 +71,6 @@ def test_keyboard_labeling_then_browser_training_closes_the_loop(
     wait_for(generated, timeout=180, what="candidates from the trained version")
     page.goto(f"{url}/p/{project.slug}/label/")
     assignment = Assignment.objects.get(labeler=labeler, status=Assignment.Status.PENDING)
-    shown = {assignment.left_response.model_version_id, assignment.right_response.model_version_id}
+    shown = {response.model_version_id for response in assignment.shown_responses()}
     assert version.pk in shown
     assert page.locator("article.response").count() == 2

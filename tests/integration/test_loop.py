@@ -6,7 +6,7 @@ import uuid
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from annotation.models import Comparison, ComparisonTask, Response, Role
+from annotation.models import Judgment, Task, Response, Role
 from models_registry.models import GenerationJob, ModelVersion
 from models_registry.services import ensure_base_model_from_folder
 from tests.factories import jsonl_bytes, make_member, make_project
@@ -40,7 +40,7 @@ def _judge_everything(client, slug: str) -> int:
         # A learnable preference: the shorter answer wins.
         left, right = task["left"]["text"], task["right"]["text"]
         posted = client.post(
-            f"/api/projects/{slug}/comparisons/",
+            f"/api/projects/{slug}/judgments/",
             {"assignment_id": task["assignment_id"], "client_id": str(uuid.uuid4()),
              "choice": "left" if len(left) <= len(right) else "right", "time_spent_ms": 900},
             content_type="application/json",
@@ -73,7 +73,7 @@ def test_feedback_becomes_a_model_whose_answers_return_to_the_queue(
     assert queued.status_code == 201, queued.content
     job = wait_for(lambda: _job_done(base), timeout=180, what="base generation", log=log)
     assert (job.done, job.total) == (8, 8)  # two samples per prompt in a first round
-    assert ComparisonTask.objects.filter(project=project).count() == 4
+    assert Task.objects.filter(project=project).count() == 4
 
     # A labeler judges every pair through HTTP.
     client.force_login(labeler)
@@ -83,7 +83,7 @@ def test_feedback_becomes_a_model_whose_answers_return_to_the_queue(
     client.force_login(admin)
     exported = client.get(f"/api/projects/{project.slug}/export/?format=dpo")
     rows = [json.loads(line) for line in b"".join(exported.streaming_content).splitlines()]
-    decisive = Comparison.objects.filter(project=project, choice__in=["a", "b"]).count()
+    decisive = Judgment.objects.filter(project=project, choice__in=["a", "b"]).count()
     assert len(rows) == decisive == 4
     assert rows[0]["prompt"][0]["role"] == "user"
     assert rows[0]["chosen"][0]["role"] == "assistant"

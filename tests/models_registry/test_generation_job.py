@@ -1,7 +1,7 @@
 import pytest
 
 from annotation.errors import ServiceError
-from annotation.models import ComparisonTask, Response
+from annotation.models import Task, Response
 from config.celery import QueueUnavailable
 from models_registry.models import GenerationJob
 from models_registry.services import (
@@ -25,7 +25,7 @@ def test_a_first_round_writes_two_samples_per_prompt_and_pairs_them(project, tin
     job.refresh_from_db()
     assert (job.status, job.done, job.total, job.samples_per_prompt) == ("succeeded", 6, 6, 2)
     assert Response.objects.filter(model_version=base).count() == 6
-    tasks = ComparisonTask.objects.filter(project=project)
+    tasks = Task.objects.filter(project=project)
     assert sorted(t.prompt_id for t in tasks) == sorted(p.pk for p in prompts)
     response = Response.objects.filter(model_version=base).first()
     assert response.generation_params["max_new_tokens"] == 6

@@ -4,7 +4,7 @@ import pytest
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from annotation.models import Assignment, Task, Role
+from annotation.models import Assignment, Role, Task
 from annotation.services import assignment_next
 from tests.factories import make_member, make_project, make_task
 

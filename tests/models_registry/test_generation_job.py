@@ -1,7 +1,7 @@
 import pytest
 
 from annotation.errors import ServiceError
-from annotation.models import Task, Response
+from annotation.models import Response, Task
 from config.celery import QueueUnavailable
 from models_registry.models import GenerationJob
 from models_registry.services import (

@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 
 from annotation import api as annotation_api
 from annotation import views as annotation_views
@@ -89,4 +89,10 @@ api = [
     path("api/model-versions/", registry_api.ModelVersionListApi.as_view(), name="api_versions"),
 ]
 
-urlpatterns = [path("admin/", admin.site.urls), *pages, *api]
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    *pages,
+    *api,
+    path("", include("annotation.urls_quality")),
+    path("", include("annotation.urls_chat")),
+]

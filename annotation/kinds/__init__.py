@@ -21,6 +21,12 @@ class KindSpec:
     matches_gold: Callable[..., bool]
     min_responses: int = 0
     max_responses: int = 0
+    # Admin action: create this kind's tasks for a project from its prompts and responses.
+    # Called as create_tasks(project=..., options={...}) -> number of new tasks; raises
+    # ServiceError on bad options. None when tasks of this kind are made some other way.
+    create_tasks: Callable[..., int] | None = None
+    # Short help for the admin's task-creation form.
+    create_help: str = ""
 
     def check_responses(self, count: int) -> None:
         if not self.min_responses <= count <= self.max_responses:

@@ -1,0 +1,3 @@
+"""URLs of the chat pages and API (included from config/urls.py)."""
+
+urlpatterns = []

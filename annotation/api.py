@@ -91,12 +91,13 @@ class JudgmentSubmitApi(APIView):
     client_id returns the stored judgment (200) instead of storing a new one (201)."""
 
     def post(self, request, slug):
-        project_for(user=request.user, slug=slug, capability=LABEL)
+        project = project_for(user=request.user, slug=slug, capability=LABEL)
         envelope = JudgmentEnvelopeSerializer(data=request.data)
         envelope.is_valid(raise_exception=True)
         fields = envelope.validated_data
         before = selectors.judgment_exists_for_client(client_id=fields["client_id"])
         judgment = services.judgment_submit(
+            project=project,
             labeler=request.user,
             assignment_id=fields["assignment_id"],
             data=request.data,
@@ -134,11 +135,14 @@ class SkipInputSerializer(serializers.Serializer):
 
 class AssignmentSkipApi(APIView):
     def post(self, request, slug, assignment_id):
-        project_for(user=request.user, slug=slug, capability=LABEL)
+        project = project_for(user=request.user, slug=slug, capability=LABEL)
         data = SkipInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         assignment = services.assignment_skip(
-            labeler=request.user, assignment_id=assignment_id, reason=data.validated_data["reason"]
+            project=project,
+            labeler=request.user,
+            assignment_id=assignment_id,
+            reason=data.validated_data["reason"],
         )
         return Response({"assignment_id": assignment.pk, "status": assignment.status})
 

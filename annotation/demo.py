@@ -67,6 +67,7 @@ def _judge_demo_tasks(project: Project, users: dict, rng: random.Random) -> None
             bad_side = "right" if good_side == "left" else "left"
             side = good_side if rng.random() < AGREEMENT_WITH_GOOD else bad_side
             comparison_submit(
+                project=project,
                 labeler=labeler,
                 assignment_id=assignment.pk,
                 side=f"{side}-{rng.choice([2, 3, 4])}",

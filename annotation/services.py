@@ -324,7 +324,7 @@ def _assign(*, task: Task, labeler, rng: random.Random) -> Assignment:
 MAX_SKIP_REASON = 200
 
 
-def assignment_skip(*, labeler, assignment_id, reason: str) -> Assignment:
+def assignment_skip(*, project: Project, labeler, assignment_id, reason: str) -> Assignment:
     """Give a task back with a reason. It returns to the pool for others; after
     `skip_flag_threshold` skips it is flagged for admins and no longer handed out."""
     reason = (reason or "").strip()
@@ -333,7 +333,9 @@ def assignment_skip(*, labeler, assignment_id, reason: str) -> Assignment:
     if len(reason) > MAX_SKIP_REASON:
         raise ServiceError(f"Keep the reason under {MAX_SKIP_REASON} characters.")
     with transaction.atomic():
-        assignment = _locked_assignment(labeler=labeler, assignment_id=assignment_id)
+        assignment = _locked_assignment(
+            project=project, labeler=labeler, assignment_id=assignment_id
+        )
         assignment.status = Assignment.Status.SKIPPED
         assignment.skip_reason = reason
         assignment.save(update_fields=["status", "skip_reason"])
@@ -347,13 +349,14 @@ def assignment_skip(*, labeler, assignment_id, reason: str) -> Assignment:
     return assignment
 
 
-def _locked_assignment(*, labeler, assignment_id) -> Assignment:
+def _locked_assignment(*, project: Project, labeler, assignment_id) -> Assignment:
+    """The labeler's live assignment in this project, locked; refusals say why."""
     if not isinstance(assignment_id, int):
         raise NotAssigned("This task is not assigned to you.")
     assignment = (
         Assignment.objects.select_for_update()
         .select_related("task", "task__project")
-        .filter(pk=assignment_id, labeler=labeler)
+        .filter(pk=assignment_id, labeler=labeler, task__project=project)
         .first()
     )
     if assignment is None:
@@ -362,7 +365,8 @@ def _locked_assignment(*, labeler, assignment_id) -> Assignment:
         raise Conflict("You already judged this task.")
     if assignment.status == Assignment.Status.SKIPPED:
         raise Conflict("You skipped this task.")
-    if assignment.status == Assignment.Status.EXPIRED:
+    expired = assignment.expires_at < timezone.now()
+    if assignment.status == Assignment.Status.EXPIRED or expired:
         raise Conflict("This assignment expired; take the next task from the queue.")
     return assignment
 
@@ -385,7 +389,7 @@ def _check_time_spent(time_spent_ms) -> None:
 
 
 def judgment_submit(
-    *, labeler, assignment_id, data: Mapping, client_id, time_spent_ms: int = 0
+    *, project: Project, labeler, assignment_id, data: Mapping, client_id, time_spent_ms: int = 0
 ) -> Judgment:
     """Store the labeler's judgment of their assignment; `data` holds the kind's own fields
     (checked by annotation.kinds). Sending the same client_id twice stores one row."""
@@ -396,7 +400,9 @@ def judgment_submit(
         return _same_submission_or_conflict(existing, labeler=labeler)
     try:
         with transaction.atomic():
-            assignment = _locked_assignment(labeler=labeler, assignment_id=assignment_id)
+            assignment = _locked_assignment(
+                project=project, labeler=labeler, assignment_id=assignment_id
+            )
             judgment = _store_judgment(
                 assignment, data=data, client_id=client_uuid, time_spent_ms=time_spent_ms
             )
@@ -436,10 +442,18 @@ def _same_submission_or_conflict(existing: Judgment, *, labeler) -> Judgment:
 
 
 def comparison_submit(
-    *, labeler, assignment_id, side: str, client_id, time_spent_ms: int = 0, **extra
+    *,
+    project: Project,
+    labeler,
+    assignment_id,
+    side: str,
+    client_id,
+    time_spent_ms: int = 0,
+    **extra,
 ) -> Judgment:
     """A pairwise vote: `side` is what the labeler clicked (left, right, tie, both_bad)."""
     return judgment_submit(
+        project=project,
         labeler=labeler,
         assignment_id=assignment_id,
         data={"choice": side, **extra},

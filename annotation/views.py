@@ -87,49 +87,74 @@ def _task_context(request, project, assignment: Assignment | None) -> dict:
     return context
 
 
-def _time_spent_ms(raw: str | None) -> int:
-    try:
-        shown_at = int(raw or "")
-    except ValueError:
-        return 0
-    return max(0, min(int(time.time() * 1000) - shown_at, 86_400_000))
+def _time_spent_ms(post) -> int:
+    """The client measures the time from showing a task to answering it (a prefetched task
+    is shown later than it was rendered); without JavaScript the server's clock is used."""
+    measured = _int_or_none(post.get("time_spent_ms"))
+    if measured is None:
+        shown_at = _int_or_none(post.get("shown_at_ms"))
+        measured = int(time.time() * 1000) - shown_at if shown_at is not None else 0
+    return max(0, min(measured, 86_400_000))
 
 
-def _submit_from_page(request) -> None:
+def _submit_from_page(request, project) -> None:
     assignment_id = _int_or_none(request.POST.get("assignment_id"))
     if "skip_reason" in request.POST:
         services.assignment_skip(
-            labeler=request.user, assignment_id=assignment_id, reason=request.POST["skip_reason"]
+            project=project,
+            labeler=request.user,
+            assignment_id=assignment_id,
+            reason=request.POST["skip_reason"],
         )
         return
     services.judgment_submit(
+        project=project,
         labeler=request.user,
         assignment_id=assignment_id,
         data=request.POST,
         client_id=request.POST.get("client_id"),
-        time_spent_ms=_time_spent_ms(request.POST.get("shown_at_ms")),
+        time_spent_ms=_time_spent_ms(request.POST),
     )
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
 def label(request, slug):
-    """The labeling queue: one task at a time; htmx swaps in the next after each answer."""
+    """The labeling queue. The page holds the current task and, prefetched, the next one:
+    static/app.js shows the next task at once when an answer is given and posts the answer
+    in the background; the response is the task to prefetch after that (`after`). Without
+    JavaScript the form posts and redirects back here."""
     project = project_for(user=request.user, slug=slug, capability=LABEL)
-    error = None
     if request.method == "POST":
-        try:
-            _submit_from_page(request)
-        except ServiceError as refused:
-            error = refused.message
-        if not request.htmx:
-            if error:
-                messages.error(request, error)
-            return redirect("label", slug=project.slug)
-    assignment = services.assignment_next(project=project, labeler=request.user)
-    context = {**_task_context(request, project, assignment), "error": error}
+        return _answer(request, project)
+    after = _int_or_none(request.GET.get("after"))
+    current = services.assignment_next(project=project, labeler=request.user, after=after)
+    context = _task_context(request, project, current)
+    if current is not None and after is None:
+        upcoming = services.assignment_next(project=project, labeler=request.user, after=current.pk)
+        context["upcoming"] = _task_context(request, project, upcoming)
     template = "annotation/label.html#task" if request.htmx else "annotation/label.html"
-    return render(request, template, context, status=400 if error and request.htmx else 200)
+    return render(request, template, context)
+
+
+def _answer(request, project):
+    try:
+        _submit_from_page(request, project)
+    except ServiceError as refused:
+        if not request.htmx:
+            messages.error(request, refused.message)
+            return redirect("label", slug=project.slug)
+        return render(
+            request,
+            "annotation/label.html#refused",
+            {"error": refused.message, "project": project},
+            status=400,
+        )
+    if not request.htmx:
+        return redirect("label", slug=project.slug)
+    after = _int_or_none(request.POST.get("after"))
+    upcoming = services.assignment_next(project=project, labeler=request.user, after=after)
+    return render(request, "annotation/label.html#task", _task_context(request, project, upcoming))
 
 
 def _int_or_none(raw):

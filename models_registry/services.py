@@ -117,7 +117,7 @@ def generation_job_start(
         raise ServiceError("The project has no prompts yet: import some first.")
     try:
         generation_params = ml.GenerationParams(**(params or {}))
-    except TypeError as error:
+    except (TypeError, ValueError) as error:
         raise ServiceError(f"Bad generation parameters: {error}") from None
     samples = samples_per_prompt or _default_samples(project, model_version)
     if not 1 <= samples <= 8:

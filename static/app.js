@@ -23,3 +23,122 @@ document.addEventListener("keydown", (event) => {
     }
   }
 });
+
+// Answers never wait on the server: the page holds the next task in <template
+// id="upcoming-task">. Submitting shows it at once and posts the answer in the background;
+// the reply is the task to hold next. A failed post is retried with the same client_id,
+// which the server stores once.
+(() => {
+  let shownAt = performance.now();
+  const csrf = () => document.cookie.match(/csrftoken=([^;]+)/)?.[1] ?? "";
+  const status = (text) => {
+    const element = document.getElementById("answer-status");
+    if (element) element.textContent = text;
+  };
+
+  function currentTask() {
+    return document.getElementById("task");
+  }
+
+  const assignmentOf = (root) =>
+    root?.querySelector("form[data-keyboard-form]")?.dataset.assignment ?? null;
+
+  function show(html) {
+    currentTask().outerHTML = html;
+    shownAt = performance.now();
+    if (window.htmx) window.htmx.process(currentTask());
+    // The held task may be the one the server just handed out as current.
+    const slot = document.getElementById("upcoming-task");
+    const shown = assignmentOf(currentTask());
+    if (slot && shown && assignmentOf(slot.content) === shown) slot.innerHTML = "";
+  }
+
+  function takeUpcoming() {
+    const slot = document.getElementById("upcoming-task");
+    const next = slot?.content.querySelector("#task");
+    const nextId = assignmentOf(next);
+    if (!nextId || nextId === assignmentOf(currentTask())) return null;
+    slot.innerHTML = "";
+    show(next.outerHTML);
+    return nextId;
+  }
+
+  function hold(html) {
+    const slot = document.getElementById("upcoming-task");
+    if (slot) slot.innerHTML = html;
+  }
+
+  async function post(url, data, attempt = 0) {
+    try {
+      const reply = await fetch(url, {
+        method: "POST",
+        body: data,
+        headers: { "HX-Request": "true", "X-CSRFToken": csrf() },
+        credentials: "same-origin",
+      });
+      return { ok: reply.ok, status: reply.status, html: await reply.text() };
+    } catch (error) {
+      status(`Saving… (retry ${attempt + 1})`);
+      await new Promise((resolve) => setTimeout(resolve, Math.min(8000, 500 * 2 ** attempt)));
+      return post(url, data, attempt + 1);
+    }
+  }
+
+  async function refillUpcoming(url) {
+    const form = currentTask()?.querySelector("form[data-keyboard-form]");
+    if (!form) return;
+    const reply = await fetch(`${url}?after=${form.dataset.assignment}`, {
+      headers: { "HX-Request": "true" },
+      credentials: "same-origin",
+    });
+    if (reply.ok) hold(await reply.text());
+  }
+
+  let queue = Promise.resolve();
+
+  document.addEventListener(
+    "submit",
+    (event) => {
+      const form = event.target.closest("form[data-answer-form]");
+      if (!form || !form.closest("#task")) return;
+      event.preventDefault();
+      event.stopPropagation();
+      const data = new FormData(form, event.submitter);
+      data.set("time_spent_ms", String(Math.round(performance.now() - shownAt)));
+      const url = form.action;
+      const shownNext = takeUpcoming();
+      if (shownNext) data.set("after", shownNext);
+      status("Saving…");
+      queue = queue.then(async () => {
+        const reply = await post(url, data);
+        if (reply.ok) {
+          status("Saved.");
+          if (shownNext) hold(reply.html);
+          else {
+            show(reply.html);
+            refillUpcoming(url);
+          }
+          return;
+        }
+        // Refused (bad input, expired task): say so and show what the server holds now.
+        const holder = document.createElement("div");
+        holder.innerHTML = reply.html;
+        status(holder.textContent.trim() || `Not saved (HTTP ${reply.status}).`);
+        const fresh = await fetch(url, { headers: { "HX-Request": "true" } });
+        show(await fresh.text());
+        refillUpcoming(url);
+      });
+    },
+    true,
+  );
+
+  document.addEventListener("htmx:afterSwap", (event) => {
+    if (event.detail.target?.id === "task" || event.target?.id === "task") {
+      shownAt = performance.now();
+      const slot = document.getElementById("upcoming-task");
+      if (slot && !slot.content.querySelector("#task")) {
+        refillUpcoming(currentTask().querySelector("form")?.action ?? location.pathname);
+      }
+    }
+  });
+})();

@@ -9,7 +9,8 @@ pytest_plugins = ["tests.model_fixtures", "tests.worker_fixtures"]
 
 @pytest.fixture(autouse=True)
 def _data_dir(settings, tmp_path):
-    """Each test writes models and snapshots under its own folder."""
+    """Each test writes models and snapshots under its own folder; passwords hash fast."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.DATA_DIR = tmp_path
     settings.MODELS_DIR = tmp_path / "models"
     settings.SNAPSHOTS_DIR = tmp_path / "snapshots"

@@ -18,6 +18,7 @@ def test_a_judgment_records_who_what_order_and_time(project, labeler, task):
     assignment = assignment_next(project=project, labeler=labeler, rng=random.Random(1))
 
     comparison = comparison_submit(
+        project=project,
         labeler=labeler,
         assignment_id=assignment.pk,
         side="left",
@@ -40,10 +41,18 @@ def test_the_same_client_id_twice_stores_one_judgment(project, labeler, task):
     client_id = uuid.uuid4()
 
     first = comparison_submit(
-        labeler=labeler, assignment_id=assignment.pk, side="tie", client_id=client_id
+        project=project,
+        labeler=labeler,
+        assignment_id=assignment.pk,
+        side="tie",
+        client_id=client_id,
     )
     second = comparison_submit(
-        labeler=labeler, assignment_id=assignment.pk, side="tie", client_id=client_id
+        project=project,
+        labeler=labeler,
+        assignment_id=assignment.pk,
+        side="tie",
+        client_id=client_id,
     )
 
     assert first.pk == second.pk
@@ -56,22 +65,40 @@ def test_a_task_not_assigned_to_the_labeler_is_refused(project, labeler, task):
 
     with pytest.raises(NotAssigned):
         comparison_submit(
-            labeler=labeler, assignment_id=assignment.pk, side="left", client_id=uuid.uuid4()
+            project=project,
+            labeler=labeler,
+            assignment_id=assignment.pk,
+            side="left",
+            client_id=uuid.uuid4(),
         )
     with pytest.raises(NotAssigned):
-        comparison_submit(labeler=labeler, assignment_id=None, side="left", client_id=uuid.uuid4())
+        comparison_submit(
+            project=project,
+            labeler=labeler,
+            assignment_id=None,
+            side="left",
+            client_id=uuid.uuid4(),
+        )
     assert Judgment.objects.count() == 0
 
 
 def test_a_second_judgment_of_the_same_assignment_is_a_conflict(project, labeler, task):
     assignment = assignment_next(project=project, labeler=labeler)
     comparison_submit(
-        labeler=labeler, assignment_id=assignment.pk, side="left", client_id=uuid.uuid4()
+        project=project,
+        labeler=labeler,
+        assignment_id=assignment.pk,
+        side="left",
+        client_id=uuid.uuid4(),
     )
 
     with pytest.raises(Conflict):
         comparison_submit(
-            labeler=labeler, assignment_id=assignment.pk, side="right", client_id=uuid.uuid4()
+            project=project,
+            labeler=labeler,
+            assignment_id=assignment.pk,
+            side="right",
+            client_id=uuid.uuid4(),
         )
     assert Judgment.objects.count() == 1
 
@@ -91,6 +118,7 @@ def test_bad_input_is_refused_and_stores_nothing(
 
     with pytest.raises(ServiceError, match=message):
         comparison_submit(
+            project=project,
             labeler=labeler,
             assignment_id=assignment.pk,
             side=side,
@@ -139,28 +167,65 @@ def test_api_refuses_someone_elses_assignment(login, project, labeler, task):
     assert Judgment.objects.count() == 0
 
 
-def test_page_vote_with_htmx_returns_the_next_task_fragment(login, project, labeler):
-    first, second = make_task(project), make_task(project)
+def test_label_page_holds_the_next_task_and_an_answer_returns_the_one_after(
+    login, project, labeler
+):
+    tasks = {make_task(project) for _ in range(3)}
     client = login(labeler)
     page = client.get(f"/p/{project.slug}/label/")
-    assignment = page.context["assignment"]
+    current, upcoming = page.context["assignment"], page.context["upcoming"]["assignment"]
+    assert current.task != upcoming.task
+    assert f'data-assignment="{upcoming.pk}"' in page.content.decode()
 
     answer = client.post(
         f"/p/{project.slug}/label/",
         {
-            "assignment_id": assignment.pk,
+            "assignment_id": current.pk,
             "choice": "left-3",
             "client_id": str(uuid.uuid4()),
-            "shown_at_ms": "0",
-        },  # fmt: skip
+            "time_spent_ms": "2500",
+            "after": upcoming.pk,
+        },
         HTTP_HX_REQUEST="true",
     )
 
-    html = answer.content.decode()
+    html = answer.content.decode().strip()
     assert answer.status_code == 200
-    assert html.lstrip().startswith('<section id="task"')
-    assert "<html" not in html
-    pending = Assignment.objects.get(labeler=labeler, status=Assignment.Status.PENDING)
-    assert pending.task in {first, second} - {assignment.task}
-    assert f'name="assignment_id" value="{pending.pk}"' in html
-    assert Judgment.objects.get().labeler == labeler
+    assert html.startswith('<section id="task"')
+    third = Assignment.objects.exclude(pk__in=[current.pk, upcoming.pk]).get(labeler=labeler)
+    assert third.task in tasks - {current.task, upcoming.task}
+    assert f'data-assignment="{third.pk}"' in html
+    judgment = Judgment.objects.get(labeler=labeler)
+    assert (judgment.time_spent_ms, judgment.strength) == (2500, 3)
+
+
+def test_a_refused_page_answer_says_why_and_stores_nothing(login, project, labeler):
+    make_task(project)
+    client = login(labeler)
+    current = client.get(f"/p/{project.slug}/label/").context["assignment"]
+
+    answer = client.post(
+        f"/p/{project.slug}/label/",
+        {"assignment_id": current.pk, "choice": "sideways", "client_id": str(uuid.uuid4())},
+        HTTP_HX_REQUEST="true",
+    )
+
+    assert answer.status_code == 400
+    assert "Not saved: choice must be one of" in answer.content.decode()
+    assert Judgment.objects.count() == 0
+
+
+def test_without_javascript_an_answer_redirects_back_to_the_queue(login, project, labeler):
+    make_task(project)
+    client = login(labeler)
+    current = client.get(f"/p/{project.slug}/label/").context["assignment"]
+
+    answer = client.post(
+        f"/p/{project.slug}/label/",
+        {"assignment_id": current.pk, "choice": "tie", "client_id": str(uuid.uuid4()),
+         "shown_at_ms": "0"},
+    )  # fmt: skip
+
+    assert answer.status_code == 302
+    assert answer["Location"] == f"/p/{project.slug}/label/"
+    assert Judgment.objects.get().choice == "tie"

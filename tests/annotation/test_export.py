@@ -19,7 +19,11 @@ def judged(project, labeler):
     for side in ("left", "tie", "both_bad"):
         assignment = assignment_next(project=project, labeler=labeler)
         comparison_submit(
-            labeler=labeler, assignment_id=assignment.pk, side=side, client_id=uuid.uuid4()
+            project=project,
+            labeler=labeler,
+            assignment_id=assignment.pk,
+            side=side,
+            client_id=uuid.uuid4(),
         )
         chosen.append(assignment.shown_responses()[0].text)
     return chosen[0]

@@ -42,6 +42,7 @@ def test_keyboard_labeling_then_browser_training_closes_the_loop(
                 "old => document.querySelector('input[name=assignment_id]')?.value !== old",
                 arg=before,
             )
+    page.locator("#answer-status", has_text="Saved.").wait_for()
     assert page.evaluate("window.__samePage") == "yes"  # no full page load happened
     judgments = list(Judgment.objects.filter(labeler=labeler).order_by("id"))
     assert [j.choice for j in judgments][2] == "tie"
@@ -70,7 +71,7 @@ def test_keyboard_labeling_then_browser_training_closes_the_loop(
 
     wait_for(generated, timeout=180, what="candidates from the trained version")
     page.goto(f"{url}/p/{project.slug}/label/")
-    assignment = Assignment.objects.get(labeler=labeler, status=Assignment.Status.PENDING)
+    assignment = Assignment.objects.get(pk=_current_assignment_id(page))
     shown = {response.model_version_id for response in assignment.shown_responses()}
     assert version.pk in shown
     assert page.locator("article.response").count() == 2

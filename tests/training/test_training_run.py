@@ -20,7 +20,11 @@ from training.services import (
 def _judge_all(project, labeler, side="left"):
     while (assignment := assignment_next(project=project, labeler=labeler)) is not None:
         comparison_submit(
-            labeler=labeler, assignment_id=assignment.pk, side=side, client_id=uuid.uuid4()
+            project=project,
+            labeler=labeler,
+            assignment_id=assignment.pk,
+            side=side,
+            client_id=uuid.uuid4(),
         )
 
 

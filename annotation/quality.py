@@ -1,0 +1,721 @@
+"""Quality figures of a project, read only: gold accuracy, agreement, time per item, trends,
+the review queue, flagged tasks and a labeler's own page.
+
+Which judgments count: unless said otherwise, the *current human* judgments of a task:
+source "human", not superseded by a correction, not rejected by a reviewer (the rows an
+export holds). AI judgments and reviewers' corrections are not anyone's labeling work.
+
+Agreement (https://www.asc.upenn.edu/sites/default/files/2021-03/Computing%20Krippendorff%27s%20Alpha-Reliability.pdf):
+
+- Krippendorff's alpha = 1 - D_o / D_e from the coincidence matrix: every ordered pair of
+  values within a unit with m_u values counts 1 / (m_u - 1); D_o is the mean difference of
+  pairs within units, D_e the mean difference of all pairable values regardless of unit.
+  Comparisons: unit = task, value = choice (a, b, tie, both_bad), nominal differences.
+  Ratings: unit = task, one alpha per criterion, interval differences (squared).
+- A labeler's alpha is "alpha between the labeler and the others": D_o counts only the
+  pairs the labeler takes part in (on each unit they judged with at least one other
+  labeler, the mean difference from the others' values; units weigh the same), D_e is the
+  whole project's. With two labelers it equals the project's alpha. For ratings it is the
+  mean over criteria.
+- Rankings: Kendall's tau between two labelers' rankings of the same task, averaged over
+  every pair of labelers on every task (a labeler's figure: the pairs they take part in).
+
+Time per item is the median of `time_spent_ms` over judgments that recorded one (0 means a
+client sent no timing). Trends give the same figures per ISO week, or per day when the
+judgments span less than TREND_DAILY_UNDER_DAYS days.
+"""
+
+import statistics
+from collections import Counter, defaultdict
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from itertools import combinations
+
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+
+from annotation.kinds import KINDS
+from annotation.models import Assignment, Judgment, Project, Review, Task, TaskKind
+
+# A labeler is low-trust (all their judgments go to review) when their gold accuracy is
+# below LOW_TRUST_ACCURACY after at least LOW_TRUST_MIN_GOLD gold judgments.
+LOW_TRUST_ACCURACY = 0.7
+LOW_TRUST_MIN_GOLD = 3
+# Labelers disagree on a rating task when some criterion's scores are this far apart (one
+# step on a 7-point scale is ordinary noise), and on a ranking task when two of their
+# rankings have Kendall's tau below RANKING_MIN_TAU (more than a quarter of pairs flipped).
+RATING_DISAGREEMENT_POINTS = 2
+RANKING_MIN_TAU = 0.5
+TREND_DAILY_UNDER_DAYS = 14
+RECENT_LIMIT = 20
+
+NOMINAL = "nominal"
+INTERVAL = "interval"
+
+
+# --- metric functions (plain Python, no database) --------------------------------------
+
+
+def _pair_difference_sum(values: Sequence, level: str) -> float:
+    """Sum of the squared differences over all ordered pairs of `values` (i != j)."""
+    m = len(values)
+    if level == NOMINAL:
+        counts = Counter(values)
+        return float(m * m - sum(n * n for n in counts.values()))
+    total = sum(values)
+    return 2.0 * m * sum(v * v for v in values) - 2.0 * total * total
+
+
+def _difference(first, second, level: str) -> float:
+    if level == NOMINAL:
+        return 0.0 if first == second else 1.0
+    return float(first - second) ** 2
+
+
+def _pairable(units: Iterable[Iterable]) -> list[list]:
+    return [values for values in (list(unit) for unit in units) if len(values) >= 2]
+
+
+def expected_disagreement(units: Iterable[Iterable], *, level: str) -> float | None:
+    """D_e: the mean difference between any two pairable values, whatever their unit."""
+    pooled = [value for values in _pairable(units) for value in values]
+    n = len(pooled)
+    if n < 2:
+        return None
+    return _pair_difference_sum(pooled, level) / (n * (n - 1))
+
+
+def krippendorff_alpha(units: Iterable[Iterable], *, level: str = NOMINAL) -> float | None:
+    """Krippendorff's alpha of reliability data given as the values of each unit (missing
+    values left out). None when it is undefined: no unit with two values, or no variation
+    at all (D_e = 0)."""
+    pairable = _pairable(units)
+    n = sum(len(values) for values in pairable)
+    expected = expected_disagreement(pairable, level=level)
+    if not expected:
+        return None
+    observed = sum(_pair_difference_sum(v, level) / (len(v) - 1) for v in pairable) / n
+    return 1.0 - observed / expected
+
+
+def labeler_alpha(
+    units: Mapping[Hashable, Mapping[Hashable, object]],
+    *,
+    coder: Hashable,
+    level: str = NOMINAL,
+    only_units: set | None = None,
+    expected: float | None = None,
+) -> float | None:
+    """Alpha between `coder` and the others (see the module docstring); `units` maps each
+    unit to {coder: value}. `only_units` limits the units the coder's side is drawn from
+    (a trend period); `expected` is the project's D_e when already known."""
+    if expected is None:
+        expected = expected_disagreement((u.values() for u in units.values()), level=level)
+    if not expected:
+        return None
+    differences = []
+    for unit, by_coder in units.items():
+        if coder not in by_coder or len(by_coder) < 2:
+            continue
+        if only_units is not None and unit not in only_units:
+            continue
+        mine = by_coder[coder]
+        others = [v for other, v in by_coder.items() if other != coder]
+        differences.append(sum(_difference(mine, v, level) for v in others) / len(others))
+    if not differences:
+        return None
+    return 1.0 - (sum(differences) / len(differences)) / expected
+
+
+def kendall_tau(first: Sequence, second: Sequence) -> float | None:
+    """Kendall's tau of two rankings (items best first) over the items both hold; None
+    when they share fewer than two. Rankings have no ties, so tau-a equals tau-b."""
+    place = {item: index for index, item in enumerate(second)}
+    common = [item for item in first if item in place]
+    pairs = list(combinations(common, 2))
+    if not pairs:
+        return None
+    concordant = sum(1 for better, worse in pairs if place[better] < place[worse])
+    return (2 * concordant - len(pairs)) / len(pairs)
+
+
+def mean_pairwise_tau(
+    units: Mapping[Hashable, Mapping[Hashable, Sequence]],
+    *,
+    coder: Hashable | None = None,
+    only_units: set | None = None,
+) -> float | None:
+    """Mean Kendall's tau over every pair of coders on every unit; with `coder`, over the
+    pairs that coder takes part in."""
+    taus = []
+    for unit, by_coder in units.items():
+        if only_units is not None and unit not in only_units:
+            continue
+        for (one, first), (other, second) in combinations(by_coder.items(), 2):
+            if coder is not None and coder not in (one, other):
+                continue
+            tau = kendall_tau(first, second)
+            if tau is not None:
+                taus.append(tau)
+    return sum(taus) / len(taus) if taus else None
+
+
+def median_seconds(milliseconds: Iterable[int]) -> float | None:
+    """Median time in seconds over the judgments that recorded a time (> 0)."""
+    timed = [ms for ms in milliseconds if ms and ms > 0]
+    return statistics.median(timed) / 1000 if timed else None
+
+
+def streak_days(days: Iterable[date], *, today: date) -> int:
+    """Consecutive days with at least one judgment, counted back from today; a streak
+    that reached yesterday still counts while today has none yet."""
+    active = set(days)
+    day = today if today in active else today - timedelta(days=1)
+    streak = 0
+    while day in active:
+        streak += 1
+        day -= timedelta(days=1)
+    return streak
+
+
+def period_of(day: date, *, daily: bool) -> tuple[str, date]:
+    """(label, first day) of the day's period: the day itself, or its ISO week."""
+    if daily:
+        return day.isoformat(), day
+    year, week, weekday = day.isocalendar()
+    return f"{year}-W{week:02d}", day - timedelta(days=weekday - 1)
+
+
+def sparkline_points(values: Sequence[float | None], *, width=120, height=24) -> str:
+    """SVG polyline points for a small trend line; missing values are left out."""
+    known = [v for v in values if v is not None]
+    if not known:
+        return ""
+    low, high = min(known), max(known)
+    span = (high - low) or 1.0
+    step = width / max(len(values) - 1, 1)
+    points = [
+        f"{index * step:.1f},{height - (value - low) / span * height:.1f}"
+        for index, value in enumerate(values)
+        if value is not None
+    ]
+    return " ".join(points)
+
+
+# --- which judgments count -------------------------------------------------------------
+
+
+def current_human_judgments(*, project: Project):
+    """Human judgments of tasks, not superseded and not rejected by a reviewer."""
+    return (
+        Judgment.objects.filter(
+            project=project,
+            source=Judgment.Source.HUMAN,
+            superseded_by__isnull=True,
+            task__isnull=False,
+        )
+        .exclude(reviews__decision=Review.Decision.REJECTED)
+        .order_by("created_at", "id")
+    )
+
+
+ROW_FIELDS = (
+    "id", "kind", "task_id", "labeler_id", "choice", "ranking", "all_bad", "scores",
+    "time_spent_ms", "created_at", "task__is_gold",
+)  # fmt: skip
+
+
+def _gold_results(rows: list[dict]) -> dict[int, bool]:
+    """For each current judgment of a gold task: does it match the gold answer?"""
+    gold_ids = [row["id"] for row in rows if row["task__is_gold"]]
+    results = {}
+    judgments = Judgment.objects.filter(pk__in=gold_ids).select_related("task")
+    for judgment in judgments.iterator(chunk_size=500):
+        spec = KINDS.get(judgment.kind)
+        answer = judgment.task.gold_answer
+        if spec is None or not isinstance(answer, dict):
+            continue
+        results[judgment.pk] = bool(spec.matches_gold(judgment, answer))
+    return results
+
+
+@dataclass
+class Agreement:
+    """Reliability data of a project: unit -> {labeler: value} per kind (and criterion)."""
+
+    comparison: dict = field(default_factory=lambda: defaultdict(dict))
+    rating: dict = field(default_factory=lambda: defaultdict(lambda: defaultdict(dict)))
+    ranking: dict = field(default_factory=lambda: defaultdict(dict))
+    # (kind, labeler) -> {unit: local day of the labeler's judgment}, for trend periods
+    unit_day: dict = field(default_factory=lambda: defaultdict(dict))
+
+    def add(self, row: dict) -> None:
+        unit, coder, kind = row["task_id"], row["labeler_id"], row["kind"]
+        if kind == TaskKind.COMPARISON and row["choice"]:
+            self.comparison[unit][coder] = row["choice"]
+        elif kind == TaskKind.RANKING and len(row["ranking"] or []) >= 2:
+            self.ranking[unit][coder] = list(row["ranking"])
+        elif kind == TaskKind.RATING:
+            for criterion, score in (row["scores"] or {}).items():
+                if isinstance(score, int | float) and not isinstance(score, bool):
+                    self.rating[criterion][unit][coder] = score
+        else:
+            return
+        self.unit_day[(kind, coder)][unit] = timezone.localtime(row["created_at"]).date()
+
+    def expected(self) -> dict:
+        return {
+            TaskKind.COMPARISON: expected_disagreement(
+                (u.values() for u in self.comparison.values()), level=NOMINAL
+            ),
+            **{
+                (TaskKind.RATING, criterion): expected_disagreement(
+                    (u.values() for u in units.values()), level=INTERVAL
+                )
+                for criterion, units in self.rating.items()
+            },
+        }
+
+    def units_in(self, kind: str, coder, days: set[date] | None) -> set | None:
+        if days is None:
+            return None
+        return {unit for unit, day in self.unit_day[(kind, coder)].items() if day in days}
+
+    def for_labeler(self, coder, *, expected: dict, days: set[date] | None = None) -> dict:
+        """{kind: figure} for one labeler; a kind they have no paired data for is left out."""
+        figures = {}
+        comparison = labeler_alpha(
+            self.comparison,
+            coder=coder,
+            level=NOMINAL,
+            only_units=self.units_in(TaskKind.COMPARISON, coder, days),
+            expected=expected[TaskKind.COMPARISON],
+        )
+        if comparison is not None:
+            figures["comparison"] = comparison
+        rating_units = self.units_in(TaskKind.RATING, coder, days)
+        per_criterion = [
+            labeler_alpha(
+                units,
+                coder=coder,
+                level=INTERVAL,
+                only_units=rating_units,
+                expected=expected[(TaskKind.RATING, criterion)],
+            )
+            for criterion, units in self.rating.items()
+        ]
+        per_criterion = [alpha for alpha in per_criterion if alpha is not None]
+        if per_criterion:
+            figures["rating"] = sum(per_criterion) / len(per_criterion)
+        ranking = mean_pairwise_tau(
+            self.ranking, coder=coder, only_units=self.units_in(TaskKind.RANKING, coder, days)
+        )
+        if ranking is not None:
+            figures["ranking"] = ranking
+        return figures
+
+
+def _agreement(rows: list[dict]) -> Agreement:
+    agreement = Agreement()
+    for row in rows:
+        agreement.add(row)
+    return agreement
+
+
+def _count_pairable(units: Mapping) -> int:
+    return sum(1 for by_coder in units.values() if len(by_coder) >= 2)
+
+
+def project_agreement(*, project: Project) -> list[dict]:
+    """One line per kind (ratings: per criterion): the figure, its measure and how many
+    units had two or more labelers."""
+    rows = list(current_human_judgments(project=project).values(*ROW_FIELDS))
+    return _project_agreement_lines(_agreement(rows))
+
+
+def _project_agreement_lines(agreement: Agreement) -> list[dict]:
+    lines = []
+    if agreement.comparison:
+        lines.append(
+            {
+                "kind": "comparison",
+                "criterion": "",
+                "measure": "Krippendorff's α (nominal)",
+                "value": krippendorff_alpha(
+                    (u.values() for u in agreement.comparison.values()), level=NOMINAL
+                ),
+                "units": _count_pairable(agreement.comparison),
+            }
+        )
+    for criterion, units in sorted(agreement.rating.items()):
+        lines.append(
+            {
+                "kind": "rating",
+                "criterion": criterion,
+                "measure": "Krippendorff's α (interval)",
+                "value": krippendorff_alpha((u.values() for u in units.values()), level=INTERVAL),
+                "units": _count_pairable(units),
+            }
+        )
+    if agreement.ranking:
+        lines.append(
+            {
+                "kind": "ranking",
+                "criterion": "",
+                "measure": "mean pairwise Kendall's τ",
+                "value": mean_pairwise_tau(agreement.ranking),
+                "units": _count_pairable(agreement.ranking),
+            }
+        )
+    return lines
+
+
+# --- gold accuracy ---------------------------------------------------------------------
+
+
+def gold_accuracy(*, project: Project, labeler) -> tuple[int, int]:
+    """(correct, judged) over the labeler's current gold judgments in the project."""
+    rows = list(
+        current_human_judgments(project=project)
+        .filter(labeler=labeler, task__is_gold=True)
+        .values(*ROW_FIELDS)
+    )
+    results = _gold_results(rows)
+    return sum(results.values()), len(results)
+
+
+def _share(correct: int, judged: int) -> float | None:
+    return correct / judged if judged else None
+
+
+def _percent(correct: int, judged: int) -> int | None:
+    return round(100 * correct / judged) if judged else None
+
+
+def is_low_trust(correct: int, judged: int) -> bool:
+    return judged >= LOW_TRUST_MIN_GOLD and correct / judged < LOW_TRUST_ACCURACY
+
+
+def low_trust_labeler_ids(*, project: Project, rows: list[dict] | None = None) -> set[int]:
+    if rows is None:
+        rows = list(
+            current_human_judgments(project=project).filter(task__is_gold=True).values(*ROW_FIELDS)
+        )
+    results = _gold_results(rows)
+    tally = defaultdict(lambda: [0, 0])
+    for row in rows:
+        if row["id"] in results:
+            tally[row["labeler_id"]][0] += results[row["id"]]
+            tally[row["labeler_id"]][1] += 1
+    return {labeler for labeler, (right, judged) in tally.items() if is_low_trust(right, judged)}
+
+
+# --- the per-labeler table with trends -------------------------------------------------
+
+
+def _figures(rows: list[dict], gold: dict[int, bool]) -> dict:
+    gold_rows = [row for row in rows if row["id"] in gold]
+    correct = sum(gold[row["id"]] for row in gold_rows)
+    return {
+        "judgments": len(rows),
+        "gold_correct": correct,
+        "gold_judged": len(gold_rows),
+        "gold_accuracy": _share(correct, len(gold_rows)),
+        "gold_percent": _percent(correct, len(gold_rows)),
+        "median_seconds": median_seconds(row["time_spent_ms"] for row in rows),
+    }
+
+
+def _periods(rows: list[dict]) -> tuple[bool, list[tuple[str, date]]]:
+    days = sorted({timezone.localtime(row["created_at"]).date() for row in rows})
+    if not days:
+        return True, []
+    daily = (days[-1] - days[0]).days < TREND_DAILY_UNDER_DAYS
+    return daily, sorted({period_of(day, daily=daily) for day in days}, key=lambda p: p[1])
+
+
+def labeler_quality(*, project: Project) -> dict:
+    """The quality page's figures: a row per labeler (judgments, gold accuracy, agreement
+    per kind, median seconds, skips, review outcomes, and the same per period), the
+    project's agreement per kind, and whether periods are days or ISO weeks."""
+    rows = list(current_human_judgments(project=project).values(*ROW_FIELDS))
+    gold = _gold_results(rows)
+    agreement = _agreement(rows)
+    expected = agreement.expected()
+    daily, periods = _periods(rows)
+    by_labeler = defaultdict(list)
+    for row in rows:
+        by_labeler[row["labeler_id"]].append(row)
+    skips = Counter(
+        Assignment.objects.filter(
+            task__project=project, status=Assignment.Status.SKIPPED
+        ).values_list("labeler_id", flat=True)
+    )
+    reviewed = Counter(
+        Review.objects.filter(
+            judgment__project=project, judgment__source=Judgment.Source.HUMAN
+        ).values_list("judgment__labeler_id", "decision")
+    )
+    users = get_user_model().objects.in_bulk(set(by_labeler) | set(skips))
+    table = []
+    for labeler_id, user in sorted(users.items(), key=lambda item: item[1].username):
+        mine = by_labeler.get(labeler_id, [])
+        trend = []
+        for label, start in periods:
+            days = {start} if daily else {start + timedelta(days=i) for i in range(7)}
+            in_period = [
+                row for row in mine if timezone.localtime(row["created_at"]).date() in days
+            ]
+            trend.append(
+                {
+                    "period": label,
+                    **_figures(in_period, gold),
+                    "agreement": agreement.for_labeler(labeler_id, expected=expected, days=days),
+                }
+            )
+        figures = _figures(mine, gold)
+        table.append(
+            {
+                "labeler": user,
+                **figures,
+                "by_kind": dict(Counter(row["kind"] for row in mine)),
+                "agreement": agreement.for_labeler(labeler_id, expected=expected),
+                "skips": skips.get(labeler_id, 0),
+                "corrected": reviewed.get((labeler_id, Review.Decision.CORRECTED), 0),
+                "rejected": reviewed.get((labeler_id, Review.Decision.REJECTED), 0),
+                "low_trust": is_low_trust(figures["gold_correct"], figures["gold_judged"]),
+                "trend": trend,
+                "sparkline": sparkline_points([p["judgments"] for p in trend]),
+            }
+        )
+    return {
+        "labelers": table,
+        "project_agreement": _project_agreement_lines(agreement),
+        "daily": daily,
+        "periods": [label for label, _ in periods],
+    }
+
+
+# --- flagged and gold tasks ------------------------------------------------------------
+
+
+def flagged_tasks(*, project: Project) -> list[Task]:
+    """Tasks skipped by many, each with `skips`: (labeler, reason) of every skip."""
+    tasks = list(
+        Task.objects.filter(project=project, flagged=True)
+        .select_related("prompt")
+        .order_by("-skip_count", "id")
+    )
+    skips = defaultdict(list)
+    skipped = Assignment.objects.filter(
+        task__in=tasks, status=Assignment.Status.SKIPPED
+    ).select_related("labeler")
+    for assignment in skipped.order_by("assigned_at", "id"):
+        skips[assignment.task_id].append((assignment.labeler, assignment.skip_reason))
+    for task in tasks:
+        task.skips = skips[task.pk]
+    return tasks
+
+
+def gold_tasks(*, project: Project, limit: int = 100):
+    return (
+        Task.objects.filter(project=project, is_gold=True)
+        .select_related("prompt")
+        .order_by("-id")[:limit]
+    )
+
+
+# --- review queue ----------------------------------------------------------------------
+
+
+def _ratings_disagree(values: list[dict]) -> bool:
+    criteria = {criterion for scores in values for criterion in scores}
+    for criterion in criteria:
+        scores = [s[criterion] for s in values if isinstance(s.get(criterion), int | float)]
+        if scores and max(scores) - min(scores) >= RATING_DISAGREEMENT_POINTS:
+            return True
+    return False
+
+
+def _rankings_disagree(rows: list[dict]) -> bool:
+    if len({row["all_bad"] for row in rows}) > 1:
+        return True
+    for first, second in combinations([row["ranking"] or [] for row in rows], 2):
+        tau = kendall_tau(first, second)
+        if tau is not None and tau < RANKING_MIN_TAU:
+            return True
+    return False
+
+
+def labelers_disagree(kind: str, rows: list[dict]) -> bool:
+    """Whether the current human judgments of one task disagree. Free text
+    (demonstrations) is never compared."""
+    if len(rows) < 2:
+        return False
+    if kind == TaskKind.COMPARISON:
+        return len({row["choice"] for row in rows}) > 1
+    if kind == TaskKind.RANKING:
+        return _rankings_disagree(rows)
+    if kind == TaskKind.RATING:
+        return _ratings_disagree([row["scores"] or {} for row in rows])
+    return False
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    judgment_id: int
+    task_id: int
+    reasons: tuple[str, ...]
+
+
+def review_queue(*, project: Project, reviewer) -> list[QueueEntry]:
+    """Judgments waiting for review, grouped by task: every unreviewed current human
+    judgment of a task whose labelers disagree, and every unreviewed one by a low-trust
+    labeler. Gold tasks are scored automatically and never queued; nor are the
+    reviewer's own judgments."""
+    rows = list(
+        current_human_judgments(project=project).filter(task__is_gold=False).values(*ROW_FIELDS)
+    )
+    gold_rows = list(
+        current_human_judgments(project=project).filter(task__is_gold=True).values(*ROW_FIELDS)
+    )
+    low_trust = low_trust_labeler_ids(project=project, rows=gold_rows)
+    reviewed = set(
+        Review.objects.filter(judgment__project=project).values_list("judgment_id", flat=True)
+    )
+    by_task = defaultdict(list)
+    for row in rows:
+        by_task[row["task_id"]].append(row)
+    entries = []
+    for task_id in sorted(by_task):
+        task_rows = by_task[task_id]
+        disagree = labelers_disagree(task_rows[0]["kind"], task_rows)
+        for row in task_rows:
+            if row["id"] in reviewed or row["labeler_id"] == reviewer.pk:
+                continue
+            reasons = []
+            if disagree:
+                reasons.append("labelers disagree")
+            if row["labeler_id"] in low_trust:
+                reasons.append("low-trust labeler")
+            if reasons:
+                entries.append(QueueEntry(row["id"], task_id, tuple(reasons)))
+    return entries
+
+
+def review_item(*, project: Project, reviewer, judgment_id: int | None = None) -> dict | None:
+    """The next item to review (or the queued one asked for): the judgment, why it is
+    queued, its task with the responses in task order, and every current judgment of
+    the task. None when the queue is empty (or the asked one is not in it)."""
+    queue = review_queue(project=project, reviewer=reviewer)
+    entry = next((e for e in queue if judgment_id is None or e.judgment_id == judgment_id), None)
+    if entry is None:
+        return None
+    judgment = Judgment.objects.select_related("labeler", "task", "task__prompt").get(
+        pk=entry.judgment_id
+    )
+    task = judgment.task
+    others = (
+        Judgment.objects.filter(task=task, superseded_by__isnull=True)
+        .select_related("labeler")
+        .prefetch_related("reviews")
+        .order_by("created_at", "id")
+    )
+    responses = task.ordered_responses()
+    return {
+        "judgment": judgment,
+        "reasons": entry.reasons,
+        "task": task,
+        "responses": responses,
+        "judgments": [_described(j, responses) for j in others],
+        "remaining": len(queue),
+    }
+
+
+# --- showing a judgment ----------------------------------------------------------------
+
+CHOICE_WORDS = {"a": "A is better", "b": "B is better", "tie": "Tie", "both_bad": "Both are bad"}
+STRENGTH_WORDS = {1: "marginally", 2: "slightly", 3: "", 4: "much"}
+
+
+def judgment_summary(judgment: Judgment, responses: Sequence | None = None) -> str:
+    """A short plain-text account of what the judgment says, in task terms."""
+    if judgment.kind in (TaskKind.COMPARISON, TaskKind.CHAT):
+        words = CHOICE_WORDS.get(judgment.choice, judgment.choice or "—")
+        strength = STRENGTH_WORDS.get(judgment.strength or 3, "")
+        if judgment.choice in ("a", "b") and strength:
+            words = words.replace(" better", f" {strength} better")
+        return words
+    if judgment.kind == TaskKind.RANKING:
+        if responses is None:
+            responses = judgment.task.ordered_responses() if judgment.task_id else []
+        if not judgment.ranking:
+            return "all bad"
+        letters = {r.pk: chr(ord("A") + i) for i, r in enumerate(responses)}
+        order = " > ".join(letters.get(pk, f"#{pk}") for pk in judgment.ranking)
+        return f"{order} (all bad)" if judgment.all_bad else order
+    if judgment.kind == TaskKind.RATING:
+        scores = ", ".join(f"{k} {v}" for k, v in judgment.scores.items())
+        flags = f"; flags: {', '.join(judgment.flags)}" if judgment.flags else ""
+        return scores + flags
+    text = " ".join((judgment.text or "").split())
+    return text[:120] + ("…" if len(text) > 120 else "")
+
+
+def _described(judgment: Judgment, responses: Sequence) -> Judgment:
+    judgment.summary = judgment_summary(judgment, responses)
+    decisions = [review.decision for review in judgment.reviews.all()]
+    judgment.decision = decisions[-1] if decisions else ""
+    return judgment
+
+
+# --- a labeler's own page --------------------------------------------------------------
+
+
+def my_work(*, project: Project, labeler, today: date | None = None) -> dict:
+    """A labeler's own figures: how much they judged (by kind), their streak, gold
+    accuracy, median time, recent judgments with any review decision, and a trend."""
+    mine = Judgment.objects.filter(project=project, labeler=labeler, source=Judgment.Source.HUMAN)
+    today = today or timezone.localdate()
+    moments = mine.values_list("created_at", flat=True)
+    days = {timezone.localtime(moment).date() for moment in moments}
+    by_kind = Counter(mine.values_list("kind", flat=True))
+    correct, judged = gold_accuracy(project=project, labeler=labeler)
+    recent = list(
+        mine.select_related("prompt", "task")
+        .prefetch_related("reviews")
+        .order_by("-created_at", "-id")[:RECENT_LIMIT]
+    )
+    for judgment in recent:
+        _described(judgment, None)
+    rows = list(
+        current_human_judgments(project=project).filter(labeler=labeler).values(*ROW_FIELDS)
+    )
+    gold = _gold_results(rows)
+    daily, periods = _periods(rows)
+    trend = []
+    for label, start in periods:
+        span = {start} if daily else {start + timedelta(days=i) for i in range(7)}
+        in_period = [r for r in rows if timezone.localtime(r["created_at"]).date() in span]
+        trend.append({"period": label, **_figures(in_period, gold)})
+    return {
+        "judged": sum(by_kind.values()),
+        "by_kind": sorted(by_kind.items()),
+        "pending": Assignment.objects.filter(
+            task__project=project, labeler=labeler, status=Assignment.Status.PENDING
+        ).count(),
+        "skipped": Assignment.objects.filter(
+            task__project=project, labeler=labeler, status=Assignment.Status.SKIPPED
+        ).count(),
+        "streak": streak_days(days, today=today),
+        "judged_today": today in days,
+        "gold_correct": correct,
+        "gold_judged": judged,
+        "gold_accuracy": _share(correct, judged),
+        "gold_percent": _percent(correct, judged),
+        "median_seconds": median_seconds(mine.values_list("time_spent_ms", flat=True)),
+        "recent": recent,
+        "trend": trend,
+        "daily": daily,
+    }

@@ -1,0 +1,221 @@
+"""Quality pages: the admin's quality overview, the review queue, and a labeler's own page.
+Thin: parse, call one service or selector, render."""
+
+import json
+import time
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from annotation import quality, review
+from annotation.errors import ServiceError
+from annotation.kinds import KINDS
+from annotation.models import Task
+from annotation.permissions import LABEL, MANAGE, VIEW_DATA, can, project_for
+
+GOLD_EXAMPLES = (
+    ("comparison", '{"choice": "a"}  (a, b, tie or both_bad; A is the first response)'),
+    ("ranking", '{"ranking": [12, 10, 11]}  (response ids best first) or {"all_bad": true}'),
+    ("rating", '{"scores": {"helpful": 6, "harmless": 7, "honest": 6}, "flags": []}'),
+    ("demonstration", '{"text": "The ideal reply", "min_similarity": 0.8}'),
+)
+REVIEW_ACTIONS = ("accept", "reject", "correct", "gold")
+
+
+def _int_or_none(raw):
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        return None
+
+
+def _base_context(request, project) -> dict:
+    return {
+        "project": project,
+        "can_manage": can(user=request.user, project=project, capability=MANAGE),
+        "can_view_data": can(user=request.user, project=project, capability=VIEW_DATA),
+    }
+
+
+# --- quality overview ------------------------------------------------------------------
+
+
+def _quality_context(request, project, **extra) -> dict:
+    return {
+        **_base_context(request, project),
+        **quality.labeler_quality(project=project),
+        "flagged": quality.flagged_tasks(project=project),
+        "gold_tasks": quality.gold_tasks(project=project),
+        "gold_examples": GOLD_EXAMPLES,
+        "low_trust_accuracy": quality.LOW_TRUST_ACCURACY,
+        "low_trust_min_gold": quality.LOW_TRUST_MIN_GOLD,
+        **extra,
+    }
+
+
+@login_required
+@require_GET
+def quality_page(request, slug):
+    project = project_for(user=request.user, slug=slug, capability=MANAGE)
+    return render(request, "annotation/quality/quality.html", _quality_context(request, project))
+
+
+@login_required
+@require_POST
+def quality_task_return(request, slug, task_id):
+    project = project_for(user=request.user, slug=slug, capability=MANAGE)
+    try:
+        task = review.task_return_to_pool(project=project, task_id=task_id, user=request.user)
+    except ServiceError as error:
+        messages.error(request, error.message)
+    else:
+        messages.success(request, f"Task {task.pk} is back in the pool.")
+    return redirect("quality", slug=project.slug)
+
+
+def _parsed_gold_answer(raw: str):
+    try:
+        return json.loads(raw or "")
+    except json.JSONDecodeError as error:
+        raise ServiceError(f"The gold answer is not valid JSON ({error.msg}).") from None
+
+
+@login_required
+@require_POST
+def quality_gold(request, slug):
+    """Make a task gold with an answer typed as JSON."""
+    project = project_for(user=request.user, slug=slug, capability=MANAGE)
+    task_id = _int_or_none(request.POST.get("task_id"))
+    try:
+        task = Task.objects.filter(project=project, pk=task_id).first()
+        if task is None:
+            raise ServiceError("Give the id of a task of this project.")
+        answer = _parsed_gold_answer(request.POST.get("gold_answer"))
+        review.task_make_gold(task=task, gold_answer=answer, user=request.user)
+    except ServiceError as error:
+        context = _quality_context(
+            request, project, gold_error=error.message, gold_form=request.POST
+        )
+        return render(request, "annotation/quality/quality.html", context, status=400)
+    messages.success(request, f"Task {task.pk} is a gold item now.")
+    return redirect("quality", slug=project.slug)
+
+
+# --- review queue ----------------------------------------------------------------------
+
+
+def _review_context(request, project, *, judgment_id=None, correcting=False, error=None):
+    item = quality.review_item(project=project, reviewer=request.user, judgment_id=judgment_id)
+    if item is None and judgment_id is not None:
+        item = quality.review_item(project=project, reviewer=request.user)
+        correcting = False
+    context = {
+        **_base_context(request, project),
+        "item": item,
+        "correcting": correcting and item is not None,
+        "error": error,
+        "shown_at_ms": int(time.time() * 1000),
+    }
+    if context["correcting"]:
+        task = item["task"]
+        context["assignment"] = review.assignment_for_review(task=task, reviewer=request.user)
+        context["kind_template"] = KINDS[task.kind].template
+        context["responses"] = item["responses"]
+        context["criteria"] = project.criteria
+    return context
+
+
+def _time_spent_ms(raw) -> int:
+    shown_at = _int_or_none(raw)
+    if shown_at is None:
+        return 0
+    return max(0, min(int(time.time() * 1000) - shown_at, 86_400_000))
+
+
+def _apply_review(request, project, action: str, judgment_id) -> str:
+    """Run the reviewer's action; returns what to tell them."""
+    note = request.POST.get("note", "")
+    if action == "accept":
+        review.judgment_accept(
+            project=project, judgment_id=judgment_id, reviewer=request.user, note=note
+        )
+        return "Accepted."
+    if action == "reject":
+        review.judgment_reject(
+            project=project, judgment_id=judgment_id, reviewer=request.user, note=note
+        )
+        return "Rejected: left out of exports."
+    if action == "correct":
+        review.judgment_correct(
+            project=project,
+            judgment_id=judgment_id,
+            reviewer=request.user,
+            data=request.POST,
+            note=note,
+            time_spent_ms=_time_spent_ms(request.POST.get("shown_at_ms")),
+        )
+        return "Corrected."
+    if action == "gold":
+        task = review.task_make_gold_from_judgment(
+            project=project, judgment_id=judgment_id, user=request.user
+        )
+        return f"Task {task.pk} is a gold item with this answer."
+    raise ServiceError(f"action must be one of {', '.join(REVIEW_ACTIONS)}.")
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def review_page(request, slug):
+    """One queued judgment at a time with its task; keys decide, htmx swaps in the next."""
+    project = project_for(user=request.user, slug=slug, capability=MANAGE)
+    template = (
+        "annotation/quality/review.html#item" if request.htmx else "annotation/quality/review.html"
+    )
+    if request.method == "GET":
+        context = _review_context(
+            request,
+            project,
+            judgment_id=_int_or_none(request.GET.get("judgment")),
+            correcting=request.GET.get("correct") == "1",
+        )
+        return render(request, template, context)
+    action = request.POST.get("action", "")
+    judgment_id = _int_or_none(request.POST.get("judgment_id"))
+    try:
+        done = _apply_review(request, project, action, judgment_id)
+    except ServiceError as refused:
+        if not request.htmx:
+            messages.error(request, refused.message)
+            url = reverse("review", kwargs={"slug": project.slug})
+            if action == "correct" and judgment_id is not None:
+                url += f"?judgment={judgment_id}&correct=1"
+            return redirect(url)
+        context = _review_context(
+            request,
+            project,
+            judgment_id=judgment_id,
+            correcting=action == "correct",
+            error=refused.message,
+        )
+        return render(request, template, context, status=refused.status_code)
+    if not request.htmx:
+        messages.success(request, done)
+        return redirect("review", slug=project.slug)
+    return render(request, template, {**_review_context(request, project), "done": done})
+
+
+# --- a labeler's own page --------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def my_work_page(request, slug):
+    project = project_for(user=request.user, slug=slug, capability=LABEL)
+    context = {
+        **_base_context(request, project),
+        "work": quality.my_work(project=project, labeler=request.user),
+    }
+    return render(request, "annotation/quality/my_work.html", context)

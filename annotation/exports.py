@@ -1,43 +1,106 @@
-"""Preference datasets in the formats training libraries read as they are."""
+"""Datasets in the formats training libraries read as they are.
+
+- dpo: TRL's conversational preference rows {prompt, chosen, rejected}, from comparisons
+  with a winner and from rankings expanded to their k(k-1)/2 pairs.
+- sft: TRL's conversational language-modeling rows {messages}, from demonstrations.
+- ranking: {prompt, responses (best first), all_bad}, for listwise methods (RRHF).
+- rating: {prompt, response, scores, flags}.
+Only current human and reviewed judgments count: superseded and rejected ones are left out.
+"""
 
 import json
 from collections.abc import Iterator
 from typing import IO
 
-from annotation.models import Judgment, Project, TaskKind
+from annotation.models import Judgment, Project, Response, TaskKind
 
-FORMATS = ("dpo",)
+FORMATS = ("dpo", "sft", "ranking", "rating")
 
 
-def _current_decisive_comparisons(project: Project):
-    """Judgments not superseded by a correction, with a winner (ties and both-bad left out)."""
+def _current(project: Project, kind: str):
     return (
-        Judgment.objects.filter(
-            project=project,
-            kind=TaskKind.COMPARISON,
-            superseded_by__isnull=True,
-            choice__in=[Judgment.Choice.A, Judgment.Choice.B],
-        )
-        .select_related("prompt", "response_a", "response_b")
+        Judgment.objects.filter(project=project, kind=kind, superseded_by__isnull=True)
+        .exclude(reviews__decision="rejected")
+        .select_related("prompt")
         .order_by("created_at", "id")
     )
 
 
+def _conversation(judgment: Judgment) -> list[dict]:
+    return [*judgment.context, *judgment.prompt.as_conversation()]
+
+
+def _reply(text: str) -> list[dict]:
+    return [{"role": "assistant", "content": text}]
+
+
+def _comparison_pairs(project: Project) -> Iterator[dict]:
+    decisive = _current(project, TaskKind.COMPARISON).filter(
+        choice__in=[Judgment.Choice.A, Judgment.Choice.B]
+    )
+    for judgment in decisive.select_related("response_a", "response_b").iterator(chunk_size=500):
+        chosen, rejected = judgment.chosen_and_rejected
+        yield {
+            "prompt": _conversation(judgment),
+            "chosen": _reply(chosen.text),
+            "rejected": _reply(rejected.text),
+        }
+
+
+def _ranking_pairs(project: Project) -> Iterator[dict]:
+    from annotation.kinds.ranking import ranking_pairs
+
+    for judgment in _current(project, TaskKind.RANKING).iterator(chunk_size=200):
+        pairs = ranking_pairs(judgment)
+        texts = Response.objects.in_bulk({pk for pair in pairs for pk in pair})
+        for chosen, rejected in pairs:
+            yield {
+                "prompt": _conversation(judgment),
+                "chosen": _reply(texts[chosen].text),
+                "rejected": _reply(texts[rejected].text),
+            }
+
+
 def dpo_rows(project: Project) -> Iterator[dict]:
     """TRL's conversational preference form: DPOTrainer loads these rows unchanged."""
-    for comparison in _current_decisive_comparisons(project).iterator(chunk_size=500):
-        chosen, rejected = comparison.chosen_and_rejected
+    yield from _comparison_pairs(project)
+    yield from _ranking_pairs(project)
+
+
+def sft_rows(project: Project) -> Iterator[dict]:
+    from annotation.kinds.demonstration import sft_rows as demonstration_rows
+
+    yield from demonstration_rows(project)
+
+
+def ranking_rows(project: Project) -> Iterator[dict]:
+    for judgment in _current(project, TaskKind.RANKING).iterator(chunk_size=200):
+        texts = Response.objects.in_bulk(judgment.ranking)
         yield {
-            "prompt": comparison.prompt.as_conversation(),
-            "chosen": [{"role": "assistant", "content": chosen.text}],
-            "rejected": [{"role": "assistant", "content": rejected.text}],
+            "prompt": _conversation(judgment),
+            "responses": [texts[pk].text for pk in judgment.ranking],
+            "all_bad": judgment.all_bad,
         }
+
+
+def rating_rows(project: Project) -> Iterator[dict]:
+    ratings = _current(project, TaskKind.RATING).select_related("rated_response")
+    for judgment in ratings.iterator(chunk_size=500):
+        yield {
+            "prompt": _conversation(judgment),
+            "response": judgment.rated_response.text,
+            "scores": judgment.scores,
+            "flags": judgment.flags,
+        }
+
+
+ROWS = {"dpo": dpo_rows, "sft": sft_rows, "ranking": ranking_rows, "rating": rating_rows}
 
 
 def preference_rows(project: Project, *, export_format: str) -> Iterator[dict]:
     if export_format not in FORMATS:
         raise ValueError(f"Unknown format {export_format!r}; choose one of {', '.join(FORMATS)}.")
-    return dpo_rows(project)
+    return ROWS[export_format](project)
 
 
 def jsonl_lines(rows) -> Iterator[str]:

@@ -14,3 +14,45 @@ class PromptImportForm(forms.Form):
         if upload.size > MAX_IMPORT_BYTES:
             raise forms.ValidationError("The file is larger than 20 MB; split it.")
         return upload
+
+
+class ProjectSettingsForm(forms.Form):
+    overlap_target = forms.IntegerField(min_value=1, max_value=100, help_text="Labelers per task.")
+    pending_limit = forms.IntegerField(
+        min_value=2, max_value=100, help_text="Unjudged tasks a labeler may hold (2+ to prefetch)."
+    )
+    gold_rate = forms.FloatField(min_value=0, max_value=1, help_text="Share of gold items.")
+    skip_flag_threshold = forms.IntegerField(
+        min_value=1, max_value=100, help_text="Skips before a task is flagged."
+    )
+    criteria = forms.CharField(help_text="Comma-separated, e.g. helpful, harmless, honest.")
+
+    def clean_criteria(self):
+        return [name.strip() for name in self.cleaned_data["criteria"].split(",") if name.strip()]
+
+
+class TaskCreateForm(forms.Form):
+    kind = forms.ChoiceField(choices=[])
+    priority = forms.IntegerField(min_value=-100, max_value=100, initial=0, required=False)
+    k = forms.IntegerField(
+        min_value=3, max_value=9, required=False, help_text="Ranking: responses per task."
+    )
+    mode = forms.ChoiceField(
+        choices=[("write", "write a reply"), ("edit", "edit a model's reply")],
+        required=False,
+        help_text="Demonstration: write from scratch or edit a model's reply.",
+    )
+    model_version = forms.IntegerField(
+        required=False, help_text="Demonstration edits: the model version id whose replies to edit."
+    )
+
+    def __init__(self, *args, kinds: dict, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["kind"].choices = [
+            (kind, kind) for kind, spec in sorted(kinds.items()) if spec.create_tasks
+        ]
+        self.kind_help = {kind: spec.create_help for kind, spec in kinds.items()}
+
+    def options(self) -> dict:
+        extra = ("k", "mode", "model_version")
+        return {name: self.cleaned_data[name] for name in extra if self.cleaned_data.get(name)}

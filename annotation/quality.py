@@ -25,6 +25,7 @@ client sent no timing). Trends give the same figures per ISO week, or per day wh
 judgments span less than TREND_DAILY_UNDER_DAYS days.
 """
 
+import json
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable, Mapping, Sequence
@@ -518,12 +519,16 @@ def flagged_tasks(*, project: Project) -> list[Task]:
     return tasks
 
 
-def gold_tasks(*, project: Project, limit: int = 100):
-    return (
+def gold_tasks(*, project: Project, limit: int = 100) -> list[Task]:
+    """The newest gold tasks, each with `answer_json`: its gold answer as JSON text."""
+    tasks = list(
         Task.objects.filter(project=project, is_gold=True)
         .select_related("prompt")
         .order_by("-id")[:limit]
     )
+    for task in tasks:
+        task.answer_json = json.dumps(task.gold_answer, ensure_ascii=False)
+    return tasks
 
 
 # --- review queue ----------------------------------------------------------------------

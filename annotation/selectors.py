@@ -1,6 +1,6 @@
 """Reads for the annotation pages and API."""
 
-from django.db.models import Count, Q
+from django.db.models import Count, F, Q
 
 from annotation.models import Assignment, Judgment, Project, Prompt, Task
 
@@ -62,3 +62,21 @@ def candidate_counts_by_version(*, project: Project) -> dict[int, int]:
 
 def judgment_exists_for_client(*, client_id) -> bool:
     return Judgment.objects.filter(client_id=client_id).exists()
+
+
+def task_counts_by_kind(*, project: Project) -> list[dict]:
+    rows = (
+        Task.objects.filter(project=project)
+        .values("kind")
+        .annotate(
+            total=Count("id"),
+            gold=Count("id", filter=Q(is_gold=True)),
+            flagged=Count("id", filter=Q(flagged=True)),
+            open=Count(
+                "id",
+                filter=Q(is_gold=False, flagged=False, assigned_count__lt=F("overlap_target")),
+            ),
+        )
+        .order_by("kind")
+    )
+    return list(rows)

@@ -460,3 +460,70 @@ def comparison_submit(
         client_id=client_id,
         time_spent_ms=time_spent_ms,
     )
+
+
+# --- project settings and task creation -------------------------------------------------
+
+SETTINGS_FIELDS = (
+    "overlap_target",
+    "pending_limit",
+    "gold_rate",
+    "skip_flag_threshold",
+    "criteria",
+)
+MAX_CRITERIA = 8
+
+
+def _checked_criteria(criteria) -> list[str]:
+    if not isinstance(criteria, list) or not 1 <= len(criteria) <= MAX_CRITERIA:
+        raise ServiceError(f"Give 1 to {MAX_CRITERIA} criteria.")
+    names = [str(name).strip().lower() for name in criteria]
+    if any(not name.replace("_", "").isalnum() or len(name) > 30 for name in names):
+        raise ServiceError("Criteria are short words: letters, digits and underscores.")
+    if len(set(names)) != len(names):
+        raise ServiceError("Criteria must differ from each other.")
+    return names
+
+
+@transaction.atomic
+def project_settings_update(*, project: Project, **fields) -> Project:
+    """Change how the project's queue works. A new overlap target applies to new tasks and
+    to existing ones that are not already assigned beyond it."""
+    unknown = set(fields) - set(SETTINGS_FIELDS)
+    if unknown:
+        raise ServiceError(f"Unknown settings: {', '.join(sorted(unknown))}.")
+    if "criteria" in fields:
+        fields["criteria"] = _checked_criteria(fields["criteria"])
+    if "gold_rate" in fields and not 0 <= float(fields["gold_rate"]) <= 1:
+        raise ServiceError("gold_rate must be between 0 and 1.")
+    for name in ("overlap_target", "pending_limit", "skip_flag_threshold"):
+        if name in fields and not 1 <= int(fields[name]) <= 100:
+            raise ServiceError(f"{name} must be between 1 and 100.")
+    for name, value in fields.items():
+        setattr(project, name, value)
+    project.save(update_fields=list(fields))
+    if "overlap_target" in fields:
+        Task.objects.filter(
+            project=project, is_gold=False, assigned_count__lte=project.overlap_target
+        ).update(overlap_target=project.overlap_target)
+    return project
+
+
+def tasks_create(*, project: Project, kind: str, options: dict, priority: int = 0) -> int:
+    """Create a batch of tasks of one kind from the project's prompts and responses."""
+    from annotation.kinds import KINDS
+
+    spec = KINDS.get(kind)
+    if spec is None or spec.create_tasks is None:
+        creatable = sorted(k for k, s in KINDS.items() if s.create_tasks)
+        raise ServiceError(f"kind must be one of {', '.join(creatable)}.")
+    if not -100 <= priority <= 100:
+        raise ServiceError("priority must be between -100 and 100.")
+    with transaction.atomic():
+        started = timezone.now()
+        created = spec.create_tasks(project=project, options=options)
+        if priority:
+            Task.objects.filter(project=project, kind=kind, created_at__gte=started).update(
+                priority=priority
+            )
+    return created

@@ -10,7 +10,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from annotation import exports, selectors, services
 from annotation.errors import ServiceError
-from annotation.forms import PromptImportForm
+from annotation.forms import ProjectSettingsForm, PromptImportForm, TaskCreateForm
 from annotation.kinds import KINDS
 from annotation.models import Assignment
 from annotation.permissions import LABEL, MANAGE, VIEW_DATA, can, project_for, projects_visible_to
@@ -194,6 +194,58 @@ def prompts(request, slug):
         **_capabilities(request.user, project),
     }
     return render(request, "annotation/prompts.html", context, status=status)
+
+
+def _settings_initial(project) -> dict:
+    return {
+        "overlap_target": project.overlap_target,
+        "pending_limit": project.pending_limit,
+        "gold_rate": project.gold_rate,
+        "skip_flag_threshold": project.skip_flag_threshold,
+        "criteria": ", ".join(project.criteria),
+    }
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def tasks_page(request, slug):
+    """Admin: how the queue works (overlap, pending limit, gold rate, criteria) and batches
+    of tasks of every kind."""
+    project = project_for(user=request.user, slug=slug, capability=MANAGE)
+    settings_form = ProjectSettingsForm(initial=_settings_initial(project))
+    create_form = TaskCreateForm(kinds=KINDS)
+    status = 200
+    if request.method == "POST":
+        try:
+            if request.POST.get("action") == "settings":
+                settings_form = ProjectSettingsForm(request.POST)
+                if settings_form.is_valid():
+                    services.project_settings_update(project=project, **settings_form.cleaned_data)
+                    messages.success(request, "Settings saved.")
+                    return redirect("tasks", slug=project.slug)
+            else:
+                create_form = TaskCreateForm(request.POST, kinds=KINDS)
+                if create_form.is_valid():
+                    created = services.tasks_create(
+                        project=project,
+                        kind=create_form.cleaned_data["kind"],
+                        options=create_form.options(),
+                        priority=create_form.cleaned_data["priority"] or 0,
+                    )
+                    messages.success(request, f"Created {created} tasks.")
+                    return redirect("tasks", slug=project.slug)
+        except ServiceError as error:
+            form = settings_form if request.POST.get("action") == "settings" else create_form
+            form.add_error(None, error.message)
+        status = 400
+    context = {
+        "project": project,
+        "settings_form": settings_form,
+        "create_form": create_form,
+        "counts": selectors.task_counts_by_kind(project=project),
+        **_capabilities(request.user, project),
+    }
+    return render(request, "annotation/tasks.html", context, status=status)
 
 
 @login_required

@@ -17,6 +17,7 @@ pages = [
     path("p/<slug:slug>/", annotation_views.project_detail, name="project"),
     path("p/<slug:slug>/label/", annotation_views.label, name="label"),
     path("p/<slug:slug>/prompts/", annotation_views.prompts, name="prompts"),
+    path("p/<slug:slug>/tasks/", annotation_views.tasks_page, name="tasks"),
     path("p/<slug:slug>/export/", annotation_views.export_page, name="export"),
     path("p/<slug:slug>/export.jsonl", annotation_views.export_download, name="export_download"),
     path("p/<slug:slug>/models/", registry_views.models_page, name="models"),

@@ -30,6 +30,7 @@ document.addEventListener("keydown", (event) => {
 // which the server stores once.
 (() => {
   let shownAt = performance.now();
+  let judged = Number(document.querySelector("[data-judged]")?.textContent ?? 0);
   const csrf = () => document.cookie.match(/csrftoken=([^;]+)/)?.[1] ?? "";
   const status = (text) => {
     const element = document.getElementById("answer-status");
@@ -113,6 +114,10 @@ document.addEventListener("keydown", (event) => {
         const reply = await post(url, data);
         if (reply.ok) {
           status("Saved.");
+          judged += 1;
+          for (const counter of document.querySelectorAll("[data-judged]")) {
+            counter.textContent = String(judged);
+          }
           if (shownNext) hold(reply.html);
           else {
             show(reply.html);

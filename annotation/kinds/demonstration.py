@@ -238,6 +238,7 @@ def sft_rows(project: Project) -> Iterator[dict]:
             project=project, kind=TaskKind.DEMONSTRATION, superseded_by__isnull=True
         )
         .exclude(text="")
+        .exclude(reviews__decision="rejected")
         .select_related("prompt")
         .order_by("created_at", "id")
     )

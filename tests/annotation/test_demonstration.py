@@ -48,7 +48,11 @@ def _edit_task(project, *, original=ORIGINAL):
 
 def _submit(labeler, assignment, **data):
     return judgment_submit(
-        labeler=labeler, assignment_id=assignment.pk, data=data, client_id=uuid.uuid4()
+        project=assignment.task.project,
+        labeler=labeler,
+        assignment_id=assignment.pk,
+        data=data,
+        client_id=uuid.uuid4(),
     )
 
 

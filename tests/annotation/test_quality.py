@@ -522,3 +522,22 @@ def test_the_quality_page_works_with_no_data_and_refuses_other_methods(
     assert empty.status_code == 200 and "No one has labeled yet." in empty.content.decode()
     assert wrong_method.status_code == 405
     assert unknown.status_code == 404
+
+
+def test_quality_page_shows_agreement_of_every_kind(login, project, crew, admin_member):
+    rated = make_kind_task(project, TaskKind.RATING, responses=1)
+    judge(rated, crew[0], scores={"helpful": 2, "honest": 5})
+    judge(rated, crew[1], scores={"helpful": 6, "honest": 5})
+    ranked = make_kind_task(project, TaskKind.RANKING, responses=3)
+    ids = list(ranked.links.order_by("position").values_list("response_id", flat=True))
+    judge(ranked, crew[0], ranking=ids)
+    judge(ranked, crew[1], ranking=[ids[1], ids[0], ids[2]])
+    judge(make_kind_task(project, TaskKind.DEMONSTRATION, responses=0), crew[2], text="Hello")
+
+    html = login(admin_member).get("/p/alpha/quality/").content.decode()
+
+    assert 'data-kind="rating" data-criterion="helpful"' in html
+    assert 'data-kind="ranking"' in html
+    ranking_row = html.split('data-kind="ranking"')[1].split("</tr>")[0]
+    assert "0.333" in ranking_row  # one swap among three: tau 1/3
+    assert "ranking: τ 0.33" in html

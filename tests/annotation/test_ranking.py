@@ -26,7 +26,11 @@ def make_ranking_task(project, *, k: int = 4, prompt=None) -> Task:
 
 def submit(labeler, assignment, data) -> Judgment:
     return judgment_submit(
-        labeler=labeler, assignment_id=assignment.pk, data=data, client_id=uuid.uuid4()
+        project=assignment.task.project,
+        labeler=labeler,
+        assignment_id=assignment.pk,
+        data=data,
+        client_id=uuid.uuid4(),
     )
 
 

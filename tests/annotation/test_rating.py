@@ -32,7 +32,11 @@ def form(fields: dict, flags=()) -> QueryDict:
 
 def submit(labeler, assignment, data) -> Judgment:
     return judgment_submit(
-        labeler=labeler, assignment_id=assignment.pk, data=data, client_id=uuid.uuid4()
+        project=assignment.task.project,
+        labeler=labeler,
+        assignment_id=assignment.pk,
+        data=data,
+        client_id=uuid.uuid4(),
     )
 
 

@@ -400,3 +400,34 @@ def test_g_on_the_review_page_makes_the_judgment_the_gold_answer(
 
     assert "is a gold item with this answer" in answer.content.decode()
     assert Task.objects.get(pk=first.task_id).gold_answer == {"choice": "a"}
+
+
+@pytest.mark.parametrize(
+    ("kind", "responses", "fields", "field_name"),
+    [
+        ("rating", 1, {"scores": {"helpful": 1, "harmless": 1, "honest": 1}}, "score_helpful"),
+        ("ranking", 3, {"ranking": "ids"}, "rank_"),
+        ("demonstration", 0, {"text": "Hi"}, 'name="text"'),
+    ],
+)
+def test_low_trust_work_of_every_kind_can_be_reviewed_and_corrected_on_the_page(
+    login, project, admin_member, kind, responses, fields, field_name
+):
+    weak = make_member(project, Role.LABELER, "weak")
+    for _ in range(3):  # three failed gold items make `weak` low-trust
+        gold = make_task(project)
+        Task.objects.filter(pk=gold.pk).update(is_gold=True, gold_answer={"choice": "a"})
+        judge(gold, weak, choice="b")
+    task = make_kind_task(project, kind, responses=responses)
+    if fields.get("ranking") == "ids":
+        fields = {"ranking": _ids(task)}
+    judgment = judge(task, weak, **fields)
+    client = login(admin_member)
+
+    page = client.get("/p/alpha/review/")
+    form = client.get(f"/p/alpha/review/?judgment={judgment.pk}&correct=1")
+
+    assert f'data-judgment="{judgment.pk}"' in page.content.decode()
+    assert "low-trust labeler" in page.content.decode()
+    assert form.status_code == 200
+    assert field_name in form.content.decode()

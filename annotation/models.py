@@ -343,9 +343,10 @@ class Review(models.Model):
 
     class Meta:
         constraints = [
+            models.UniqueConstraint(fields=["judgment"], name="review_once_per_judgment"),
             models.CheckConstraint(
                 condition=Q(decision="corrected", correction__isnull=False)
                 | (~Q(decision="corrected") & Q(correction__isnull=True)),
                 name="review_correction_iff_corrected",
-            )
+            ),
         ]

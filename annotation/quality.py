@@ -22,7 +22,9 @@ Agreement (https://www.asc.upenn.edu/sites/default/files/2021-03/Computing%20Kri
 
 Time per item is the median of `time_spent_ms` over judgments that recorded one (0 means a
 client sent no timing). Trends give the same figures per ISO week, or per day when the
-judgments span less than TREND_DAILY_UNDER_DAYS days.
+judgments span less than TREND_DAILY_UNDER_DAYS days; a period's agreement takes the
+labeler's judgments made in that period against the others' whenever made, with the
+project's D_e.
 """
 
 import json

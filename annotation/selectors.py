@@ -69,10 +69,10 @@ def task_counts_by_kind(*, project: Project) -> list[dict]:
         Task.objects.filter(project=project)
         .values("kind")
         .annotate(
-            total=Count("id"),
-            gold=Count("id", filter=Q(is_gold=True)),
-            flagged=Count("id", filter=Q(flagged=True)),
-            open=Count(
+            total_tasks=Count("id"),
+            gold_tasks=Count("id", filter=Q(is_gold=True)),
+            flagged_tasks=Count("id", filter=Q(flagged=True)),
+            open_tasks=Count(
                 "id",
                 filter=Q(is_gold=False, flagged=False, assigned_count__lt=F("overlap_target")),
             ),

@@ -118,7 +118,7 @@ def seed(*, tasks: int, labelers: int) -> dict:
 
     django.setup()
     from django.contrib.auth import get_user_model
-    from django.db import transaction
+    from django.db import connection, transaction
     from rest_framework.authtoken.models import Token
 
     from annotation.models import Project, Prompt, Response, Role, Task, TaskKind, TaskResponse
@@ -159,6 +159,10 @@ def seed(*, tasks: int, labelers: int) -> dict:
             user = get_user_model().objects.create_user(username=f"bench-labeler-{number:02d}")
             ensure_membership(project=project, user=user, role=Role.LABELER)
             tokens.append(Token.objects.create(user=user).key)
+    # Fresh planner statistics, as autovacuum would gather soon after a real import; with
+    # none the planner sorts every open task for each assignment instead of using the index.
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
     return {"slug": project.slug, "tokens": tokens, "tasks": len(created)}
 
 
@@ -193,7 +197,9 @@ def wait_until_serving(server: subprocess.Popen, port: int, log: Path, timeout: 
             raise SystemExit(f"gunicorn exited early:\n{log.read_text()[-3000:]}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                sock.sendall(
+                    b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+                )
                 if sock.recv(12).startswith(b"HTTP/1.1"):
                     return
         except OSError:
@@ -288,8 +294,10 @@ class LevelStats:
     errors: int = 0
     empty: int = 0
     error_examples: list = field(default_factory=list)
+    app_cpu: float = 0.0  # CPU seconds in the measured window
+    db_cpu: float = 0.0
     client_cpu: float = 0.0
-    machine_cpu: float = 0.0
+    machine_cpu: float = 0.0  # share of all cores busy
     load_before: float = 0.0
 
     def error(self, what: str) -> None:
@@ -349,7 +357,10 @@ async def simulated_labeler(
             stats.submit_ms.append((finished - fetched) * 1000)
 
 
-def _cpu_ticks() -> tuple[int, int]:
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _machine_ticks() -> tuple[int, int]:
     """(busy, total) jiffies of the whole machine, from /proc/stat."""
     with open("/proc/stat") as stat:
         values = [int(v) for v in stat.readline().split()[1:]]
@@ -357,13 +368,82 @@ def _cpu_ticks() -> tuple[int, int]:
     return sum(values) - idle, sum(values)
 
 
-def _own_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+def _process_cpu_seconds(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0  # gone since it was listed
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if parent == pid:
+                found.append(int(entry))
+    return found
+
+
+@dataclass
+class CpuSnapshot:
+    app: dict  # gunicorn worker pid -> CPU seconds
+    db: dict  # PostgreSQL backend pid (bench database) -> CPU seconds
+    client: float
+    machine: tuple[int, int]
+
+
+class CpuMeter:
+    """CPU seconds spent by gunicorn's workers, by the bench database's PostgreSQL backends
+    and by this load generator: figures that, unlike throughput, barely depend on what else
+    the machine is running."""
+
+    def __init__(self, *, server_pid: int, database_url: str):
+        import psycopg2
+
+        dsn, self.database = _admin_dsn(database_url)
+        self.server_pid = server_pid
+        self.connection = psycopg2.connect(dsn)
+        self.connection.autocommit = True
+
+    def snapshot(self) -> CpuSnapshot:
+        with self.connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                [self.database],
+            )
+            backends = [row[0] for row in cursor.fetchall()]
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return CpuSnapshot(
+            app={pid: _process_cpu_seconds(pid) for pid in _children(self.server_pid)},
+            db={pid: _process_cpu_seconds(pid) for pid in backends},
+            client=usage.ru_utime + usage.ru_stime,
+            machine=_machine_ticks(),
+        )
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def _spent(before: dict, after: dict) -> float:
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
 
 
 async def run_level(
-    *, port: int, slug: str, tokens: list[str], clients: int, warmup: float, seconds: float
+    *,
+    port: int,
+    slug: str,
+    tokens: list[str],
+    clients: int,
+    warmup: float,
+    seconds: float,
+    meter: CpuMeter,
 ) -> LevelStats:
     stats = LevelStats(clients=clients, seconds=seconds, load_before=os.getloadavg()[0])
     connections = [HttpConnection(port, token) for token in tokens[:clients]]
@@ -383,14 +463,16 @@ async def run_level(
         for number, connection in enumerate(connections)
     ]
     await asyncio.sleep(max(0.0, measure_from - time.perf_counter()))
-    cpu_before, busy_before = _own_cpu_seconds(), _cpu_ticks()
+    before = meter.snapshot()
     await asyncio.sleep(max(0.0, deadline - time.perf_counter()))
-    cpu_after, busy_after = _own_cpu_seconds(), _cpu_ticks()
+    after = meter.snapshot()
     await asyncio.gather(*labelers)
     for connection in connections:
         await connection.close()
-    stats.client_cpu = (cpu_after - cpu_before) / seconds
-    busy, total = busy_after[0] - busy_before[0], busy_after[1] - busy_before[1]
+    stats.app_cpu = _spent(before.app, after.app)
+    stats.db_cpu = _spent(before.db, after.db)
+    stats.client_cpu = after.client - before.client
+    busy, total = (a - b for a, b in zip(after.machine, before.machine, strict=True))
     stats.machine_cpu = busy / total if total else 0.0
     return stats
 
@@ -471,9 +553,7 @@ def main() -> int:
     try:
         began = time.monotonic()
         recreate_database(args.database_url, async_commit=args.async_commit)
-        run_checked(
-            [sys.executable, "manage.py", "migrate", "--no-input"], env=env, what="migrate"
-        )
+        run_checked([sys.executable, "manage.py", "migrate", "--no-input"], env=env, what="migrate")
         seeded = json.loads(
             run_checked(
                 [sys.executable, str(Path(__file__).resolve()), "--seed", f"--tasks={args.tasks}"],
@@ -515,8 +595,7 @@ def main() -> int:
                 )
             )
             print(
-                f"  {clients} clients: {len(rows[-1].judgment_ms) / args.seconds:.1f} "
-                "judgments/s",
+                f"  {clients} clients: {len(rows[-1].judgment_ms) / args.seconds:.1f} judgments/s",
                 flush=True,
             )
         print()

@@ -127,8 +127,8 @@ def matches_gold(judgment: Judgment, gold_answer: dict) -> bool:
 
 
 def _k(options) -> int:
-    raw = value(options or {}, "k", DEFAULT_K)
-    k = _whole_number(raw)
+    raw = value(options or {}, "k")
+    k = DEFAULT_K if raw in (None, "") else _whole_number(raw)
     if k is None or not MIN_K <= k <= MAX_K:
         raise ServiceError(f"k must be a whole number from {MIN_K} to {MAX_K}.")
     return k

@@ -374,9 +374,7 @@ def test_a_chat_of_another_project_is_not_found(session, other_project):
     make_member(other_project, Role.LABELER, "lab-beta")
 
     with pytest.raises(chat.ChatNotFound):
-        chat.chat_session_for(
-            project=other_project, labeler=session.labeler, session_id=session.pk
-        )
+        chat.chat_session_for(project=other_project, labeler=session.labeler, session_id=session.pk)
 
 
 def test_a_broken_model_fails_the_turn_and_a_retry_queues_it_again(

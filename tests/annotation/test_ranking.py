@@ -202,13 +202,15 @@ def test_create_tasks_ranks_the_k_newest_responses_of_each_prompt_with_enough(pr
     ]
 
 
-def test_create_tasks_uses_k_4_by_default(project):
+@pytest.mark.parametrize("options", [{}, {"k": ""}, {"k": None}, None])
+def test_create_tasks_uses_k_4_by_default(project, options):
     _responses(make_prompt(project), 4)
+    _responses(make_prompt(project), 3)
 
-    assert RANKING.create_tasks(project=project, options={}) == 1
+    assert RANKING.create_tasks(project=project, options=options) == 1
 
 
-@pytest.mark.parametrize("k", [2, 10, "four", None, True])
+@pytest.mark.parametrize("k", [2, 10, "four", 3.5, True])
 def test_create_tasks_refuses_k_outside_3_to_9(project, k):
     _responses(make_prompt(project), 4)
 

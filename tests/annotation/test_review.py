@@ -80,12 +80,15 @@ def test_correcting_adds_a_superseding_judgment_and_leaves_the_original_untouche
     assert quality.review_queue(project=project, reviewer=admin_member) == []
 
 
-def test_rejecting_keeps_the_row_but_leaves_it_out_of_quality_figures(project, split, admin_member):
+def test_rejecting_keeps_the_row_but_leaves_it_out_of_exports_and_quality_figures(
+    project, split, admin_member
+):
     first, second = split
 
     review.judgment_reject(project=project, judgment_id=second.pk, reviewer=admin_member)
 
     assert Judgment.objects.filter(pk=second.pk).exists()
+    assert [row["chosen"][0]["content"] for row in dpo_rows(project)] == ["Short answer"]
     current = quality.current_human_judgments(project=project)
     assert list(current.values_list("pk", flat=True)) == [first.pk]
     assert quality.review_queue(project=project, reviewer=admin_member) == []

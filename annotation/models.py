@@ -75,6 +75,21 @@ class PromptImport(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
 
+CHAT_TURN_KEY = "chat_session"
+
+
+class PromptQuerySet(models.QuerySet):
+    def labeling(self):
+        """Prompts of the labeling pool: a chat turn's prompt belongs to its conversation."""
+        return self.exclude(metadata__has_key=CHAT_TURN_KEY)
+
+
+class ResponseQuerySet(models.QuerySet):
+    def labeling(self):
+        """Responses to prompts of the labeling pool, not replies inside a chat."""
+        return self.exclude(prompt__metadata__has_key=CHAT_TURN_KEY)
+
+
 class Prompt(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="prompts")
     text = models.TextField()
@@ -84,6 +99,8 @@ class Prompt(models.Model):
         PromptImport, null=True, blank=True, on_delete=models.SET_NULL, related_name="prompts"
     )
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = PromptQuerySet.as_manager()
 
     class Meta:
         indexes = [models.Index(fields=["project", "created_at"])]
@@ -115,6 +132,8 @@ class Response(models.Model):
     generation_seconds = models.FloatField(default=0.0)
     finished = models.BooleanField(default=True, help_text="Ended with EOS, not cut off.")
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = ResponseQuerySet.as_manager()
 
     class Meta:
         constraints = [

@@ -9,7 +9,7 @@ def project_overview(*, project: Project) -> dict:
     tasks = Task.objects.filter(project=project, is_gold=False)
     judgments = Judgment.objects.filter(project=project)
     return {
-        "prompts": Prompt.objects.filter(project=project).count(),
+        "prompts": Prompt.objects.labeling().filter(project=project).count(),
         "tasks": tasks.count(),
         "open_tasks": tasks.filter(
             assigned_count__lt=project.overlap_target, flagged=False
@@ -42,7 +42,8 @@ def recent_judgments(*, project: Project, limit: int = 20):
 
 def prompts_page(*, project: Project, limit: int = 50):
     return (
-        Prompt.objects.filter(project=project)
+        Prompt.objects.labeling()
+        .filter(project=project)
         .annotate(
             response_count=Count("responses", distinct=True),
             judgment_count=Count("judgments", distinct=True),
@@ -53,7 +54,8 @@ def prompts_page(*, project: Project, limit: int = 50):
 
 def candidate_counts_by_version(*, project: Project) -> dict[int, int]:
     rows = (
-        Prompt.objects.filter(project=project)
+        Prompt.objects.labeling()
+        .filter(project=project)
         .values("responses__model_version")
         .annotate(n=Count("responses", filter=Q(responses__isnull=False)))
     )

@@ -215,7 +215,7 @@ def ensure_comparison_tasks(*, project: Project, model_version) -> int:
     author of the same prompt; with no other author, pair the version's own samples.
     Returns how many new tasks were created. Safe to repeat."""
     created = 0
-    own = Response.objects.filter(prompt__project=project, model_version=model_version)
+    own = Response.objects.labeling().filter(prompt__project=project, model_version=model_version)
     for response in own.select_related("prompt").order_by("prompt_id", "sample_index"):
         others = (
             Response.objects.filter(prompt=response.prompt)

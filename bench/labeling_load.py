@@ -20,6 +20,7 @@ printed next to each row.
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -236,10 +237,8 @@ class HttpConnection:
     async def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
-            try:
+            with contextlib.suppress(OSError):
                 await self.writer.wait_closed()
-            except OSError:
-                pass
         self.reader = self.writer = None
 
     async def request(self, method: str, path: str, body: bytes | None = None):
@@ -489,25 +488,32 @@ def percentile(values: list[float], share: float) -> float:
 
 def print_table(rows: list[LevelStats]) -> None:
     header = (
-        f"{'clients':>7} {'judgments':>9} {'judg/s':>8} {'p50 ms':>7} {'p95 ms':>7} "
+        f"{'clients':>7} {'judgments':>9} {'judg/s':>7} {'p50 ms':>7} {'p95 ms':>7} "
         f"{'p99 ms':>7} {'next p99':>8} {'post p99':>8} {'errors':>6} {'204s':>5} "
-        f"{'client CPU':>10} {'machine CPU':>11} {'load before':>11}"
+        f"{'app ms':>6} {'db ms':>6} {'load ms':>7} {'cpu max/s':>9} {'busy':>5} {'loadavg':>7}"
     )
     print(header)
     print("-" * len(header))
     for row in rows:
         done = len(row.judgment_ms)
+        per = 1000 / done if done else float("nan")
+        cpu_ms = (row.app_cpu + row.db_cpu + row.client_cpu) * per
         print(
-            f"{row.clients:>7} {done:>9} {done / row.seconds:>8.1f} "
+            f"{row.clients:>7} {done:>9} {done / row.seconds:>7.1f} "
             f"{percentile(row.judgment_ms, 0.50):>7.1f} {percentile(row.judgment_ms, 0.95):>7.1f} "
             f"{percentile(row.judgment_ms, 0.99):>7.1f} {percentile(row.next_ms, 0.99):>8.1f} "
             f"{percentile(row.submit_ms, 0.99):>8.1f} {row.errors:>6} {row.empty:>5} "
-            f"{row.client_cpu:>10.0%} {row.machine_cpu:>11.0%} {row.load_before:>11.1f}"
+            f"{row.app_cpu * per:>6.1f} {row.db_cpu * per:>6.1f} {row.client_cpu * per:>7.1f} "
+            f"{os.cpu_count() * 1000 / cpu_ms:>9.0f} {row.machine_cpu:>5.0%} "
+            f"{row.load_before:>7.1f}"
         )
     print(
-        "(judgments: completed in the measured window; 204s: empty-queue answers; client CPU: "
-        "the load generator's share of one core; load before: 1-minute load average when the "
-        f"level started, above {os.cpu_count()} other processes were competing for the cores)"
+        "judgments: completed in the measured window. p50/p95/p99: one judgment, next + "
+        "submit.\napp/db/load ms: CPU milliseconds per judgment spent by gunicorn, by "
+        "PostgreSQL and by this load\ngenerator; cpu max/s: the judgments/s those would allow "
+        f"on {os.cpu_count()} otherwise idle cores. busy: all cores, from\n/proc/stat. loadavg: "
+        "1-minute load average as the level began; above the core count, other\nprocesses "
+        "were competing for the cores and throughput and latency suffer."
     )
     for row in rows:
         for example in row.error_examples:
@@ -567,6 +573,7 @@ def main() -> int:
             env=env, port=port, workers=args.workers, threads=args.threads, log=log
         )
         wait_until_serving(server, port, log)
+        meter = CpuMeter(server_pid=server.pid, database_url=args.database_url)
         print(
             f"Labeling load: {seeded['tasks']} comparison tasks (overlap {OVERLAP}), "
             f"{LABELERS} labelers, PostgreSQL database {urlsplit(args.database_url).path[1:]}, "
@@ -578,7 +585,7 @@ def main() -> int:
             f"connection; {args.warmup:.0f} s warm-up, then {args.seconds:.0f} s measured per "
             f"level.\nLatency is per judgment (next + submit); 'next p99' and 'post p99' are "
             f"the two requests alone. The load generator (one asyncio loop, raw HTTP/1.1) runs "
-            f"on the same {os.cpu_count()} cores; 'client CPU' is its share of one core.\n",
+            f"on the same {os.cpu_count()} cores; its CPU use is the 'load ms' column.\n",
             flush=True,
         )
         for clients in levels:
@@ -591,6 +598,7 @@ def main() -> int:
                         clients=clients,
                         warmup=args.warmup,
                         seconds=args.seconds,
+                        meter=meter,
                     )
                 )
             )
@@ -598,6 +606,7 @@ def main() -> int:
                 f"  {clients} clients: {len(rows[-1].judgment_ms) / args.seconds:.1f} judgments/s",
                 flush=True,
             )
+        meter.close()
         print()
         print_table(rows)
         if args.keep:

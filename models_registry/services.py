@@ -90,13 +90,16 @@ def ensure_base_model_from_folder(*, name: str, path) -> ModelVersion:
 def _default_samples(project: Project, version: ModelVersion) -> int:
     """Two samples when no other author answered the project's prompts, so a first round
     still has pairs to compare; one otherwise."""
-    other_authors = Response.objects.filter(prompt__project=project).exclude(model_version=version)
+    other_authors = (
+        Response.objects.labeling().filter(prompt__project=project).exclude(model_version=version)
+    )
     return 1 if other_authors.exists() else 2
 
 
 def _prompts_missing_samples(job: GenerationJob):
     return (
-        Prompt.objects.filter(project=job.project)
+        Prompt.objects.labeling()
+        .filter(project=job.project)
         .annotate(have=Count("responses", filter=Q(responses__model_version=job.model_version)))
         .filter(have__lt=job.samples_per_prompt)
         .order_by("id")
@@ -113,7 +116,7 @@ def generation_job_start(
 ) -> GenerationJob:
     if model_version.kind != ModelVersion.Kind.POLICY:
         raise ServiceError("Only policy models generate candidates.")
-    if not Prompt.objects.filter(project=project).exists():
+    if not Prompt.objects.labeling().filter(project=project).exists():
         raise ServiceError("The project has no prompts yet: import some first.")
     try:
         generation_params = ml.GenerationParams(**(params or {}))
@@ -182,7 +185,8 @@ def _generate_all(job: GenerationJob) -> None:
         params = ml.GenerationParams(**job.generation_params)
         params.seed = params.seed + 1000 * sample_index
         missing = list(
-            Prompt.objects.filter(project=job.project)
+            Prompt.objects.labeling()
+            .filter(project=job.project)
             .exclude(
                 pk__in=Response.objects.filter(
                     model_version=version, sample_index=sample_index

@@ -201,7 +201,7 @@ def create_tasks(*, project: Project, options: Mapping) -> int:
         raise ServiceError("mode must be write (reply from scratch) or edit (improve a model's).")
     created = 0
     if mode == "write":
-        for prompt in project.prompts.order_by("id").iterator(chunk_size=500):
+        for prompt in project.prompts.labeling().order_by("id").iterator(chunk_size=500):
             _, new = _ensure_demonstration_task(
                 project=project, prompt=prompt, context=_prompt_context(prompt)
             )
@@ -211,7 +211,8 @@ def create_tasks(*, project: Project, options: Mapping) -> int:
     if not ModelVersion.objects.filter(pk=version_id).exists():
         raise ServiceError(f"There is no model version {version_id}.")
     responses = (
-        Response.objects.filter(prompt__project=project, model_version_id=version_id)
+        Response.objects.labeling()
+        .filter(prompt__project=project, model_version_id=version_id)
         .select_related("prompt")
         .order_by("prompt_id", "sample_index")
     )

@@ -141,7 +141,8 @@ def create_tasks(*, project, options) -> int:
 
     k = _k(options)
     prompts = (
-        Prompt.objects.filter(project=project)
+        Prompt.objects.labeling()
+        .filter(project=project)
         .annotate(response_count=Count("responses"))
         .filter(response_count__gte=k)
         .order_by("id")

@@ -98,7 +98,7 @@ def create_tasks(*, project, options) -> int:
     from annotation.services import ensure_task
 
     created = 0
-    responses = Response.objects.filter(prompt__project=project).select_related("prompt")
+    responses = Response.objects.labeling().filter(prompt__project=project).select_related("prompt")
     for response in responses.order_by("id"):
         _, is_new = ensure_task(
             project=project, kind=TaskKind.RATING, prompt=response.prompt, responses=[response]

@@ -1,0 +1,37 @@
+"""Chat turns belong to their conversation: they never feed generation or task batches."""
+
+import pytest
+
+from annotation.errors import ServiceError
+from annotation.models import CHAT_TURN_KEY, Prompt, Response, Task
+from annotation.services import ensure_comparison_tasks, tasks_create
+from models_registry.services import _prompts_missing_samples, generation_job_start
+from tests.factories import make_prompt, make_version
+
+
+def _chat_turn(project, version):
+    prompt = Prompt.objects.create(project=project, text="hi", metadata={CHAT_TURN_KEY: 1})
+    for index in range(2):
+        Response.objects.create(prompt=prompt, model_version=version, sample_index=index, text="x")
+    return prompt
+
+
+def test_chat_turns_are_not_generated_for_nor_paired_into_tasks(project):
+    version = make_version()
+    _chat_turn(project, version)
+    pool_prompt = make_prompt(project)
+
+    job = generation_job_start(project=project, model_version=version)
+    ensure_comparison_tasks(project=project, model_version=version)
+    tasks_create(project=project, kind="rating", options={})
+
+    assert list(_prompts_missing_samples(job)) == [pool_prompt]
+    assert Task.objects.count() == 0
+
+
+def test_a_project_with_only_chat_turns_has_no_prompts_to_generate_for(project):
+    version = make_version()
+    _chat_turn(project, version)
+
+    with pytest.raises(ServiceError, match="no prompts"):
+        generation_job_start(project=project, model_version=version)

@@ -8,13 +8,14 @@ from pathlib import Path
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from annotation.models import Judgment, Project, Prompt, Response, Role
+from annotation.models import Judgment, Project, Prompt, Response, Role, TaskKind
 from annotation.services import (
     assignment_next,
     comparison_submit,
     ensure_comparison_task,
     ensure_membership,
     ensure_project,
+    ensure_task,
 )
 
 DEMO_DATA = Path(__file__).with_name("demo_data.json")
@@ -24,6 +25,9 @@ DEMO_USERS = {
     "labeler1": Role.LABELER,
     "labeler2": Role.LABELER,
 }
+GOLD_PAIRS = 3
+RATED_PROMPTS = 4
+DEMONSTRATION_PROMPTS = 4
 # (labeler, how many demo pairs they judge): labeler2 leaves work in the queue to try.
 DEMO_JUDGING = (("labeler1", 30), ("labeler2", 12))
 AGREEMENT_WITH_GOOD = 0.9
@@ -50,8 +54,38 @@ def _ensure_pairs(project: Project) -> None:
         poor, _ = Response.objects.get_or_create(
             prompt=prompt, author="demo: sloppy writer", defaults={"text": item["poor"]}
         )
+        if number > len(items) - GOLD_PAIRS:
+            # Known answers: the careful writer's reply (created first, so it is A) wins.
+            ensure_task(
+                project=project,
+                kind=TaskKind.COMPARISON,
+                prompt=prompt,
+                responses=[good, poor],
+                gold_answer={"choice": "a"},
+            )
+        else:
+            ensure_comparison_task(project=project, first=good, second=poor)
+    _ensure_other_kinds(project, items)
 
-        ensure_comparison_task(project=project, first=good, second=poor)
+
+def _ensure_other_kinds(project: Project, items: list) -> None:
+    """A few rating and demonstration tasks, after the comparisons, so every kind of work
+    can be tried at once."""
+    prompts = Prompt.objects.filter(project=project, external_id__startswith="demo-")
+    by_number = {int(p.external_id.removeprefix("demo-")): p for p in prompts}
+    for number in range(1, RATED_PROMPTS + 1):
+        for response in by_number[number].responses.order_by("id"):
+            ensure_task(
+                project=project,
+                kind=TaskKind.RATING,
+                prompt=by_number[number],
+                responses=[response],
+                priority=-1,
+            )
+    for number in range(RATED_PROMPTS + 1, RATED_PROMPTS + DEMONSTRATION_PROMPTS + 1):
+        ensure_task(
+            project=project, kind=TaskKind.DEMONSTRATION, prompt=by_number[number], priority=-1
+        )
 
 
 def _judge_demo_tasks(project: Project, users: dict, rng: random.Random) -> None:
@@ -60,8 +94,8 @@ def _judge_demo_tasks(project: Project, users: dict, rng: random.Random) -> None
         already = Judgment.objects.filter(project=project, labeler=labeler).count()
         for _ in range(count - already):
             assignment = assignment_next(project=project, labeler=labeler, rng=rng)
-            if assignment is None:
-                break
+            if assignment is None or assignment.task.kind != TaskKind.COMPARISON:
+                break  # the rest of the queue is left for people to try
             left = assignment.shown_responses()[0]
             good_side = "left" if left.author.endswith("careful writer") else "right"
             bad_side = "right" if good_side == "left" else "left"

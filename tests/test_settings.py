@@ -18,6 +18,8 @@ PRODUCT_VARIABLES = (
     "DJANGO_ALLOWED_HOSTS",
     "DJANGO_CSRF_TRUSTED_ORIGINS",
     "DJANGO_SECURE_SSL_REDIRECT",
+    # Set by tests/browser/conftest.py for Playwright; never present in a deployment.
+    "DJANGO_ALLOW_ASYNC_UNSAFE",
 )
 
 

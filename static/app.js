@@ -16,8 +16,7 @@ document.addEventListener("keydown", (event) => {
       event.preventDefault();
       // A key can arrive right after a swap, before htmx has wired the new form; wiring it
       // here keeps the answer an in-place request instead of a full page submit.
-      const form = element.closest("form");
-      if (form && window.htmx) window.htmx.process(form);
+      if (window.htmx) window.htmx.process(element.closest("form") ?? element);
       element.click();
       return;
     }

@@ -11,6 +11,7 @@
       const finish = task.querySelector("[data-chat-finish]");
       if (finish) {
         event.preventDefault();
+        if (window.htmx) window.htmx.process(finish);
         finish.click();
       }
       return;

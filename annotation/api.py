@@ -70,6 +70,7 @@ class TaskNextApi(APIView):
         )
         if assignment is None:
             return Response(status=204)
+        assignment.task.project = project  # already loaded; saves a query per task
         return Response(assignment_payload(assignment))
 
     def handle_exception(self, exc):
@@ -95,8 +96,7 @@ class JudgmentSubmitApi(APIView):
         envelope = JudgmentEnvelopeSerializer(data=request.data)
         envelope.is_valid(raise_exception=True)
         fields = envelope.validated_data
-        before = selectors.judgment_exists_for_client(client_id=fields["client_id"])
-        judgment = services.judgment_submit(
+        judgment, created = services.judgment_record(
             project=project,
             labeler=request.user,
             assignment_id=fields["assignment_id"],
@@ -104,7 +104,7 @@ class JudgmentSubmitApi(APIView):
             client_id=fields["client_id"],
             time_spent_ms=fields["time_spent_ms"],
         )
-        return Response(judgment_payload(judgment), status=200 if before else 201)
+        return Response(judgment_payload(judgment), status=201 if created else 200)
 
 
 def judgment_payload(judgment) -> dict:

@@ -62,10 +62,6 @@ def candidate_counts_by_version(*, project: Project) -> dict[int, int]:
     return {row["responses__model_version"]: row["n"] for row in rows if row["n"]}
 
 
-def judgment_exists_for_client(*, client_id) -> bool:
-    return Judgment.objects.filter(client_id=client_id).exists()
-
-
 def task_counts_by_kind(*, project: Project) -> list[dict]:
     rows = (
         Task.objects.filter(project=project)

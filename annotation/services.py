@@ -240,6 +240,12 @@ def _release_slot(task_id: int) -> None:
     Task.objects.filter(pk=task_id, is_gold=False).update(assigned_count=F("assigned_count") - 1)
 
 
+def _has_stale_assignments(project: Project) -> bool:
+    return Assignment.objects.filter(
+        task__project=project, status=Assignment.Status.PENDING, expires_at__lt=timezone.now()
+    ).exists()
+
+
 def _expire_stale_assignments(*, project: Project) -> None:
     stale = Assignment.objects.select_for_update(skip_locked=True).filter(
         task__project=project, status=Assignment.Status.PENDING, expires_at__lt=timezone.now()
@@ -251,9 +257,13 @@ def _expire_stale_assignments(*, project: Project) -> None:
 
 
 def _pending(project: Project, labeler):
-    return Assignment.objects.filter(
-        task__project=project, labeler=labeler, status=Assignment.Status.PENDING
-    ).order_by("assigned_at", "id")
+    return (
+        Assignment.objects.filter(
+            task__project=project, labeler=labeler, status=Assignment.Status.PENDING
+        )
+        .select_related("task__prompt")
+        .order_by("assigned_at", "id")
+    )
 
 
 def assignment_next(
@@ -268,9 +278,10 @@ def assignment_next(
     the overlap target (check constraint), so concurrent labelers cannot over-assign.
     """
     rng = rng or random.Random()
-    with transaction.atomic():
-        _expire_stale_assignments(project=project)
-        held = list(_pending(project, labeler))
+    if _has_stale_assignments(project):
+        with transaction.atomic():
+            _expire_stale_assignments(project=project)
+    held = list(_pending(project, labeler))
     waiting = [a for a in held if a.pk != after]
     if waiting:
         return waiting[0]
@@ -354,7 +365,9 @@ def _locked_assignment(*, project: Project, labeler, assignment_id) -> Assignmen
     if not isinstance(assignment_id, int):
         raise NotAssigned("This task is not assigned to you.")
     assignment = (
-        Assignment.objects.select_for_update()
+        # Lock the assignment row only: joined task and project rows stay free, so
+        # judgments of different tasks in one project do not queue behind each other.
+        Assignment.objects.select_for_update(of=("self",))
         .select_related("task", "task__project")
         .filter(pk=assignment_id, labeler=labeler, task__project=project)
         .first()
@@ -388,16 +401,23 @@ def _check_time_spent(time_spent_ms) -> None:
         raise ServiceError("time_spent_ms must be a whole number of milliseconds within a day.")
 
 
-def judgment_submit(
+def judgment_submit(**arguments) -> Judgment:
+    """Store the labeler's judgment of their assignment; see judgment_record."""
+    judgment, _created = judgment_record(**arguments)
+    return judgment
+
+
+def judgment_record(
     *, project: Project, labeler, assignment_id, data: Mapping, client_id, time_spent_ms: int = 0
-) -> Judgment:
+) -> tuple[Judgment, bool]:
     """Store the labeler's judgment of their assignment; `data` holds the kind's own fields
-    (checked by annotation.kinds). Sending the same client_id twice stores one row."""
+    (checked by annotation.kinds). Sending the same client_id again, even while the first
+    send is still being stored, returns the stored judgment: (judgment, created)."""
     client_uuid = _parse_client_id(client_id)
     _check_time_spent(time_spent_ms)
     existing = Judgment.objects.filter(client_id=client_uuid).first()
     if existing:
-        return _same_submission_or_conflict(existing, labeler=labeler)
+        return _same_submission_or_conflict(existing, labeler=labeler), False
     try:
         with transaction.atomic():
             assignment = _locked_assignment(
@@ -406,14 +426,15 @@ def judgment_submit(
             judgment = _store_judgment(
                 assignment, data=data, client_id=client_uuid, time_spent_ms=time_spent_ms
             )
-            assignment.status = Assignment.Status.DONE
-            assignment.save(update_fields=["status"])
-            return judgment
-    except IntegrityError:
+            Assignment.objects.filter(pk=assignment.pk).update(status=Assignment.Status.DONE)
+            return judgment, True
+    except (IntegrityError, Conflict):
+        # A concurrent send of this very judgment won the race (the unique client_id, or
+        # the assignment it already marked done): answer with what it stored.
         existing = Judgment.objects.filter(client_id=client_uuid).first()
         if existing is None:
             raise
-        return _same_submission_or_conflict(existing, labeler=labeler)
+        return _same_submission_or_conflict(existing, labeler=labeler), False
 
 
 def _store_judgment(assignment: Assignment, *, data, client_id, time_spent_ms) -> Judgment:
@@ -429,7 +450,7 @@ def _store_judgment(assignment: Assignment, *, data, client_id, time_spent_ms) -
         prompt_id=task.prompt_id,
         shown_order=assignment.shown_order,
         context=task.context,
-        labeler=assignment.labeler,
+        labeler_id=assignment.labeler_id,
         time_spent_ms=time_spent_ms,
         **fields,
     )

@@ -345,7 +345,7 @@ async def simulated_labeler(
             if status != 201:
                 stats.error(f"submit: HTTP {status} {content[:200]!r}")
                 continue
-        except (OSError, ConnectionError, TimeoutError, asyncio.IncompleteReadError) as failure:
+        except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError) as failure:
             stats.error(f"{type(failure).__name__}: {failure}")
             await connection.close()
             continue
@@ -606,6 +606,8 @@ def main() -> int:
                 f"  {clients} clients: {len(rows[-1].judgment_ms) / args.seconds:.1f} judgments/s",
                 flush=True,
             )
+            if server.poll() is not None:
+                raise SystemExit(f"gunicorn stopped during the run:\n{log.read_text()[-3000:]}")
         meter.close()
         print()
         print_table(rows)

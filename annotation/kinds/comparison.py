@@ -39,16 +39,15 @@ def _strength(raw_from_choice, data) -> int | None:
     return strength
 
 
-def _side_to_choice(side: str, *, assignment) -> str:
+def _side_to_choice(side: str, *, assignment, task_a: int) -> str:
     if side in OTHER_CHOICES:
         return side
     left_id, right_id = assignment.shown_order
     picked = left_id if side == "left" else right_id
-    task_a = assignment.task.links.get(position=0).response_id
     return Judgment.Choice.A if picked == task_a else Judgment.Choice.B
 
 
-def _criteria_choices(data, *, assignment) -> dict:
+def _criteria_choices(data, *, assignment, task_a: int) -> dict:
     chosen = {}
     for criterion in assignment.task.project.criteria:
         raw = value(data, f"criterion_{criterion}")
@@ -56,7 +55,7 @@ def _criteria_choices(data, *, assignment) -> dict:
             continue
         if raw not in (*SIDES, "tie"):
             raise ServiceError(f"criterion_{criterion} must be left, right or tie.")
-        chosen[criterion] = _side_to_choice(raw, assignment=assignment)
+        chosen[criterion] = _side_to_choice(raw, assignment=assignment, task_a=task_a)
     return chosen
 
 
@@ -68,14 +67,16 @@ def parse(data, *, assignment) -> dict:
     rationale = str(value(data, "rationale", "") or "").strip()
     if len(rationale) > MAX_RATIONALE:
         raise ServiceError(f"Keep the rationale under {MAX_RATIONALE} characters.")
-    task = assignment.task
+    task_a, task_b = assignment.task.links.order_by("position").values_list(
+        "response_id", flat=True
+    )
     return {
-        "response_a_id": task.links.get(position=0).response_id,
-        "response_b_id": task.links.get(position=1).response_id,
-        "choice": _side_to_choice(side, assignment=assignment),
+        "response_a_id": task_a,
+        "response_b_id": task_b,
+        "choice": _side_to_choice(side, assignment=assignment, task_a=task_a),
         "strength": strength,
         "rationale": rationale,
-        "criteria_choices": _criteria_choices(data, assignment=assignment),
+        "criteria_choices": _criteria_choices(data, assignment=assignment, task_a=task_a),
     }
 
 

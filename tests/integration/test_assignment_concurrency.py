@@ -17,7 +17,6 @@ from django.db import connection, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
-from annotation.errors import Conflict
 from annotation.models import Assignment, Judgment, Role, Task
 from annotation.services import assignment_next, assignment_skip, comparison_submit
 from tests.factories import make_member, make_project, make_task
@@ -69,7 +68,7 @@ def _run_in_threads(count: int, work) -> list[BaseException]:
     def body(index):
         try:
             work(index, barrier)
-        except BaseException as error:  # noqa: BLE001 - reported by the test
+        except BaseException as error:  # the test reports it
             errors.append(error)
             barrier.abort()
         finally:
@@ -99,12 +98,15 @@ def _labeler_round(
             # is about to mark it expired; ask again.
             time.sleep(0.005)
             continue
-        previous_task = log.tasks_by_assignment.setdefault(assignment.pk, assignment.task_id)
-        assert previous_task == assignment.task_id
+        # Every other assignment was answered, skipped or lapsed: this one must be new.
+        assert assignment.pk not in log.tasks_by_assignment, assignment.pk
+        log.tasks_by_assignment[assignment.pk] = assignment.task_id
         log.new_assignments += 1
         roll = rng.random()
         if roll < SKIP_RATE or assignment.task_id in unclear:
-            assignment_skip(labeler=labeler, assignment_id=assignment.pk, reason="unclear")
+            assignment_skip(
+                project=project, labeler=labeler, assignment_id=assignment.pk, reason="unclear"
+            )
             log.skipped.add(assignment.pk)
         elif roll < SKIP_RATE + LAPSE_RATE:
             # The labeler walks away; the TTL passing is simulated by moving the deadline.
@@ -116,6 +118,7 @@ def _labeler_round(
             client_id = uuid.uuid4()
             side = rng.choice(SIDES)
             judgment = comparison_submit(
+                project=project,
                 labeler=labeler,
                 assignment_id=assignment.pk,
                 side=side,
@@ -124,6 +127,7 @@ def _labeler_round(
             )
             if rng.random() < RESEND_RATE:
                 again = comparison_submit(
+                    project=project,
                     labeler=labeler,
                     assignment_id=assignment.pk,
                     side=side,
@@ -199,9 +203,8 @@ def test_twenty_labelers_hammering_one_project_never_break_assignment(transactio
 
     # Rounds: a slot freed by a skip or lapse after some labelers found the queue empty is
     # picked up in the next round; the work is done when a round assigns nothing new.
-    rounds = 0
     with InvariantWatch(project) as watch:
-        for rounds in range(1, MAX_ROUNDS + 1):
+        for _round in range(MAX_ROUNDS):
             before = sum(log.new_assignments for log in logs)
             errors = _run_in_threads(LABELERS, work)
             assert not errors, errors
@@ -277,7 +280,11 @@ def test_two_labelers_asking_for_the_last_open_slot_at_once_get_one_assignment(
         taken = assignment_next(project=project, labeler=first)
         assert taken.task_id == task.pk
         comparison_submit(
-            labeler=first, assignment_id=taken.pk, side="left", client_id=uuid.uuid4()
+            project=project,
+            labeler=first,
+            assignment_id=taken.pk,
+            side="left",
+            client_id=uuid.uuid4(),
         )
         given = [None, None]
 
@@ -295,6 +302,7 @@ def test_two_labelers_asking_for_the_last_open_slot_at_once_get_one_assignment(
         assert Assignment.objects.filter(task=task).count() == 2
         # The winner answers, so both racers are free for the next attempt.
         comparison_submit(
+            project=project,
             labeler=winners[0].labeler,
             assignment_id=winners[0].pk,
             side="tie",
@@ -318,13 +326,6 @@ def _wait_for_lock_waiters(count: int, timeout: float = 10.0) -> None:
     raise AssertionError(f"{count} submissions never queued on the assignment's lock")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=Conflict,
-    reason="judgment_submit checks for the client_id only before locking the assignment: "
-    "a resend that arrives while the first send is in flight gets 409 'You already judged "
-    "this task' instead of the stored judgment.",
-)
 def test_the_same_client_id_sent_twice_at_once_returns_one_judgment_to_both(transactional_db):
     _require_postgres()
     project = make_project("resend", overlap_target=1)
@@ -339,7 +340,11 @@ def test_the_same_client_id_sent_twice_at_once_returns_one_judgment_to_both(tran
     def send(index, barrier):
         barrier.wait(timeout=30)
         returned[index] = comparison_submit(
-            labeler=labeler, assignment_id=assignment.pk, side="right", client_id=client_id
+            project=project,
+            labeler=labeler,
+            assignment_id=assignment.pk,
+            side="right",
+            client_id=client_id,
         )
 
     # Hold the assignment's row lock so both sends are in flight at the same moment, as

@@ -59,7 +59,8 @@ def _quality_context(request, project, **extra) -> dict:
 @login_required
 @require_GET
 def quality_page(request, slug):
-    project = project_for(user=request.user, slug=slug, capability=MANAGE)
+    """Admins and researchers browse agreement; only admins see gold answers and act."""
+    project = project_for(user=request.user, slug=slug, capability=VIEW_DATA)
     return render(request, "annotation/quality/quality.html", _quality_context(request, project))
 
 

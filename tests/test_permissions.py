@@ -111,7 +111,7 @@ ENDPOINTS = [
             "criteria": "kind",
         },
     ),  # fmt: skip
-    Endpoint("quality", "get", "/p/{slug}/quality/", MANAGE, 200, api=False),
+    Endpoint("quality", "get", "/p/{slug}/quality/", VIEW_DATA, 200, api=False),
     Endpoint("review", "get", "/p/{slug}/review/", MANAGE, 200, api=False),
     Endpoint("review", "post", "/p/{slug}/review/", MANAGE, 302, api=False),
     Endpoint("quality_gold", "post", "/p/{slug}/quality/gold/", MANAGE, 400, api=False),

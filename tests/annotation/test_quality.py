@@ -402,7 +402,7 @@ def test_ratings_and_rankings_disagree_beyond_their_tolerance(project, crew):
         ("post", "/p/alpha/quality/tasks/{task}/return/"),
     ],
 )
-def test_quality_pages_are_for_admins_only(login, project, who, status, method, path):
+def test_quality_actions_are_for_admins_only(login, project, who, status, method, path):
     task = make_task(project)
     Task.objects.filter(pk=task.pk).update(flagged=True, skip_count=3)
     client = login(make_caller(who, project))
@@ -412,6 +412,8 @@ def test_quality_pages_are_for_admins_only(login, project, who, status, method, 
     answer = client.get(url) if method == "get" else client.post(url, body)
 
     expected = 302 if method == "post" and who == "admin" else status
+    if method == "get" and who == "researcher":
+        expected = 200  # researchers browse agreement; gold answers and actions stay hidden
     assert answer.status_code == expected
     if who == "anonymous":
         assert answer["Location"] == f"/login/?next={url}"
@@ -541,3 +543,19 @@ def test_quality_page_shows_agreement_of_every_kind(login, project, crew, admin_
     ranking_row = html.split('data-kind="ranking"')[1].split("</tr>")[0]
     assert "0.333" in ranking_row  # one swap among three: tau 1/3
     assert "ranking: τ 0.33" in html
+
+
+def test_researchers_browse_agreement_but_not_gold_answers(login, project, researcher):
+    from tests.factories import make_task
+
+    task = make_task(project)
+    task.is_gold, task.gold_answer = True, {"choice": "a"}
+    task.save(update_fields=["is_gold", "gold_answer"])
+
+    page = login(researcher).get(f"/p/{project.slug}/quality/")
+
+    html = page.content.decode()
+    assert page.status_code == 200
+    assert 'id="labelers"' in html
+    assert 'id="gold"' not in html
+    assert "Make gold" not in html

@@ -31,16 +31,25 @@ def can(*, user, project: Project, capability: str) -> bool:
 
 
 def project_for(*, user, slug: str, capability: str) -> Project:
-    """The project, if the user holds the capability in it; PermissionDenied otherwise."""
-    project = get_object_or_404(Project, slug=slug)
-    role = project_role(user=user, project=project)
-    if role is None:
-        if not user.is_authenticated:
-            raise PermissionDenied("Log in first.")
+    """The project, if the user holds the capability in it; PermissionDenied otherwise
+    (404 when there is no such project). One query on the common path: the membership
+    with its project."""
+    if not user.is_authenticated:
+        get_object_or_404(Project, slug=slug)
+        raise PermissionDenied("Log in first.")
+    if user.is_superuser:
+        return get_object_or_404(Project, slug=slug)
+    membership = (
+        Membership.objects.select_related("project").filter(project__slug=slug, user=user).first()
+    )
+    if membership is None:
+        get_object_or_404(Project, slug=slug)
         raise PermissionDenied("You are not a member of this project.")
-    if capability not in CAPABILITIES[role]:
-        raise PermissionDenied(f"Your role in this project ({role}) does not allow this.")
-    return project
+    if capability not in CAPABILITIES[membership.role]:
+        raise PermissionDenied(
+            f"Your role in this project ({membership.role}) does not allow this."
+        )
+    return membership.project
 
 
 def projects_visible_to(user):

@@ -1,5 +1,6 @@
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -37,6 +38,7 @@ class Command(BaseCommand):
             ),
             subprocess.Popen([python, "manage.py", "runserver", "--noreload", addr]),
         ]
+        _wait_until_listening(addr, children)
         self.stdout.write(self.style.SUCCESS(f"\nLoop is running at http://{addr}/"))
         self.stdout.write(
             f"Database: {settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]}"
@@ -52,6 +54,18 @@ class Command(BaseCommand):
             self.stdout.write("\nStopping…")
         finally:
             _stop(children)
+
+
+def _wait_until_listening(addr: str, children, timeout: float = 120) -> None:
+    """Announce the URL only once the web server accepts connections."""
+    host, _, port = addr.rpartition(":")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and all(child.poll() is None for child in children):
+        try:
+            with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), 1):
+                return
+        except OSError:
+            time.sleep(0.3)
 
 
 def _stop(children):

@@ -39,6 +39,7 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from annotation.kinds import KINDS
+from annotation.kinds.ranking import kendall_tau
 from annotation.models import Assignment, Judgment, Project, Review, Task, TaskKind
 
 # A labeler is low-trust (all their judgments go to review) when their gold accuracy is
@@ -129,18 +130,6 @@ def labeler_alpha(
     if not differences:
         return None
     return 1.0 - (sum(differences) / len(differences)) / expected
-
-
-def kendall_tau(first: Sequence, second: Sequence) -> float | None:
-    """Kendall's tau of two rankings (items best first) over the items both hold; None
-    when they share fewer than two. Rankings have no ties, so tau-a equals tau-b."""
-    place = {item: index for index, item in enumerate(second)}
-    common = [item for item in first if item in place]
-    pairs = list(combinations(common, 2))
-    if not pairs:
-        return None
-    concordant = sum(1 for better, worse in pairs if place[better] < place[worse])
-    return (2 * concordant - len(pairs)) / len(pairs)
 
 
 def mean_pairwise_tau(

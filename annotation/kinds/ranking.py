@@ -11,6 +11,7 @@ yields no preference pairs: saying which of several bad answers is less bad is n
 signal to train towards (InstructGPT, Ouyang et al. 2022, drops such comparisons too).
 """
 
+from collections.abc import Sequence
 from itertools import combinations
 
 from django.db.models import Count
@@ -103,13 +104,15 @@ def ranking_pairs(judgment: Judgment) -> list[tuple[int, int]]:
     return list(combinations(judgment.ranking, 2))
 
 
-def kendall_tau(first: list[int], second: list[int]) -> float:
-    """Kendall's rank correlation of two orderings of the same items: 1 same order,
-    -1 reversed. https://en.wikipedia.org/wiki/Kendall_rank_correlation_coefficient"""
+def kendall_tau(first: Sequence, second: Sequence) -> float | None:
+    """Kendall's tau of two rankings (items best first) over the items both hold: 1 same
+    order, -1 reversed; None when they share fewer than two. Rankings have no ties, so
+    tau-a equals tau-b. https://en.wikipedia.org/wiki/Kendall_rank_correlation_coefficient"""
     place = {item: index for index, item in enumerate(second)}
-    pairs = list(combinations(first, 2))
+    common = [item for item in first if item in place]
+    pairs = list(combinations(common, 2))
     if not pairs:
-        return 1.0
+        return None
     concordant = sum(1 for better, worse in pairs if place[better] < place[worse])
     return (2 * concordant - len(pairs)) / len(pairs)
 
@@ -123,7 +126,8 @@ def matches_gold(judgment: Judgment, gold_answer: dict) -> bool:
     gold = list(gold_answer.get("ranking") or [])
     if judgment.all_bad or not gold or sorted(gold) != sorted(judgment.ranking):
         return False
-    return kendall_tau(judgment.ranking, gold) >= GOLD_MIN_TAU
+    tau = kendall_tau(judgment.ranking, gold)
+    return tau is not None and tau >= GOLD_MIN_TAU
 
 
 def _k(options) -> int:

@@ -8,7 +8,7 @@ from annotation.errors import ServiceError
 from annotation.forms import MAX_IMPORT_BYTES
 from annotation.permissions import LABEL, MANAGE, VIEW_DATA, project_for, projects_visible_to
 from annotation.rendering import render_markdown
-from annotation.views import export_response
+from annotation.views import export_response, int_or_none
 
 
 class ProjectListApi(APIView):
@@ -64,19 +64,15 @@ class TaskNextApi(APIView):
 
     def get(self, request, slug):
         project = project_for(user=request.user, slug=slug, capability=LABEL)
-        after = request.query_params.get("after")
-        assignment = services.assignment_next(
-            project=project, labeler=request.user, after=int(after) if after else None
-        )
+        raw_after = request.query_params.get("after")
+        after = int_or_none(raw_after)
+        if raw_after and after is None:
+            raise ServiceError("after must be an assignment id.")
+        assignment = services.assignment_next(project=project, labeler=request.user, after=after)
         if assignment is None:
             return Response(status=204)
         assignment.task.project = project  # already loaded; saves a query per task
         return Response(assignment_payload(assignment))
-
-    def handle_exception(self, exc):
-        if isinstance(exc, ValueError):
-            exc = ServiceError("after must be an assignment id.")
-        return super().handle_exception(exc)
 
 
 class JudgmentEnvelopeSerializer(serializers.Serializer):

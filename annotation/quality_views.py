@@ -15,6 +15,7 @@ from annotation.errors import ServiceError
 from annotation.kinds import KINDS
 from annotation.models import Task
 from annotation.permissions import LABEL, MANAGE, VIEW_DATA, can, project_for
+from annotation.views import int_or_none
 
 GOLD_EXAMPLES = (
     ("comparison", '{"choice": "a"}  (a, b, tie or both_bad; A is the first response)'),
@@ -23,13 +24,6 @@ GOLD_EXAMPLES = (
     ("demonstration", '{"text": "The ideal reply", "min_similarity": 0.8}'),
 )
 REVIEW_ACTIONS = ("accept", "reject", "correct", "gold")
-
-
-def _int_or_none(raw):
-    try:
-        return int(raw)
-    except (TypeError, ValueError):
-        return None
 
 
 def _base_context(request, project) -> dict:
@@ -89,7 +83,7 @@ def _parsed_gold_answer(raw: str):
 def quality_gold(request, slug):
     """Make a task gold with an answer typed as JSON."""
     project = project_for(user=request.user, slug=slug, capability=MANAGE)
-    task_id = _int_or_none(request.POST.get("task_id"))
+    task_id = int_or_none(request.POST.get("task_id"))
     try:
         task = Task.objects.filter(project=project, pk=task_id).first()
         if task is None:
@@ -130,7 +124,7 @@ def _review_context(request, project, *, judgment_id=None, correcting=False, err
 
 
 def _time_spent_ms(raw) -> int:
-    shown_at = _int_or_none(raw)
+    shown_at = int_or_none(raw)
     if shown_at is None:
         return 0
     return max(0, min(int(time.time() * 1000) - shown_at, 86_400_000))
@@ -179,12 +173,12 @@ def review_page(request, slug):
         context = _review_context(
             request,
             project,
-            judgment_id=_int_or_none(request.GET.get("judgment")),
+            judgment_id=int_or_none(request.GET.get("judgment")),
             correcting=request.GET.get("correct") == "1",
         )
         return render(request, template, context)
     action = request.POST.get("action", "")
-    judgment_id = _int_or_none(request.POST.get("judgment_id"))
+    judgment_id = int_or_none(request.POST.get("judgment_id"))
     try:
         done = _apply_review(request, project, action, judgment_id)
     except ServiceError as refused:

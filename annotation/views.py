@@ -90,15 +90,15 @@ def _task_context(request, project, assignment: Assignment | None) -> dict:
 def _time_spent_ms(post) -> int:
     """The client measures the time from showing a task to answering it (a prefetched task
     is shown later than it was rendered); without JavaScript the server's clock is used."""
-    measured = _int_or_none(post.get("time_spent_ms"))
+    measured = int_or_none(post.get("time_spent_ms"))
     if measured is None:
-        shown_at = _int_or_none(post.get("shown_at_ms"))
+        shown_at = int_or_none(post.get("shown_at_ms"))
         measured = int(time.time() * 1000) - shown_at if shown_at is not None else 0
     return max(0, min(measured, 86_400_000))
 
 
 def _submit_from_page(request, project) -> None:
-    assignment_id = _int_or_none(request.POST.get("assignment_id"))
+    assignment_id = int_or_none(request.POST.get("assignment_id"))
     if "skip_reason" in request.POST:
         services.assignment_skip(
             project=project,
@@ -127,7 +127,7 @@ def label(request, slug):
     project = project_for(user=request.user, slug=slug, capability=LABEL)
     if request.method == "POST":
         return _answer(request, project)
-    after = _int_or_none(request.GET.get("after"))
+    after = int_or_none(request.GET.get("after"))
     current = services.assignment_next(project=project, labeler=request.user, after=after)
     context = _task_context(request, project, current)
     if current is not None and after is None:
@@ -152,12 +152,13 @@ def _answer(request, project):
         )
     if not request.htmx:
         return redirect("label", slug=project.slug)
-    after = _int_or_none(request.POST.get("after"))
+    after = int_or_none(request.POST.get("after"))
     upcoming = services.assignment_next(project=project, labeler=request.user, after=after)
     return render(request, "annotation/label.html#task", _task_context(request, project, upcoming))
 
 
-def _int_or_none(raw):
+def int_or_none(raw):
+    """A whole number from a form or query field, else None."""
     try:
         return int(raw)
     except (TypeError, ValueError):

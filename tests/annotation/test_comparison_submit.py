@@ -229,3 +229,11 @@ def test_without_javascript_an_answer_redirects_back_to_the_queue(login, project
     assert answer.status_code == 302
     assert answer["Location"] == f"/p/{project.slug}/label/"
     assert Judgment.objects.get().choice == "tie"
+
+
+def test_next_task_api_refuses_a_malformed_after(login, project, labeler, task):
+    answer = login(labeler).get(f"/api/projects/{project.slug}/tasks/next/?after=abc")
+
+    assert answer.status_code == 400
+    assert answer.json() == {"detail": "after must be an assignment id."}
+    assert Assignment.objects.count() == 0

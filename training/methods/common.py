@@ -7,10 +7,15 @@ Django absent.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import hashlib
 import json
+import math
 import os
 import random
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -254,3 +259,499 @@ def sequence_logps(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Te
     token_logps = token_logps - torch.logsumexp(logits, dim=-1)
     token_logps = token_logps * mask
     return token_logps.sum(-1), mask.sum(-1)
+
+
+# --- Configs --------------------------------------------------------------------------
+
+
+def require(ok: bool, message: str) -> None:
+    """Raise ``ValueError(message)`` unless ``ok``: the config validation idiom."""
+    if not ok:
+        raise ValueError(message)
+
+
+def _checked_value(name: str, value: Any, annotation: str) -> Any:
+    optional = annotation.endswith("| None")
+    kind = annotation.removesuffix("| None").strip()
+    if value is None:
+        require(optional, f"{name} must not be null")
+        return None
+    suffix = " or null" if optional else ""
+    if kind == "float":
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        require(ok and math.isfinite(value), f"{name} must be a number{suffix}")
+        return float(value)
+    if kind == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        require(ok, f"{name} must be an integer{suffix}")
+        return value
+    if kind == "bool":
+        require(isinstance(value, bool), f"{name} must be true or false{suffix}")
+        return value
+    if kind == "str":
+        require(isinstance(value, str), f"{name} must be a string{suffix}")
+        return value
+    if kind == "list[str]":
+        ok = isinstance(value, list) and value and all(isinstance(v, str) and v for v in value)
+        require(ok, f"{name} must be null or a non-empty list of module names")
+        return list(value)
+    raise TypeError(f"unsupported config annotation {annotation!r} for {name}")
+
+
+@dataclass
+class MethodConfig:
+    """Base of every method's config dataclass.
+
+    Field values are type-checked from their annotations (``float``, ``int``, ``bool``,
+    ``str``, ``list[str]``, each optionally ``| None``; ints are accepted for floats), then
+    ``validate()`` checks ranges. Bad values raise ``ValueError`` with a message naming the
+    field, which the web layer shows as is. ``method_name`` names the method in errors.
+    """
+
+    method_name = "training"
+
+    def __post_init__(self) -> None:
+        for spec in dataclasses.fields(self):
+            value = _checked_value(spec.name, getattr(self, spec.name), str(spec.type))
+            setattr(self, spec.name, value)
+        self.validate()
+
+    def validate(self) -> None:
+        """Range checks; subclasses extend and call ``super().validate()``."""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        """Build a config from JSON-like data; unknown keys and bad values raise ValueError."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{cls.method_name} config must be an object")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown {cls.method_name} config key(s): {', '.join(unknown)}; "
+                f"known keys: {', '.join(sorted(known))}"
+            )
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+CURRICULA = ("margin", "agreement", "length")
+
+
+@dataclass
+class TrainingConfig(MethodConfig):
+    """The optimisation, LoRA, evaluation and checkpoint settings every method shares.
+
+    Subclasses add their own fields and may redeclare these with other defaults.
+    ``lora_r=0`` means full fine-tuning (every weight trains) where a method allows it.
+    ``eval_fraction`` of the prompts (split by prompt, never across it) is held out for
+    the evaluation that runs after training. ``checkpoint_every`` optimizer steps (and at
+    the end of each epoch) the trainable weights and optimizer state are written to the
+    checkpoint folder, from which an interrupted run resumes. ``curriculum`` orders the
+    training rows from easy to hard instead of shuffling them.
+    """
+
+    learning_rate: float = 1e-4
+    epochs: int = 3
+    max_steps: int | None = None
+    batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    max_length: int = 512
+    max_prompt_length: int = 256
+    lora_r: int = 16
+    lora_alpha: float = 32.0
+    lora_dropout: float = 0.0
+    lora_target_modules: list[str] | None = None
+    seed: int = 0
+    warmup_ratio: float = 0.1
+    eval_fraction: float = 0.1
+    checkpoint_every: int = 50
+    curriculum: str | None = None
+
+    def validate(self) -> None:
+        require(self.learning_rate > 0, "learning_rate must be > 0")
+        require(self.epochs >= 1, "epochs must be >= 1")
+        require(
+            self.max_steps is None or self.max_steps >= 1,
+            "max_steps must be null or an integer >= 1",
+        )
+        require(self.batch_size >= 1, "batch_size must be >= 1")
+        require(self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps must be >= 1")
+        require(self.max_length >= 2, "max_length must be >= 2")
+        require(
+            1 <= self.max_prompt_length < self.max_length,
+            "max_prompt_length must be >= 1 and smaller than max_length",
+        )
+        require(self.lora_r >= 0, "lora_r must be >= 0 (0 trains every weight)")
+        require(self.lora_alpha > 0, "lora_alpha must be > 0")
+        require(0 <= self.lora_dropout < 1, "lora_dropout must be in [0, 1)")
+        require(self.seed >= 0, "seed must be >= 0")
+        require(0 <= self.warmup_ratio < 1, "warmup_ratio must be in [0, 1)")
+        require(0 <= self.eval_fraction < 1, "eval_fraction must be in [0, 1)")
+        require(self.checkpoint_every >= 1, "checkpoint_every must be >= 1")
+        require(
+            self.curriculum is None or self.curriculum in CURRICULA,
+            f"curriculum must be null or one of {list(CURRICULA)}",
+        )
+
+
+# --- Held-out split and curriculum ----------------------------------------------------
+
+
+def prompt_key(messages: list[dict[str, str]]) -> str:
+    """A stable key for a prompt conversation (rows sharing it stay on one side of a split)."""
+    return json.dumps(messages, sort_keys=True, ensure_ascii=False)
+
+
+def holdout_split(
+    keys: Sequence[str], *, fraction: float, seed: int
+) -> tuple[list[int], list[int]]:
+    """Split row indices into ``(train, held_out)`` by prompt key.
+
+    A key goes to the held-out side when the hash of ``(seed, key)`` falls below
+    ``fraction``, so a prompt keeps its side as the dataset grows and rows of one prompt
+    never straddle the split. With ``fraction > 0`` at least one key is held out when
+    there are two or more keys, and at least one always stays for training.
+    """
+    if fraction <= 0:
+        return list(range(len(keys))), []
+
+    def position(key: str) -> float:
+        digest = hashlib.sha256(f"{seed}\0{key}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64
+
+    positions = {key: position(key) for key in keys}
+    held = {key for key, value in positions.items() if value < fraction}
+    if not held and len(positions) >= 2:
+        held = {min(positions, key=positions.get)}
+    if len(held) == len(positions):
+        held.discard(max(held, key=positions.get))
+    train = [i for i, key in enumerate(keys) if key not in held]
+    held_out = [i for i, key in enumerate(keys) if key in held]
+    return train, held_out
+
+
+def curriculum_order(difficulty: Sequence[float]) -> list[int]:
+    """Indices from easiest (lowest difficulty) to hardest; ties keep dataset order."""
+    return sorted(range(len(difficulty)), key=lambda i: (difficulty[i], i))
+
+
+# --- Models ---------------------------------------------------------------------------
+
+
+def autocast_for(device: str) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast on CUDA devices that support it, full precision elsewhere."""
+    if device == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def lora_config(config: TrainingConfig, *, task_type: str = "CAUSAL_LM") -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(
+        task_type=task_type,
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.lora_target_modules or "all-linear",
+    )
+
+
+def load_causal_lm_for_training(
+    base_model_path: str | os.PathLike[str], config: TrainingConfig, *, device: str
+) -> Any:
+    """The base model in float32 on ``device``, wrapped with a fresh LoRA adapter
+    (``config.lora_r > 0``) or with every weight trainable (``lora_r == 0``)."""
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(base_model_path), dtype=torch.float32)
+    model.to(device)
+    if config.lora_r == 0:
+        return model
+    return get_peft_model(model, lora_config(config))
+
+
+def trainable_parameters(model: Any) -> list[torch.nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def save_artifact(
+    model: Any, tokenizer: Any, output_dir: str | os.PathLike[str], record: dict[str, Any]
+) -> None:
+    """Write the model (adapter or full weights), tokenizer and ``training_result.json``."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(output_dir), safe_serialization=True)
+    tokenizer.save_pretrained(str(output_dir))
+    write_json(output_dir / "training_result.json", record)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (a temporary sibling renamed into place)."""
+    partial = path.with_name(path.name + ".part")
+    partial.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(partial, path)
+
+
+# --- The optimisation loop ------------------------------------------------------------
+
+
+@dataclass
+class Hooks:
+    """How a method talks to its caller while it runs.
+
+    ``on_step(step, total_steps, metrics)`` after every optimizer step; ``should_stop()``
+    before every step (``True`` raises ``TrainingCancelled``); ``log(message)`` for the
+    run log; ``checkpoint_dir`` is where checkpoints go and where a resumed run finds
+    its last one (None: no checkpoints).
+    """
+
+    on_step: Callable[[int, int, dict[str, float]], None] | None = None
+    should_stop: Callable[[], bool] | None = None
+    log: Callable[[str], None] | None = None
+    checkpoint_dir: Path | None = None
+
+    def step_done(self, step: int, total: int, metrics: dict[str, float]) -> None:
+        if self.on_step is not None:
+            self.on_step(step, total, dict(metrics))
+
+    def check_stop(self, what: str = "training") -> None:
+        if self.should_stop is not None and self.should_stop():
+            raise TrainingCancelled(f"{what} cancelled")
+
+    def say(self, message: str) -> None:
+        if self.log is not None:
+            self.log(message)
+
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+def save_checkpoint(
+    folder: Path, *, model: Any, optimizer: Any, scheduler: Any, step: int, state: dict
+) -> None:
+    """Write the trainable weights, optimizer and scheduler state, the step and ``state``
+    (method-specific, JSON-like) atomically into ``folder/checkpoint.pt``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    payload = {
+        "weights": {k: v.detach().cpu() for k, v in model.state_dict().items() if k in trainable},
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "step": step,
+        "state": state,
+        "torch_rng": torch.get_rng_state(),
+    }
+    partial = folder / (CHECKPOINT_FILE + ".part")
+    torch.save(payload, partial)
+    os.replace(partial, folder / CHECKPOINT_FILE)
+
+
+def load_checkpoint(
+    folder: Path | None, *, model: Any, optimizer: Any, scheduler: Any
+) -> tuple[int, dict]:
+    """Restore a checkpoint written by ``save_checkpoint``; returns ``(step, state)``.
+
+    ``(0, {})`` when there is none. The weights must match the model's trainable ones.
+    """
+    path = folder / CHECKPOINT_FILE if folder is not None else None
+    if path is None or not path.is_file():
+        return 0, {}
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    missing = model.load_state_dict(payload["weights"], strict=False).unexpected_keys
+    if missing:
+        raise ValueError(f"checkpoint does not match the model: unexpected {missing[:3]}")
+    optimizer.load_state_dict(payload["optimizer"])
+    scheduler.load_state_dict(payload["scheduler"])
+    torch.set_rng_state(payload["torch_rng"])
+    return int(payload["step"]), dict(payload["state"])
+
+
+def warmup_linear_schedule(optimizer: Any, *, total_steps: int, warmup_ratio: float) -> Any:
+    """Linear warmup to the peak learning rate, then linear decay to zero at the last step."""
+    warmup_steps = math.ceil(warmup_ratio * total_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@dataclass
+class LoopResult:
+    steps: int
+    total_steps: int
+    history: list[dict[str, float]]
+
+    @property
+    def last(self) -> dict[str, float]:
+        return dict(self.history[-1]) if self.history else {}
+
+    def mean(self, key: str) -> float:
+        values = [m[key] for m in self.history if key in m]
+        return sum(values) / len(values) if values else float("nan")
+
+
+MAX_GRAD_NORM = 1.0
+
+# compute(indices) -> (loss, metrics, tokens): the mean loss of those rows as a tensor
+# with gradients, float metrics averaged over the rows, and the tokens processed.
+ComputeLoss = Callable[[list[int]], tuple[torch.Tensor, dict[str, float], int]]
+
+
+def run_training_loop(
+    *,
+    model: Any,
+    config: TrainingConfig,
+    rows: Sequence[int],
+    compute: ComputeLoss,
+    hooks: Hooks,
+    difficulty: Sequence[float] | None = None,
+) -> LoopResult:
+    """Optimise ``model`` over ``rows`` (indices into the method's data) with AdamW.
+
+    Every epoch visits the rows in micro-batches of ``config.batch_size``, shuffled by
+    ``(seed, epoch)`` or, with ``difficulty`` given, from easiest to hardest. Gradients
+    of ``gradient_accumulation_steps`` micro-batches are summed (weighted by their row
+    counts), clipped to norm 1 and applied; the learning rate warms up then decays
+    linearly. Checkpoints go to ``hooks.checkpoint_dir`` every ``checkpoint_every`` steps
+    and at each epoch end; when the folder already holds one, training resumes after its
+    step with the same order and optimizer state, so the result matches an uninterrupted
+    run. Returns the per-step metrics (``loss``, the method's metrics, ``learning_rate``,
+    ``tokens_per_s``, ``epoch``).
+    """
+    rows = list(rows)
+    if not rows:
+        raise ValueError("no training rows left after holding out the evaluation set")
+    size, accumulation = config.batch_size, config.gradient_accumulation_steps
+    micro_per_epoch = math.ceil(len(rows) / size)
+    steps_per_epoch = math.ceil(micro_per_epoch / accumulation)
+    total_steps = config.epochs * steps_per_epoch
+    if config.max_steps is not None:
+        total_steps = min(total_steps, config.max_steps)
+
+    trainable = trainable_parameters(model)
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=0.0)
+    scheduler = warmup_linear_schedule(
+        optimizer, total_steps=total_steps, warmup_ratio=config.warmup_ratio
+    )
+    step, state = load_checkpoint(
+        hooks.checkpoint_dir, model=model, optimizer=optimizer, scheduler=scheduler
+    )
+    history: list[dict[str, float]] = list(state.get("history", []))
+    if step:
+        hooks.say(f"resumed from the checkpoint at step {step} of {total_steps}")
+
+    def checkpoint() -> None:
+        if hooks.checkpoint_dir is not None:
+            save_checkpoint(
+                hooks.checkpoint_dir,
+                model=model,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                step=step,
+                state={"history": history},
+            )
+
+    model.train()
+    for epoch in range(config.epochs):
+        if difficulty is not None:
+            order = [rows[i] for i in curriculum_order([difficulty[r] for r in rows])]
+        else:
+            generator = torch.Generator().manual_seed(config.seed + epoch)
+            order = [rows[i] for i in torch.randperm(len(rows), generator=generator).tolist()]
+        micro_batches = [order[i : i + size] for i in range(0, len(order), size)]
+        for index, g in enumerate(range(0, len(micro_batches), accumulation)):
+            if epoch * steps_per_epoch + index < step:
+                continue  # done before the checkpoint this run resumed from
+            if step >= total_steps:
+                break
+            hooks.check_stop()
+            group = micro_batches[g : g + accumulation]
+            metrics = _accumulate(compute, group)
+            torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM)
+            learning_rate = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            metrics.update(learning_rate=float(learning_rate), epoch=float(epoch + 1))
+            history.append(metrics)
+            hooks.step_done(step, total_steps, metrics)
+            if step % config.checkpoint_every == 0:
+                checkpoint()
+        checkpoint()
+        if step >= total_steps:
+            break
+    return LoopResult(steps=step, total_steps=total_steps, history=history)
+
+
+def _accumulate(compute: ComputeLoss, group: list[list[int]]) -> dict[str, float]:
+    """Backward over one optimizer step's micro-batches; returns row-weighted metrics."""
+    group_size = sum(len(batch) for batch in group)
+    started = time.perf_counter()
+    sums: dict[str, float] = {}
+    tokens = 0
+    for batch in group:
+        loss, metrics, batch_tokens = compute(batch)
+        weight = len(batch) / group_size
+        (loss * weight).backward()
+        tokens += batch_tokens
+        sums["loss"] = sums.get("loss", 0.0) + weight * float(loss.detach())
+        for key, value in metrics.items():
+            sums[key] = sums.get(key, 0.0) + weight * float(value)
+    elapsed = time.perf_counter() - started
+    sums["tokens_per_s"] = tokens / elapsed if elapsed > 0 else 0.0
+    return sums
+
+
+def training_record(
+    *, method: str, config: MethodConfig, loop: LoopResult, metrics: dict, base_model: Any
+) -> dict[str, Any]:
+    """The ``training_result.json`` content every method writes next to its artifact."""
+    return {
+        "method": method,
+        "steps": loop.steps,
+        "total_steps": loop.total_steps,
+        "metrics": metrics,
+        "history": loop.history,
+        "config": config.to_dict(),
+        "seed": getattr(config, "seed", None),
+        "base_model": str(base_model),
+        "device": pick_device(),
+        "library_versions": library_versions(),
+    }
+
+
+def curriculum_difficulty(
+    curriculum: str | None, rows: Sequence[dict[str, Any]], lengths: Sequence[int]
+) -> list[float] | None:
+    """Per-row difficulty for ``curriculum`` (None: shuffle instead).
+
+    - ``margin``: a strong preference (the row's ``margin``: strength, rank gap) is easy.
+    - ``agreement``: rows most labelers agreed on (``agreement`` in [0, 1]) are easy.
+    - ``length``: short rows (token count) are easy.
+    Rows without the field sit in the middle (margin 0, agreement 0.5).
+    """
+    if curriculum is None:
+        return None
+    if curriculum == "length":
+        return [float(n) for n in lengths]
+    default = 0.0 if curriculum == "margin" else 0.5
+    return [-float(row.get(curriculum) or default) for row in rows]
+
+
+def optional_number(row: dict[str, Any], key: str, *, line: int) -> float | None:
+    """A row's optional numeric field (``margin``, ``agreement``), checked."""
+    value = row.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        raise ValueError(f"line {line}: {key!r} must be a number")
+    return float(value)

@@ -33,6 +33,11 @@ pages = [
         training_views.run_cancel,
         name="training_run_cancel",
     ),
+    path(
+        "p/<slug:slug>/training/<int:run_id>/resume/",
+        training_views.run_resume,
+        name="training_run_resume",
+    ),
 ]
 
 api = [
@@ -86,6 +91,11 @@ api = [
         "api/projects/<slug:slug>/training-runs/<int:run_id>/cancel/",
         training_api.TrainingRunCancelApi.as_view(),
         name="api_training_run_cancel",
+    ),
+    path(
+        "api/projects/<slug:slug>/training-runs/<int:run_id>/resume/",
+        training_api.TrainingRunResumeApi.as_view(),
+        name="api_training_run_resume",
     ),
     path("api/model-versions/", registry_api.ModelVersionListApi.as_view(), name="api_versions"),
 ]

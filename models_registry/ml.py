@@ -358,3 +358,43 @@ def generate_replies(
                 )
             )
     return replies
+
+
+def merge_adapter_into_base(
+    base_path: str | os.PathLike[str],
+    adapter_path: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str],
+) -> Path:
+    """Write base + LoRA adapter, merged, as a full model folder at ``output_dir``.
+
+    Idempotent and atomic like ``convert_gguf_to_safetensors``: a verified folder is
+    returned as is; otherwise the merge is written to a temporary sibling and renamed.
+    A later method trains on the merged weights as its base (SFT, then DPO on top).
+    """
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    output_dir = Path(output_dir)
+    if _is_valid_model(output_dir):
+        return output_dir
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(base_path), dtype=torch.float32)
+        model = PeftModel.from_pretrained(model, str(adapter_path)).merge_and_unload()
+        model.save_pretrained(str(staging), safe_serialization=True)
+        tokenizer_source = adapter_path
+        if not (Path(adapter_path) / "tokenizer_config.json").is_file():
+            tokenizer_source = base_path
+        prepare_tokenizer(AutoTokenizer.from_pretrained(str(tokenizer_source))).save_pretrained(
+            str(staging)
+        )
+        verify_artifact(staging)
+        try:
+            os.replace(staging, output_dir)
+        except OSError:
+            if not _is_valid_model(output_dir):
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return output_dir

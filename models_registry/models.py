@@ -12,7 +12,12 @@ class ModelVersion(models.Model):
 
     class Method(models.TextChoices):
         BASE = "base", "Base model"
+        SFT = "sft", "SFT"
+        REWARD = "reward", "Reward model"
         DPO = "dpo", "DPO"
+        PPO = "ppo", "PPO"
+        RAFT = "raft", "RAFT"
+        SOUP = "soup", "Rewarded soup"
 
     class State(models.TextChoices):
         CANDIDATE = "candidate", "Candidate"

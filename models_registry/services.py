@@ -29,6 +29,7 @@ def model_version_register(
     name: str,
     method: str,
     base_path: str,
+    kind: str = ModelVersion.Kind.POLICY,
     adapter_path: str = "",
     parent: ModelVersion | None = None,
     training_run=None,
@@ -47,6 +48,7 @@ def model_version_register(
         raise ServiceError(f"Model artifact rejected: {error}") from error
     return ModelVersion.objects.create(
         name=name,
+        kind=kind,
         method=method,
         base_path=str(base_path),
         adapter_path=str(adapter_path),
@@ -75,6 +77,15 @@ def ensure_base_model(*, name: str | None = None) -> ModelVersion:
         base_path=str(target),
         library_versions=library_versions(),
     )
+
+
+def ensure_full_weights(version: ModelVersion) -> str:
+    """A folder with the version's full weights: its base folder, or for a LoRA version
+    the base with the adapter merged in (written once under DATA_DIR/models/merged)."""
+    if not version.adapter_path:
+        return version.base_path
+    target = settings.MODELS_DIR / "merged" / f"version-{version.pk}"
+    return str(ml.merge_adapter_into_base(version.base_path, version.adapter_path, target))
 
 
 def ensure_base_model_from_folder(*, name: str, path) -> ModelVersion:

@@ -135,6 +135,7 @@ ENDPOINTS = [
     Endpoint("training_run", "get", "/p/{slug}/training/{run}/", MANAGE, 200, api=False),
     # The page reports a refused cancel as a message on the run page it redirects to.
     Endpoint("training_run_cancel", "post", "/p/{slug}/training/{run}/cancel/", MANAGE, 302, False),
+    Endpoint("training_run_resume", "post", "/p/{slug}/training/{run}/resume/", MANAGE, 302, False),
     Endpoint("api_projects", "get", "/api/projects/", LOGIN, 200, api=True),
     Endpoint("api_project_stats", "get", "/api/projects/{slug}/stats/", VIEW_DATA, 200, api=True),
     Endpoint(
@@ -189,6 +190,14 @@ ENDPOINTS = [
         "api_training_run_cancel",
         "post",
         "/api/projects/{slug}/training-runs/{run}/cancel/",
+        MANAGE,
+        400,
+        True,
+    ),
+    Endpoint(
+        "api_training_run_resume",
+        "post",
+        "/api/projects/{slug}/training-runs/{run}/resume/",
         MANAGE,
         400,
         True,
@@ -286,7 +295,7 @@ def test_each_caller_reaches_exactly_what_its_role_allows(login, project, caller
 
     if allowed:
         assert answer.status_code == endpoint.ok_status
-        if endpoint.name == "training_run_cancel":
+        if endpoint.name in {"training_run_cancel", "training_run_resume"}:
             assert answer["Location"] == f"/p/{project.slug}/training/{world['finished_run']}/"
         elif endpoint.ok_status == 302:  # the page reports the refusal after a redirect
             assert answer["Location"] == (endpoint.redirect or endpoint.path).format(**world)

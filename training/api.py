@@ -7,64 +7,98 @@ from annotation.permissions import MANAGE, project_for
 from models_registry.models import ModelVersion
 from training import selectors, services
 from training.models import TrainingRun
+from training.specs import METHODS
 
 
 def run_payload(run: TrainingRun, *, with_steps: bool = False) -> dict:
     version = getattr(run, "model_version", None)
+    snapshot = run.snapshot
     payload = {
         "id": run.pk,
         "method": run.method,
         "status": run.status,
         "base_version": run.base_version_id,
-        "snapshot": {"hash": run.snapshot.content_hash, "rows": run.snapshot.row_count},
+        "reward_version": run.reward_version_id,
+        "mix_with": run.mix_with_id,
+        "snapshot": (
+            {
+                "hash": snapshot.content_hash,
+                "rows": snapshot.row_count,
+                "dataset": snapshot.format,
+                "filters": snapshot.filters,
+            }
+            if snapshot
+            else None
+        ),
         "config": run.config,
         "seed": run.seed,
         "step": run.step,
         "total_steps": run.total_steps,
+        "eta_seconds": selectors.run_eta_seconds(run=run),
+        "checkpoint_step": run.checkpoint_step,
+        "can_resume": run.can_resume,
+        "attempts": run.attempts,
         "error": run.error,
         "final_metrics": run.final_metrics,
+        "evaluation": run.evaluation,
         "model_version": version.pk if version else None,
         "created_at": run.created_at,
+        "started_at": run.started_at,
         "finished_at": run.finished_at,
     }
     if with_steps:
         payload["steps"] = list(run.steps.values("step", "loss", "metrics"))
+        payload["log"] = run.log
     return payload
 
 
 class TrainingRunInputSerializer(serializers.Serializer):
-    method = serializers.ChoiceField(choices=TrainingRun.Method.values, default="dpo")
+    method = serializers.ChoiceField(choices=list(METHODS), default="dpo")
     base_version = serializers.PrimaryKeyRelatedField(queryset=ModelVersion.objects.all())
+    reward_version = serializers.PrimaryKeyRelatedField(
+        queryset=ModelVersion.objects.all(), required=False, allow_null=True
+    )
+    mix_with = serializers.PrimaryKeyRelatedField(
+        queryset=ModelVersion.objects.all(), required=False, allow_null=True
+    )
     config = serializers.DictField(required=False, default=dict)
+    filters = serializers.DictField(required=False, default=dict)
 
 
 class TrainingRunListApi(APIView):
     def get(self, request, slug):
         project = project_for(user=request.user, slug=slug, capability=MANAGE)
+        services.training_runs_fail_stale(project=project)
         return Response([run_payload(run) for run in selectors.training_runs(project=project)])
 
     def post(self, request, slug):
         project = project_for(user=request.user, slug=slug, capability=MANAGE)
         data = TrainingRunInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        run = services.training_run_start(
-            project=project,
-            base_version=data.validated_data["base_version"],
-            config=data.validated_data["config"],
-            user=request.user,
-        )
+        run = services.training_run_start(project=project, user=request.user, **data.validated_data)
         return Response(run_payload(run), status=201)
+
+
+def _project_run(request, slug, run_id) -> TrainingRun:
+    project = project_for(user=request.user, slug=slug, capability=MANAGE)
+    return get_object_or_404(TrainingRun, pk=run_id, project=project)
 
 
 class TrainingRunDetailApi(APIView):
     def get(self, request, slug, run_id):
-        project = project_for(user=request.user, slug=slug, capability=MANAGE)
-        run = get_object_or_404(TrainingRun, pk=run_id, project=project)
+        run = _project_run(request, slug, run_id)
+        services.training_runs_fail_stale(project=run.project)
+        run.refresh_from_db()
         return Response(run_payload(run, with_steps=True))
 
 
 class TrainingRunCancelApi(APIView):
     def post(self, request, slug, run_id):
-        project = project_for(user=request.user, slug=slug, capability=MANAGE)
-        run = get_object_or_404(TrainingRun, pk=run_id, project=project)
+        run = _project_run(request, slug, run_id)
         return Response(run_payload(services.training_run_cancel(run=run)))
+
+
+class TrainingRunResumeApi(APIView):
+    def post(self, request, slug, run_id):
+        run = _project_run(request, slug, run_id)
+        return Response(run_payload(services.training_run_resume(run=run, user=request.user)))

@@ -1,32 +1,141 @@
+"""The run form: its config fields come from the selected method's config dataclass, so a
+new hyperparameter appears on the page without touching this file."""
+
+import dataclasses
+
 from django import forms
 
 from models_registry.models import ModelVersion
-from training.methods.dpo import DPOConfig
+from training.methods.common import CURRICULA
+from training.specs import METHODS, method_spec
 
-_DEFAULTS = DPOConfig()
+# Shown up front; every other config field sits under "Advanced".
+PRIMARY_FIELDS = {
+    "learning_rate",
+    "epochs",
+    "max_steps",
+    "seed",
+    "curriculum",
+    "beta",
+    "loss_type",
+    "nll_weight",
+    "lora_r",
+    "use_margin",
+    "samples_per_prompt",
+    "iterations",
+    "init_kl_coef",
+    "weight",
+}
+CHOICES = {
+    "curriculum": [("", "none (shuffle)")] + [(c, c) for c in CURRICULA],
+    "loss_type": [("sigmoid", "sigmoid (DPO)"), ("ipo", "IPO")],
+}
+HELP = {
+    "lora_r": "LoRA rank; 0 trains every weight (full fine-tuning, SFT only).",
+    "nll_weight": "Weight of the likelihood term on chosen replies: it makes answers move.",
+    "curriculum": "Order rows from easy to hard by margin, agreement or length.",
+    "weight": "Share of the base version in the mix (1 = only the base version's adapter).",
+    "max_steps": "Stop after this many optimizer steps (optional).",
+}
 
 
-class DPORunForm(forms.Form):
+def _policies():
+    return ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY).order_by("-created_at")
+
+
+def _config_field(spec: dataclasses.Field) -> forms.Field:
+    kind = str(spec.type).removesuffix("| None").strip()
+    common = {
+        "required": False,  # left empty: the method's default
+        "initial": spec.default,
+        "help_text": HELP.get(spec.name, ""),
+        "label": spec.name.replace("_", " "),
+    }
+    if spec.name in CHOICES:
+        return forms.TypedChoiceField(
+            choices=CHOICES[spec.name], empty_value=None, coerce=str, **common
+        )
+    if kind == "float":
+        return forms.FloatField(**common)
+    if kind == "int":
+        return forms.IntegerField(**common)
+    if kind == "bool":
+        return forms.BooleanField(**common)
+    if kind == "list[str]":
+        return forms.CharField(**{**common, "initial": ", ".join(spec.default or [])})
+    return forms.CharField(**common)
+
+
+class TrainingRunForm(forms.Form):
+    method = forms.ChoiceField(
+        choices=[(m, s.label) for m, s in METHODS.items()], initial="dpo", required=False
+    )
     base_version = forms.ModelChoiceField(
-        queryset=ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY),
-        help_text="The policy to improve; it is also the frozen reference.",
+        queryset=_policies(), help_text="The policy to start from (DPO's frozen reference too)."
     )
-    beta = forms.FloatField(min_value=0.001, max_value=10, initial=_DEFAULTS.beta)
-    learning_rate = forms.FloatField(
-        min_value=1e-7, max_value=1e-2, initial=_DEFAULTS.learning_rate
-    )
-    epochs = forms.IntegerField(min_value=1, max_value=50, initial=_DEFAULTS.epochs)
-    max_steps = forms.IntegerField(
-        min_value=1, required=False, help_text="Stop after this many steps (optional)."
-    )
-    nll_weight = forms.FloatField(
-        min_value=0,
-        max_value=10,
-        initial=_DEFAULTS.nll_weight,
-        help_text="Weight of the likelihood term on chosen replies: it makes answers move.",
-    )
-    seed = forms.IntegerField(initial=0)
+
+    def __init__(self, data=None, *, method: str = "dpo", **kwargs):
+        method = (data or {}).get("method") or method
+        self.spec = method_spec(method if method in METHODS else "dpo")
+        super().__init__(data, **kwargs)
+        self.fields["method"].initial = self.spec.method
+        self.fields["base_version"].queryset = _policies()
+        if self.spec.needs_reward_model:
+            self.fields["reward_version"] = forms.ModelChoiceField(
+                queryset=ModelVersion.objects.filter(kind=ModelVersion.Kind.REWARD).order_by(
+                    "-created_at"
+                ),
+                help_text="The reward model to optimise against.",
+            )
+        if self.spec.mixes_two_versions:
+            self.fields["mix_with"] = forms.ModelChoiceField(
+                queryset=_policies().exclude(adapter_path=""),
+                help_text="The second run to mix in (trained from the same base).",
+            )
+        if self.spec.dataset == "sft":
+            self.fields["include_chosen"] = forms.BooleanField(
+                required=False, help_text="Also train on the chosen reply of every comparison."
+            )
+        if self.spec.dataset == "preferences":
+            self.fields["min_margin"] = forms.IntegerField(
+                required=False, min_value=0, help_text="Leave out pairs with a weaker margin."
+            )
+        self.config_names = []
+        for spec in dataclasses.fields(self.spec.config_class()):
+            self.fields[spec.name] = _config_field(spec)
+            self.config_names.append(spec.name)
+
+    def primary_config_fields(self):
+        return [self[name] for name in self.config_names if name in PRIMARY_FIELDS]
+
+    def advanced_config_fields(self):
+        return [self[name] for name in self.config_names if name not in PRIMARY_FIELDS]
+
+    def setup_fields(self):
+        names = ("method", "base_version", "reward_version", "mix_with")
+        names += ("include_chosen", "min_margin")
+        return [self[name] for name in names if name in self.fields]
 
     def config(self) -> dict:
-        data = {k: v for k, v in self.cleaned_data.items() if k != "base_version"}
-        return {k: v for k, v in data.items() if v is not None}
+        config = {}
+        for name in self.config_names:
+            value = self.cleaned_data.get(name)
+            if isinstance(self.fields[name], forms.CharField) and name == "lora_target_modules":
+                value = [part.strip() for part in (value or "").split(",") if part.strip()] or None
+            if value is None or value == "":
+                continue
+            config[name] = value
+        return config
+
+    def filters(self) -> dict:
+        return {
+            name: self.cleaned_data[name]
+            for name in ("include_chosen", "min_margin")
+            if name in self.cleaned_data and self.cleaned_data[name] not in (None, False)
+        }
+
+    def add_config_error(self, message: str) -> None:
+        """Put a config ValueError on the field it names, else on the form."""
+        text = message.removeprefix("Bad training config: ")
+        field = next((n for n in self.config_names if text.startswith(n + " ")), None)
+        self.add_error(field, text)

@@ -25,7 +25,12 @@ class DatasetSnapshot(models.Model):
 
 class TrainingRun(models.Model):
     class Method(models.TextChoices):
-        DPO = "dpo", "DPO (LoRA)"
+        SFT = "sft", "SFT (supervised fine-tuning)"
+        REWARD = "reward", "Reward model"
+        DPO = "dpo", "DPO (direct preference optimisation)"
+        PPO = "ppo", "PPO against a reward model"
+        RAFT = "raft", "RAFT (reward-ranked fine-tuning)"
+        SOUP = "soup", "Rewarded soup (mix two runs)"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -41,7 +46,25 @@ class TrainingRun(models.Model):
     base_version = models.ForeignKey(
         "models_registry.ModelVersion", on_delete=models.PROTECT, related_name="training_runs"
     )
-    snapshot = models.ForeignKey(DatasetSnapshot, on_delete=models.PROTECT, related_name="runs")
+    snapshot = models.ForeignKey(
+        DatasetSnapshot, null=True, blank=True, on_delete=models.PROTECT, related_name="runs"
+    )
+    reward_version = models.ForeignKey(
+        "models_registry.ModelVersion",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The reward model PPO and RAFT optimise against and evaluation judges with.",
+    )
+    mix_with = models.ForeignKey(
+        "models_registry.ModelVersion",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="A soup's second ingredient (the first is the base version).",
+    )
     config = models.JSONField(default=dict)
     seed = models.IntegerField(default=0)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
@@ -50,6 +73,13 @@ class TrainingRun(models.Model):
     total_steps = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
     final_metrics = models.JSONField(default=dict, blank=True)
+    evaluation = models.JSONField(
+        default=dict, blank=True, help_text="Win rate against the parent on held-out prompts."
+    )
+    log = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    checkpoint_step = models.PositiveIntegerField(default=0)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
@@ -63,6 +93,12 @@ class TrainingRun(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status in {self.Status.QUEUED, self.Status.RUNNING}
+
+    @property
+    def can_resume(self) -> bool:
+        return self.status in {self.Status.FAILED, self.Status.CANCELLED} and bool(
+            self.checkpoint_step
+        )
 
     @property
     def percent(self) -> int:

@@ -1,62 +1,121 @@
+from django.utils import timezone
+
+from models_registry.models import ModelVersion
 from training.models import TrainingRun
+
+# The per-step metrics each method's page charts, in order, with their labels.
+CHART_METRICS = {
+    "sft": (("loss", "loss (NLL on replies)"),),
+    "reward": (("loss", "pairwise loss"), ("accuracy", "pair accuracy"), ("margin", "margin")),
+    "dpo": (
+        ("loss", "total loss"),
+        ("dpo_loss", "DPO loss"),
+        ("nll_loss", "NLL on chosen"),
+        ("reward_accuracy", "reward accuracy"),
+        ("reward_margin", "reward margin"),
+    ),
+    "ppo": (
+        ("score", "reward-model score"),
+        ("kl", "KL to reference"),
+        ("kl_coef", "KL coefficient"),
+        ("policy_loss", "policy loss"),
+        ("value_loss", "value loss"),
+        ("reply_length", "reply length"),
+    ),
+    "raft": (
+        ("loss", "SFT loss"),
+        ("reward_mean", "mean reward of kept"),
+        ("reward_best", "best reward"),
+    ),
+    "soup": (),
+}
+SUMMARY_METRICS = (
+    ("loss", "final loss"),
+    ("train_loss", "mean training loss"),
+    ("accuracy", "pair accuracy"),
+    ("reward_accuracy", "reward accuracy"),
+    ("reward_margin", "reward margin"),
+    ("score", "reward-model score"),
+    ("kl", "KL to reference"),
+    ("reward_mean", "mean reward of kept"),
+    ("pairs", "training pairs"),
+    ("rows", "training rows"),
+    ("train_seconds", "seconds"),
+    ("tokens_per_s", "tokens/s"),
+)
+LOG_LINES = 200
+
+
+def newest_version(*, kind: str) -> ModelVersion | None:
+    return ModelVersion.objects.filter(kind=kind).order_by("-created_at", "-id").first()
+
+
+def newest_policy() -> ModelVersion | None:
+    return newest_version(kind=ModelVersion.Kind.POLICY)
 
 
 def training_runs(*, project, limit: int = 20):
     return (
         TrainingRun.objects.filter(project=project)
-        .select_related("base_version", "snapshot")
+        .select_related("base_version", "snapshot", "reward_version", "mix_with")
         .order_by("-created_at")[:limit]
     )
 
 
-CHART_SERIES = (("loss", "total loss"), ("dpo_loss", "DPO loss"), ("nll_loss", "NLL on chosen"))
-SUMMARY_METRICS = (
-    ("reward_accuracy", "reward accuracy"),
-    ("reward_margin", "reward margin"),
-    ("dpo_loss", "DPO loss"),
-    ("nll_loss", "NLL on chosen"),
-    ("pairs", "pairs"),
-    ("train_seconds", "seconds"),
-    ("tokens_per_s", "tokens/s"),
-)
-
-
-def loss_chart(*, run: TrainingRun, width: int = 600, height: int = 200) -> dict:
-    """The run's per-step losses as SVG polylines on one shared scale, so the page needs no
-    chart library and htmx can redraw it by swapping the fragment."""
-    rows = list(run.steps.values_list("step", "metrics"))
-    series = [
-        (key, label, [(step, metrics[key]) for step, metrics in rows if key in metrics])
-        for key, label in CHART_SERIES
-    ]
-    values = [value for _, _, points in series for _, value in points]
-    if not values:
-        return {"width": width, "height": height, "series": [], "steps": 0}
-    max_step = max(step for step, _ in rows) or 1
-    low, high = min(0.0, min(values)), max(values)
+def _chart(points: list[tuple[int, float]], *, width: int, height: int, max_step: int) -> dict:
+    values = [value for _, value in points]
+    low, high = min(values), max(values)
     span = (high - low) or 1.0
+    polyline = " ".join(
+        f"{width * step / max_step:.1f},{height - height * (value - low) / span:.1f}"
+        for step, value in points
+    )
+    return {"points": polyline, "count": len(points), "low": low, "high": high, "last": values[-1]}
 
-    def scaled(points):
-        return " ".join(
-            f"{width * step / max_step:.1f},{height - height * (value - low) / span:.1f}"
-            for step, value in points
-        )
 
-    return {
-        "width": width,
-        "height": height,
-        "low": low,
-        "high": high,
-        "steps": len(rows),
-        "last_loss": rows[-1][1].get("loss"),
-        "series": [
-            {"key": key, "label": label, "points": scaled(points), "count": len(points)}
-            for key, label, points in series
-            if points
-        ],
-    }
+def run_charts(*, run: TrainingRun, width: int = 300, height: int = 90) -> list[dict]:
+    """One small SVG chart per metric of the run's method, each on its own scale (loss
+    and accuracy do not share one), so the page needs no chart library and htmx redraws
+    them by swapping the fragment."""
+    rows = list(run.steps.values_list("step", "metrics"))
+    if not rows:
+        return []
+    max_step = max(step for step, _ in rows) or 1
+    charts = []
+    for key, label in CHART_METRICS.get(run.method, ()):
+        points = [(step, float(m[key])) for step, m in rows if m.get(key) is not None]
+        if points:
+            chart = _chart(points, width=width, height=height, max_step=max_step)
+            charts.append({"key": key, "label": label, "width": width, "height": height, **chart})
+    return charts
+
+
+def run_eta_seconds(*, run: TrainingRun) -> float | None:
+    """Seconds left at the pace of the last ten steps; None before two steps are in."""
+    if run.status != TrainingRun.Status.RUNNING or not run.total_steps:
+        return None
+    recent = list(run.steps.order_by("-step").values_list("step", "created_at")[:10])
+    if len(recent) < 2:
+        return None
+    (last_step, last_at), (first_step, first_at) = recent[0], recent[-1]
+    per_step = (last_at - first_at).total_seconds() / max(1, last_step - first_step)
+    since_last = (timezone.now() - last_at).total_seconds()
+    return max(0.0, per_step * (run.total_steps - last_step) - since_last)
+
+
+def held_out_metrics(*, run: TrainingRun) -> list[tuple[str, float]]:
+    metrics = run.final_metrics or {}
+    return [
+        (key.removeprefix("eval_").replace("_", " "), value)
+        for key, value in sorted(metrics.items())
+        if key.startswith("eval_") and isinstance(value, int | float)
+    ]
 
 
 def run_summary(*, run: TrainingRun) -> list[tuple[str, float]]:
     metrics = run.final_metrics or {}
     return [(label, metrics[key]) for key, label in SUMMARY_METRICS if key in metrics]
+
+
+def log_tail(*, run: TrainingRun, lines: int = LOG_LINES) -> list[str]:
+    return run.log.splitlines()[-lines:]

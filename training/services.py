@@ -1,90 +1,202 @@
-"""Writes of the training app: snapshots, runs, and the bridge to training/methods."""
+"""Writes of the training app: snapshots, runs, and the bridge to training/methods.
 
+A run goes queued -> running -> succeeded | failed | cancelled. The worker claims it with
+a row lock, reports every optimizer step (which is also its heartbeat), writes
+checkpoints, and on success publishes the artifact, evaluates it against its parent and
+registers it as a model version. A run whose worker stopped reporting is failed with the
+reason; a failed or cancelled run with a checkpoint can be resumed from it.
+"""
+
+import contextlib
 import hashlib
 import logging
 import os
 import shutil
 import tempfile
-from dataclasses import asdict
+import threading
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import F, Value
+from django.db.models.functions import Concat
 from django.utils import timezone
 
 from annotation.errors import ServiceError
-from annotation.exports import jsonl_lines, preference_rows
-from annotation.models import Project
+from annotation.exports import jsonl_lines, sft_rows, training_preference_rows
+from annotation.models import Project, Prompt
 from config.celery import enqueue_after_commit
 from models_registry.models import ModelVersion
-from models_registry.services import generation_job_start, model_version_register
-from training.methods.dpo import DPOConfig, TrainingCancelled, train_dpo
+from models_registry.services import (
+    ensure_full_weights,
+    generation_job_start,
+    model_version_register,
+)
+from training import selectors
+from training.methods.common import TrainingCancelled, checkpoint_step
 from training.models import DatasetSnapshot, TrainingRun, TrainingStep
+from training.specs import MethodSpec, method_spec
 
 logger = logging.getLogger(__name__)
 
-MIN_TRAINING_ROWS = 1
+DATASETS = ("sft", "preferences", "prompts")
+EVAL_MAX_PROMPTS = 32
 
 
-def snapshot_create(*, project: Project, export_format: str = "dpo") -> DatasetSnapshot:
-    """Freeze the project's current preference rows into a content-addressed file."""
+# --- Snapshots ------------------------------------------------------------------------
+
+
+def _clean_filters(dataset: str, filters: dict | None) -> dict:
+    filters = dict(filters or {})
+    allowed = {"sft": {"include_chosen"}, "preferences": {"min_margin"}, "prompts": set()}
+    unknown = sorted(set(filters) - allowed[dataset])
+    if unknown:
+        raise ServiceError(f"Unknown filter(s) for {dataset} data: {', '.join(unknown)}.")
+    if "include_chosen" in filters and not isinstance(filters["include_chosen"], bool):
+        raise ServiceError("include_chosen must be true or false.")
+    margin = filters.get("min_margin")
+    if margin is not None and (
+        isinstance(margin, bool) or not isinstance(margin, int | float) or margin < 0
+    ):
+        raise ServiceError("min_margin must be a number >= 0.")
+    return {key: value for key, value in filters.items() if value not in (None, False)}
+
+
+def _dataset_rows(project: Project, dataset: str, filters: dict):
+    if dataset == "sft":
+        yield from sft_rows(project)
+        if filters.get("include_chosen"):
+            for row in training_preference_rows(project):
+                yield {"prompt": row["prompt"], "completion": row["chosen"]}
+    elif dataset == "preferences":
+        minimum = filters.get("min_margin")
+        for row in training_preference_rows(project):
+            if minimum is None or (row.get("margin") or 0) >= minimum:
+                yield row
+    else:
+        prompts = Prompt.objects.labeling().filter(project=project).order_by("id")
+        for prompt in prompts.iterator(chunk_size=1000):
+            yield {"prompt": prompt.as_conversation()}
+
+
+def snapshot_create(
+    *, project: Project, dataset: str = "preferences", filters: dict | None = None
+) -> DatasetSnapshot:
+    """Freeze the project's current training rows into a content-addressed file.
+
+    ``dataset`` is ``sft`` (demonstrations; ``include_chosen`` adds the chosen reply of
+    every preference pair), ``preferences`` (comparison and ranking pairs with margin and
+    agreement; ``min_margin`` drops weak ones) or ``prompts`` (for PPO and RAFT). The
+    same rows give the same snapshot row.
+    """
+    if dataset not in DATASETS:
+        raise ServiceError(f"Unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}.")
+    filters = _clean_filters(dataset, filters)
     settings.SNAPSHOTS_DIR.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     row_count = 0
     with tempfile.NamedTemporaryFile(
         "w", encoding="utf-8", dir=settings.SNAPSHOTS_DIR, suffix=".part", delete=False
     ) as handle:
-        for line in jsonl_lines(preference_rows(project, export_format=export_format)):
+        for line in jsonl_lines(_dataset_rows(project, dataset, filters)):
             handle.write(line)
             digest.update(line.encode("utf-8"))
             row_count += 1
     content_hash = digest.hexdigest()
-    final_path = (
-        settings.SNAPSHOTS_DIR / f"{project.slug}-{export_format}-{content_hash[:16]}.jsonl"
-    )
+    final_path = settings.SNAPSHOTS_DIR / f"{project.slug}-{dataset}-{content_hash[:16]}.jsonl"
     os.replace(handle.name, final_path)
     snapshot, _ = DatasetSnapshot.objects.get_or_create(
         project=project,
-        format=export_format,
+        format=dataset,
         content_hash=content_hash,
-        defaults={"path": str(final_path), "row_count": row_count, "filters": {}},
+        defaults={"path": str(final_path), "row_count": row_count, "filters": filters},
     )
     return snapshot
 
 
+# --- Starting, cancelling, resuming ---------------------------------------------------
+
+EMPTY_DATASET = {
+    "sft": "There are no demonstrations to train on yet (tick 'include chosen replies' to "
+    "train on the winners of comparisons).",
+    "preferences": "There are no decisive comparisons to train on yet (ties and both-bad "
+    "are left out).",
+    "prompts": "The project has no prompts yet: import some first.",
+}
+
+
+def _check_versions(spec: MethodSpec, *, base_version, reward_version, mix_with) -> None:
+    if base_version.kind != ModelVersion.Kind.POLICY:
+        raise ServiceError(f"{spec.label} starts from a policy; pick a policy as the base.")
+    if spec.needs_reward_model:
+        if reward_version is None:
+            raise ServiceError(f"{spec.label} needs a reward model: train one first.")
+        if reward_version.kind != ModelVersion.Kind.REWARD:
+            raise ServiceError(f"{reward_version} is not a reward model.")
+    if spec.mixes_two_versions:
+        if mix_with is None or mix_with.pk == base_version.pk:
+            raise ServiceError("A soup mixes two different versions: pick the second one.")
+        for version in (base_version, mix_with):
+            if not version.adapter_path:
+                raise ServiceError(f"{version} has no LoRA adapter to mix.")
+        if base_version.base_path != mix_with.base_path:
+            raise ServiceError("Both versions of a soup must be trained from the same base.")
+
+
 def training_run_start(
-    *, project: Project, base_version: ModelVersion, config: dict | None = None, user=None
+    *,
+    project: Project,
+    base_version: ModelVersion,
+    method: str = "dpo",
+    config: dict | None = None,
+    filters: dict | None = None,
+    reward_version: ModelVersion | None = None,
+    mix_with: ModelVersion | None = None,
+    user=None,
+    queue: bool = True,
 ) -> TrainingRun:
-    """Validate the config, snapshot the data and queue a DPO run on the gpu queue."""
+    """Validate, snapshot the data and queue a run on the gpu queue; nothing is stored
+    when anything is wrong. ``queue=False`` leaves the run queued for the caller to
+    execute itself (the ``train --now`` command)."""
     try:
-        dpo_config = DPOConfig.from_dict(config or {})
+        spec = method_spec(method)
+        method_config = spec.config_from(config or {})
     except (TypeError, ValueError) as error:
         raise ServiceError(f"Bad training config: {error}") from None
-    if base_version.kind != ModelVersion.Kind.POLICY:
-        raise ServiceError("DPO trains a policy model; pick a policy version as the base.")
-    snapshot = snapshot_create(project=project, export_format="dpo")
-    if snapshot.row_count < MIN_TRAINING_ROWS:
-        raise ServiceError(
-            "There are no decisive comparisons to train on yet (ties and both-bad are left out)."
-        )
+    _check_versions(
+        spec, base_version=base_version, reward_version=reward_version, mix_with=mix_with
+    )
+    snapshot = None
+    if spec.dataset is not None:
+        snapshot = snapshot_create(project=project, dataset=spec.dataset, filters=filters)
+        if snapshot.row_count == 0:
+            raise ServiceError(EMPTY_DATASET[spec.dataset])
     with transaction.atomic():
         run = TrainingRun.objects.create(
             project=project,
-            method=TrainingRun.Method.DPO,
+            method=spec.method,
             base_version=base_version,
+            reward_version=reward_version if spec.needs_reward_model else None,
+            mix_with=mix_with if spec.mixes_two_versions else None,
             snapshot=snapshot,
-            config=asdict(dpo_config),
-            seed=dpo_config.seed,
+            config=method_config.to_dict(),
+            seed=getattr(method_config, "seed", 0),
             created_by=user,
         )
-        from training.tasks import training_run_execute_task
-
-        enqueue_after_commit(
-            training_run_execute_task,
-            job_id=run.pk,
-            on_failure=lambda message: _run_finished(run.pk, TrainingRun.Status.FAILED, message),
-        )
+        if queue:
+            _enqueue(run)
     return run
+
+
+def _enqueue(run: TrainingRun) -> None:
+    from training.tasks import training_run_execute_task
+
+    enqueue_after_commit(
+        training_run_execute_task,
+        job_id=run.pk,
+        on_failure=lambda message: _run_finished(run.pk, TrainingRun.Status.FAILED, message),
+    )
 
 
 def training_run_cancel(*, run: TrainingRun) -> TrainingRun:
@@ -102,72 +214,278 @@ def training_run_cancel(*, run: TrainingRun) -> TrainingRun:
     return run
 
 
-def _run_finished(run_id: int, status: str, error: str = "") -> None:
-    TrainingRun.objects.filter(pk=run_id).update(
-        status=status, error=error, finished_at=timezone.now()
+def training_run_resume(*, run: TrainingRun, user=None) -> TrainingRun:
+    """Queue a failed or cancelled run again; it continues from its last checkpoint."""
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().get(pk=run.pk)
+        if not run.can_resume:
+            if run.status not in {TrainingRun.Status.FAILED, TrainingRun.Status.CANCELLED}:
+                raise ServiceError(
+                    f"Only failed or cancelled runs resume; this one is {run.status}."
+                )
+            raise ServiceError("The run has no checkpoint yet; start a new run instead.")
+        run.status = TrainingRun.Status.QUEUED
+        run.cancel_requested = False
+        run.error = ""
+        run.finished_at = None
+        run.save(update_fields=["status", "cancel_requested", "error", "finished_at"])
+        _append_log(run.pk, f"resume requested from the checkpoint at step {run.checkpoint_step}")
+        _enqueue(run)
+    return run
+
+
+def training_runs_fail_stale(*, project: Project | None = None) -> int:
+    """Fail running runs whose worker stopped reporting (died, lost its connection):
+    no step or heartbeat for ``TRAINING_STALE_AFTER_SECONDS``. Returns how many."""
+    cutoff = timezone.now() - timedelta(seconds=settings.TRAINING_STALE_AFTER_SECONDS)
+    stale = TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING, heartbeat_at__lt=cutoff)
+    if project is not None:
+        stale = stale.filter(project=project)
+    failed = 0
+    for run_id in stale.values_list("pk", flat=True):
+        with transaction.atomic():
+            run = TrainingRun.objects.select_for_update().get(pk=run_id)
+            if run.status != TrainingRun.Status.RUNNING or run.heartbeat_at >= cutoff:
+                continue
+            _fail_lost_run(run)
+            failed += 1
+    return failed
+
+
+def _fail_lost_run(run: TrainingRun) -> None:
+    resume = (
+        f"resume to continue from the checkpoint at step {run.checkpoint_step}"
+        if run.checkpoint_step
+        else "no checkpoint was written yet, so start it again"
     )
+    message = (
+        f"The worker stopped reporting at step {run.step} of {run.total_steps} "
+        f"(it died or lost its connection); {resume}."
+    )
+    run.status = TrainingRun.Status.FAILED
+    run.error = message
+    run.finished_at = timezone.now()
+    run.save(update_fields=["status", "error", "finished_at"])
+    _append_log(run.pk, message)
+
+
+# --- Execution (in the gpu worker) ----------------------------------------------------
+
+
+def checkpoint_dir(run_id: int) -> Path:
+    return settings.MODELS_DIR / "checkpoints" / f"run-{run_id}"
 
 
 def _claim_run(run_id: int) -> TrainingRun | None:
     with transaction.atomic():
         run = TrainingRun.objects.select_for_update().filter(pk=run_id).first()
-        if run is None or run.status != TrainingRun.Status.QUEUED:
-            return None  # redelivered, cancelled while queued, or already done
+        if run is None:
+            return None
+        if run.status == TrainingRun.Status.RUNNING:
+            # A redelivered message: the worker that had it died unless it still reports.
+            cutoff = timezone.now() - timedelta(seconds=settings.TRAINING_STALE_AFTER_SECONDS)
+            if run.heartbeat_at is None or run.heartbeat_at < cutoff:
+                _fail_lost_run(run)
+            return None
+        if run.status != TrainingRun.Status.QUEUED:
+            return None  # cancelled while queued, or already done
         run.status = TrainingRun.Status.RUNNING
-        run.started_at = timezone.now()
-        run.save(update_fields=["status", "started_at"])
+        run.started_at = run.started_at or timezone.now()
+        run.heartbeat_at = timezone.now()
+        run.attempts = F("attempts") + 1
+        run.save(update_fields=["status", "started_at", "heartbeat_at", "attempts"])
+        run.refresh_from_db()
         return run
 
 
 def training_run_execute(*, run_id: int) -> None:
-    """Train, verify and register; a failure leaves the run failed and registers nothing."""
+    """Train, verify, evaluate and register; a failure leaves the run failed with the
+    reason and registers nothing. Checkpoints are kept until the run succeeds."""
     run = _claim_run(run_id)
     if run is None:
         return
+    spec = method_spec(run.method)
+    _append_log(run.pk, f"attempt {run.attempts} started on {_device_name()}")
     settings.MODELS_DIR.mkdir(parents=True, exist_ok=True)
     work_dir = Path(tempfile.mkdtemp(prefix=f".run-{run.pk}-", dir=settings.MODELS_DIR))
     try:
-        result = train_dpo(
-            DPOConfig.from_dict(run.config),
-            dataset_path=run.snapshot.path,
-            base_model_path=run.base_version.base_path,
-            output_dir=work_dir,
-            on_step=lambda step, total, metrics: _record_step(run.pk, step, total, metrics),
-            should_stop=lambda: _cancel_requested(run.pk),
-        )
-        version = _register_result(run, work_dir, result)
+        with _heartbeat(run.pk):
+            result = _train(run, spec, work_dir)
+            final_dir = _publish(run, work_dir)
+            evaluation = _evaluate(run, spec, final_dir)
+        version = _register(run, spec, final_dir, result, evaluation)
     except TrainingCancelled:
         shutil.rmtree(work_dir, ignore_errors=True)
+        _append_log(run.pk, "cancelled")
         _run_finished(run.pk, TrainingRun.Status.CANCELLED)
         return
     except Exception as error:
         logger.exception("Training run %s failed", run.pk)
         shutil.rmtree(work_dir, ignore_errors=True)
-        _run_finished(run.pk, TrainingRun.Status.FAILED, f"{type(error).__name__}: {error}")
+        message = f"{type(error).__name__}: {error}"
+        _append_log(run.pk, f"failed: {message}")
+        _run_finished(run.pk, TrainingRun.Status.FAILED, message)
         return
+    shutil.rmtree(checkpoint_dir(run.pk), ignore_errors=True)
+    _append_log(run.pk, f"registered {version.name}")
     _run_finished(run.pk, TrainingRun.Status.SUCCEEDED)
-    generation_job_start(project=run.project, model_version=version)
+    if version.kind == ModelVersion.Kind.POLICY:
+        generation_job_start(project=run.project, model_version=version)
 
 
-def _register_result(run: TrainingRun, work_dir: Path, result) -> ModelVersion:
+def _device_name() -> str:
+    from training.methods.common import pick_device
+
+    return pick_device()
+
+
+def _hooks(run: TrainingRun):
+    from training.methods.common import Hooks
+
+    return Hooks(
+        on_step=lambda step, total, metrics: _record_step(run.pk, step, total, metrics),
+        should_stop=lambda: _cancel_requested(run.pk),
+        log=lambda message: _append_log(run.pk, message),
+        checkpoint_dir=checkpoint_dir(run.pk),
+    )
+
+
+def _reward_scorer(version: ModelVersion):
+    from training.methods.reward import RewardScorer
+
+    return RewardScorer.load(
+        version.adapter_path or version.base_path,
+        base_model_path=(version.base_path if version.adapter_path else None),
+    )
+
+
+def _train(run: TrainingRun, spec: MethodSpec, work_dir: Path):
+    config = spec.config_from(run.config)
+    if spec.mixes_two_versions:
+        from training.methods.soups import mix_adapters
+
+        _append_log(run.pk, f"mixing {run.base_version} ({config.weight:g}) with {run.mix_with}")
+        return mix_adapters(
+            Path(run.base_version.adapter_path),
+            Path(run.mix_with.adapter_path),
+            weight=config.weight,
+            output_dir=work_dir,
+        )
+    base_path = ensure_full_weights(run.base_version)
+    kwargs = {}
+    if spec.needs_reward_model:
+        kwargs["score"] = _reward_scorer(run.reward_version).score
+    return spec.train_function()(
+        config,
+        dataset_path=run.snapshot.path,
+        base_model_path=base_path,
+        output_dir=work_dir,
+        hooks=_hooks(run),
+        **kwargs,
+    )
+
+
+def _publish(run: TrainingRun, work_dir: Path) -> Path:
     final_dir = settings.MODELS_DIR / f"run-{run.pk}-{run.method}"
     if final_dir.exists():
         shutil.rmtree(final_dir)
     os.replace(work_dir, final_dir)
-    TrainingRun.objects.filter(pk=run.pk).update(final_metrics=result.metrics)
+    return final_dir
+
+
+def _latest_reward_model(run: TrainingRun) -> ModelVersion | None:
+    if run.reward_version is not None:
+        return run.reward_version
+    return selectors.newest_version(kind=ModelVersion.Kind.REWARD)
+
+
+def _evaluation_prompts(run: TrainingRun, config) -> list:
+    from training.methods.evaluation import held_out_prompts
+
+    if run.snapshot is not None and getattr(config, "eval_fraction", 0) > 0:
+        prompts = held_out_prompts(
+            run.snapshot.path, eval_fraction=config.eval_fraction, seed=config.seed
+        )
+    else:
+        project_prompts = Prompt.objects.labeling().filter(project=run.project).order_by("id")
+        prompts = [p.as_conversation() for p in project_prompts[:EVAL_MAX_PROMPTS]]
+    return prompts[:EVAL_MAX_PROMPTS]
+
+
+def _evaluate(run: TrainingRun, spec: MethodSpec, final_dir: Path) -> dict:
+    """Win rate of the new policy against its parent on held-out prompts, judged by the
+    latest reward model. A run is not failed for an evaluation that cannot run: the
+    reason is recorded instead."""
+    if spec.produces != "policy":
+        return {}
+    judge = _latest_reward_model(run)
+    if judge is None:
+        return {"skipped": "no reward model yet: train one to get a win rate"}
+    prompts = _evaluation_prompts(run, spec.config_from(run.config))
+    if not prompts:
+        return {"skipped": "no held-out prompts"}
+    from training.methods.evaluation import win_rate
+
+    _append_log(run.pk, f"evaluating against {run.base_version} on {len(prompts)} prompts")
+    parent = run.base_version
+    candidate_base = parent.base_path if spec.mixes_two_versions else ensure_full_weights(parent)
+    try:
+        outcome = win_rate(
+            candidate=(candidate_base, _adapter_of(final_dir)),
+            parent=(parent.base_path, parent.adapter_path or None),
+            prompts=prompts,
+            score=_reward_scorer(judge).score,
+        )
+    except Exception as error:  # the model is fine; only its report card is missing
+        logger.exception("Evaluation of run %s failed", run.pk)
+        return {"error": f"{type(error).__name__}: {error}"}
+    report = outcome.as_dict()
+    report["judge"] = judge.name
+    _append_log(run.pk, f"win rate against the parent: {report['win_rate']:.2f}")
+    return report
+
+
+def _adapter_of(folder: Path) -> str | None:
+    return str(folder) if (folder / "adapter_config.json").is_file() else None
+
+
+def _register(
+    run: TrainingRun, spec: MethodSpec, final_dir: Path, result, evaluation: dict
+) -> ModelVersion:
+    metrics = dict(getattr(result, "metrics", {}) or {})
+    if "win_rate" in evaluation:
+        metrics["win_rate_vs_parent"] = evaluation["win_rate"]
+    TrainingRun.objects.filter(pk=run.pk).update(final_metrics=metrics, evaluation=evaluation)
     base = run.base_version
+    adapter = _adapter_of(final_dir)
+    if spec.mixes_two_versions:
+        base_path = base.base_path
+    elif adapter is None:
+        base_path = str(final_dir)  # full fine-tuning: the artifact is the whole model
+    else:
+        base_path = ensure_full_weights(base)
     return model_version_register(
-        name=f"{base.name} / {run.method.upper()} run {run.pk}",
-        method=ModelVersion.Method.DPO,
-        base_path=base.base_path,
-        adapter_path=str(final_dir),
+        name=f"{base.name} / {spec.label} run {run.pk}",
+        kind=spec.produces,
+        method=spec.method,
+        base_path=base_path,
+        adapter_path=adapter or "",
         parent=base,
         training_run=run,
-        snapshot_hash=run.snapshot.content_hash,
+        snapshot_hash=run.snapshot.content_hash if run.snapshot else "",
         config=run.config,
         seed=run.seed,
-        library_versions=result.library_versions,
-        metrics=result.metrics,
+        library_versions=getattr(result, "library_versions", None) or {},
+        metrics=metrics,
+    )
+
+
+# --- Progress -------------------------------------------------------------------------
+
+
+def _run_finished(run_id: int, status: str, error: str = "") -> None:
+    TrainingRun.objects.filter(pk=run_id).update(
+        status=status, error=error, finished_at=timezone.now()
     )
 
 
@@ -177,8 +495,42 @@ def _record_step(run_id: int, step: int, total: int, metrics: dict) -> None:
         step=step,
         defaults={"loss": float(metrics.get("loss", 0.0)), "metrics": metrics},
     )
-    TrainingRun.objects.filter(pk=run_id).update(step=step, total_steps=total)
+    TrainingRun.objects.filter(pk=run_id).update(
+        step=step,
+        total_steps=total,
+        heartbeat_at=timezone.now(),
+        checkpoint_step=checkpoint_step(checkpoint_dir(run_id)),
+    )
+
+
+def _append_log(run_id: int, message: str) -> None:
+    line = f"{timezone.now():%Y-%m-%d %H:%M:%S} {message}\n"
+    TrainingRun.objects.filter(pk=run_id).update(
+        log=Concat(F("log"), Value(line)), heartbeat_at=timezone.now()
+    )
 
 
 def _cancel_requested(run_id: int) -> bool:
     return TrainingRun.objects.filter(pk=run_id, cancel_requested=True).exists()
+
+
+@contextlib.contextmanager
+def _heartbeat(run_id: int):
+    """Keep ``heartbeat_at`` fresh from a side thread while the worker is busy in a long
+    phase that reports no steps (loading, the reference pass, evaluation)."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        try:
+            while not stop.wait(settings.TRAINING_HEARTBEAT_SECONDS):
+                TrainingRun.objects.filter(pk=run_id).update(heartbeat_at=timezone.now())
+        finally:
+            connection.close()  # this thread's own connection
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-run-{run_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

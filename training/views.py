@@ -6,33 +6,46 @@ from django.views.decorators.http import require_http_methods, require_POST
 from annotation.errors import ServiceError
 from annotation.permissions import MANAGE, project_for
 from config.celery import QueueUnavailable
-from models_registry.models import ModelVersion
 from training import selectors, services
-from training.forms import DPORunForm
+from training.forms import TrainingRunForm
 from training.models import TrainingRun
+
+
+def _start_from_form(request, project, form: TrainingRunForm) -> TrainingRun | None:
+    try:
+        return services.training_run_start(
+            project=project,
+            method=form.spec.method,
+            base_version=form.cleaned_data["base_version"],
+            reward_version=form.cleaned_data.get("reward_version"),
+            mix_with=form.cleaned_data.get("mix_with"),
+            config=form.config(),
+            filters=form.filters(),
+            user=request.user,
+        )
+    except ServiceError as error:
+        form.add_config_error(error.message)
+    except QueueUnavailable as error:
+        form.add_error(None, str(error))
+    return None
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
 def runs_page(request, slug):
     project = project_for(user=request.user, slug=slug, capability=MANAGE)
-    newest = ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY).order_by("-created_at")
-    form = DPORunForm(request.POST or None, initial={"base_version": newest.first()})
+    services.training_runs_fail_stale(project=project)
+    newest = selectors.newest_policy()
+    form = TrainingRunForm(
+        request.POST or None,
+        method=request.GET.get("method", "dpo"),
+        initial={"base_version": newest},
+    )
     status = 200
     if request.method == "POST":
-        if form.is_valid():
-            try:
-                run = services.training_run_start(
-                    project=project,
-                    base_version=form.cleaned_data["base_version"],
-                    config=form.config(),
-                    user=request.user,
-                )
-            except (ServiceError, QueueUnavailable) as error:
-                form.add_error(None, str(error))
-            else:
-                messages.success(request, f"Training run {run.pk} queued.")
-                return redirect("training_run", slug=project.slug, run_id=run.pk)
+        if form.is_valid() and (run := _start_from_form(request, project, form)):
+            messages.success(request, f"Training run {run.pk} queued.")
+            return redirect("training_run", slug=project.slug, run_id=run.pk)
         status = 400
     context = {
         "project": project,
@@ -41,18 +54,29 @@ def runs_page(request, slug):
         "can_manage": True,
         "can_view_data": True,
     }
-    return render(request, "training/runs.html", context, status=status)
+    template = "training/runs.html#run-form" if request.htmx and request.method == "GET" else None
+    return render(request, template or "training/runs.html", context, status=status)
 
 
 @login_required
 def run_detail(request, slug, run_id):
     project = project_for(user=request.user, slug=slug, capability=MANAGE)
-    run = get_object_or_404(TrainingRun, pk=run_id, project=project)
+    services.training_runs_fail_stale(project=project)
+    run = get_object_or_404(
+        TrainingRun.objects.select_related(
+            "base_version", "reward_version", "mix_with", "snapshot"
+        ),
+        pk=run_id,
+        project=project,
+    )
     context = {
         "project": project,
         "run": run,
-        "chart": selectors.loss_chart(run=run),
+        "charts": selectors.run_charts(run=run),
+        "eta_seconds": selectors.run_eta_seconds(run=run),
+        "held_out": selectors.held_out_metrics(run=run),
         "summary": selectors.run_summary(run=run),
+        "log_lines": selectors.log_tail(run=run),
         "version": getattr(run, "model_version", None),
         "can_manage": True,
         "can_view_data": True,
@@ -61,13 +85,25 @@ def run_detail(request, slug, run_id):
     return render(request, template, context)
 
 
-@login_required
-@require_POST
-def run_cancel(request, slug, run_id):
+def _run_action(request, slug, run_id, action) -> TrainingRun:
     project = project_for(user=request.user, slug=slug, capability=MANAGE)
     run = get_object_or_404(TrainingRun, pk=run_id, project=project)
     try:
-        services.training_run_cancel(run=run)
+        action(run=run)
     except ServiceError as error:
         messages.error(request, error.message)
+    except QueueUnavailable as error:
+        messages.error(request, str(error))
     return redirect("training_run", slug=project.slug, run_id=run.pk)
+
+
+@login_required
+@require_POST
+def run_cancel(request, slug, run_id):
+    return _run_action(request, slug, run_id, services.training_run_cancel)
+
+
+@login_required
+@require_POST
+def run_resume(request, slug, run_id):
+    return _run_action(request, slug, run_id, services.training_run_resume)

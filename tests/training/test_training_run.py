@@ -1,7 +1,9 @@
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.utils import timezone
 
 from annotation.errors import ServiceError
 from annotation.services import assignment_next, comparison_submit
@@ -117,11 +119,43 @@ def test_cancel_before_start_means_the_worker_does_nothing(judged_project):
 
 
 def test_a_redelivered_message_does_not_train_twice(judged_project):
+    # given: another worker is training the run and still reporting
     run = training_run_start(project=judged_project, base_version=make_version())
-    TrainingRun.objects.filter(pk=run.pk).update(status=TrainingRun.Status.RUNNING)
+    TrainingRun.objects.filter(pk=run.pk).update(
+        status=TrainingRun.Status.RUNNING, heartbeat_at=timezone.now()
+    )
 
+    # when
     training_run_execute(run_id=run.pk)
 
+    # then
     run.refresh_from_db()
     assert run.status == TrainingRun.Status.RUNNING
     assert run.started_at is None
+
+
+def test_a_redelivered_message_of_a_dead_worker_fails_the_run_with_the_reason(
+    judged_project, settings
+):
+    # given: the worker that had the run stopped reporting at step 3 (checkpoint at 2)
+    run = training_run_start(project=judged_project, base_version=make_version())
+    silent_since = timezone.now() - timedelta(seconds=settings.TRAINING_STALE_AFTER_SECONDS + 1)
+    TrainingRun.objects.filter(pk=run.pk).update(
+        status=TrainingRun.Status.RUNNING,
+        heartbeat_at=silent_since,
+        step=3,
+        total_steps=10,
+        checkpoint_step=2,
+    )
+
+    # when
+    training_run_execute(run_id=run.pk)
+
+    # then
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.FAILED
+    assert run.error == (
+        "The worker stopped reporting at step 3 of 10 (it died or lost its connection); "
+        "resume to continue from the checkpoint at step 2."
+    )
+    assert run.can_resume

@@ -529,6 +529,7 @@ class Hooks:
 
 
 CHECKPOINT_FILE = "checkpoint.pt"
+CHECKPOINT_INFO = "checkpoint.json"
 
 
 def save_checkpoint(
@@ -549,6 +550,16 @@ def save_checkpoint(
     partial = folder / (CHECKPOINT_FILE + ".part")
     torch.save(payload, partial)
     os.replace(partial, folder / CHECKPOINT_FILE)
+    write_json(folder / CHECKPOINT_INFO, {"step": step})
+
+
+def checkpoint_step(folder: Path) -> int:
+    """The step of the last complete checkpoint in ``folder`` (0 when there is none),
+    read without loading the checkpoint itself."""
+    try:
+        return int(json.loads((folder / CHECKPOINT_INFO).read_text(encoding="utf-8"))["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
 
 
 def load_checkpoint(

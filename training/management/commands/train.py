@@ -1,0 +1,87 @@
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+
+from annotation.errors import ServiceError
+from annotation.models import Project
+from config.celery import QueueUnavailable
+from models_registry.models import ModelVersion
+from training import services
+from training.models import TrainingRun
+from training.specs import METHODS
+
+
+def _version(reference: str | None, *, what: str) -> ModelVersion | None:
+    if reference is None:
+        return None
+    lookup = {"pk": int(reference)} if reference.isdigit() else {"name": reference}
+    version = ModelVersion.objects.filter(**lookup).first()
+    if version is None:
+        raise CommandError(f"No model version {reference!r} for {what}.")
+    return version
+
+
+def _setting(text: str) -> tuple[str, object]:
+    """``key=value`` with the value read as JSON where it parses (numbers, true, null)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise CommandError(f"Settings are key=value, got {text!r}.")
+    try:
+        return key, json.loads(raw)
+    except json.JSONDecodeError:
+        return key, raw
+
+
+class Command(BaseCommand):
+    help = (
+        "Start a training run for scripting: snapshot the project's data and queue the run "
+        "on the gpu worker (or, with --now, train in this process), then print the run as JSON."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--project", required=True, help="Project slug.")
+        parser.add_argument("--method", required=True, choices=list(METHODS))
+        parser.add_argument("--base", required=True, help="Base policy version: id or name.")
+        parser.add_argument("--reward", help="Reward model version (PPO, RAFT): id or name.")
+        parser.add_argument("--mix-with", help="Second version of a soup: id or name.")
+        parser.add_argument(
+            "--set", action="append", default=[], metavar="KEY=VALUE", help="Config value."
+        )
+        parser.add_argument("--include-chosen", action="store_true", help="SFT on chosen too.")
+        parser.add_argument("--min-margin", type=int, help="Leave out weaker preference pairs.")
+        parser.add_argument(
+            "--now", action="store_true", help="Train in this process instead of the worker."
+        )
+
+    def handle(self, *args, **options):
+        project = Project.objects.filter(slug=options["project"]).first()
+        if project is None:
+            raise CommandError(f"No project with slug {options['project']!r}.")
+        filters = {"include_chosen": options["include_chosen"], "min_margin": options["min_margin"]}
+        try:
+            run = services.training_run_start(
+                project=project,
+                method=options["method"],
+                base_version=_version(options["base"], what="--base"),
+                reward_version=_version(options["reward"], what="--reward"),
+                mix_with=_version(options["mix_with"], what="--mix-with"),
+                config=dict(_setting(item) for item in options["set"]),
+                filters={k: v for k, v in filters.items() if v not in (None, False)},
+                queue=not options["now"],
+            )
+        except (ServiceError, QueueUnavailable) as error:
+            raise CommandError(str(error)) from None
+        if options["now"]:
+            services.training_run_execute(run_id=run.pk)
+        run = TrainingRun.objects.get(pk=run.pk)
+        summary = {
+            "run": run.pk,
+            "status": run.status,
+            "error": run.error,
+            "metrics": run.final_metrics,
+            "evaluation": run.evaluation,
+            "model_version": getattr(getattr(run, "model_version", None), "name", None),
+        }
+        self.stdout.write(json.dumps(summary, indent=2, default=str))
+        if run.status == TrainingRun.Status.FAILED:
+            raise CommandError(f"Run {run.pk} failed: {run.error}")

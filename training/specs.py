@@ -1,0 +1,126 @@
+"""What each training method needs from the product: its config class, the dataset it
+trains on, what it produces, and how the worker calls it.
+
+The methods themselves (``training/methods/``) know nothing of runs, versions or
+snapshots; this table is the one place that maps a ``TrainingRun.method`` onto them, so
+services, forms, the API and the management command all agree.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+from training.methods.common import MethodConfig, require
+
+
+@dataclass
+class SoupConfig(MethodConfig):
+    """A rewarded soup: ``weight`` is the share of the base version's adapter, the rest is
+    the ``mix_with`` version's (Ramé et al. 2023)."""
+
+    method_name = "soup"
+
+    weight: float = 0.5
+    seed: int = 0
+
+    def validate(self) -> None:
+        require(0 <= self.weight <= 1, "weight must be between 0 and 1")
+        require(self.seed >= 0, "seed must be >= 0")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    method: str
+    label: str
+    module: str
+    config_name: str
+    dataset: str | None  # snapshot dataset: "sft", "preferences", "prompts"; None for soups
+    produces: str  # ModelVersion kind: "policy" or "reward"
+    needs_reward_model: bool = False
+    mixes_two_versions: bool = False
+    help: str = ""
+
+    def config_class(self) -> type[MethodConfig]:
+        if self.method == "soup":
+            return SoupConfig
+        return getattr(importlib.import_module(self.module), self.config_name)
+
+    def config_from(self, data: dict[str, Any]) -> MethodConfig:
+        """Validated config; raises ValueError with a message naming the bad field."""
+        return self.config_class().from_dict(data or {})
+
+    def train_function(self):
+        return getattr(importlib.import_module(self.module), f"train_{self.method}")
+
+
+METHODS: dict[str, MethodSpec] = {
+    spec.method: spec
+    for spec in (
+        MethodSpec(
+            "sft",
+            "SFT",
+            "training.methods.sft",
+            "SFTConfig",
+            dataset="sft",
+            produces="policy",
+            help="Supervised fine-tuning on demonstrations (and chosen replies if asked).",
+        ),
+        MethodSpec(
+            "reward",
+            "Reward model",
+            "training.methods.reward",
+            "RewardConfig",
+            dataset="preferences",
+            produces="reward",
+            help="A scalar reward model from comparisons and rankings (pairwise loss).",
+        ),
+        MethodSpec(
+            "dpo",
+            "DPO",
+            "training.methods.dpo",
+            "DPOConfig",
+            dataset="preferences",
+            produces="policy",
+            help="Direct preference optimisation on comparisons, with an NLL term on chosen.",
+        ),
+        MethodSpec(
+            "ppo",
+            "PPO",
+            "training.methods.ppo",
+            "PPOConfig",
+            dataset="prompts",
+            produces="policy",
+            needs_reward_model=True,
+            help="PPO on the project's prompts against a trained reward model.",
+        ),
+        MethodSpec(
+            "raft",
+            "RAFT",
+            "training.methods.raft",
+            "RAFTConfig",
+            dataset="prompts",
+            produces="policy",
+            needs_reward_model=True,
+            help="Sample k replies per prompt, keep the reward model's best, fine-tune on them.",
+        ),
+        MethodSpec(
+            "soup",
+            "Rewarded soup",
+            "training.methods.soups",
+            "SoupConfig",
+            dataset=None,
+            produces="policy",
+            mixes_two_versions=True,
+            help="Interpolate the LoRA weights of two runs from the same base.",
+        ),
+    )
+}
+
+
+def method_spec(method: str) -> MethodSpec:
+    try:
+        return METHODS[method]
+    except KeyError:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}") from None

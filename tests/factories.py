@@ -2,6 +2,7 @@
 
 import itertools
 import json
+import uuid
 
 from django.contrib.auth import get_user_model
 
@@ -56,3 +57,31 @@ def jsonl_bytes(records) -> bytes:
 
 
 ROLES = (Role.LABELER, Role.RESEARCHER, Role.ADMIN)
+
+
+def judge_all(project: Project, labeler, *, prefer=None, strength: int | None = None) -> int:
+    """Work the labeler's whole queue of comparisons. ``prefer(text)`` says whether a
+    reply should win (the left one wins when neither or both do); ``strength`` 1-4."""
+    from annotation.services import assignment_next, comparison_submit
+
+    judged = 0
+    while (assignment := assignment_next(project=project, labeler=labeler)) is not None:
+        left, right = (Response.objects.get(pk=pk).text for pk in assignment.shown_order)
+        side = "right" if prefer and prefer(right) and not prefer(left) else "left"
+        comparison_submit(
+            project=project,
+            labeler=labeler,
+            assignment_id=assignment.pk,
+            side=side if strength is None else f"{side}-{strength}",
+            client_id=uuid.uuid4(),
+        )
+        judged += 1
+    return judged
+
+
+def make_preferences(project: Project, labeler, count: int, *, strength: int | None = None):
+    """``count`` judged comparisons with a learnable signal: the short "Yes" answer always
+    wins over the long refusal, wherever it was shown."""
+    for number in range(count):
+        make_task(project, texts=(f"Yes {number}.", f"No, never, not at all {number}."))
+    judge_all(project, labeler, prefer=lambda text: text.startswith("Yes"), strength=strength)

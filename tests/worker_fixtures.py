@@ -38,6 +38,17 @@ def celery_worker_process(transactional_db, settings, tmp_path):
     """Start `celery worker -Q gpu,default` against the test database; stop it after."""
     _require_network_services()
     _purge_queues()
+    worker, log = start_worker(settings, tmp_path / "worker.log")
+    try:
+        yield worker
+    finally:
+        stop_worker(worker)
+        log.close()
+
+
+def start_worker(settings, log_path: Path) -> tuple[subprocess.Popen, object]:
+    """A worker process on the test database and broker, once it is ready; returns it
+    and its open log file (close it after ``stop_worker``)."""
     env = {
         **os.environ,
         "DATABASE_URL": _database_url(),
@@ -45,8 +56,7 @@ def celery_worker_process(transactional_db, settings, tmp_path):
         "DATA_DIR": str(settings.DATA_DIR),
         "GENERATION_BATCH_SIZE": str(settings.GENERATION_BATCH_SIZE),
     }
-    log_path = tmp_path / "worker.log"
-    log = log_path.open("w")
+    log = log_path.open("a")
     worker = subprocess.Popen(
         [
             sys.executable,
@@ -71,14 +81,20 @@ def celery_worker_process(transactional_db, settings, tmp_path):
     )
     try:
         _wait_until_ready(log_path, worker)
-        yield worker
-    finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+    except RuntimeError:
+        stop_worker(worker)
         log.close()
+        raise
+    return worker, log
+
+
+def stop_worker(worker: subprocess.Popen) -> None:
+    worker.terminate()
+    try:
+        worker.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait()
 
 
 def _purge_queues() -> None:

@@ -694,10 +694,10 @@ def run_training_loop(
             step += 1
             metrics.update(learning_rate=float(learning_rate), epoch=float(epoch + 1))
             history.append(metrics)
+            epoch_done = g + accumulation >= len(micro_batches)
+            if step < total_steps and (step % config.checkpoint_every == 0 or epoch_done):
+                checkpoint()  # before reporting the step, so a reported checkpoint exists
             hooks.step_done(step, total_steps, metrics)
-            if step % config.checkpoint_every == 0:
-                checkpoint()
-        checkpoint()
         if step >= total_steps:
             break
     return LoopResult(steps=step, total_steps=total_steps, history=history)

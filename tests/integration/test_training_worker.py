@@ -1,0 +1,84 @@
+"""Training through a real Celery worker process on PostgreSQL and Redis."""
+
+import time
+
+import pytest
+
+from annotation.models import Role
+from models_registry.models import ModelVersion
+from models_registry.services import ensure_base_model_from_folder
+from tests.factories import make_member, make_preferences, make_project
+from tests.worker_fixtures import start_worker, stop_worker, wait_for
+from training.models import TrainingRun
+
+pytestmark = [pytest.mark.postgres, pytest.mark.timeout(600)]
+
+
+def _finished(run_id):
+    run = TrainingRun.objects.get(pk=run_id)
+    return run if run.status not in {"queued", "running"} else None
+
+
+def _start(client, slug, **body):
+    answer = client.post(
+        f"/api/projects/{slug}/training-runs/", body, content_type="application/json"
+    )
+    assert answer.status_code == 201, answer.content
+    return answer.json()["id"]
+
+
+def test_a_worker_that_dies_mid_run_leaves_it_failed_and_it_resumes_from_its_checkpoint(
+    client, celery_worker_process, tiny_model_dir, settings, tmp_path
+):
+    # given: a long DPO run that checkpoints every step
+    project = make_project("resume")
+    admin = make_member(project, Role.ADMIN, "resume-admin")
+    make_preferences(project, make_member(project, Role.LABELER, "resume-lab"), 12)
+    base = ensure_base_model_from_folder(name="tiny-base", path=tiny_model_dir)
+    client.force_login(admin)
+    config = {"max_steps": 300, "epochs": 100, "batch_size": 1, "checkpoint_every": 1}
+    run_id = _start(client, project.slug, method="dpo", base_version=base.pk, config=config)
+    log = tmp_path / "worker.log"
+
+    # when: the worker is killed outright a few steps in
+    wait_for(
+        lambda: TrainingRun.objects.get(pk=run_id).checkpoint_step >= 3,
+        timeout=180,
+        what="three checkpointed steps",
+        log=log,
+    )
+    celery_worker_process.kill()
+    celery_worker_process.wait()
+    killed_at = TrainingRun.objects.get(pk=run_id)
+    assert killed_at.status == TrainingRun.Status.RUNNING
+    assert killed_at.step < 300
+
+    # then: once it has been silent long enough the run is failed with the reason
+    settings.TRAINING_STALE_AFTER_SECONDS = 1
+    time.sleep(1.5)
+    detail = client.get(f"/api/projects/{project.slug}/training-runs/{run_id}/").json()
+    assert detail["status"] == "failed"
+    checkpoint = detail["checkpoint_step"]
+    assert checkpoint >= 3
+    assert detail["error"] == (
+        f"The worker stopped reporting at step {killed_at.step} of 300 (it died or lost its "
+        f"connection); resume to continue from the checkpoint at step {checkpoint}."
+    )
+    assert detail["can_resume"] is True
+    assert ModelVersion.objects.filter(training_run_id=run_id).count() == 0
+
+    # and: a new worker resumes it from that checkpoint to the end
+    settings.TRAINING_STALE_AFTER_SECONDS = 180
+    worker, worker_log = start_worker(settings, tmp_path / "worker-2.log")
+    try:
+        resumed = client.post(f"/api/projects/{project.slug}/training-runs/{run_id}/resume/")
+        assert resumed.status_code == 200, resumed.content
+        run = wait_for(lambda: _finished(run_id), timeout=300, what="the resumed run", log=log)
+    finally:
+        stop_worker(worker)
+        worker_log.close()
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.error
+    assert run.attempts == 2
+    assert f"resumed from the checkpoint at step {checkpoint} of 300" in run.log
+    assert list(run.steps.values_list("step", flat=True)) == list(range(1, 301))
+    assert ModelVersion.objects.get(training_run=run).parent == base

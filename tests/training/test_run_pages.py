@@ -62,3 +62,71 @@ def test_labelers_cannot_see_runs(login, project):
     labeler = make_member(project, Role.LABELER)
 
     assert login(labeler).get(f"/p/{project.slug}/training/{run.pk}/").status_code == 403
+
+
+def test_picking_a_method_swaps_in_its_own_settings(login, admin_member, project):
+    client = login(admin_member)
+
+    fragment = client.get(f"/p/{project.slug}/training/?method=ppo", HTTP_HX_REQUEST="true")
+
+    html = fragment.content.decode().strip()
+    assert html.startswith('<form method="post" id="run-form"')
+    assert 'name="reward_version"' in html
+    assert 'name="init_kl_coef"' in html
+    assert 'name="beta"' not in html  # DPO's setting is gone
+    assert "<html" not in html
+
+
+def test_the_page_without_javascript_shows_the_chosen_method(login, admin_member, project):
+    html = login(admin_member).get(f"/p/{project.slug}/training/?method=soup").content.decode()
+
+    assert 'name="mix_with"' in html
+    assert 'name="weight"' in html
+    assert '<option value="soup" selected>' in html
+
+
+def test_ppo_without_a_reward_model_is_refused_on_the_form(login, admin_member, project):
+    base = make_version()
+
+    answer = login(admin_member).post(
+        f"/p/{project.slug}/training/", {"method": "ppo", "base_version": base.pk}
+    )
+
+    assert answer.status_code == 400
+    assert 'id="id_reward_version_error"' in answer.content.decode()
+    assert TrainingRun.objects.count() == 0
+
+
+def test_a_finished_run_shows_held_out_metrics_win_rate_and_log(login, admin_member, project):
+    run = _run(
+        project,
+        status=TrainingRun.Status.SUCCEEDED,
+        final_metrics={"loss": 0.5, "eval_reward_accuracy": 0.75},
+        evaluation={
+            "win_rate": 0.75,
+            "wins": 5,
+            "ties": 2,
+            "losses": 1,
+            "prompts": 8,
+            "candidate_mean": 0.4,
+            "parent_mean": -0.1,
+            "judge": "rm-1",
+            "examples": [],
+        },
+        log="2026-11-23 10:00:00 attempt 1 started on cpu\n",
+    )
+
+    html = login(admin_member).get(f"/p/{project.slug}/training/{run.pk}/").content.decode()
+
+    assert "Win rate <strong>0.75</strong> on 8 held-out prompts" in html
+    assert "(5 wins, 2 ties, 1 losses), judged by rm-1" in html
+    assert "<dt>reward accuracy</dt><dd>0.750</dd>" in html
+    assert "attempt 1 started on cpu" in html
+
+
+def test_a_failed_run_with_a_checkpoint_offers_resume(login, admin_member, project):
+    run = _run(project, status=TrainingRun.Status.FAILED, error="worker died", checkpoint_step=4)
+
+    html = login(admin_member).get(f"/p/{project.slug}/training/{run.pk}/").content.decode()
+
+    assert "Resume from step 4" in html

@@ -766,3 +766,31 @@ def optional_number(row: dict[str, Any], key: str, *, line: int) -> float | None
     if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
         raise ValueError(f"line {line}: {key!r} must be a number")
     return float(value)
+
+
+# --- Prompt datasets (RAFT; PPO and evaluation read the same forms) -------------------
+
+
+def read_prompts(dataset_path: str | os.PathLike[str]) -> list[tuple[int, list[dict[str, str]]]]:
+    """Distinct prompts of a JSONL file as ``(line, messages)``, first occurrence kept.
+
+    A row's prompt is its ``prompt`` (messages), or else its ``messages`` without the
+    last assistant turn, so prompt, SFT and preference exports all work. Raises
+    ``ValueError`` naming the first bad line, or when the file holds no prompts.
+    """
+    prompts: dict[str, tuple[int, list[dict[str, str]]]] = {}
+    for line, row in read_jsonl(dataset_path):
+        if "prompt" in row:
+            messages = check_messages(row["prompt"], field="prompt", line=line)
+        elif "messages" in row:
+            messages = check_messages(row["messages"], field="messages", line=line)
+            if messages[-1]["role"] == "assistant":
+                messages = messages[:-1]
+            if not messages:
+                raise ValueError(f"line {line}: 'messages' holds no prompt before its reply")
+        else:
+            raise ValueError(f"line {line}: missing 'prompt' (or 'messages')")
+        prompts.setdefault(prompt_key(messages), (line, messages))
+    if not prompts:
+        raise ValueError(f"{Path(dataset_path).name} holds no prompts")
+    return list(prompts.values())

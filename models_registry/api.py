@@ -1,4 +1,5 @@
 from rest_framework import serializers
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -34,13 +35,19 @@ def job_payload(job: GenerationJob) -> dict:
         "total": job.total,
         "error": job.error,
         "samples_per_prompt": job.samples_per_prompt,
+        "best_of": job.best_of,
+        "reward_version": job.reward_version_id,
         "generation_params": job.generation_params,
     }
 
 
 class ModelVersionListApi(APIView):
     def get(self, request):
-        return Response([version_payload(v) for v in selectors.policy_versions()])
+        """Registered versions; ``?kind=policy`` or ``?kind=reward`` for one kind."""
+        kind = request.query_params.get("kind") or None
+        if kind not in (None, *ModelVersion.Kind.values):
+            raise ValidationError({"kind": f"choose one of {', '.join(ModelVersion.Kind.values)}"})
+        return Response([version_payload(v) for v in selectors.versions(kind=kind)])
 
 
 class GenerationJobInputSerializer(serializers.Serializer):
@@ -48,6 +55,10 @@ class GenerationJobInputSerializer(serializers.Serializer):
     samples_per_prompt = serializers.IntegerField(min_value=1, max_value=8, required=False)
     max_new_tokens = serializers.IntegerField(min_value=1, max_value=1024, default=128)
     temperature = serializers.FloatField(min_value=0.0, max_value=2.0, default=0.7)
+    best_of = serializers.IntegerField(min_value=1, max_value=16, default=1)
+    reward_version = serializers.PrimaryKeyRelatedField(
+        queryset=ModelVersion.objects.all(), required=False, allow_null=True
+    )
 
 
 class GenerationJobApi(APIView):
@@ -65,6 +76,8 @@ class GenerationJobApi(APIView):
             model_version=fields["model_version"],
             user=request.user,
             samples_per_prompt=fields.get("samples_per_prompt"),
+            best_of=fields["best_of"],
+            reward_version=fields.get("reward_version"),
             params={
                 "max_new_tokens": fields["max_new_tokens"],
                 "temperature": fields["temperature"],

@@ -13,6 +13,17 @@ class GenerationForm(forms.Form):
         required=False,
         help_text="Leave empty: 2 for the first model in a project, 1 after that.",
     )
+    best_of = forms.IntegerField(
+        min_value=1,
+        max_value=16,
+        initial=1,
+        help_text="Sample this many replies per candidate and keep the reward model's best.",
+    )
+    reward_version = forms.ModelChoiceField(
+        queryset=ModelVersion.objects.filter(kind=ModelVersion.Kind.REWARD),
+        required=False,
+        help_text="Picks the best reply when best of is more than 1.",
+    )
     max_new_tokens = forms.IntegerField(min_value=1, max_value=1024, initial=128)
     temperature = forms.FloatField(min_value=0.0, max_value=2.0, initial=0.7)
 

@@ -398,3 +398,24 @@ def merge_adapter_into_base(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return output_dir
+
+
+def generate_best_of_n(
+    model: Any,
+    tokenizer: Any,
+    conversations: list[list[dict[str, str]]],
+    params: GenerationParams,
+    *,
+    n: int,
+    score: Any,
+) -> list[tuple[GeneratedReply, float]]:
+    """Best-of-n serving: ``n`` sampled replies per conversation, scored by
+    ``score(conversations, replies) -> list[float]`` (a reward model), the best kept.
+
+    Returns ``(reply, reward)`` per conversation, in order; the draws are RAFT's
+    (``training.methods.raft.sample_candidates``), so they repeat for the same inputs.
+    """
+    from training.methods.raft import sample_candidates
+
+    candidates = sample_candidates(model, tokenizer, conversations, n=n, score=score, params=params)
+    return [(c.replies[c.best], c.rewards[c.best]) for c in candidates]

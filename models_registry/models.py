@@ -80,6 +80,12 @@ class GenerationJob(models.Model):
         ModelVersion, on_delete=models.PROTECT, related_name="generation_jobs"
     )
     samples_per_prompt = models.PositiveSmallIntegerField(default=1)
+    best_of = models.PositiveSmallIntegerField(
+        default=1, help_text="Sample this many replies and keep the reward model's best."
+    )
+    reward_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     generation_params = models.JSONField(default=dict)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     total = models.PositiveIntegerField(default=0)

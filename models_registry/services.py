@@ -97,6 +97,8 @@ def ensure_base_model_from_folder(*, name: str, path) -> ModelVersion:
 
 # --- generation -----------------------------------------------------------------------
 
+MAX_BEST_OF = 16
+
 
 def _default_samples(project: Project, version: ModelVersion) -> int:
     """Two samples when no other author answered the project's prompts, so a first round
@@ -124,9 +126,18 @@ def generation_job_start(
     user=None,
     samples_per_prompt: int | None = None,
     params: dict | None = None,
+    best_of: int = 1,
+    reward_version: ModelVersion | None = None,
 ) -> GenerationJob:
+    """Queue candidates from ``model_version`` for the project's prompts. With
+    ``best_of`` > 1 each candidate is the best of that many samples by ``reward_version``
+    (best-of-n serving)."""
     if model_version.kind != ModelVersion.Kind.POLICY:
         raise ServiceError("Only policy models generate candidates.")
+    if not 1 <= best_of <= MAX_BEST_OF:
+        raise ServiceError(f"best_of must be between 1 and {MAX_BEST_OF}.")
+    if best_of > 1 and (reward_version is None or reward_version.kind != ModelVersion.Kind.REWARD):
+        raise ServiceError("Best-of-n needs a reward model to pick the best reply.")
     if not Prompt.objects.labeling().filter(project=project).exists():
         raise ServiceError("The project has no prompts yet: import some first.")
     try:
@@ -141,6 +152,8 @@ def generation_job_start(
             project=project,
             model_version=model_version,
             samples_per_prompt=samples,
+            best_of=best_of,
+            reward_version=reward_version if best_of > 1 else None,
             generation_params=generation_params.as_dict(),
             created_by=user,
         )
@@ -188,9 +201,33 @@ def generation_job_execute(*, job_id: int) -> None:
     )
 
 
+def reward_scorer(version: ModelVersion):
+    """The ``score(conversations, replies)`` of a registered reward model (normalised)."""
+    from training.methods.reward import RewardScorer
+
+    if version.adapter_path:
+        return RewardScorer.load(version.adapter_path, base_model_path=version.base_path).score
+    return RewardScorer.load(version.base_path).score
+
+
+def _replies(job: GenerationJob, model, tokenizer, batch, params, score):
+    """``(reply, extra generation params)`` per prompt of the batch."""
+    conversations = [prompt.as_conversation() for prompt in batch]
+    if score is None:
+        batch_size = settings.GENERATION_BATCH_SIZE
+        replies = ml.generate_replies(model, tokenizer, conversations, params, batch_size)
+        return [(reply, {}) for reply in replies]
+    best = ml.generate_best_of_n(
+        model, tokenizer, conversations, params, n=job.best_of, score=score
+    )
+    extra = {"best_of": job.best_of, "reward_version": job.reward_version_id}
+    return [(reply, {**extra, "reward": reward}) for reply, reward in best]
+
+
 def _generate_all(job: GenerationJob) -> None:
     version = job.model_version
     model, tokenizer = ml.load_policy(version.base_path, version.adapter_path or None)
+    score = reward_scorer(job.reward_version) if job.best_of > 1 else None
     batch_size = settings.GENERATION_BATCH_SIZE
     for sample_index in range(job.samples_per_prompt):
         params = ml.GenerationParams(**job.generation_params)
@@ -208,13 +245,7 @@ def _generate_all(job: GenerationJob) -> None:
         for start in range(0, len(missing), batch_size):
             batch = missing[start : start + batch_size]
             started = time.perf_counter()
-            replies = ml.generate_replies(
-                model,
-                tokenizer,
-                [prompt.as_conversation() for prompt in batch],
-                params,
-                batch_size=batch_size,
-            )
+            replies = _replies(job, model, tokenizer, batch, params, score)
             logger.info("Generated %d replies in %.1fs", len(batch), time.perf_counter() - started)
             Response.objects.bulk_create(
                 [
@@ -223,12 +254,12 @@ def _generate_all(job: GenerationJob) -> None:
                         model_version=version,
                         sample_index=sample_index,
                         text=reply.text,
-                        generation_params=params.as_dict(),
+                        generation_params={**params.as_dict(), **extra},
                         completion_tokens=reply.completion_tokens,
                         generation_seconds=reply.seconds,
                         finished=reply.finished,
                     )
-                    for prompt, reply in zip(batch, replies, strict=True)
+                    for prompt, (reply, extra) in zip(batch, replies, strict=True)
                 ],
                 ignore_conflicts=True,
             )

@@ -14,7 +14,7 @@ from models_registry.forms import GenerationForm
 def _models_context(project, form) -> dict:
     jobs = list(selectors.generation_jobs(project=project))
     counts = candidate_counts_by_version(project=project)
-    versions = list(selectors.policy_versions())
+    versions = list(selectors.versions())
     for version in versions:
         version.candidate_count = counts.get(version.pk, 0)
     return {
@@ -46,6 +46,8 @@ def models_page(request, slug):
                     user=request.user,
                     samples_per_prompt=form.cleaned_data["samples_per_prompt"],
                     params=form.generation_params(),
+                    best_of=form.cleaned_data["best_of"],
+                    reward_version=form.cleaned_data["reward_version"],
                 )
             except (ServiceError, QueueUnavailable) as error:
                 form.add_error(None, str(error))

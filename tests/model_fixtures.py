@@ -75,3 +75,35 @@ def smollm2_model_dir() -> Path:
     return convert_gguf_to_safetensors(
         smollm2_gguf_path(), model_cache_dir() / "SmolLM2-135M-Instruct"
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_reward_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    """A reward-model adapter on the tiny Llama, trained two steps to prefer "yes"."""
+    import json
+
+    from training.methods.reward import RewardConfig, train_reward
+
+    folder = tmp_path_factory.mktemp("tiny-reward-data")
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": f"Question {i}?"}],
+            "chosen": [{"role": "assistant", "content": "yes"}],
+            "rejected": [{"role": "assistant", "content": "no"}],
+        }
+        for i in range(8)
+    ]
+    data = folder / "pairs.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    output = folder / "reward"
+    config = RewardConfig(
+        max_steps=2,
+        batch_size=4,
+        lora_r=4,
+        lora_alpha=8,
+        eval_fraction=0.0,
+        normalization_prompts=4,
+        normalization_max_new_tokens=6,
+    )
+    train_reward(config, dataset_path=data, base_model_path=tiny_model_dir, output_dir=output)
+    return output

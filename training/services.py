@@ -32,6 +32,7 @@ from models_registry.services import (
     ensure_full_weights,
     generation_job_start,
     model_version_register,
+    reward_scorer,
 )
 from training import selectors
 from training.methods.common import TrainingCancelled, checkpoint_step
@@ -350,15 +351,6 @@ def _hooks(run: TrainingRun):
     )
 
 
-def _reward_scorer(version: ModelVersion):
-    from training.methods.reward import RewardScorer
-
-    return RewardScorer.load(
-        version.adapter_path or version.base_path,
-        base_model_path=(version.base_path if version.adapter_path else None),
-    )
-
-
 def _train(run: TrainingRun, spec: MethodSpec, work_dir: Path):
     config = spec.config_from(run.config)
     if spec.mixes_two_versions:
@@ -374,7 +366,7 @@ def _train(run: TrainingRun, spec: MethodSpec, work_dir: Path):
     base_path = ensure_full_weights(run.base_version)
     kwargs = {}
     if spec.needs_reward_model:
-        kwargs["score"] = _reward_scorer(run.reward_version).score
+        kwargs["score"] = reward_scorer(run.reward_version)
     return spec.train_function()(
         config,
         dataset_path=run.snapshot.path,
@@ -434,7 +426,7 @@ def _evaluate(run: TrainingRun, spec: MethodSpec, final_dir: Path) -> dict:
             candidate=(candidate_base, _adapter_of(final_dir)),
             parent=(parent.base_path, parent.adapter_path or None),
             prompts=prompts,
-            score=_reward_scorer(judge).score,
+            score=reward_scorer(judge),
         )
     except Exception as error:  # the model is fine; only its report card is missing
         logger.exception("Evaluation of run %s failed", run.pk)

@@ -3,13 +3,17 @@ import pytest
 from annotation.errors import ServiceError
 from annotation.models import Response, Task
 from config.celery import QueueUnavailable
-from models_registry.models import GenerationJob
+from models_registry.ml import GenerationParams, load_policy
+from models_registry.models import GenerationJob, ModelVersion
 from models_registry.services import (
     ensure_base_model_from_folder,
     generation_job_execute,
     generation_job_start,
+    model_version_register,
+    reward_scorer,
 )
 from tests.factories import make_prompt, make_version
+from training.methods.raft import sample_candidates
 
 
 def test_a_first_round_writes_two_samples_per_prompt_and_pairs_them(project, tiny_model_dir):
@@ -85,3 +89,66 @@ def test_models_page_polls_while_a_job_runs(login, admin_member, project):
     html = fragment.content.decode().strip()
     assert html.startswith('<section id="jobs"')
     assert "polled" in html and "Queued" in html
+
+
+def _reward_version(base_dir, reward_dir):
+    return model_version_register(
+        name="tiny-reward",
+        kind=ModelVersion.Kind.REWARD,
+        method=ModelVersion.Method.REWARD,
+        base_path=str(base_dir),
+        adapter_path=str(reward_dir),
+    )
+
+
+def test_best_of_n_keeps_the_reward_models_favourite_of_n_samples(
+    project, tiny_model_dir, tiny_reward_dir
+):
+    # given
+    prompts = [make_prompt(project) for _ in range(2)]
+    base = ensure_base_model_from_folder(name="tiny", path=tiny_model_dir)
+    judge = _reward_version(tiny_model_dir, tiny_reward_dir)
+    params = {"max_new_tokens": 5, "seed": 11, "temperature": 1.0}
+    job = generation_job_start(
+        project=project,
+        model_version=base,
+        samples_per_prompt=1,
+        params=params,
+        best_of=4,
+        reward_version=judge,
+    )
+
+    # when
+    generation_job_execute(job_id=job.pk)
+
+    # then: each stored reply is the best-scored of the four drawn for its prompt
+    job.refresh_from_db()
+    assert job.status == GenerationJob.Status.SUCCEEDED, job.error
+    model, tokenizer = load_policy(tiny_model_dir)
+    drawn = sample_candidates(
+        model,
+        tokenizer,
+        [prompt.as_conversation() for prompt in prompts],
+        n=4,
+        score=reward_scorer(judge),
+        params=GenerationParams(**params),
+    )
+    for prompt, candidates in zip(prompts, drawn, strict=True):
+        stored = Response.objects.get(prompt=prompt, model_version=base)
+        assert stored.generation_params["best_of"] == 4
+        assert stored.generation_params["reward_version"] == judge.pk
+        assert len(candidates.rewards) == 4
+        assert stored.text == candidates.replies[candidates.best].text
+        assert stored.generation_params["reward"] == pytest.approx(max(candidates.rewards))
+
+
+def test_best_of_n_needs_a_reward_model(project, tiny_model_dir):
+    make_prompt(project)
+    base = make_version()
+    with pytest.raises(ServiceError, match="needs a reward model"):
+        generation_job_start(project=project, model_version=base, best_of=3)
+    with pytest.raises(ServiceError, match="needs a reward model"):
+        generation_job_start(project=project, model_version=base, best_of=3, reward_version=base)
+    with pytest.raises(ServiceError, match="between 1 and 16"):
+        generation_job_start(project=project, model_version=base, best_of=17)
+    assert GenerationJob.objects.count() == 0

@@ -16,9 +16,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from models_registry.ml import GenerationParams, generate_replies, load_policy, verify_artifact
+from models_registry.ml import (
+    GenerationParams,
+    generate_best_of_n,
+    generate_replies,
+    load_policy,
+    verify_artifact,
+)
 from training.methods.common import Hooks
-from training.methods.raft import RAFTConfig, TrainingCancelled, best_of_n, train_raft
+from training.methods.raft import RAFTConfig, TrainingCancelled, train_raft
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -250,7 +256,8 @@ def test_best_of_n_returns_the_best_of_its_draws(tiny_model_dir):
     reward = LengthReward()
 
     # when
-    best = best_of_n(model, tokenizer, conversations, n=4, score=reward, params=params)
+    best = generate_best_of_n(model, tokenizer, conversations, params, n=4, score=reward)
+    best = [(reply.text, value) for reply, value in best]
 
     # then: for each prompt, the reply with the highest reward among the 4 it drew
     [scored] = reward.calls
@@ -261,8 +268,8 @@ def test_best_of_n_returns_the_best_of_its_draws(tiny_model_dir):
         assert len(drawn) == 4
         assert value == max(w for _, w in drawn)
         assert (reply, value) in drawn
-    again = best_of_n(model, tokenizer, conversations, n=4, score=LengthReward(), params=params)
-    assert again == best
+    again = generate_best_of_n(model, tokenizer, conversations, params, n=4, score=LengthReward())
+    assert [(reply.text, value) for reply, value in again] == best
 
 
 def test_a_score_of_the_wrong_length_is_an_error(tiny_model_dir, prompts_file, tmp_path):

@@ -63,7 +63,6 @@ __all__ = [
     "RAFTResult",
     "Score",
     "TrainingCancelled",
-    "best_of_n",
     "sample_candidates",
     "train_raft",
 ]
@@ -187,23 +186,6 @@ def sample_candidates(
             window = slice(i * n, (i + 1) * n)
             candidates.append(Candidates(prompt, replies[window], rewards[window]))
     return candidates
-
-
-def best_of_n(
-    model: Any,
-    tokenizer: Any,
-    conversations: list[list[dict[str, str]]],
-    *,
-    n: int,
-    score: Score,
-    params: GenerationParams,
-) -> list[tuple[str, float]]:
-    """For each conversation, the best of ``n`` sampled replies and its reward.
-
-    ``params`` should sample (``do_sample=True``); its seed makes the draws repeatable.
-    """
-    candidates = sample_candidates(model, tokenizer, conversations, n=n, score=score, params=params)
-    return [(c.replies[c.best].text, c.rewards[c.best]) for c in candidates]
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,9 @@ def run_payload(run: TrainingRun, *, with_steps: bool = False) -> dict:
         "error": run.error,
         "final_metrics": run.final_metrics,
         "evaluation": run.evaluation,
+        "follow_up": run.follow_up,
+        "previous": run.previous_id,
+        "follow_ups": [r.pk for r in run.follow_ups.all()],
         "model_version": version.pk if version else None,
         "created_at": run.created_at,
         "started_at": run.started_at,
@@ -63,6 +66,7 @@ class TrainingRunInputSerializer(serializers.Serializer):
     )
     config = serializers.DictField(required=False, default=dict)
     filters = serializers.DictField(required=False, default=dict)
+    sft_first = serializers.BooleanField(required=False, default=False)
 
 
 class TrainingRunListApi(APIView):

@@ -7,6 +7,7 @@ from django import forms
 
 from models_registry.models import ModelVersion
 from training.methods.common import CURRICULA
+from training.services import SFT_FIRST_METHODS
 from training.specs import METHODS, method_spec
 
 # Shown up front; every other config field sits under "Advanced".
@@ -96,6 +97,14 @@ class TrainingRunForm(forms.Form):
             self.fields["include_chosen"] = forms.BooleanField(
                 required=False, help_text="Also train on the chosen reply of every comparison."
             )
+        if self.spec.method in SFT_FIRST_METHODS:
+            self.fields["sft_first"] = forms.BooleanField(
+                required=False,
+                initial=True,
+                label="SFT stage first",
+                help_text="Fine-tune on the chosen replies first, then run this from that model: "
+                "preference pairs alone can be separated perfectly while answers stay the same.",
+            )
         if self.spec.dataset == "preferences":
             self.fields["min_margin"] = forms.IntegerField(
                 required=False, min_value=0, help_text="Leave out pairs with a weaker margin."
@@ -113,7 +122,7 @@ class TrainingRunForm(forms.Form):
 
     def setup_fields(self):
         names = ("method", "base_version", "reward_version", "mix_with")
-        names += ("include_chosen", "min_margin")
+        names += ("sft_first", "include_chosen", "min_margin")
         return [self[name] for name in names if name in self.fields]
 
     def config(self) -> dict:

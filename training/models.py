@@ -77,6 +77,14 @@ class TrainingRun(models.Model):
         default=dict, blank=True, help_text="Win rate against the parent on held-out prompts."
     )
     log = models.TextField(blank=True)
+    follow_up = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="A run to start from this run's model when it succeeds (SFT, then DPO).",
+    )
+    previous = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="follow_ups"
+    )
     attempts = models.PositiveSmallIntegerField(default=0)
     checkpoint_step = models.PositiveIntegerField(default=0)
     heartbeat_at = models.DateTimeField(null=True, blank=True)

@@ -26,7 +26,7 @@ from django.utils import timezone
 from annotation.errors import ServiceError
 from annotation.exports import jsonl_lines, sft_rows, training_preference_rows
 from annotation.models import Project, Prompt
-from config.celery import enqueue_after_commit
+from config.celery import QueueUnavailable, enqueue_after_commit
 from models_registry.models import ModelVersion
 from models_registry.services import (
     ensure_full_weights,
@@ -156,10 +156,18 @@ def training_run_start(
     mix_with: ModelVersion | None = None,
     user=None,
     queue: bool = True,
+    sft_first: bool = False,
+    previous: TrainingRun | None = None,
+    follow_up: dict | None = None,
 ) -> TrainingRun:
     """Validate, snapshot the data and queue a run on the gpu queue; nothing is stored
     when anything is wrong. ``queue=False`` leaves the run queued for the caller to
-    execute itself (the ``train --now`` command)."""
+    execute itself (the ``train --now`` command).
+
+    ``sft_first`` (DPO) queues an SFT run on the chosen replies instead, whose success
+    starts the DPO run from the SFT model: DPO alone can separate chosen from rejected
+    perfectly while greedy answers stay the same, and the SFT stage is what moves them.
+    """
     try:
         spec = method_spec(method)
         method_config = spec.config_from(config or {})
@@ -168,6 +176,16 @@ def training_run_start(
     _check_versions(
         spec, base_version=base_version, reward_version=reward_version, mix_with=mix_with
     )
+    if sft_first:
+        return _start_sft_stage(
+            project=project,
+            base_version=base_version,
+            spec=spec,
+            method_config=method_config,
+            filters=filters,
+            user=user,
+            queue=queue,
+        )
     snapshot = None
     if spec.dataset is not None:
         snapshot = snapshot_create(project=project, dataset=spec.dataset, filters=filters)
@@ -184,10 +202,54 @@ def training_run_start(
             config=method_config.to_dict(),
             seed=getattr(method_config, "seed", 0),
             created_by=user,
+            follow_up=follow_up or {},
+            previous=previous,
         )
         if queue:
             _enqueue(run)
     return run
+
+
+SFT_FIRST_METHODS = {"dpo"}
+
+
+def _start_sft_stage(
+    *, project, base_version, spec: MethodSpec, method_config, filters, user, queue
+) -> TrainingRun:
+    if spec.method not in SFT_FIRST_METHODS:
+        raise ServiceError(f"An SFT stage first is offered for {', '.join(SFT_FIRST_METHODS)}.")
+    # Check the preference data now, not when the SFT stage is over.
+    if snapshot_create(project=project, dataset=spec.dataset, filters=filters).row_count == 0:
+        raise ServiceError(EMPTY_DATASET[spec.dataset])
+    follow_up = {"method": spec.method, "config": method_config.to_dict(), "filters": filters or {}}
+    return training_run_start(
+        project=project,
+        base_version=base_version,
+        method="sft",
+        config={"seed": method_config.seed},
+        filters={"include_chosen": True},
+        user=user,
+        queue=queue,
+        follow_up=follow_up,
+    )
+
+
+def _start_follow_up(run: TrainingRun, version: ModelVersion) -> None:
+    plan = run.follow_up
+    try:
+        follow_up = training_run_start(
+            project=run.project,
+            base_version=version,
+            method=plan["method"],
+            config=plan["config"],
+            filters=plan.get("filters"),
+            user=run.created_by,
+            previous=run,
+        )
+    except (ServiceError, QueueUnavailable) as error:
+        _append_log(run.pk, f"could not start the follow-up {plan['method']} run: {error}")
+    else:
+        _append_log(run.pk, f"started the follow-up {plan['method']} run #{follow_up.pk}")
 
 
 def _enqueue(run: TrainingRun) -> None:
@@ -330,6 +392,8 @@ def training_run_execute(*, run_id: int) -> None:
     shutil.rmtree(checkpoint_dir(run.pk), ignore_errors=True)
     _append_log(run.pk, f"registered {version.name}")
     _run_finished(run.pk, TrainingRun.Status.SUCCEEDED)
+    if run.follow_up:
+        _start_follow_up(run, version)
     if version.kind == ModelVersion.Kind.POLICY:
         generation_job_start(project=run.project, model_version=version)
 

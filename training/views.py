@@ -21,6 +21,7 @@ def _start_from_form(request, project, form: TrainingRunForm) -> TrainingRun | N
             mix_with=form.cleaned_data.get("mix_with"),
             config=form.config(),
             filters=form.filters(),
+            sft_first=form.cleaned_data.get("sft_first", False),
             user=request.user,
         )
     except ServiceError as error:

@@ -161,3 +161,29 @@ def test_a_reward_model_cannot_be_a_base_or_a_policy_a_judge(project_with_feedba
             user=member,
         )
     assert TrainingRun.objects.count() == 0
+
+
+def test_dpo_with_an_sft_stage_first_chains_two_runs(project_with_feedback, base):
+    # given
+    run = training_run_start(
+        project=project_with_feedback,
+        base_version=base,
+        method="dpo",
+        config={**SMALL, "beta": 0.2},
+        sft_first=True,
+    )
+    assert (run.method, run.follow_up["method"]) == ("sft", "dpo")
+    assert run.snapshot.filters == {"include_chosen": True}
+
+    # when: the SFT stage succeeds
+    training_run_execute(run_id=run.pk)
+
+    # then: the DPO run was started from the SFT model with the DPO settings
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.error
+    dpo = run.follow_ups.get()
+    assert (dpo.method, dpo.base_version, dpo.config["beta"]) == ("dpo", run.model_version, 0.2)
+    assert f"started the follow-up dpo run #{dpo.pk}" in run.log
+    training_run_execute(run_id=dpo.pk)
+    dpo.refresh_from_db()
+    assert [v.method for v in dpo.model_version.lineage()] == ["base", "sft", "dpo"]

@@ -48,6 +48,9 @@ class Command(BaseCommand):
             "--set", action="append", default=[], metavar="KEY=VALUE", help="Config value."
         )
         parser.add_argument("--include-chosen", action="store_true", help="SFT on chosen too.")
+        parser.add_argument(
+            "--sft-first", action="store_true", help="DPO: an SFT stage on chosen replies first."
+        )
         parser.add_argument("--min-margin", type=int, help="Leave out weaker preference pairs.")
         parser.add_argument(
             "--now", action="store_true", help="Train in this process instead of the worker."
@@ -68,11 +71,12 @@ class Command(BaseCommand):
                 config=dict(_setting(item) for item in options["set"]),
                 filters={k: v for k, v in filters.items() if v not in (None, False)},
                 queue=not options["now"],
+                sft_first=options["sft_first"],
             )
         except (ServiceError, QueueUnavailable) as error:
             raise CommandError(str(error)) from None
         if options["now"]:
-            services.training_run_execute(run_id=run.pk)
+            run = self._execute_chain(run)
         run = TrainingRun.objects.get(pk=run.pk)
         summary = {
             "run": run.pk,
@@ -85,3 +89,14 @@ class Command(BaseCommand):
         self.stdout.write(json.dumps(summary, indent=2, default=str))
         if run.status == TrainingRun.Status.FAILED:
             raise CommandError(f"Run {run.pk} failed: {run.error}")
+
+    @staticmethod
+    def _execute_chain(run: TrainingRun) -> TrainingRun:
+        """Train the run here, then the follow-up it started (SFT, then DPO); returns the
+        last run of the chain."""
+        while True:
+            services.training_run_execute(run_id=run.pk)
+            follow_up = run.follow_ups.filter(status=TrainingRun.Status.QUEUED).first()
+            if follow_up is None:
+                return run
+            run = follow_up

@@ -6,6 +6,7 @@ Everything loads from local files (no network at run time).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import json
@@ -157,9 +158,7 @@ def convert_gguf_to_safetensors(
     if not gguf_path.is_file():
         raise ArtifactError(f"GGUF file {gguf_path} does not exist")
 
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
-    try:
+    with _published_model_folder(output_dir) as staging:
         tokenizer = load_tokenizer_from_gguf(gguf_path)
         model = AutoModelForCausalLM.from_pretrained(
             str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
@@ -176,16 +175,26 @@ def convert_gguf_to_safetensors(
         model.save_pretrained(str(staging), safe_serialization=True)
         tokenizer.save_pretrained(str(staging))
         del model
+    return output_dir
+
+
+@contextlib.contextmanager
+def _published_model_folder(output_dir: Path):
+    """Yield a temporary sibling folder to write a model into; on success verify it and
+    rename it to ``output_dir``, so a half-written model is never visible."""
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
+    try:
+        yield staging
         verify_artifact(staging)
         try:
             os.replace(staging, output_dir)
         except OSError:
-            # Another process published the same conversion first: keep theirs.
+            # Another process published the same model first: keep theirs.
             if not _is_valid_model(output_dir):
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return output_dir
 
 
 def _is_valid_model(folder: Path) -> bool:
@@ -377,9 +386,7 @@ def merge_adapter_into_base(
     output_dir = Path(output_dir)
     if _is_valid_model(output_dir):
         return output_dir
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
-    try:
+    with _published_model_folder(output_dir) as staging:
         model = AutoModelForCausalLM.from_pretrained(str(base_path), dtype=torch.float32)
         model = PeftModel.from_pretrained(model, str(adapter_path)).merge_and_unload()
         model.save_pretrained(str(staging), safe_serialization=True)
@@ -389,14 +396,6 @@ def merge_adapter_into_base(
         prepare_tokenizer(AutoTokenizer.from_pretrained(str(tokenizer_source))).save_pretrained(
             str(staging)
         )
-        verify_artifact(staging)
-        try:
-            os.replace(staging, output_dir)
-        except OSError:
-            if not _is_valid_model(output_dir):
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return output_dir
 
 

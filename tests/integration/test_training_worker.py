@@ -82,3 +82,56 @@ def test_a_worker_that_dies_mid_run_leaves_it_failed_and_it_resumes_from_its_che
     assert f"resumed from the checkpoint at step {checkpoint} of 300" in run.log
     assert list(run.steps.values_list("step", flat=True)) == list(range(1, 301))
     assert ModelVersion.objects.get(training_run=run).parent == base
+
+
+def test_a_reward_model_then_ppo_against_it_through_the_worker(
+    client, celery_worker_process, tiny_model_dir, tmp_path
+):
+    # given: judged comparisons and a base model
+    project = make_project("ppo")
+    admin = make_member(project, Role.ADMIN, "ppo-admin")
+    make_preferences(project, make_member(project, Role.LABELER, "ppo-lab"), 6)
+    base = ensure_base_model_from_folder(name="tiny-base", path=tiny_model_dir)
+    client.force_login(admin)
+    log = tmp_path / "worker.log"
+    small = {"max_steps": 2, "batch_size": 2, "lora_r": 4, "lora_alpha": 8}
+
+    # when: the worker trains a reward model, then PPO against it
+    reward_config = {**small, "normalization_prompts": 2, "normalization_max_new_tokens": 4}
+    reward_id = _start(
+        client, project.slug, method="reward", base_version=base.pk, config=reward_config
+    )
+    reward = wait_for(lambda: _finished(reward_id), timeout=300, what="the reward run", log=log)
+    assert reward.status == TrainingRun.Status.SUCCEEDED, reward.error
+    judge = ModelVersion.objects.get(training_run=reward)
+    ppo_config = {
+        "max_steps": 2,
+        "rollout_batch_size": 2,
+        "mini_batch_size": 2,
+        "ppo_epochs": 1,
+        "max_new_tokens": 4,
+        "lora_r": 4,
+        "lora_alpha": 8,
+    }
+    ppo_id = _start(
+        client,
+        project.slug,
+        method="ppo",
+        base_version=base.pk,
+        reward_version=judge.pk,
+        config=ppo_config,
+    )
+    ppo = wait_for(lambda: _finished(ppo_id), timeout=300, what="the PPO run", log=log)
+
+    # then: a PPO policy judged by that reward model against its parent
+    assert ppo.status == TrainingRun.Status.SUCCEEDED, ppo.error
+    assert judge.kind == "reward"
+    assert list(ppo.steps.values_list("step", flat=True)) == [1, 2]
+    assert {"score", "kl", "kl_coef", "value_loss"} <= set(ppo.steps.last().metrics)
+    version = ModelVersion.objects.get(training_run=ppo)
+    assert [v.method for v in version.lineage()] == ["base", "ppo"]
+    assert ppo.evaluation["judge"] == judge.name
+    assert 0 <= ppo.evaluation["win_rate"] <= 1
+    detail = client.get(f"/api/projects/{project.slug}/training-runs/{ppo_id}/").json()
+    assert detail["model_version"] == version.pk
+    assert "registered" in detail["log"]

@@ -36,7 +36,7 @@ test-sqlite: setup
 	$(PY) -m pytest -m "not postgres" -q
 
 test-postgres: setup
-	DATABASE_URL=$(PG_URL) CELERY_BROKER_URL=$(REDIS_URL) $(PY) -m pytest -q
+	DATABASE_URL=$(PG_URL) CELERY_BROKER_URL=$(REDIS_URL) $(PY) -m pytest -q -m "not nodb"
 
 services:
 	@bash tests/ensure_services.sh

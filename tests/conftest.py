@@ -7,6 +7,20 @@ from tests.factories import PASSWORD, make_member, make_project, make_user
 pytest_plugins = ["tests.model_fixtures", "tests.worker_fixtures"]
 
 
+DATABASE_FIXTURES = {"db", "transactional_db", "live_server"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark the tests that use no database (training methods, model files, pure
+    functions): the PostgreSQL run skips them, since they would only repeat themselves."""
+    for item in items:
+        uses_database = item.get_closest_marker("django_db") or DATABASE_FIXTURES & set(
+            getattr(item, "fixturenames", ())
+        )
+        if not uses_database:
+            item.add_marker(pytest.mark.nodb)
+
+
 @pytest.fixture(autouse=True)
 def _data_dir(settings, tmp_path):
     """Each test writes models and snapshots under its own folder; passwords hash fast."""

@@ -53,13 +53,24 @@ def test_keyboard_labeling_then_browser_training_closes_the_loop(
     # Step 5: the admin starts DPO from the browser and watches it finish live.
     admin_page = new_page()
     log_in(admin_page, url, admin.username, PASSWORD)
+    # Picking a method swaps in its own settings without a page load.
     admin_page.goto(f"{url}/p/{project.slug}/training/")
+    admin_page.evaluate("window.__samePage = 'yes'")
+    admin_page.select_option("select[name=method]", "ppo")
+    admin_page.locator("select[name=reward_version]").wait_for()
+    assert admin_page.locator("input[name=beta]").count() == 0
+    admin_page.select_option("select[name=method]", "dpo")
+    admin_page.locator("input[name=beta]").wait_for()
+    assert admin_page.evaluate("window.__samePage") == "yes"
+    assert admin_page.locator("input[name=sft_first]").is_checked()  # the default recipe
     admin_page.select_option("select[name=base_version]", str(base.pk))
     admin_page.fill("input[name=max_steps]", "3")
+    admin_page.uncheck("input[name=sft_first]")
     admin_page.click("button:has-text('Start training')")
     admin_page.wait_for_url(f"{url}/p/{project.slug}/training/*/")
     admin_page.locator("#run-status[data-status=succeeded]").wait_for(timeout=240_000)
-    assert admin_page.locator("polyline.line-dpo_loss").get_attribute("data-points") == "3"
+    dpo_chart = admin_page.locator("figure[data-metric=dpo_loss] polyline")
+    assert dpo_chart.get_attribute("data-points") == "3"
     assert "Registered model version" in admin_page.locator("#run-status").inner_text()
 
     # The new version's answers reach the labeler's queue.

@@ -31,6 +31,7 @@ CHOICES = {
     "curriculum": [("", "none (shuffle)")] + [(c, c) for c in CURRICULA],
     "loss_type": [("sigmoid", "sigmoid (DPO)"), ("ipo", "IPO")],
 }
+SLIDERS = {"weight": {"min": "0", "max": "1", "step": "0.05"}}
 HELP = {
     "lora_r": "LoRA rank; 0 trains every weight (full fine-tuning, SFT only).",
     "nll_weight": "Weight of the likelihood term on chosen replies: it makes answers move.",
@@ -55,6 +56,11 @@ def _config_field(spec: dataclasses.Field) -> forms.Field:
     if spec.name in CHOICES:
         return forms.TypedChoiceField(
             choices=CHOICES[spec.name], empty_value=None, coerce=str, **common
+        )
+    if spec.name in SLIDERS:
+        attrs = {"type": "range"}  # static/app.js shows the value in the <output> after it
+        return forms.FloatField(
+            widget=forms.NumberInput(attrs={**attrs, **SLIDERS[spec.name]}), **common
         )
     if kind == "float":
         return forms.FloatField(**common)

@@ -81,7 +81,8 @@ def test_the_page_without_javascript_shows_the_chosen_method(login, admin_member
     html = login(admin_member).get(f"/p/{project.slug}/training/?method=soup").content.decode()
 
     assert 'name="mix_with"' in html
-    assert 'name="weight"' in html
+    assert 'type="range" name="weight" value="0.5"' in html  # the soup's slider
+    assert '<output for="id_weight">0.5</output>' in html
     assert '<option value="soup" selected>' in html
 
 

@@ -81,11 +81,20 @@ class TrainingRunForm(forms.Form):
         queryset=_policies(), help_text="The policy to start from (DPO's frozen reference too)."
     )
 
-    def __init__(self, data=None, *, method: str = "dpo", **kwargs):
+    def __init__(self, data=None, *, method: str = "dpo", refresh_url: str = "", **kwargs):
         method = (data or {}).get("method") or method
         self.spec = method_spec(method if method in METHODS else "dpo")
         super().__init__(data, **kwargs)
         self.fields["method"].initial = self.spec.method
+        if refresh_url:  # picking a method swaps in that method's settings (htmx)
+            self.fields["method"].widget.attrs.update(
+                {
+                    "hx-get": refresh_url,
+                    "hx-target": "#run-form",
+                    "hx-swap": "outerHTML",
+                    "hx-include": "this",
+                }
+            )
         self.fields["base_version"].queryset = _policies()
         if self.spec.needs_reward_model:
             self.fields["reward_version"] = forms.ModelChoiceField(

@@ -316,6 +316,9 @@ def training_runs_fail_stale(*, project: Project | None = None) -> int:
 
 
 def _fail_lost_run(run: TrainingRun) -> None:
+    # The worker may have written a checkpoint it did not live to report; on a shared
+    # disk the folder says so, elsewhere the last reported one stands.
+    run.checkpoint_step = max(run.checkpoint_step, checkpoint_step(checkpoint_dir(run.pk)))
     resume = (
         f"resume to continue from the checkpoint at step {run.checkpoint_step}"
         if run.checkpoint_step
@@ -328,7 +331,7 @@ def _fail_lost_run(run: TrainingRun) -> None:
     run.status = TrainingRun.Status.FAILED
     run.error = message
     run.finished_at = timezone.now()
-    run.save(update_fields=["status", "error", "finished_at"])
+    run.save(update_fields=["status", "error", "finished_at", "checkpoint_step"])
     _append_log(run.pk, message)
 
 

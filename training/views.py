@@ -1,6 +1,7 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
 from annotation.errors import ServiceError
@@ -40,6 +41,7 @@ def runs_page(request, slug):
     form = TrainingRunForm(
         request.POST or None,
         method=request.GET.get("method", "dpo"),
+        refresh_url=reverse("training", kwargs={"slug": project.slug}),
         initial={"base_version": newest},
     )
     status = 200

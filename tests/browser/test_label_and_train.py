@@ -16,6 +16,16 @@ def _current_assignment_id(page) -> str:
     return page.locator("form[data-keyboard-form] input[name=assignment_id]").get_attribute("value")
 
 
+def _pick_method(page, method: str) -> None:
+    """Choose a training method and wait until htmx has swapped in and settled its form."""
+    page.evaluate(
+        "() => { window.__settled = false; document.body.addEventListener("
+        "'htmx:afterSettle', () => { window.__settled = true; }, {once: true}); }"
+    )
+    page.select_option("select[name=method]", method)
+    page.wait_for_function("window.__settled === true")
+
+
 def test_keyboard_labeling_then_browser_training_closes_the_loop(
     live_server, celery_worker_process, tiny_model_dir, new_page, settings
 ):
@@ -56,11 +66,11 @@ def test_keyboard_labeling_then_browser_training_closes_the_loop(
     # Picking a method swaps in its own settings without a page load.
     admin_page.goto(f"{url}/p/{project.slug}/training/")
     admin_page.evaluate("window.__samePage = 'yes'")
-    admin_page.select_option("select[name=method]", "ppo")
-    admin_page.locator("select[name=reward_version]").wait_for()
+    _pick_method(admin_page, "ppo")
+    assert admin_page.locator("select[name=reward_version]").count() == 1
     assert admin_page.locator("input[name=beta]").count() == 0
-    admin_page.select_option("select[name=method]", "dpo")
-    admin_page.locator("input[name=beta]").wait_for()
+    _pick_method(admin_page, "dpo")
+    assert admin_page.locator("input[name=beta]").count() == 1
     assert admin_page.evaluate("window.__samePage") == "yes"
     assert admin_page.locator("input[name=sft_first]").is_checked()  # the default recipe
     admin_page.select_option("select[name=base_version]", str(base.pk))

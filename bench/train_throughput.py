@@ -49,8 +49,8 @@ WORKER_MARK = "WORKER_RESULT "
 # dropout, every linear layer but the LM head), our learning rate; the rest sized so the
 # six runs fit the 10-minute budget on 2 cores.
 SHARED = {
-    "rows": 8,
-    "batch_size": 4,
+    "rows": 24,
+    "batch_size": 8,
     "epochs": 2,
     "max_length": 512,
     "learning_rate": 1e-4,

@@ -9,6 +9,14 @@ def default_criteria() -> list[str]:
     return ["helpful", "harmless", "honest"]
 
 
+class CandidatePolicy(models.TextChoices):
+    """Which pairs of model versions' replies become comparison tasks."""
+
+    NEWEST_VS_INCUMBENT = "newest_vs_incumbent", "Newest version vs the incumbent"
+    ROUND_ROBIN = "round_robin", "Round-robin over all serving versions"
+    ACTIVE = "active", "Pairs the latest reward model is least sure about"
+
+
 class Project(models.Model):
     slug = models.SlugField(unique=True)
     name = models.CharField(max_length=200)
@@ -27,6 +35,12 @@ class Project(models.Model):
     )
     skip_flag_threshold = models.PositiveSmallIntegerField(
         default=3, help_text="Skips after which a task is flagged for admins."
+    )
+    candidate_policy = models.CharField(
+        max_length=30,
+        choices=CandidatePolicy.choices,
+        default=CandidatePolicy.ROUND_ROBIN,
+        help_text="Which model versions' replies are paired into comparison tasks.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -76,18 +90,24 @@ class PromptImport(models.Model):
 
 
 CHAT_TURN_KEY = "chat_session"
+ARENA_BATTLE_KEY = "arena_battle"
 
 
 class PromptQuerySet(models.QuerySet):
     def labeling(self):
-        """Prompts of the labeling pool: a chat turn's prompt belongs to its conversation."""
-        return self.exclude(metadata__has_key=CHAT_TURN_KEY)
+        """Prompts of the labeling pool: a chat turn's prompt belongs to its conversation,
+        an arena battle's prompt to its battle."""
+        return self.exclude(metadata__has_key=CHAT_TURN_KEY).exclude(
+            metadata__has_key=ARENA_BATTLE_KEY
+        )
 
 
 class ResponseQuerySet(models.QuerySet):
     def labeling(self):
-        """Responses to prompts of the labeling pool, not replies inside a chat."""
-        return self.exclude(prompt__metadata__has_key=CHAT_TURN_KEY)
+        """Responses to prompts of the labeling pool, not replies inside a chat or a battle."""
+        return self.exclude(prompt__metadata__has_key=CHAT_TURN_KEY).exclude(
+            prompt__metadata__has_key=ARENA_BATTLE_KEY
+        )
 
 
 class Prompt(models.Model):
@@ -149,6 +169,7 @@ class TaskKind(models.TextChoices):
     RANKING = "ranking", "Ranking"
     RATING = "rating", "Rating"
     CHAT = "chat", "Chat"
+    ARENA = "arena", "Arena battle"
 
 
 class Task(models.Model):
@@ -369,3 +390,60 @@ class Review(models.Model):
                 name="review_correction_iff_corrected",
             ),
         ]
+
+
+class ArenaBattle(models.Model):
+    """An anonymous battle: one prompt, replies from two model versions shown as A and B,
+    the labeler's vote (a Judgment of kind arena), then the names revealed.
+
+    The prompt is the battle's own Prompt row (metadata ``{"arena_battle": id}``), copied
+    from the pool or typed by the labeler, so battles never enter the labeling pool."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Waiting for the replies"
+        RUNNING = "running", "Generating"
+        READY = "ready", "Ready for a vote"
+        VOTED = "voted", "Voted"
+        FAILED = "failed", "Failed"
+
+    class PromptSource(models.TextChoices):
+        POOL = "pool", "From the prompt pool"
+        TYPED = "typed", "Typed by the labeler"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="battles")
+    labeler = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="battles"
+    )
+    prompt = models.OneToOneField(Prompt, on_delete=models.PROTECT, related_name="battle")
+    prompt_source = models.CharField(max_length=10, choices=PromptSource.choices)
+    pool_prompt = models.ForeignKey(
+        Prompt, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    version_a = models.ForeignKey(
+        "models_registry.ModelVersion", on_delete=models.PROTECT, related_name="+"
+    )
+    version_b = models.ForeignKey(
+        "models_registry.ModelVersion", on_delete=models.PROTECT, related_name="+"
+    )
+    response_a = models.ForeignKey(
+        Response, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    response_b = models.ForeignKey(
+        Response, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    generation_params = models.JSONField(default=dict)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    error = models.TextField(blank=True)
+    judgment = models.OneToOneField(
+        Judgment, null=True, blank=True, on_delete=models.PROTECT, related_name="battle"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    voted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(version_a=F("version_b")), name="battle_two_different_versions"
+            )
+        ]
+        indexes = [models.Index(fields=["project", "labeler", "-created_at"])]

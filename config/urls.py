@@ -106,4 +106,8 @@ urlpatterns = [
     *api,
     path("", include("annotation.urls_quality")),
     path("", include("annotation.urls_chat")),
+    path("", include("annotation.urls_arena")),
+    path("", include("annotation.urls_leaderboard")),
+    path("", include("models_registry.urls")),
+    path("", include("models_registry.urls_openai")),
 ]

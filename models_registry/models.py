@@ -27,7 +27,13 @@ class ModelVersion(models.Model):
     name = models.CharField(max_length=200, unique=True)
     kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.POLICY)
     method = models.CharField(max_length=20, choices=Method.choices)
-    state = models.CharField(max_length=10, choices=State.choices, default=State.SERVING)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.CANDIDATE)
+    promoted_at = models.DateTimeField(
+        null=True, blank=True, help_text="When it last became serving; the newest is the incumbent."
+    )
+    imported_from = models.CharField(
+        max_length=500, blank=True, help_text="Folder, GGUF file or hub id of an imported model."
+    )
     parent = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children"
     )
@@ -62,6 +68,28 @@ class ModelVersion(models.Model):
             chain.append(node)
             node = node.parent
         return list(reversed(chain))
+
+
+class StateChange(models.Model):
+    """One promotion or retirement, with the head-to-head record the admin saw."""
+
+    version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="changes")
+    from_state = models.CharField(max_length=10, choices=ModelVersion.State.choices)
+    to_state = models.CharField(max_length=10, choices=ModelVersion.State.choices)
+    incumbent = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    evidence = models.JSONField(
+        default=dict, blank=True, help_text="Win rate and interval against the incumbent."
+    )
+    note = models.TextField(blank=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
 
 
 class GenerationJob(models.Model):

@@ -38,8 +38,12 @@ def model_version_register(
     seed: int | None = None,
     library_versions: dict | None = None,
     metrics: dict | None = None,
+    state: str = ModelVersion.State.CANDIDATE,
+    imported_from: str = "",
 ) -> ModelVersion:
-    """Verify the artifacts, then record the version; nothing is recorded for a bad one."""
+    """Verify the artifacts, then record the version; nothing is recorded for a bad one.
+    A trained version starts as a candidate: it battles the serving ones until an admin
+    promotes it. A base model starts serving."""
     try:
         ml.verify_artifact(base_path)
         if adapter_path:
@@ -59,6 +63,9 @@ def model_version_register(
         seed=seed,
         library_versions=library_versions or {},
         metrics=metrics or {},
+        state=state,
+        promoted_at=timezone.now() if state == ModelVersion.State.SERVING else None,
+        imported_from=imported_from,
     )
 
 
@@ -76,6 +83,8 @@ def ensure_base_model(*, name: str | None = None) -> ModelVersion:
         method=ModelVersion.Method.BASE,
         base_path=str(target),
         library_versions=library_versions(),
+        state=ModelVersion.State.SERVING,
+        imported_from=str(ml.smollm2_gguf_path()),
     )
 
 
@@ -92,7 +101,13 @@ def ensure_base_model_from_folder(*, name: str, path) -> ModelVersion:
     existing = ModelVersion.objects.filter(name=name).first()
     if existing:
         return existing
-    return model_version_register(name=name, method=ModelVersion.Method.BASE, base_path=str(path))
+    return model_version_register(
+        name=name,
+        method=ModelVersion.Method.BASE,
+        base_path=str(path),
+        state=ModelVersion.State.SERVING,
+        imported_from=str(path),
+    )
 
 
 # --- generation -----------------------------------------------------------------------

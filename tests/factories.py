@@ -5,6 +5,7 @@ import json
 import uuid
 
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 
 from annotation.models import Project, Prompt, Response, Role
 from annotation.services import ensure_comparison_task, ensure_membership, ensure_project
@@ -31,10 +32,21 @@ def make_member(project: Project, role: str, username: str | None = None):
     return user
 
 
-def make_version(name: str | None = None, *, path: str = "/nonexistent") -> ModelVersion:
-    """A registry row for tests that never load the weights."""
+def make_version(
+    name: str | None = None,
+    *,
+    path: str = "/nonexistent",
+    state: str = ModelVersion.State.SERVING,
+    **fields,
+) -> ModelVersion:
+    """A registry row for tests that never load the weights (serving, as a base model is)."""
     return ModelVersion.objects.create(
-        name=name or f"model-{next(_counter)}", method=ModelVersion.Method.BASE, base_path=path
+        name=name or f"model-{next(_counter)}",
+        method=fields.pop("method", ModelVersion.Method.BASE),
+        base_path=path,
+        state=state,
+        promoted_at=timezone.now() if state == ModelVersion.State.SERVING else None,
+        **fields,
     )
 
 

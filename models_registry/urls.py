@@ -1,0 +1,3 @@
+"""URLs (included from config/urls.py)."""
+
+urlpatterns = []

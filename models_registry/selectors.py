@@ -1,4 +1,9 @@
-from models_registry.models import GenerationJob, ModelVersion
+from pathlib import Path
+
+from django.db.models import F, Prefetch, Q
+from django.shortcuts import get_object_or_404
+
+from models_registry.models import GenerationJob, ModelVersion, StateChange
 
 
 def policy_versions():
@@ -7,7 +12,7 @@ def policy_versions():
 
 def versions(*, kind: str | None = None):
     """Every registered version (policies and reward models), or those of one kind."""
-    rows = ModelVersion.objects.select_related("parent")
+    rows = ModelVersion.objects.select_related("parent").prefetch_related("children")
     return rows.filter(kind=kind) if kind else rows
 
 
@@ -17,3 +22,222 @@ def generation_jobs(*, project, limit: int = 10):
         .select_related("model_version", "reward_version")
         .order_by("-created_at")[:limit]
     )
+
+
+def servable_versions():
+    """Versions the API and the arena may use: every one not retired, newest first."""
+    return (
+        ModelVersion.objects.exclude(state=ModelVersion.State.RETIRED)
+        .select_related("parent")
+        .order_by("-created_at", "-id")
+    )
+
+
+def api_key_of(*, user):
+    """The user's API key row (its creation date is shown, never the key again), or None."""
+    from rest_framework.authtoken.models import Token
+
+    return Token.objects.filter(user=user).first()
+
+
+# --- registry: incumbent, lineage, head-to-head -----------------------------------------
+
+HEAD_TO_HEAD_ROUNDS = 2000
+HEAD_TO_HEAD_SEED = 0
+HEAD_TO_HEAD_SOURCE = "human"
+
+
+def incumbent() -> ModelVersion | None:
+    """The serving policy promoted last: the one a candidate has to beat."""
+    return (
+        ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY, state=ModelVersion.State.SERVING)
+        .order_by(F("promoted_at").desc(nulls_last=True), "-id")
+        .first()
+    )
+
+
+def version_detail(*, version_id: int) -> ModelVersion:
+    """A version with what its page shows: parent, training run and its snapshot, children
+    and state history. Http404 when there is none."""
+    return get_object_or_404(
+        ModelVersion.objects.select_related(
+            "parent", "training_run__project", "training_run__snapshot"
+        ).prefetch_related(
+            Prefetch("children", queryset=ModelVersion.objects.order_by("created_at", "id")),
+            Prefetch("changes", queryset=StateChange.objects.select_related("user", "incumbent")),
+        ),
+        pk=version_id,
+    )
+
+
+def _file_sizes(folder: str) -> dict:
+    """The safetensors files of a model folder with their sizes in bytes."""
+    if not folder:
+        return {"path": "", "exists": False, "files": [], "total": 0}
+    path = Path(folder)
+    files = (
+        [
+            {"name": file.name, "bytes": file.stat().st_size}
+            for file in sorted(path.glob("*.safetensors"))
+            if file.is_file()
+        ]
+        if path.is_dir()
+        else []
+    )
+    return {
+        "path": folder,
+        "exists": path.is_dir(),
+        "files": files,
+        "total": sum(file["bytes"] for file in files),
+    }
+
+
+def artifacts(version: ModelVersion) -> dict:
+    """What the version's weights are (full weights or a LoRA adapter on a base) and the
+    sizes of their safetensors files, read from disk."""
+    return {
+        "form": "LoRA adapter" if version.adapter_path else "full weights",
+        "base": _file_sizes(version.base_path),
+        "adapter": _file_sizes(version.adapter_path) if version.adapter_path else None,
+    }
+
+
+def head_to_head_evidence(version: ModelVersion, incumbent: ModelVersion | None) -> dict:
+    """How often ``version`` beat ``incumbent`` in battles judged by people, over every
+    project, with a 95% interval: ``{"incumbent", "incumbent_name", "win_rate", "low",
+    "high", "battles", "source"}``, rates None without battles. JSON-ready: it is stored
+    with a promotion as the evidence the admin saw.
+
+    A battle is what the leaderboard counts (annotation/leaderboard.py): a current
+    comparison or arena judgment between replies of the two versions; a tie or both-bad
+    counts half. The interval is ``annotation.ratings.head_to_head``'s (seeded, so the
+    page and the stored record agree)."""
+    from annotation import leaderboard, ratings
+    from annotation.models import Project
+
+    if incumbent is None:
+        return {}
+    evidence = {
+        "incumbent": incumbent.pk,
+        "incumbent_name": incumbent.name,
+        "win_rate": None,
+        "low": None,
+        "high": None,
+        "battles": 0,
+        "source": HEAD_TO_HEAD_SOURCE,
+    }
+    if incumbent.pk == version.pk:
+        return evidence
+    pair = Q(response_a__model_version=version, response_b__model_version=incumbent) | Q(
+        response_a__model_version=incumbent, response_b__model_version=version
+    )
+    rows = list(
+        leaderboard.battle_judgments(projects=Project.objects.all(), source=HEAD_TO_HEAD_SOURCE)
+        .filter(pair)
+        .values_list("response_a__model_version_id", "choice")
+    )
+    if not rows:
+        return evidence
+    battles = ratings.Battles.of(
+        [version.name, incumbent.name],
+        [0 if first == version.pk else 1 for first, _ in rows],
+        [1 if first == version.pk else 0 for first, _ in rows],
+        [ratings.OUTCOMES[choice] for _, choice in rows],
+    )
+    win_rate, low, high, n = ratings.head_to_head(
+        battles, 0, 1, rounds=HEAD_TO_HEAD_ROUNDS, seed=HEAD_TO_HEAD_SEED
+    )
+    evidence.update(
+        win_rate=round(float(win_rate), 4),
+        low=round(float(low), 4),
+        high=round(float(high), 4),
+        battles=int(n),
+    )
+    return evidence
+
+
+LINEAGE_COLUMN = 210  # px between generations (left to right)
+LINEAGE_ROW = 56  # px between leaves (top to bottom)
+LINEAGE_NODE = (170, 38)  # node box width, height
+LINEAGE_MARGIN = 16
+STATE_COLOURS = {
+    ModelVersion.State.CANDIDATE: "#d97706",
+    ModelVersion.State.SERVING: "#059669",
+    ModelVersion.State.RETIRED: "#9ca3af",
+}
+
+
+def lineage_graph() -> dict:
+    """Every version as a node of a forest (roots: versions without a parent), laid out
+    for an SVG: generations from left to right, each leaf on its own row, a parent
+    centred on its children. Returns ``{"nodes", "edges", "width", "height"}``; a node
+    carries the version and its box (x, y of the top-left corner; cx, cy of the
+    centre), an edge the coordinates from the parent's right side to the child's left."""
+    rows = list(ModelVersion.objects.order_by("created_at", "id"))
+    by_id = {version.pk: version for version in rows}
+    children: dict[int | None, list[ModelVersion]] = {}
+    for version in rows:
+        parent = version.parent_id if version.parent_id in by_id else None
+        children.setdefault(parent, []).append(version)
+    width, height = LINEAGE_NODE
+    placed: dict[int, dict] = {}
+    next_row = 0
+
+    def place(version: ModelVersion, depth: int) -> float:
+        nonlocal next_row
+        kids = [kid for kid in children.get(version.pk, []) if kid.pk not in placed]
+        placed[version.pk] = {}  # claimed: a corrupted cycle cannot recurse forever
+        if kids:
+            centres = [place(kid, depth + 1) for kid in kids]
+            row = (centres[0] + centres[-1]) / 2
+        else:
+            row, next_row = next_row, next_row + 1
+        placed[version.pk] = {"version": version, "depth": depth, "row": row}
+        return row
+
+    for root in children.get(None, []):
+        place(root, 0)
+    for version in rows:  # versions on a cycle of parents (never made by the app)
+        if version.pk not in placed:
+            place(version, 0)
+    nodes = []
+    for entry in sorted(placed.values(), key=lambda e: (e["depth"], e["row"])):
+        x = LINEAGE_MARGIN + entry["depth"] * LINEAGE_COLUMN
+        y = LINEAGE_MARGIN + entry["row"] * LINEAGE_ROW
+        version = entry["version"]
+        nodes.append(
+            {
+                "version": version,
+                "x": round(x, 1),
+                "y": round(y, 1),
+                "cx": round(x + width / 2, 1),
+                "cy": round(y + height / 2, 1),
+                "colour": STATE_COLOURS[version.state],
+            }
+        )
+    position = {node["version"].pk: node for node in nodes}
+    edges = [
+        {
+            "parent": version.parent_id,
+            "child": version.pk,
+            "x1": position[version.parent_id]["x"] + width,
+            "y1": position[version.parent_id]["cy"],
+            "x2": position[version.pk]["x"],
+            "y2": position[version.pk]["cy"],
+        }
+        for version in rows
+        if version.parent_id in position
+    ]
+    depth = max((entry["depth"] for entry in placed.values()), default=0)
+    return {
+        "nodes": nodes,
+        "edges": edges,
+        "node_width": width,
+        "node_height": height,
+        "width": 2 * LINEAGE_MARGIN + depth * LINEAGE_COLUMN + width,
+        "height": 2 * LINEAGE_MARGIN + max(next_row - 1, 0) * LINEAGE_ROW + height,
+        "states": [
+            {"state": label, "colour": STATE_COLOURS[value]}
+            for value, label in ModelVersion.State.choices
+        ],
+    }

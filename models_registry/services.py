@@ -1,11 +1,16 @@
 """Writes of the model registry: registering versions and generating candidates."""
 
+import functools
+import json
 import logging
+import shutil
+import threading
 import time
 from importlib import metadata
+from pathlib import Path
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 from django.utils.text import slugify
@@ -14,8 +19,8 @@ from annotation.errors import ServiceError
 from annotation.models import Project, Prompt, Response
 from annotation.services import ensure_comparison_tasks
 from config.celery import enqueue_after_commit
-from models_registry import ml
-from models_registry.models import GenerationJob, ModelVersion
+from models_registry import hub, ml, selectors
+from models_registry.models import GenerationJob, ModelVersion, StateChange
 
 logger = logging.getLogger(__name__)
 
@@ -218,11 +223,27 @@ def generation_job_execute(*, job_id: int) -> None:
 
 def reward_scorer(version: ModelVersion):
     """The ``score(conversations, replies)`` of a registered reward model (normalised)."""
+    return _loaded_scorer(version.base_path, version.adapter_path or None).score
+
+
+@functools.lru_cache(maxsize=2)
+def _loaded_scorer(base_path: str, adapter_path: str | None):
     from training.methods.reward import RewardScorer
 
-    if version.adapter_path:
-        return RewardScorer.load(version.adapter_path, base_model_path=version.base_path).score
-    return RewardScorer.load(version.base_path).score
+    if adapter_path:
+        return RewardScorer.load(adapter_path, base_model_path=base_path)
+    return RewardScorer.load(base_path)
+
+
+_scoring_lock = threading.Lock()
+
+
+def reward_scores(version: ModelVersion, *, conversations, replies) -> list[float]:
+    """Normalised rewards of ``replies`` (one per conversation) by a loaded reward model.
+    One scoring at a time per process: concurrent calls would only share the cores."""
+    score = reward_scorer(version)
+    with _scoring_lock:
+        return score(conversations, replies)
 
 
 def _replies(job: GenerationJob, model, tokenizer, batch, params, score):
@@ -279,3 +300,215 @@ def _generate_all(job: GenerationJob) -> None:
                 ignore_conflicts=True,
             )
             GenerationJob.objects.filter(pk=job.pk).update(done=F("done") + len(batch))
+
+
+# --- API keys -------------------------------------------------------------------------
+
+
+def api_key_rotate(*, user):
+    """A new API key for ``user``; the old one stops working at once."""
+    from rest_framework.authtoken.models import Token
+
+    with transaction.atomic():
+        Token.objects.filter(user=user).delete()
+        return Token.objects.create(user=user)
+
+
+# --- registry: promotion, retirement, import -------------------------------------------
+
+
+def _lock_serving_policies() -> list[ModelVersion]:
+    """Lock the serving policies, so that promotions and retirements happen one at a time
+    and each sees the incumbent it replaces (row locks on PostgreSQL; SQLite serialises
+    writers anyway)."""
+    return list(
+        ModelVersion.objects.select_for_update()
+        .filter(kind=ModelVersion.Kind.POLICY, state=ModelVersion.State.SERVING)
+        .order_by("pk")
+    )
+
+
+def model_version_promote(*, version: ModelVersion, user=None, note: str = "") -> StateChange:
+    """Make a policy serving and the incumbent (its ``promoted_at`` becomes now). The
+    state change records the incumbent it replaced and the head-to-head record against it
+    at that moment: the win rate, interval and number of battles the admin saw."""
+    with transaction.atomic():
+        _lock_serving_policies()
+        version = ModelVersion.objects.select_for_update().get(pk=version.pk)
+        if version.kind != ModelVersion.Kind.POLICY:
+            raise ServiceError(
+                f"{version.name} is a reward model: only policies are promoted to serving."
+            )
+        current = selectors.incumbent()
+        if current is not None and current.pk == version.pk:
+            raise ServiceError(f"{version.name} is already the incumbent.")
+        evidence = selectors.head_to_head_evidence(version, current)
+        from_state = version.state
+        version.state = ModelVersion.State.SERVING
+        version.promoted_at = timezone.now()
+        version.save(update_fields=["state", "promoted_at"])
+        return StateChange.objects.create(
+            version=version,
+            from_state=from_state,
+            to_state=ModelVersion.State.SERVING,
+            incumbent=current,
+            evidence=evidence,
+            note=note.strip(),
+            user=user,
+        )
+
+
+def model_version_retire(*, version: ModelVersion, user=None, note: str = "") -> StateChange:
+    """Retire a version: the labeling queue, the arena and the API stop using it. The last
+    serving policy cannot be retired (something must answer); promote another first."""
+    with transaction.atomic():
+        serving = _lock_serving_policies()
+        version = ModelVersion.objects.select_for_update().get(pk=version.pk)
+        if version.state == ModelVersion.State.RETIRED:
+            raise ServiceError(f"{version.name} is already retired.")
+        if [v.pk for v in serving] == [version.pk]:
+            raise ServiceError(
+                f"{version.name} is the last serving policy: promote another version before "
+                "retiring it, so that labeling and the arena still have a model to ask."
+            )
+        current = selectors.incumbent()
+        evidence = (
+            selectors.head_to_head_evidence(version, current)
+            if version.kind == ModelVersion.Kind.POLICY
+            else {}
+        )
+        from_state = version.state
+        version.state = ModelVersion.State.RETIRED
+        version.save(update_fields=["state"])
+        return StateChange.objects.create(
+            version=version,
+            from_state=from_state,
+            to_state=ModelVersion.State.RETIRED,
+            incumbent=current,
+            evidence=evidence,
+            note=note.strip(),
+            user=user,
+        )
+
+
+IMPORT_NAME_MAX = ModelVersion._meta.get_field("name").max_length
+
+
+def _read_json_object(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _import_paths_from_folder(folder: Path, kind: str) -> tuple[str, str]:
+    """``(base_path, adapter_path)`` for a local model folder, verified: full weights, or
+    a LoRA adapter on a base model that is itself a local folder."""
+    from training.methods.reward import NORMALIZATION_FILE
+
+    try:
+        ml.verify_artifact(folder)
+    except ml.ArtifactError as error:
+        raise ServiceError(f"Model artifact rejected: {error}") from None
+    is_reward = (folder / NORMALIZATION_FILE).is_file()
+    if kind == ModelVersion.Kind.REWARD and not is_reward:
+        raise ServiceError(
+            f"{folder} is not a reward model: {NORMALIZATION_FILE} (written by reward "
+            "training) is missing."
+        )
+    if kind == ModelVersion.Kind.POLICY and is_reward:
+        raise ServiceError(f"{folder} holds a reward model: import it with kind reward.")
+    adapter_config = folder / "adapter_config.json"
+    if not adapter_config.is_file():
+        return str(folder), ""
+    base = _read_json_object(adapter_config).get("base_model_name_or_path") or ""
+    if not base or not Path(base).is_dir():
+        raise ServiceError(
+            f"{folder} holds a LoRA adapter whose base model ({base or 'not named'}) is not a "
+            "local folder: import the base model's full weights instead."
+        )
+    try:
+        ml.verify_artifact(base)
+    except ml.ArtifactError as error:
+        raise ServiceError(f"The adapter's base model was rejected: {error}") from None
+    return str(base), str(folder)
+
+
+def _import_target(name: str) -> Path:
+    target = settings.MODELS_DIR / (slugify(name) or "model")
+    if target.exists():
+        raise ServiceError(
+            f"The folder {target} already exists: choose another name for this model."
+        )
+    return target
+
+
+def model_version_import(
+    *, name: str, source: str, kind: str = ModelVersion.Kind.POLICY
+) -> ModelVersion:
+    """Register a model from outside: a local folder (used in place, verified), a .gguf
+    file (converted once to safetensors under MODELS_DIR/<name>), or a Hugging Face hub id
+    (downloaded to MODELS_DIR/<name> where the network allows). It registers as a
+    candidate of method "base" with ``imported_from`` = source. Bad input raises
+    ServiceError and leaves neither a row nor a model folder behind."""
+    name, source = (name or "").strip(), (source or "").strip()
+    if not name:
+        raise ServiceError("Give the model a name.")
+    if len(name) > IMPORT_NAME_MAX:
+        raise ServiceError(f"The name is longer than {IMPORT_NAME_MAX} characters.")
+    if kind not in ModelVersion.Kind.values:
+        raise ServiceError(f"Unknown kind {kind!r}: use {' or '.join(ModelVersion.Kind.values)}.")
+    if not source:
+        raise ServiceError("Give a source: a model folder, a .gguf file or a hub id.")
+    if ModelVersion.objects.filter(name=name).exists():
+        raise ServiceError(f"A model version named {name!r} already exists.")
+
+    path = Path(source).expanduser()
+    written: Path | None = None
+    if path.is_dir():
+        base_path, adapter_path = _import_paths_from_folder(path, kind)
+    elif path.is_file() and path.suffix.lower() == ".gguf":
+        if kind != ModelVersion.Kind.POLICY:
+            raise ServiceError("A GGUF file imports as a policy; reward models come as folders.")
+        target = _import_target(name)
+        try:
+            ml.convert_gguf_to_safetensors(path, target)
+        except Exception as error:  # transformers and gguf raise many kinds on bad files
+            raise ServiceError(
+                f"{path} could not be converted from GGUF: {type(error).__name__}: {error}"
+            ) from None
+        written, base_path, adapter_path = target, str(target), ""
+    elif path.exists():
+        raise ServiceError(f"{source} is neither a model folder nor a .gguf file.")
+    elif source.startswith(("/", ".", "~")) or path.suffix.lower() == ".gguf":
+        raise ServiceError(f"{source} does not exist on the server.")
+    elif hub.looks_like_hub_id(source):
+        if kind != ModelVersion.Kind.POLICY:
+            raise ServiceError("A hub model imports as a policy; reward models come as folders.")
+        target = _import_target(name)
+        try:
+            hub.download_policy(source, target)
+        except (hub.HubError, ml.ArtifactError) as error:
+            raise ServiceError(str(error)) from None
+        written, base_path, adapter_path = target, str(target), ""
+    else:
+        raise ServiceError(f"{source!r} is not a folder or .gguf file on the server, nor a hub id.")
+    try:
+        with transaction.atomic():
+            return model_version_register(
+                name=name,
+                method=ModelVersion.Method.BASE,
+                kind=kind,
+                base_path=base_path,
+                adapter_path=adapter_path,
+                library_versions=library_versions(),
+                state=ModelVersion.State.CANDIDATE,
+                imported_from=source,
+            )
+    except (ServiceError, IntegrityError) as error:
+        if written is not None:
+            shutil.rmtree(written, ignore_errors=True)
+        if isinstance(error, IntegrityError):
+            raise ServiceError(f"A model version named {name!r} already exists.") from None
+        raise

@@ -67,3 +67,19 @@ def generation_jobs_fragment(request, slug):
     return render(
         request, "models_registry/models.html#jobs", _models_context(project, GenerationForm())
     )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def api_key_page(request):
+    """Shows whether the user has an API key; a POST makes a new one and shows it once."""
+    key = None
+    if request.method == "POST":
+        key = services.api_key_rotate(user=request.user).key
+    context = {
+        "key": key,
+        "existing": selectors.api_key_of(user=request.user),
+        "base_url": request.build_absolute_uri("/v1"),
+        "models": selectors.servable_versions(),
+    }
+    return render(request, "models_registry/api_key.html", context)

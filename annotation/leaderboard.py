@@ -10,7 +10,6 @@ and reviewers' corrections (sources "human" and "review"); AI judges are source 
 import hashlib
 import math
 
-import numpy as np
 from django.core.cache import cache
 from django.db.models import F, Max, QuerySet
 
@@ -318,8 +317,3 @@ def win_rate_rows(board: dict) -> list[dict]:
         }
         for row, model in enumerate(matrix["models"])
     ]
-
-
-def median_interval_width(board: dict) -> float | None:
-    widths = [m["upper"] - m["lower"] for m in board["models"]]
-    return float(np.median(widths)) if widths else None

@@ -9,6 +9,7 @@ from rest_framework.views import APIView
 
 from annotation import leaderboard
 from annotation.errors import ServiceError
+from annotation.models import Project
 from annotation.permissions import MANAGE, VIEW_DATA, can, project_for
 
 
@@ -52,7 +53,7 @@ def _page(request, *, project, projects, scope_label: str):
 def project_leaderboard_page(request, slug):
     """One project's models, rated from its battles; researchers and admins."""
     project = project_for(user=request.user, slug=slug, capability=VIEW_DATA)
-    projects = leaderboard.Project.objects.filter(pk=project.pk)
+    projects = Project.objects.filter(pk=project.pk)
     return _page(request, project=project, projects=projects, scope_label=project.name)
 
 

@@ -1,5 +1,7 @@
 from django import forms
 
+from annotation.models import CandidatePolicy
+
 MAX_IMPORT_BYTES = 20 * 1024 * 1024
 
 
@@ -26,6 +28,11 @@ class ProjectSettingsForm(forms.Form):
         min_value=1, max_value=100, help_text="Skips before a task is flagged."
     )
     criteria = forms.CharField(help_text="Comma-separated, e.g. helpful, harmless, honest.")
+    candidate_policy = forms.ChoiceField(
+        choices=CandidatePolicy.choices,
+        help_text="Which model versions' replies are paired into comparison tasks after a "
+        "generation job. Active learning needs a reward model (round-robin until then).",
+    )
 
     def clean_criteria(self):
         return [name.strip() for name in self.cleaned_data["criteria"].split(",") if name.strip()]

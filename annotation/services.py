@@ -17,6 +17,7 @@ from django.utils import timezone
 from annotation.errors import Conflict, NotAssigned, ServiceError
 from annotation.models import (
     Assignment,
+    CandidatePolicy,
     Judgment,
     Membership,
     Project,
@@ -202,35 +203,18 @@ def ensure_task(
     return task, created
 
 
-def ensure_comparison_task(*, project: Project, first: Response, second: Response) -> int:
+def ensure_comparison_task(
+    *, project: Project, first: Response, second: Response, priority: int = 0
+) -> int:
     a, b = sorted([first, second], key=lambda r: r.pk)
     _, created = ensure_task(
-        project=project, kind=TaskKind.COMPARISON, prompt=a.prompt, responses=[a, b]
+        project=project,
+        kind=TaskKind.COMPARISON,
+        prompt=a.prompt,
+        responses=[a, b],
+        priority=priority,
     )
     return int(created)
-
-
-def ensure_comparison_tasks(*, project: Project, model_version) -> int:
-    """Pair each of the version's responses with the newest response of every other
-    author of the same prompt; with no other author, pair the version's own samples.
-    Returns how many new tasks were created. Safe to repeat."""
-    created = 0
-    own = Response.objects.labeling().filter(prompt__project=project, model_version=model_version)
-    for response in own.select_related("prompt").order_by("prompt_id", "sample_index"):
-        others = (
-            Response.objects.filter(prompt=response.prompt)
-            .exclude(model_version=model_version)
-            .order_by("-created_at")
-        )
-        partners = {}
-        for other in others:
-            partners.setdefault(other.model_version_id or f"person:{other.author}", other)
-        if not partners and response.sample_index > 0:
-            sibling = own.filter(prompt=response.prompt, sample_index=0).first()
-            partners = {"self": sibling} if sibling else {}
-        for partner in partners.values():
-            created += ensure_comparison_task(project=project, first=response, second=partner)
-    return created
 
 
 # --- assignment -----------------------------------------------------------------------
@@ -486,6 +470,7 @@ def comparison_submit(
 # --- project settings and task creation -------------------------------------------------
 
 SETTINGS_FIELDS = (
+    "candidate_policy",
     "overlap_target",
     "pending_limit",
     "gold_rate",
@@ -517,6 +502,8 @@ def project_settings_update(*, project: Project, **fields) -> Project:
         fields["criteria"] = _checked_criteria(fields["criteria"])
     if "gold_rate" in fields and not 0 <= float(fields["gold_rate"]) <= 1:
         raise ServiceError("gold_rate must be between 0 and 1.")
+    if "candidate_policy" in fields and fields["candidate_policy"] not in CandidatePolicy.values:
+        raise ServiceError(f"candidate_policy must be one of {', '.join(CandidatePolicy.values)}.")
     for name in ("overlap_target", "pending_limit", "skip_flag_threshold"):
         if name in fields and not 1 <= int(fields[name]) <= 100:
             raise ServiceError(f"{name} must be between 1 and 100.")

@@ -204,6 +204,7 @@ def _settings_initial(project) -> dict:
         "gold_rate": project.gold_rate,
         "skip_flag_threshold": project.skip_flag_threshold,
         "criteria": ", ".join(project.criteria),
+        "candidate_policy": project.candidate_policy,
     }
 
 

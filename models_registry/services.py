@@ -15,9 +15,9 @@ from django.db.models import Count, F, Q
 from django.utils import timezone
 from django.utils.text import slugify
 
+from annotation.candidates import ensure_comparison_tasks, latest_reward_model
 from annotation.errors import ServiceError
-from annotation.models import Project, Prompt, Response
-from annotation.services import ensure_comparison_tasks
+from annotation.models import CandidatePolicy, Project, Prompt, Response
 from config.celery import enqueue_after_commit
 from models_registry import hub, ml, selectors
 from models_registry.models import GenerationJob, ModelVersion, StateChange
@@ -211,7 +211,9 @@ def generation_job_execute(*, job_id: int) -> None:
         return
     try:
         _generate_all(job)
-        ensure_comparison_tasks(project=job.project, model_version=job.model_version)
+        ensure_comparison_tasks(
+            project=job.project, model_version=job.model_version, score=_active_scorer(job)
+        )
     except Exception as error:
         logger.exception("Generation job %s failed", job_id)
         _job_failed(job_id, f"{type(error).__name__}: {error}")
@@ -219,6 +221,14 @@ def generation_job_execute(*, job_id: int) -> None:
     GenerationJob.objects.filter(pk=job_id).update(
         status=GenerationJob.Status.SUCCEEDED, finished_at=timezone.now()
     )
+
+
+def _active_scorer(job: GenerationJob):
+    """The latest reward model's scorer when the project pairs replies by active learning."""
+    if job.project.candidate_policy != CandidatePolicy.ACTIVE:
+        return None
+    version = latest_reward_model()
+    return reward_scorer(version) if version else None
 
 
 def reward_scorer(version: ModelVersion):

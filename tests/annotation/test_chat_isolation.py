@@ -2,9 +2,10 @@
 
 import pytest
 
+from annotation.candidates import ensure_comparison_tasks
 from annotation.errors import ServiceError
 from annotation.models import CHAT_TURN_KEY, Prompt, Response, Task
-from annotation.services import ensure_comparison_tasks, tasks_create
+from annotation.services import tasks_create
 from models_registry.services import _prompts_missing_samples, generation_job_start
 from tests.factories import make_prompt, make_version
 

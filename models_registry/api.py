@@ -1,3 +1,4 @@
+from django.shortcuts import get_object_or_404
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
@@ -5,7 +6,7 @@ from rest_framework.views import APIView
 
 from annotation.permissions import MANAGE, project_for
 from models_registry import selectors, services
-from models_registry.models import GenerationJob, ModelVersion
+from models_registry.models import GenerationJob, ModelVersion, StateChange
 
 
 def version_payload(version: ModelVersion) -> dict:
@@ -23,6 +24,24 @@ def version_payload(version: ModelVersion) -> dict:
         "library_versions": version.library_versions,
         "metrics": version.metrics,
         "created_at": version.created_at,
+        "promoted_at": version.promoted_at,
+        "imported_from": version.imported_from,
+        "training_run": version.training_run_id,
+        "children": [child.pk for child in version.children.all()],
+    }
+
+
+def change_payload(change: StateChange) -> dict:
+    return {
+        "id": change.pk,
+        "version": change.version_id,
+        "from_state": change.from_state,
+        "to_state": change.to_state,
+        "incumbent": change.incumbent_id,
+        "evidence": change.evidence,
+        "note": change.note,
+        "user": change.user.username if change.user else None,
+        "created_at": change.created_at,
     }
 
 
@@ -85,3 +104,57 @@ class GenerationJobApi(APIView):
             },
         )
         return Response(job_payload(job), status=201)
+
+
+# --- registry ---------------------------------------------------------------------------
+
+
+class ModelVersionDetailApi(APIView):
+    def get(self, request, version_id):
+        """One version, its children and its state history (promotions, retirements)."""
+        version = selectors.version_detail(version_id=version_id)
+        payload = version_payload(version)
+        payload["changes"] = [change_payload(change) for change in version.changes.all()]
+        return Response(payload)
+
+
+class StateChangeInputSerializer(serializers.Serializer):
+    note = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
+
+
+def _state_change(request, slug, version_id, service):
+    project_for(user=request.user, slug=slug, capability=MANAGE)
+    version = get_object_or_404(ModelVersion, pk=version_id)
+    data = StateChangeInputSerializer(data=request.data)
+    data.is_valid(raise_exception=True)
+    change = service(version=version, user=request.user, note=data.validated_data["note"])
+    payload = version_payload(selectors.version_detail(version_id=version.pk))
+    return Response({**payload, "change": change_payload(change)})
+
+
+class ModelVersionPromoteApi(APIView):
+    def post(self, request, slug, version_id):
+        """Promote a policy to serving (the new incumbent); 400 with a detail if refused."""
+        return _state_change(request, slug, version_id, services.model_version_promote)
+
+
+class ModelVersionRetireApi(APIView):
+    def post(self, request, slug, version_id):
+        """Retire a version; the last serving policy is refused with 400."""
+        return _state_change(request, slug, version_id, services.model_version_retire)
+
+
+class ModelVersionImportInputSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    source = serializers.CharField(max_length=500)
+    kind = serializers.ChoiceField(choices=ModelVersion.Kind.choices, default="policy")
+
+
+class ModelVersionImportApi(APIView):
+    def post(self, request, slug):
+        """Import a model from a server folder, a .gguf file or a hub id (201)."""
+        project_for(user=request.user, slug=slug, capability=MANAGE)
+        data = ModelVersionImportInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        version = services.model_version_import(**data.validated_data)
+        return Response(version_payload(version), status=201)

@@ -34,3 +34,27 @@ class GenerationForm(forms.Form):
             "temperature": temperature,
             "do_sample": temperature > 0,
         }
+
+
+class ModelImportForm(forms.Form):
+    name = forms.CharField(max_length=200, help_text="Unique name of the new model version.")
+    source = forms.CharField(
+        max_length=500,
+        help_text=(
+            "A model folder on the server (config.json and safetensors weights), a .gguf "
+            "file on the server, or a Hugging Face hub id such as HuggingFaceTB/SmolLM2-135M "
+            "(needs the network)."
+        ),
+    )
+    kind = forms.ChoiceField(
+        choices=ModelVersion.Kind.choices, initial=ModelVersion.Kind.POLICY, required=False
+    )
+
+    def clean_kind(self) -> str:
+        return self.cleaned_data["kind"] or ModelVersion.Kind.POLICY
+
+
+class StateChangeForm(forms.Form):
+    note = forms.CharField(
+        required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 2})
+    )

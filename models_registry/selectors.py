@@ -212,6 +212,9 @@ def lineage_graph() -> dict:
                 "y": round(y, 1),
                 "cx": round(x + width / 2, 1),
                 "cy": round(y + height / 2, 1),
+                "text_x": round(x + 12, 1),
+                "name_y": round(y + 16, 1),
+                "method_y": round(y + 31, 1),
                 "colour": STATE_COLOURS[version.state],
             }
         )

@@ -1,3 +1,31 @@
-"""URLs (included from config/urls.py)."""
+"""URLs of the model registry's version pages, lineage graph, import and their API
+(included from config/urls.py)."""
 
-urlpatterns = []
+from django.urls import path
+
+from models_registry import api, registry_views
+
+version = "p/<slug:slug>/models/<int:version_id>/"
+api_version = "api/projects/<slug:slug>/model-versions/<int:version_id>/"
+
+urlpatterns = [
+    path("p/<slug:slug>/models/lineage/", registry_views.lineage_page, name="model_lineage"),
+    path("p/<slug:slug>/models/import/", registry_views.import_page, name="model_import"),
+    path(version, registry_views.version_page, name="model_version"),
+    path(f"{version}promote/", registry_views.version_promote, name="model_version_promote"),
+    path(f"{version}retire/", registry_views.version_retire, name="model_version_retire"),
+    path(
+        "api/model-versions/<int:version_id>/",
+        api.ModelVersionDetailApi.as_view(),
+        name="api_version",
+    ),
+    path(
+        "api/projects/<slug:slug>/model-versions/import/",
+        api.ModelVersionImportApi.as_view(),
+        name="api_version_import",
+    ),
+    path(
+        f"{api_version}promote/", api.ModelVersionPromoteApi.as_view(), name="api_version_promote"
+    ),
+    path(f"{api_version}retire/", api.ModelVersionRetireApi.as_view(), name="api_version_retire"),
+]

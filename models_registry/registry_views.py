@@ -103,7 +103,7 @@ def lineage_page(request, slug):
 @require_http_methods(["GET", "POST"])
 def import_page(request, slug):
     project = project_for(user=request.user, slug=slug, capability=MANAGE)
-    form = ModelImportForm(request.POST or None)
+    form = ModelImportForm(request.POST if request.method == "POST" else None)
     status = 200
     if request.method == "POST":
         status = 400

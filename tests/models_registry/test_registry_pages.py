@@ -1,0 +1,614 @@
+"""Registry pages and API: version page, promotion with the head-to-head evidence,
+retirement, lineage graph; who may see and do what."""
+
+import re
+
+import pytest
+
+from annotation import ratings
+from annotation.errors import ServiceError
+from annotation.models import Judgment, Response, Role
+from models_registry import selectors
+from models_registry.models import ModelVersion, StateChange
+from models_registry.services import model_version_promote, model_version_retire
+from tests.factories import make_member, make_prompt, make_user, make_version
+from training.models import DatasetSnapshot, TrainingRun
+
+
+def battle(project, labeler, first, second, choice, *, source="human", kind="comparison"):
+    """A judgment between replies of ``first`` (shown as A) and ``second`` (B)."""
+    prompt = make_prompt(project)
+    a = Response.objects.create(prompt=prompt, model_version=first, text="reply a")
+    b = Response.objects.create(prompt=prompt, model_version=second, text="reply b")
+    return Judgment.objects.create(
+        kind=kind,
+        project=project,
+        prompt=prompt,
+        shown_order=[a.pk, b.pk],
+        response_a=a,
+        response_b=b,
+        choice=choice,
+        labeler=labeler,
+        source=source,
+    )
+
+
+@pytest.fixture
+def pair(db):
+    """The incumbent (serving) and a candidate trained from it."""
+    incumbent = make_version("incumbent")
+    candidate = make_version(
+        "candidate", state=ModelVersion.State.CANDIDATE, method="dpo", parent=incumbent
+    )
+    return incumbent, candidate
+
+
+@pytest.fixture
+def known_battles(project, other_project, labeler, pair):
+    """Candidate vs incumbent, counted: 6 wins, 2 losses, 2 draws (win rate 0.7 over 10),
+    from either side of the screen and in two projects; plus judgments that must not count."""
+    incumbent, candidate = pair
+    for _ in range(3):
+        battle(project, labeler, candidate, incumbent, "a")
+    battle(other_project, labeler, candidate, incumbent, "a", kind="arena")
+    battle(project, labeler, incumbent, candidate, "b")
+    battle(project, labeler, incumbent, candidate, "b", kind="arena")
+    battle(project, labeler, candidate, incumbent, "b")
+    battle(project, labeler, incumbent, candidate, "a")
+    battle(project, labeler, incumbent, candidate, "both_bad")
+    wrong = battle(project, labeler, candidate, incumbent, "b")
+    correction = battle(project, labeler, candidate, incumbent, "tie", source="review")
+    correction.supersedes = wrong
+    correction.save(update_fields=["supersedes"])
+    # Not battles between the two: an AI judge, a third model, one model against itself,
+    # a person's reply, and a vote without a choice.
+    battle(project, labeler, candidate, incumbent, "a", source="ai")
+    battle(project, labeler, candidate, make_version("third", state="candidate"), "a")
+    prompt = make_prompt(project)
+    Judgment.objects.create(
+        kind="comparison",
+        project=project,
+        prompt=prompt,
+        response_a=Response.objects.create(prompt=prompt, model_version=candidate, text="x"),
+        response_b=Response.objects.create(prompt=prompt, author="person", text="y"),
+        choice="a",
+        labeler=labeler,
+    )
+    battle(project, labeler, candidate, incumbent, "")
+    return incumbent, candidate
+
+
+def _expected_interval() -> tuple[int, int]:
+    records = [("c", "i", "a")] * 6 + [("c", "i", "b")] * 2 + [("c", "i", "tie")] * 2
+    _, low, high, _ = ratings.head_to_head(
+        ratings.Battles.from_records(records), "c", "i", rounds=2000, seed=0
+    )
+    return round(round(low, 4) * 100), round(round(high, 4) * 100)
+
+
+# --- selectors and services -------------------------------------------------------------
+
+
+def test_the_incumbent_is_the_serving_policy_promoted_last(db):
+    assert selectors.incumbent() is None
+    first = make_version("first")
+    second = make_version("second")
+    make_version("reward", kind="reward")
+    make_version("retired", state=ModelVersion.State.RETIRED)
+
+    assert selectors.incumbent() == second
+    model_version_promote(version=first, user=None)
+    assert selectors.incumbent() == first
+
+
+def test_the_head_to_head_counts_only_current_human_battles_between_the_two(known_battles):
+    incumbent, candidate = known_battles
+    low, high = _expected_interval()
+
+    evidence = selectors.head_to_head_evidence(candidate, incumbent)
+
+    assert evidence["battles"] == 10
+    assert evidence["win_rate"] == 0.7
+    assert (round(evidence["low"] * 100), round(evidence["high"] * 100)) == (low, high)
+    assert 0.40 < evidence["low"] < 0.5 < 0.85 < evidence["high"] < 0.95
+    assert (evidence["incumbent"], evidence["incumbent_name"]) == (incumbent.pk, "incumbent")
+    reverse = selectors.head_to_head_evidence(incumbent, candidate)
+    assert (reverse["win_rate"], reverse["battles"]) == (0.3, 10)
+
+
+def test_promotion_records_the_evidence_and_changes_the_incumbent(known_battles, admin_member):
+    incumbent, candidate = known_battles
+
+    change = model_version_promote(version=candidate, user=admin_member, note=" beats it ")
+
+    candidate.refresh_from_db()
+    assert candidate.state == "serving"
+    assert candidate.promoted_at is not None
+    assert selectors.incumbent() == candidate
+    assert ModelVersion.objects.get(pk=incumbent.pk).state == "serving"
+    assert (change.from_state, change.to_state, change.incumbent) == (
+        "candidate",
+        "serving",
+        incumbent,
+    )
+    assert (change.user, change.note) == (admin_member, "beats it")
+    assert change.evidence == {
+        "incumbent": incumbent.pk,
+        "incumbent_name": "incumbent",
+        "win_rate": 0.7,
+        "low": change.evidence["low"],
+        "high": change.evidence["high"],
+        "battles": 10,
+        "source": "human",
+    }
+    assert (
+        round(change.evidence["low"] * 100),
+        round(change.evidence["high"] * 100),
+    ) == _expected_interval()
+
+
+def test_promotion_without_battles_records_none_and_with_no_incumbent_records_nothing(db):
+    first = make_version("first", state=ModelVersion.State.CANDIDATE)
+
+    no_incumbent = model_version_promote(version=first)
+    second = make_version("second", state=ModelVersion.State.CANDIDATE)
+    no_battles = model_version_promote(version=second)
+
+    assert (no_incumbent.incumbent, no_incumbent.evidence) == (None, {})
+    assert no_battles.incumbent == first
+    assert no_battles.evidence["battles"] == 0
+    assert no_battles.evidence["win_rate"] is None
+
+
+def test_refused_promotions_change_nothing(pair):
+    incumbent, candidate = pair
+    reward = make_version("rm", kind="reward", state=ModelVersion.State.CANDIDATE)
+
+    with pytest.raises(ServiceError, match="incumbent is already the incumbent"):
+        model_version_promote(version=incumbent)
+    with pytest.raises(ServiceError, match="rm is a reward model: only policies are promoted"):
+        model_version_promote(version=reward)
+
+    assert StateChange.objects.count() == 0
+    assert ModelVersion.objects.get(pk=reward.pk).state == "candidate"
+    assert selectors.incumbent() == incumbent
+
+
+def test_the_last_serving_policy_cannot_be_retired(pair):
+    incumbent, candidate = pair
+
+    with pytest.raises(ServiceError, match="incumbent is the last serving policy: promote another"):
+        model_version_retire(version=incumbent)
+    assert ModelVersion.objects.get(pk=incumbent.pk).state == "serving"
+    assert StateChange.objects.count() == 0
+
+    model_version_promote(version=candidate)
+    change = model_version_retire(version=incumbent, note="replaced")
+
+    assert (change.from_state, change.to_state, change.incumbent) == (
+        "serving",
+        "retired",
+        candidate,
+    )
+    assert ModelVersion.objects.get(pk=incumbent.pk).state == "retired"
+    with pytest.raises(ServiceError, match="incumbent is already retired"):
+        model_version_retire(version=incumbent)
+    with pytest.raises(ServiceError, match="candidate is the last serving policy"):
+        model_version_retire(version=candidate)
+
+
+def test_candidates_and_reward_models_retire_and_a_retired_policy_can_return(pair):
+    incumbent, candidate = pair
+    reward = make_version("rm", kind="reward")
+
+    model_version_retire(version=candidate)
+    model_version_retire(version=reward)
+    back = model_version_promote(version=candidate)
+
+    assert (back.from_state, back.to_state) == ("retired", "serving")
+    assert ModelVersion.objects.get(pk=reward.pk).state == "retired"
+    assert selectors.incumbent() == candidate
+
+
+def test_the_lineage_graph_lays_out_a_forest_left_to_right(db):
+    base = make_version("base")
+    sft = make_version("sft", method="sft", parent=base, state="candidate")
+    dpo = make_version("dpo", method="dpo", parent=sft, state="candidate")
+    ppo = make_version("ppo", method="ppo", parent=sft, state="retired")
+    reward = make_version("rm", method="reward", kind="reward", parent=sft, state="candidate")
+    other = make_version("other-base")
+
+    graph = selectors.lineage_graph()
+
+    node = {n["version"].name: n for n in graph["nodes"]}
+    assert set(node) == {"base", "sft", "dpo", "ppo", "rm", "other-base"}
+    assert {(e["parent"], e["child"]) for e in graph["edges"]} == {
+        (base.pk, sft.pk),
+        (sft.pk, dpo.pk),
+        (sft.pk, ppo.pk),
+        (sft.pk, reward.pk),
+    }
+    assert node["base"]["x"] < node["sft"]["x"] < node["dpo"]["x"] == node["ppo"]["x"]
+    leaves = sorted(node[name]["y"] for name in ("dpo", "ppo", "rm", "other-base"))
+    assert len(set(leaves)) == 4  # each leaf on its own row
+    assert node["sft"]["cy"] == (node["dpo"]["cy"] + node["rm"]["cy"]) / 2
+    assert node["base"]["cy"] == node["sft"]["cy"]
+    assert node["ppo"]["colour"] == selectors.STATE_COLOURS["retired"]
+    assert other.pk in {n["version"].pk for n in graph["nodes"]}
+    assert all(n["x"] + graph["node_width"] <= graph["width"] for n in graph["nodes"])
+    assert all(n["y"] + graph["node_height"] <= graph["height"] for n in graph["nodes"])
+
+
+# --- pages ---------------------------------------------------------------------------
+
+
+def test_the_promote_panel_shows_the_win_rate_before_the_click(login, admin_member, known_battles):
+    incumbent, candidate = known_battles
+    low, high = _expected_interval()
+
+    page = login(admin_member).get(f"/p/alpha/models/{candidate.pk}/").content.decode()
+
+    assert "<strong data-win-rate>70%</strong>" in page
+    assert "<strong data-battles>10</strong> battles" in page
+    assert f"<span data-interval>{low}% – {high}%</span>" in page
+    assert "The interval includes 50%" in page
+    assert f'action="/p/alpha/models/{candidate.pk}/promote/"' in page
+
+
+def test_the_promote_panel_says_when_there_are_no_battles(login, admin_member, pair):
+    incumbent, candidate = pair
+    client = login(admin_member)
+
+    page = client.get(f"/p/alpha/models/{candidate.pk}/").content.decode()
+    incumbent_page = client.get(f"/p/alpha/models/{incumbent.pk}/").content.decode()
+
+    assert "No battles yet against incumbent: send it to the arena first." in page
+    assert 'id="promote"' not in incumbent_page
+    assert 'id="incumbent-mark"' in incumbent_page
+
+
+def test_promoting_from_the_page_records_and_shows_the_change(login, admin_member, known_battles):
+    incumbent, candidate = known_battles
+    client = login(admin_member)
+
+    answer = client.post(f"/p/alpha/models/{candidate.pk}/promote/", {"note": "wins"})
+
+    assert answer.status_code == 302
+    assert answer["Location"] == f"/p/alpha/models/{candidate.pk}/"
+    assert selectors.incumbent() == candidate
+    page = client.get(answer["Location"]).content.decode()
+    assert "candidate is now serving." in page
+    row = re.search(r'<tr data-to-state="serving">(.*?)</tr>', page, re.S).group(1)
+    assert "Candidate → Serving" in row
+    assert "adm" in row
+    assert "70% of 10" in row
+    assert "wins" in row
+
+
+def test_a_refused_retirement_on_the_page_says_why_and_changes_nothing(login, admin_member, pair):
+    incumbent, _ = pair
+
+    answer = login(admin_member).post(f"/p/alpha/models/{incumbent.pk}/retire/", {"note": ""})
+
+    assert answer.status_code == 400
+    assert "incumbent is the last serving policy" in answer.content.decode()
+    assert ModelVersion.objects.get(pk=incumbent.pk).state == "serving"
+    assert StateChange.objects.count() == 0
+
+
+def test_a_too_long_note_is_refused(login, admin_member, pair):
+    _, candidate = pair
+
+    answer = login(admin_member).post(
+        f"/p/alpha/models/{candidate.pk}/promote/", {"note": "x" * 2001}
+    )
+
+    assert answer.status_code == 400
+    assert "at most 2000 characters" in answer.content.decode()
+    assert ModelVersion.objects.get(pk=candidate.pk).state == "candidate"
+
+
+def test_the_version_page_shows_lineage_artifacts_metrics_and_provenance(
+    login, admin_member, project, other_project, tiny_model_dir
+):
+    base = make_version("base", path=str(tiny_model_dir))
+    snapshot = DatasetSnapshot.objects.create(
+        project=project, format="dpo", content_hash="ab" * 32, path="/x", row_count=3
+    )
+    run = TrainingRun.objects.create(
+        project=project, method="dpo", base_version=base, snapshot=snapshot, status="succeeded"
+    )
+    sft = make_version("sft", method="sft", parent=base, state="candidate")
+    version = make_version(
+        "dpo-1",
+        method="dpo",
+        parent=sft,
+        state="candidate",
+        path=str(tiny_model_dir),
+        adapter_path="/gone/adapter",
+        training_run=run,
+        snapshot_hash="ab" * 32,
+        seed=7,
+        config={"beta": 0.1},
+        library_versions={"torch": "2.9.0"},
+        metrics={"eval_loss": 0.25, "pair_accuracy": 0.9},
+    )
+    child = make_version("ppo-1", method="ppo", parent=version, state="candidate")
+
+    page = login(admin_member).get(f"/p/alpha/models/{version.pk}/").content.decode()
+
+    assert f'<a href="/p/alpha/models/{base.pk}/">base</a>' in page
+    assert f'<a href="/p/alpha/models/{sft.pk}/">sft</a>' in page
+    assert "<strong>dpo-1</strong>" in page
+    assert f'<a href="/p/alpha/models/{child.pk}/">ppo-1</a>' in page
+    assert "Artifacts: LoRA adapter" in page
+    assert '/gone/adapter</code> <span class="error">(missing on this server)' in page
+    size = (tiny_model_dir / "model.safetensors").stat().st_size
+    assert f'data-bytes="{size}"' in page
+    assert "<td>eval_loss</td><td>0.25</td>" in page
+    assert f'<a href="/p/alpha/training/{run.pk}/">run #{run.pk}</a>' in page
+    assert "ab" * 32 in page
+    assert "torch 2.9.0" in page
+    assert "&#x27;beta&#x27;: 0.1" in page
+    assert "<dd>7</dd>" in page
+
+    # The same run seen from another project is named, not linked.
+    admin_elsewhere = make_member(other_project, Role.ADMIN, "adm2")
+    client = login(admin_elsewhere)
+    elsewhere = client.get(f"/p/beta/models/{version.pk}/").content.decode()
+    assert f'run #{run.pk} <span class="hint">(in another project)' in elsewhere
+    assert f"/p/beta/training/{run.pk}/" not in elsewhere
+
+
+def test_a_researcher_sees_the_page_without_actions(login, researcher, known_battles):
+    _, candidate = known_battles
+
+    answer = login(researcher).get(f"/p/alpha/models/{candidate.pk}/")
+
+    page = answer.content.decode()
+    assert answer.status_code == 200
+    assert 'id="promote"' not in page
+    assert 'id="retire"' not in page
+    assert "candidate" in page
+
+
+def test_the_lineage_page_draws_every_version(login, researcher, db):
+    base = make_version("base")
+    versions = [base, make_version("sft", method="sft", parent=base, state="candidate")]
+    versions.append(make_version("rm", kind="reward", method="reward", parent=versions[1]))
+    versions.append(make_version("old", state="retired"))
+
+    page = login(researcher).get("/p/alpha/models/lineage/").content.decode()
+
+    for version in versions:
+        assert (
+            f'<a href="/p/alpha/models/{version.pk}/" class="node" data-version="{version.pk}"'
+            in (page)
+        )
+    assert page.count('class="node"') == 4
+    assert page.count('class="edge"') == 2
+    assert f'data-parent="{base.pk}" data-child="{versions[1].pk}"' in page
+    assert 'data-state="retired"' in page
+
+
+def test_the_models_page_links_versions_states_and_the_graph(login, admin_member, pair):
+    incumbent, candidate = pair
+
+    page = login(admin_member).get("/p/alpha/models/").content.decode()
+
+    assert f'<a href="/p/alpha/models/{candidate.pk}/">candidate</a>' in page
+    assert 'data-state="candidate">Candidate</span>' in page
+    assert 'data-state="serving">Serving</span>' in page
+    assert 'href="/p/alpha/models/lineage/"' in page
+    assert 'href="/p/alpha/models/import/"' in page
+
+
+# --- API -------------------------------------------------------------------------------
+
+
+def test_the_version_api_has_state_promotion_import_and_children(login, outsider, pair):
+    incumbent, candidate = pair
+    model_version_promote(version=candidate)
+
+    payload = login(outsider).get(f"/api/model-versions/{incumbent.pk}/").json()
+
+    assert payload["state"] == "serving"
+    assert payload["children"] == [candidate.pk]
+    assert payload["promoted_at"] is not None
+    assert payload["imported_from"] == ""
+    assert payload["changes"] == []
+    assert login(outsider).get("/api/model-versions/999999/").status_code == 404
+
+
+def test_promote_and_retire_through_the_api(login, admin_member, known_battles):
+    incumbent, candidate = known_battles
+    client = login(admin_member)
+    base = "/api/projects/alpha/model-versions"
+
+    promoted = client.post(f"{base}/{candidate.pk}/promote/", {"note": "api"})
+    again = client.post(f"{base}/{candidate.pk}/promote/")
+    retired = client.post(f"{base}/{incumbent.pk}/retire/")
+    last = client.post(f"{base}/{candidate.pk}/retire/")
+    missing = client.post(f"{base}/999999/retire/")
+
+    assert promoted.status_code == 200
+    assert promoted.json()["state"] == "serving"
+    assert promoted.json()["change"]["evidence"]["win_rate"] == 0.7
+    assert promoted.json()["change"]["user"] == "adm"
+    assert (again.status_code, again.json()) == (
+        400,
+        {"detail": "candidate is already the incumbent."},
+    )
+    assert (retired.status_code, retired.json()["state"]) == (200, "retired")
+    assert last.status_code == 400
+    assert last.json()["detail"].startswith("candidate is the last serving policy")
+    assert missing.status_code == 404
+    assert StateChange.objects.count() == 2
+
+
+# --- permissions -------------------------------------------------------------------------
+
+LOGIN, VIEW_DATA, MANAGE = "login", "view_data", "manage"
+GRANTS = {
+    "anonymous": set(),
+    "outsider": {LOGIN},
+    "labeler": {LOGIN},
+    "researcher": {LOGIN, VIEW_DATA},
+    "admin": {LOGIN, VIEW_DATA, MANAGE},
+    "superuser": {LOGIN, VIEW_DATA, MANAGE},
+}
+
+# (name, method, path, needs, status of the allowed safe request, api, what its answer
+# says). In a path,
+# {target} is the incumbent for an allowed caller (promoting it again, or retiring the
+# last serving policy, is refused as bad input) and a candidate for a denied one (a
+# missing check would promote or retire it).
+ROUTES = [
+    ("model_version", "get", "/p/{slug}/models/{target}/", VIEW_DATA, 200, False, ""),
+    ("model_lineage", "get", "/p/{slug}/models/lineage/", VIEW_DATA, 200, False, ""),
+    ("model_import", "get", "/p/{slug}/models/import/", MANAGE, 200, False, ""),
+    ("model_import", "post", "/p/{slug}/models/import/", MANAGE, 400, False, "field is required"),
+    (
+        "model_version_promote",
+        "post",
+        "/p/{slug}/models/{target}/promote/",
+        MANAGE,
+        400,
+        False,
+        "incumbent is already the incumbent.",
+    ),
+    (
+        "model_version_retire",
+        "post",
+        "/p/{slug}/models/{target}/retire/",
+        MANAGE,
+        400,
+        False,
+        "incumbent is the last serving policy",
+    ),
+    ("api_version", "get", "/api/model-versions/{target}/", LOGIN, 200, True, '"incumbent"'),
+    (
+        "api_version_import",
+        "post",
+        "/api/projects/{slug}/model-versions/import/",
+        MANAGE,
+        400,
+        True,
+        '{"name":["This field is required."],"source":["This field is required."]}',
+    ),
+    (
+        "api_version_promote",
+        "post",
+        "/api/projects/{slug}/model-versions/{target}/promote/",
+        MANAGE,
+        400,
+        True,
+        '{"detail":"incumbent is already the incumbent."}',
+    ),
+    (
+        "api_version_retire",
+        "post",
+        "/api/projects/{slug}/model-versions/{target}/retire/",
+        MANAGE,
+        400,
+        True,
+        '{"detail":"incumbent is the last serving policy',
+    ),
+]
+
+
+def _stored():
+    return (
+        sorted(ModelVersion.objects.values_list("name", "state", "promoted_at")),
+        StateChange.objects.count(),
+    )
+
+
+def _caller(name, project):
+    if name == "anonymous":
+        return None
+    if name == "outsider":
+        return make_user("outsider")
+    if name == "superuser":
+        return make_user("root", is_superuser=True)
+    role = {"labeler": Role.LABELER, "researcher": Role.RESEARCHER, "admin": Role.ADMIN}[name]
+    return make_member(project, role, name)
+
+
+def test_the_routes_table_covers_the_registry_url_module():
+    from models_registry import urls
+
+    assert {route.name for route in urls.urlpatterns} == {route[0] for route in ROUTES}
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=lambda r: f"{r[1].upper()} {r[0]}")
+@pytest.mark.parametrize("caller_name", list(GRANTS))
+def test_each_caller_reaches_exactly_what_its_role_allows(
+    login, project, pair, tiny_model_dir, caller_name, route
+):
+    name, method, template, needs, ok_status, api, says = route
+    incumbent, candidate = pair
+    caller = _caller(caller_name, project)
+    allowed = needs in GRANTS[caller_name]
+    target = incumbent if allowed else candidate
+    path = template.format(slug=project.slug, target=target.pk)
+    client = login(caller)
+    before = _stored()
+
+    if method == "get":
+        answer = client.get(path)
+    elif allowed:
+        answer = client.post(path, {})
+    else:  # well-formed input that a missing check would carry out
+        answer = client.post(path, {"name": "sneaky", "source": str(tiny_model_dir)})
+
+    if allowed:
+        assert answer.status_code == ok_status
+        assert says in answer.content.decode()
+    elif caller is None and api:
+        assert answer.status_code == 403
+        assert answer.json() == {"detail": "Authentication credentials were not provided."}
+    elif caller is None:
+        assert answer.status_code == 302
+        assert answer["Location"] == f"/login/?next={path}"
+    else:
+        assert answer.status_code == 403
+        if api:
+            detail = (
+                "You are not a member of this project."
+                if caller_name == "outsider"
+                else f"Your role in this project ({caller_name}) does not allow this."
+            )
+            assert answer.json() == {"detail": detail}
+    assert _stored() == before
+
+
+@pytest.mark.parametrize(
+    "route", [r for r in ROUTES if "{slug}" in r[2]], ids=lambda r: f"{r[1].upper()} {r[0]}"
+)
+def test_an_admin_of_another_project_is_refused_here(
+    login, project, other_project, pair, tiny_model_dir, route
+):
+    _, method, template, *_ = route
+    _, candidate = pair
+    admin_elsewhere = make_member(other_project, Role.ADMIN, "adm2")
+    path = template.format(slug=project.slug, target=candidate.pk)
+    before = _stored()
+
+    client = login(admin_elsewhere)
+    if method == "get":
+        answer = client.get(path)
+    else:
+        answer = client.post(path, {"name": "sneaky", "source": str(tiny_model_dir)})
+
+    assert answer.status_code == 403
+    assert _stored() == before
+
+
+def test_unknown_versions_and_projects_are_404(login, admin_member, db):
+    client = login(admin_member)
+
+    assert client.get("/p/alpha/models/999999/").status_code == 404
+    assert client.post("/p/alpha/models/999999/promote/").status_code == 404
+    assert client.get("/p/nope/models/lineage/").status_code == 404
+    assert client.get("/p/alpha/models/999999/promote/").status_code == 405

@@ -156,9 +156,9 @@ def head_to_head_evidence(version: ModelVersion, incumbent: ModelVersion | None)
     return evidence
 
 
-LINEAGE_COLUMN = 210  # px between generations (left to right)
+LINEAGE_COLUMN = 240  # px between generations (left to right)
 LINEAGE_ROW = 56  # px between leaves (top to bottom)
-LINEAGE_NODE = (170, 38)  # node box width, height
+LINEAGE_NODE = (200, 38)  # node box width, height
 LINEAGE_MARGIN = 16
 STATE_COLOURS = {
     ModelVersion.State.CANDIDATE: "#d97706",

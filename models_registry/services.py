@@ -384,7 +384,7 @@ def model_version_retire(*, version: ModelVersion, user=None, note: str = "") ->
         current = selectors.incumbent()
         evidence = (
             selectors.head_to_head_evidence(version, current)
-            if version.kind == ModelVersion.Kind.POLICY
+            if version.kind == ModelVersion.Kind.POLICY and current and current.pk != version.pk
             else {}
         )
         from_state = version.state

@@ -197,6 +197,20 @@ def test_the_last_serving_policy_cannot_be_retired(pair):
         model_version_retire(version=candidate)
 
 
+def test_retiring_the_incumbent_hands_over_to_the_previous_serving_policy(known_battles):
+    incumbent, candidate = known_battles
+    model_version_promote(version=candidate)
+
+    handed_over = model_version_retire(version=candidate)
+    model_version_promote(version=candidate)
+    with_evidence = model_version_retire(version=incumbent)
+
+    assert (handed_over.incumbent, handed_over.evidence) == (candidate, {})
+    assert with_evidence.incumbent == candidate
+    assert (with_evidence.evidence["win_rate"], with_evidence.evidence["battles"]) == (0.3, 10)
+    assert selectors.incumbent() == candidate
+
+
 def test_candidates_and_reward_models_retire_and_a_retired_policy_can_return(pair):
     incumbent, candidate = pair
     reward = make_version("rm", kind="reward")

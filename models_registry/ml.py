@@ -210,7 +210,8 @@ def _is_valid_model(folder: Path) -> bool:
 # --- Loading --------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=2)
+# Four: an arena battle needs two versions at once, and the queue's generation a third.
+@functools.lru_cache(maxsize=4)
 def _load_policy_cached(base_path: str, adapter_path: str | None) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

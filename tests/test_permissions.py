@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from annotation import urls_quality
+from annotation import urls_leaderboard, urls_quality
 from annotation.models import Assignment, Judgment, Project, Prompt, PromptImport, Role, Task
 from annotation.services import assignment_next
 from config import urls
@@ -126,6 +126,11 @@ ENDPOINTS = [
         redirect="/p/{slug}/quality/",
     ),
     Endpoint("export", "get", "/p/{slug}/export/", VIEW_DATA, 200, api=False),
+    Endpoint("project_leaderboard", "get", "/p/{slug}/leaderboard/", VIEW_DATA, 200, api=False),
+    Endpoint("leaderboard", "get", "/leaderboard/", VIEW_DATA, 200, api=False),
+    Endpoint(
+        "api_project_leaderboard", "get", "/api/projects/{slug}/leaderboard/", VIEW_DATA, 200, True
+    ),
     Endpoint("export_download", "get", "/p/{slug}/export.jsonl", VIEW_DATA, 200, api=False),
     Endpoint("models", "get", "/p/{slug}/models/", MANAGE, 200, api=False),
     Endpoint("models", "post", "/p/{slug}/models/", MANAGE, 400, False, _generation_body),
@@ -274,9 +279,18 @@ def _caller(name: str, project):
 
 
 def test_the_table_covers_every_route_declared_in_config_urls():
-    # Chat routes are owner-only (other members get 404): tests/annotation/test_chat.py
-    # covers every one of them for every caller.
-    routes = {route.name for route in [*urls.pages, *urls.api, *urls_quality.urlpatterns]}
+    # Chat and arena routes are owner-only (other members get 404): test_chat.py and
+    # test_arena.py cover each for every caller. The OpenAI-compatible API authenticates
+    # by key, not session: test_openai_api.py covers it.
+    routes = {
+        route.name
+        for route in [
+            *urls.pages,
+            *urls.api,
+            *urls_quality.urlpatterns,
+            *urls_leaderboard.urlpatterns,
+        ]
+    }
 
     assert routes - NOT_IN_TABLE == {endpoint.name for endpoint in ENDPOINTS}
 

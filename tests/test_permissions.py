@@ -281,7 +281,8 @@ def _caller(name: str, project):
 def test_the_table_covers_every_route_declared_in_config_urls():
     # Chat and arena routes are owner-only (other members get 404): test_chat.py and
     # test_arena.py cover each for every caller. The OpenAI-compatible API authenticates
-    # by key, not session: test_openai_api.py covers it.
+    # by key, not session: test_openai_api.py covers it. Registry routes have their own
+    # table in test_registry_pages.py.
     routes = {
         route.name
         for route in [

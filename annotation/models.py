@@ -320,6 +320,26 @@ class Judgment(models.Model):
         "ChatSession", null=True, blank=True, on_delete=models.PROTECT, related_name="judgments"
     )
     source = models.CharField(max_length=10, choices=Source.choices, default=Source.HUMAN)
+    # AI judgments: which judge, under which constitution version and principle.
+    judge = models.ForeignKey(
+        "Judge", null=True, blank=True, on_delete=models.PROTECT, related_name="judgments"
+    )
+    judge_job = models.ForeignKey(
+        "JudgeJob", null=True, blank=True, on_delete=models.PROTECT, related_name="judgments"
+    )
+    constitution = models.ForeignKey(
+        "Constitution", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    principle = models.CharField(max_length=100, blank=True)
+    soft_label = models.FloatField(
+        null=True, blank=True, help_text="AI judge: P(A is better), position bias cancelled."
+    )
+    ai_details = models.JSONField(
+        default=dict, blank=True, help_text="AI judge: per-order probabilities and verdicts."
+    )
+    needs_review = models.BooleanField(
+        default=False, help_text="An AI label a human should check (review queue)."
+    )
     labeler = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="judgments"
     )
@@ -447,3 +467,123 @@ class ArenaBattle(models.Model):
             )
         ]
         indexes = [models.Index(fields=["project", "labeler", "-created_at"])]
+
+
+class Constitution(models.Model):
+    """A written list of principles that steers an AI judge. Versions are immutable: an
+    edit stores a new version, and every AI judgment names the version it used.
+
+    Each principle is ``{"name", "critique_request", "revision_request",
+    "comparison_question"}`` (Constitutional AI, Bai et al. 2022, appendix C)."""
+
+    name = models.CharField(max_length=100)
+    version = models.PositiveIntegerField()
+    principles = models.JSONField()
+    note = models.TextField(blank=True, help_text="What changed in this version.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["name", "version"], name="constitution_version_once")
+        ]
+
+    def __str__(self):
+        return f"{self.name} v{self.version}"
+
+
+class Judge(models.Model):
+    """An LLM judge: a model (a registry version, or any OpenAI-compatible endpoint) plus a
+    constitution version. The endpoint key is never shown, logged or exported."""
+
+    class Backend(models.TextChoices):
+        LOCAL = "local", "A model version from the registry"
+        REMOTE = "remote", "An OpenAI-compatible endpoint"
+
+    name = models.CharField(max_length=100, unique=True)
+    backend = models.CharField(max_length=10, choices=Backend.choices)
+    model_version = models.ForeignKey(
+        "models_registry.ModelVersion",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="judges",
+    )
+    endpoint_url = models.URLField(blank=True, help_text="e.g. https://host/v1")
+    endpoint_model = models.CharField(max_length=200, blank=True)
+    api_key = models.CharField(max_length=500, blank=True)
+    constitution = models.ForeignKey(Constitution, on_delete=models.PROTECT, related_name="judges")
+    chain_of_thought = models.BooleanField(
+        default=False,
+        help_text="Critique before the verdict; the probabilities are then clamped to 40-60%.",
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(backend="local") & Q(model_version__isnull=False))
+                | (Q(backend="remote") & ~Q(endpoint_url="")),
+                name="judge_has_a_model",
+            )
+        ]
+
+    def __str__(self):
+        return self.name
+
+
+class JudgeJob(models.Model):
+    """A batch of AI work on Celery: pairwise judgments, critique-and-revision, or new
+    prompts (self-instruct). Progress, cancel, a request budget, and what went wrong."""
+
+    class Kind(models.TextChoices):
+        PAIRWISE = "pairwise", "Pairwise judgments (RLAIF)"
+        REVISION = "revision", "Critique and revision"
+        SELF_INSTRUCT = "self_instruct", "Self-instruct: new prompts"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        PARTIAL = "partial", "Partly done"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="judge_jobs")
+    judge = models.ForeignKey(Judge, on_delete=models.PROTECT, related_name="jobs")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    options = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    total = models.PositiveIntegerField(default=0)
+    done = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    max_requests = models.PositiveIntegerField(
+        default=200, help_text="Budget: the job stops after this many model requests."
+    )
+    requests_made = models.PositiveIntegerField(default=0)
+    cancel_requested = models.BooleanField(default=False)
+    error = models.TextField(blank=True)
+    log = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in {self.Status.QUEUED, self.Status.RUNNING}
+
+    @property
+    def percent(self) -> int:
+        return int(100 * self.done / self.total) if self.total else 0

@@ -108,6 +108,7 @@ urlpatterns = [
     path("", include("annotation.urls_chat")),
     path("", include("annotation.urls_arena")),
     path("", include("annotation.urls_leaderboard")),
+    path("", include("annotation.urls_ai")),
     path("", include("models_registry.urls")),
     path("", include("models_registry.urls_openai")),
 ]

@@ -1,0 +1,1 @@
+"""AI feedback: constitutions, LLM judges and their jobs (Constitutional AI, RLAIF)."""

@@ -1,0 +1,3 @@
+"""URLs of the AI judges pages and API (included from config/urls.py)."""
+
+urlpatterns = []

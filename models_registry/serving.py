@@ -117,17 +117,21 @@ class GenerationRequest:
         return self._future.result(timeout)
 
     def stream(self, timeout: float | None = None) -> Iterator[str]:
-        """Yield text deltas as tokens arrive; their concatenation is the reply's text.
+        """Text deltas as tokens arrive; their concatenation is the reply's text.
 
-        Only for requests submitted with ``stream=True``; a stream can be iterated once.
-        ``timeout`` bounds the wait for each delta (``TimeoutError``). A generation error
-        is raised after the deltas that came before it.
+        Only for requests submitted with ``stream=True`` (``RuntimeError`` at once
+        otherwise); a stream can be iterated once. ``timeout`` bounds the wait for each
+        delta (``TimeoutError``). A generation error is raised after the deltas that came
+        before it.
         """
         if self._deltas is None:
             raise RuntimeError("this request was not submitted with stream=True")
+        return self._iterate_deltas(self._deltas, timeout)
+
+    def _iterate_deltas(self, deltas: queue.SimpleQueue[Any], timeout: float | None):
         while True:
             try:
-                item = self._deltas.get(timeout=timeout)
+                item = deltas.get(timeout=timeout)
             except queue.Empty:
                 raise TimeoutError("no new tokens within the timeout") from None
             if item is _END:

@@ -140,7 +140,7 @@ def test_streamed_deltas_concatenate_to_the_final_text(served, make_service):
     for index, request in enumerate(requests):
         if index == 1:
             with pytest.raises(RuntimeError, match="stream=True"):
-                next(request.stream())
+                request.stream()
             continue
         deltas = list(request.stream(timeout=60))
         reply = request.result(timeout=1)

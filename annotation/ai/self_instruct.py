@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from django.db import transaction
 
 from annotation.ai.backends import BackendError
+from annotation.ai.prompts import self_instruct_messages
 from annotation.errors import ServiceError
 from annotation.models import Prompt
 
@@ -240,22 +241,6 @@ def screen_prompts(
     return result
 
 
-def request_messages(examples: list[str], *, wanted: int) -> list[dict]:
-    """The chat messages asking for ``wanted`` new prompts after the examples."""
-    shown = "\n".join(
-        f"{number}. {' '.join(text.split())}" for number, text in enumerate(examples, 1)
-    )
-    ask = (
-        "Here are some requests that users sent to an AI assistant:\n\n"
-        f"{shown}\n\n"
-        f"Write {wanted} new requests a user might send to the assistant. Make each one "
-        "different from the examples and from each other in topic and in form (questions, "
-        "tasks, advice, writing, explanations), and complete on its own. Write one request "
-        f"per line, numbered 1 to {wanted}, and nothing else."
-    )
-    return [{"role": "user", "content": ask}]
-
-
 # --- options --------------------------------------------------------------------------
 
 
@@ -397,8 +382,10 @@ def run_self_instruct(ctx) -> None:
         ctx.request()
         requests += 1
         try:
+            # Seeds on one line each: the answer is read as one prompt per line.
+            shown = [" ".join(seed.text.split()) for seed in examples]
             answer = ctx.backend.complete(
-                request_messages([seed.text for seed in examples], wanted=options["per_request"]),
+                self_instruct_messages(shown, options["per_request"]),
                 max_tokens=options["max_tokens"],
                 temperature=options["temperature"],
             )

@@ -13,7 +13,6 @@ from annotation.ai.self_instruct import (
     normalise_item,
     parse_prompt_list,
     rejection_reason,
-    request_messages,
     rouge_l,
     screen_prompts,
     words,
@@ -219,13 +218,6 @@ def test_screen_drops_short_duplicates_of_the_pool_and_of_each_other():
     ]
     assert result.dropped == {"near-duplicate": 2, "too short": 1, "over the count": 1}
     assert len(index) == 3
-
-
-def test_request_messages_show_the_examples_numbered():
-    messages = request_messages(["Say hi.", "Count to\nthree."], wanted=4)
-    assert messages[0]["role"] == "user"
-    assert "1. Say hi.\n2. Count to three." in messages[0]["content"]
-    assert "numbered 1 to 4" in messages[0]["content"]
 
 
 # --- options --------------------------------------------------------------------------

@@ -377,7 +377,7 @@ def run_revision(ctx) -> None:
         f"Revision: {len(responses)} responses, {options['rounds']} round(s) each, "
         f"constitution {ctx.constitution}."
     )
-    done = failed = failed_in_a_row = 0
+    done = backend_failures_in_a_row = 0
     for response in responses:
         if ctx.cancelled():
             ctx.log("Cancelled.")
@@ -391,18 +391,19 @@ def run_revision(ctx) -> None:
                 ctx, response, context=context, rounds=rounds, options=options, spent_ms=spent_ms
             )
         except (ItemFailed, BackendError) as error:
-            failed += 1
             reason = error.message if isinstance(error, BackendError) else str(error)
-            ctx.log(f"Response {response.pk}: failed, nothing stored: {reason}.")
-            ctx.progress(failed=failed)
-            failed_in_a_row = failed_in_a_row + 1 if isinstance(error, BackendError) else 0
-            if failed_in_a_row >= MAX_FAILED_IN_A_ROW:
-                raise
+            ctx.item_failed(f"response {response.pk}: {reason}; nothing stored for it.")
+            if isinstance(error, BackendError):
+                backend_failures_in_a_row += 1
+                if backend_failures_in_a_row >= MAX_FAILED_IN_A_ROW:
+                    raise
+            else:
+                backend_failures_in_a_row = 0
             continue
-        failed_in_a_row = 0
+        backend_failures_in_a_row = 0
         done += 1
         ctx.progress(done=done)
         ctx.log(
             f"Response {response.pk}: revised under {', '.join(item.principle for item in rounds)}."
         )
-    ctx.log(f"Done: {done} revised, {failed} failed.")
+    ctx.log(f"Done: {done} revised, {ctx.job.failed} failed.")

@@ -352,7 +352,8 @@ def _summary(dropped: Counter) -> str:
 
 def run_self_instruct(ctx) -> None:
     """Add up to ``count`` new prompts to the job's project (see the module docstring).
-    Progress: total = count, done = prompts accepted, failed = requests that failed."""
+    Progress: total = count, done = prompts accepted. A failed request is logged, not
+    counted as a failed item (the job still reaches its count with the next requests)."""
     options = check_self_instruct_options(ctx.job.options)
     project = ctx.job.project
     rng = random.Random(f"self_instruct:{ctx.job.pk}")
@@ -372,7 +373,7 @@ def run_self_instruct(ctx) -> None:
         f"{len(index)} prompts in the pool, max ROUGE-L {options['max_similarity']:g}."
     )
     accepted: list[_Seed] = []
-    failed = failed_in_a_row = idle = requests = 0
+    failed_in_a_row = idle = requests = 0
     while len(accepted) < count:
         if ctx.cancelled():
             ctx.log("Cancelled.")
@@ -390,9 +391,7 @@ def run_self_instruct(ctx) -> None:
                 temperature=options["temperature"],
             )
         except BackendError as error:
-            failed += 1
             failed_in_a_row += 1
-            ctx.progress(failed=failed)
             ctx.log(f"Request {requests} failed: {error.message}")
             if failed_in_a_row >= MAX_FAILED_IN_A_ROW:
                 raise

@@ -117,3 +117,490 @@ def test_options_defaults():
 def test_bad_options_are_refused_with_the_reason(options, message):
     with pytest.raises(ServiceError, match=message):
         check_revision_options(options)
+
+
+# --- the runner -----------------------------------------------------------------------
+
+
+class ScriptedBackend:
+    """A fake judge model (an external model, so faking it is fair): answers critique and
+    revision requests with ``critique(text, principle)`` and ``revise(text, principle)``,
+    where ``text`` is the response under review, and records every request.
+    ``on_request`` runs before each answer (to fail, or to cancel the job)."""
+
+    def __init__(self, *, revise=None, critique=None, on_request=None):
+        self.revise = revise or (lambda text, principle: f"{text} [fixed for {principle}]")
+        self.critique = critique or (lambda text, principle: f"Too blunt for {principle}.")
+        self.on_request = on_request
+        self.requests: list[list[dict]] = []
+
+    @staticmethod
+    def _principle(content: str, verb: str) -> str | None:
+        for principle in PRINCIPLES:
+            if f"{verb} for {principle['name']}." in content:
+                return principle["name"]
+        return None
+
+    def complete(self, messages, *, max_tokens=256, temperature=0.0):
+        self.requests.append(messages)
+        if self.on_request:
+            self.on_request(len(self.requests))
+        last = messages[-1]["content"]
+        revising = self._principle(last, "Revise")
+        if revising:
+            # The response under review is the assistant turn before the critique request.
+            return self.revise(messages[-4]["content"], revising)
+        critiquing = self._principle(last, "Critique")
+        assert critiquing, f"unexpected request: {last!r}"
+        return self.critique(messages[-2]["content"], critiquing)
+
+    def choice_probabilities(self, messages, choices):
+        return None
+
+
+@pytest.fixture
+def constitution(db):
+    from annotation.models import Constitution
+
+    return Constitution.objects.create(name="test-rules", version=3, principles=PRINCIPLES)
+
+
+@pytest.fixture
+def judge_version(db):
+    from tests.factories import make_version
+
+    return make_version("judge-model")
+
+
+@pytest.fixture
+def local_judge(constitution, judge_version):
+    from annotation.models import Judge
+
+    return Judge.objects.create(
+        name="local-judge",
+        backend=Judge.Backend.LOCAL,
+        model_version=judge_version,
+        constitution=constitution,
+    )
+
+
+@pytest.fixture
+def remote_judge(constitution):
+    from annotation.models import Judge
+
+    return Judge.objects.create(
+        name="remote-judge",
+        backend=Judge.Backend.REMOTE,
+        endpoint_url="http://127.0.0.1:9/v1",
+        endpoint_model="m",
+        api_key="sk-secret-key",
+        constitution=constitution,
+    )
+
+
+def _model_reply(project, text, *, version=None, prompt=None, sample_index=0):
+    from annotation.models import Response
+    from tests.factories import make_prompt, make_version
+
+    return Response.objects.create(
+        prompt=prompt or make_prompt(project),
+        model_version=version or make_version(),
+        sample_index=sample_index,
+        text=text,
+    )
+
+
+def _run(project, judge, backend, *, options=None, max_requests=200):
+    from annotation.ai.jobs import judge_job_execute
+    from annotation.models import JudgeJob
+
+    job = JudgeJob.objects.create(
+        project=project,
+        judge=judge,
+        kind=JudgeJob.Kind.REVISION,
+        options=options or {},
+        max_requests=max_requests,
+    )
+    return judge_job_execute(job_id=job.pk, backend=backend)
+
+
+def _stored(original):
+    """The AI demonstration and comparison made from ``original`` (or Nones)."""
+    from annotation.models import Judgment
+
+    demonstration = Judgment.objects.filter(kind="demonstration", edited_from=original).first()
+    comparison = Judgment.objects.filter(kind="comparison", response_a=original).first()
+    return demonstration, comparison
+
+
+def test_revisions_are_stored_as_responses_demonstrations_and_comparisons(
+    project, local_judge, judge_version, constitution
+):
+    from annotation.kinds.demonstration import edit_diff
+    from annotation.models import Judgment, Response
+
+    # Given two model replies (one on a prompt where the judge's own model already answered
+    # at sample 0) and a human-written reply, which the default selection leaves alone
+    own = _model_reply(project, "Go away.", version=judge_version)
+    other = _model_reply(project, "It is 5pm.")
+    Response.objects.create(prompt=other.prompt, author="someone", text="Human reply.")
+    backend = ScriptedBackend()
+
+    # When a one-round revision job runs
+    job = _run(project, local_judge, backend)
+
+    # Then both model replies are revised, with 2 requests each, and the job succeeded
+    assert (job.status, job.total, job.done, job.failed, job.error) == ("succeeded", 2, 2, 0, "")
+    assert job.requests_made == 4
+    for original in (own, other):
+        demonstration, comparison = _stored(original)
+        revision = Response.objects.get(pk=demonstration.ai_details["revision_response"])
+        principle = demonstration.principle
+        assert principle in {"harmless", "helpful", "honest"}
+        assert revision.text == f"{original.text} [fixed for {principle}]"
+        assert revision.prompt_id == original.prompt_id
+        assert revision.model_version == judge_version
+        assert revision.author == "judge:local-judge"
+        assert revision.generation_params == {
+            "judge": "local-judge",
+            "judge_id": local_judge.pk,
+            "judge_job": job.pk,
+            "constitution": "test-rules",
+            "constitution_version": 3,
+            "principles": [principle],
+            "rounds": 1,
+            "revision_of": original.pk,
+            "max_tokens": 256,
+            "temperature": 0.0,
+        }
+        # the demonstration: an edit of the original, with its diff
+        assert demonstration.source == Judgment.Source.AI and demonstration.labeler is None
+        assert demonstration.text == revision.text
+        assert demonstration.edit_diff == edit_diff(original=original.text, edited=revision.text)
+        assert f"-{original.text}" in demonstration.edit_diff
+        assert f"+{revision.text}" in demonstration.edit_diff
+        assert (demonstration.judge, demonstration.judge_job_id) == (local_judge, job.pk)
+        assert demonstration.constitution == constitution
+        assert demonstration.rationale == f"[{principle}] Too blunt for {principle}."
+        assert demonstration.ai_details["rounds"] == [
+            {
+                "principle": principle,
+                "critique": f"Too blunt for {principle}.",
+                "revision": revision.text,
+            }
+        ]
+        # the comparison: original as A, revision as B, presumed, not judged
+        assert comparison.source == Judgment.Source.AI and comparison.labeler is None
+        assert (comparison.response_a, comparison.response_b) == (original, revision)
+        assert comparison.choice == "b" and comparison.soft_label is None
+        assert comparison.ai_details["presumed"] is True
+        assert comparison.ai_details["demonstration"] == demonstration.pk
+        assert comparison.principle == principle and comparison.judge_job_id == job.pk
+    # the judge's own reply was at sample 0 of its version: the revision took sample 1
+    own_revision = Response.objects.get(generation_params__revision_of=own.pk)
+    assert own_revision.sample_index == 1
+    assert Judgment.objects.count() == 4
+
+    # And a second job finds nothing left to revise for this judge and constitution
+    again = _run(project, local_judge, ScriptedBackend())
+    assert (again.status, again.total, again.requests_made) == ("succeeded", 0, 0)
+
+
+def test_revisions_export_as_sft_rows_and_preferences(project, local_judge):
+    from annotation.exports import dpo_rows, sft_rows
+    from annotation.models import Prompt
+
+    prompt = Prompt.objects.create(
+        project=project,
+        text="And tomorrow?",
+        metadata={
+            "context": [
+                {"role": "user", "content": "Weather today?"},
+                {"role": "assistant", "content": "Sunny."},
+            ]
+        },
+    )
+    original = _model_reply(project, "No idea, stop asking.", prompt=prompt)
+    backend = ScriptedBackend()
+
+    job = _run(project, local_judge, backend)
+
+    assert job.status == "succeeded"
+    conversation = [
+        {"role": "user", "content": "Weather today?"},
+        {"role": "assistant", "content": "Sunny."},
+        {"role": "user", "content": "And tomorrow?"},
+    ]
+    # the judge saw the whole conversation, then the reply under review
+    assert backend.requests[0][:4] == [
+        *conversation,
+        {"role": "assistant", "content": original.text},
+    ]
+    demonstration, _ = _stored(original)
+    assert demonstration.context == conversation[:2]
+    revised = {"role": "assistant", "content": demonstration.text}
+    assert list(sft_rows(project)) == [{"messages": [*conversation, revised]}]
+    assert list(dpo_rows(project)) == [
+        {
+            "prompt": conversation,
+            "chosen": [revised],
+            "rejected": [{"role": "assistant", "content": original.text}],
+        }
+    ]
+
+
+def test_several_rounds_use_a_new_principle_each_and_revise_the_last_revision(project, local_judge):
+    from annotation.models import Response
+
+    original = _model_reply(project, "Draft.")
+    backend = ScriptedBackend()
+
+    job = _run(project, local_judge, backend, options={"rounds": 3})
+
+    assert (job.status, job.done, job.requests_made) == ("succeeded", 1, 6)
+    demonstration, comparison = _stored(original)
+    rounds = demonstration.ai_details["rounds"]
+    names = [item["principle"] for item in rounds]
+    assert sorted(names) == ["harmless", "helpful", "honest"]
+    # each round works on the previous round's revision
+    expected = "Draft."
+    for number, item in enumerate(rounds):
+        assert backend.requests[2 * number][-2] == {"role": "assistant", "content": expected}
+        expected = f"{expected} [fixed for {item['principle']}]"
+        assert item["revision"] == expected
+        assert item["critique"] == f"Too blunt for {item['principle']}."
+    assert demonstration.text == expected == comparison.response_b.text
+    assert demonstration.principle == names[-1] == comparison.principle
+    assert demonstration.ai_details["principles"] == names
+    assert demonstration.rationale == "\n\n".join(
+        f"[{name}] Too blunt for {name}." for name in names
+    )
+    revision = Response.objects.get(pk=comparison.response_b_id)
+    assert revision.generation_params["principles"] == names
+    assert revision.generation_params["rounds"] == 3
+
+
+def test_principles_are_seeded_by_the_job(project, local_judge, constitution):
+    from annotation.models import Judge
+
+    # Two judges on the same constitution revising the same reply in jobs with different ids
+    # draw their principles from the job id: a rerun of one job's draw is reproducible.
+    original = _model_reply(project, "Draft.")
+    first = _run(project, local_judge, ScriptedBackend(), options={"rounds": 3})
+    second_judge = Judge.objects.create(
+        name="second", backend="remote", endpoint_url="http://x/v1", constitution=constitution
+    )
+    second = _run(project, second_judge, ScriptedBackend(), options={"rounds": 3})
+    import random as _random
+
+    from annotation.ai.revision import pick_principles
+
+    for job in (first, second):
+        demonstration = job.judgments.get(kind="demonstration")
+        drawn = pick_principles(PRINCIPLES, 3, _random.Random(f"revision:{job.pk}:{original.pk}"))
+        assert demonstration.ai_details["principles"] == [p["name"] for p in drawn]
+
+
+def test_a_remote_judge_writes_revisions_with_no_model_version(project, remote_judge):
+    from annotation.models import Response
+
+    original = _model_reply(project, "Meh.")
+    Response.objects.create(prompt=original.prompt, author="x", text="Other human reply.")
+
+    job = _run(project, remote_judge, ScriptedBackend())
+
+    assert job.status == "succeeded"
+    revision = Response.objects.get(generation_params__revision_of=original.pk)
+    assert revision.model_version is None
+    assert revision.author == "judge:remote-judge"
+    assert revision.sample_index == 1  # the human reply holds sample 0 with no version
+    assert "sk-secret-key" not in job.log
+
+
+@pytest.mark.parametrize(
+    ("answer", "why"),
+    [
+        ("", "the revision in round 1"),
+        ("Revision:   ", "was empty"),
+        ("Same  old\nreply.", "the revision is the original unchanged"),
+    ],
+)
+def test_an_empty_or_unchanged_revision_fails_the_item_and_stores_nothing(
+    project, local_judge, answer, why
+):
+    from annotation.models import Judgment, Response
+
+    original = _model_reply(project, "Same old reply.")
+    before = Response.objects.count()
+
+    job = _run(project, local_judge, ScriptedBackend(revise=lambda text, principle: answer))
+
+    assert (job.status, job.done, job.failed) == ("failed", 0, 1)
+    assert why in job.log and f"response {original.pk}" in job.log
+    assert "1 of 1 items failed" in job.error
+    assert Response.objects.count() == before
+    assert not Judgment.objects.exists()
+
+
+def test_a_failed_item_in_a_later_round_stores_nothing_and_the_job_goes_on(project, local_judge):
+    from annotation.models import Judgment, Response
+
+    failing = _model_reply(project, "First.")
+    fine = _model_reply(project, "Second.")
+
+    def revise(text, principle):
+        # the failing reply's second round comes back empty
+        return "" if text.startswith("First.") and "[fixed" in text else f"{text} [fixed]"
+
+    job = _run(project, local_judge, ScriptedBackend(revise=revise), options={"rounds": 2})
+
+    assert (job.status, job.done, job.failed) == ("partial", 1, 1)
+    assert "the revision in round 2" in job.log
+    assert _stored(failing) == (None, None)
+    assert not Response.objects.filter(generation_params__revision_of=failing.pk).exists()
+    demonstration, comparison = _stored(fine)
+    assert demonstration.text == "Second. [fixed] [fixed]" and comparison is not None
+    assert Judgment.objects.count() == 2
+
+
+def test_the_budget_stops_the_job_and_keeps_finished_items(project, local_judge):
+    from annotation.models import Judgment, Response
+
+    first = _model_reply(project, "One.")
+    second = _model_reply(project, "Two.")
+    _model_reply(project, "Three.")
+
+    # When the budget allows 3 requests (an item takes 2)
+    job = _run(project, local_judge, ScriptedBackend(), max_requests=3)
+
+    # Then the first item is stored, the second stopped after its critique, the third
+    # never started
+    assert (job.status, job.done, job.requests_made) == ("partial", 1, 3)
+    assert "Stopped by the budget: 3 model requests" in job.error
+    assert _stored(first)[0] is not None and _stored(first)[1] is not None
+    assert _stored(second) == (None, None)
+    assert Judgment.objects.count() == 2
+    assert Response.objects.filter(generation_params__has_key="revision_of").count() == 1
+
+
+def test_a_dead_backend_fails_items_then_stops_the_job(project, local_judge):
+    from annotation.ai.backends import BackendError
+    from annotation.models import Judgment
+
+    for number in range(5):
+        _model_reply(project, f"Reply {number}.")
+
+    def fail(count):
+        raise BackendError("The endpoint answered HTTP 500.", retryable=True)
+
+    job = _run(project, local_judge, ScriptedBackend(on_request=fail))
+
+    assert (job.status, job.done, job.failed, job.requests_made) == ("failed", 0, 3, 3)
+    assert job.error.startswith("The judge's model failed: The endpoint answered HTTP 500.")
+    assert not Judgment.objects.exists()
+
+
+def test_one_backend_error_fails_only_its_item(project, local_judge):
+    from annotation.ai.backends import BackendError
+
+    broken = _model_reply(project, "Broken.")
+    fine = _model_reply(project, "Fine.")
+
+    def fail_once(count):
+        if count == 2:  # the first item's revision request
+            raise BackendError("The endpoint's answer is not JSON: <html>")
+
+    job = _run(project, local_judge, ScriptedBackend(on_request=fail_once))
+
+    assert (job.status, job.done, job.failed) == ("partial", 1, 1)
+    assert "not JSON" in job.error
+    assert _stored(broken) == (None, None)
+    assert _stored(fine)[0] is not None
+
+
+def test_cancel_stops_before_the_next_item(project, local_judge):
+    from annotation.models import JudgeJob, Judgment
+
+    first = _model_reply(project, "One.")
+    _model_reply(project, "Two.")
+
+    def cancel(count):
+        JudgeJob.objects.update(cancel_requested=True)
+
+    job = _run(project, local_judge, ScriptedBackend(on_request=cancel))
+
+    assert (job.status, job.done, job.requests_made) == ("cancelled", 1, 2)
+    assert _stored(first)[0] is not None
+    assert Judgment.objects.count() == 2
+
+
+def test_listed_responses_are_revised_whoever_wrote_them(project, other_project, local_judge):
+    from annotation.models import Judgment, Response
+    from tests.factories import make_prompt
+
+    human = Response.objects.create(prompt=make_prompt(project), author="ann", text="Hi.")
+    model = _model_reply(project, "Hello.")
+    _model_reply(project, "Not listed.")
+    elsewhere = _model_reply(other_project, "Elsewhere.")
+
+    job = _run(project, local_judge, ScriptedBackend(), options={"response_ids": [human.pk]})
+    assert (job.status, job.total, job.done) == ("succeeded", 1, 1)
+    assert _stored(human)[0].text == "Hi. [fixed for " + _stored(human)[0].principle + "]"
+
+    bad = _run(
+        project, local_judge, ScriptedBackend(), options={"response_ids": [model.pk, elsewhere.pk]}
+    )
+    assert bad.status == "failed"
+    assert bad.error == f"These responses are not in the project: {elsewhere.pk}."
+    assert bad.requests_made == 0
+    assert Judgment.objects.count() == 2
+
+
+def test_bad_options_fail_the_job_with_the_reason(project, local_judge):
+    from annotation.models import Judgment
+
+    _model_reply(project, "Reply.")
+
+    job = _run(project, local_judge, ScriptedBackend(), options={"rounds": 9})
+
+    assert job.status == "failed"
+    assert job.error == "rounds must be a whole number from 1 to 4."
+    assert not Judgment.objects.exists()
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_tiny_local_model_revises_or_fails_each_item_as_promised(
+    project, tiny_model_dir, temperature
+):
+    """The tiny random model writes garbage: each item is either stored whole (revision,
+    demonstration, comparison) or failed with nothing stored. (Greedy, it answers nothing
+    and every item fails; sampled, it writes random tokens, which are stored.)"""
+    from annotation.models import Constitution, Judge, Judgment, Response
+    from tests.factories import make_version
+
+    constitution = Constitution.objects.create(name="tiny", version=1, principles=PRINCIPLES)
+    version = make_version("tiny-judge", path=str(tiny_model_dir))
+    judge = Judge.objects.create(
+        name="tiny", backend="local", model_version=version, constitution=constitution
+    )
+    originals = [_model_reply(project, f"Reply number {n}.") for n in range(2)]
+
+    job = _run(project, judge, None, options={"max_tokens": 16, "temperature": temperature})
+
+    assert job.total == 2 and job.done + job.failed == 2
+    assert job.requests_made == 4
+    assert job.status == {2: "succeeded", 1: "partial", 0: "failed"}[job.done]
+    stored = 0
+    for original in originals:
+        demonstration, comparison = _stored(original)
+        revisions = Response.objects.filter(generation_params__revision_of=original.pk)
+        if demonstration is None:
+            assert comparison is None and not revisions.exists()
+            continue
+        stored += 1
+        revision = revisions.get()
+        assert revision.model_version == version and revision.text == demonstration.text
+        assert demonstration.text.strip() and not same_text(demonstration.text, original.text)
+        assert comparison.response_b == revision
+    assert stored == job.done
+    assert Judgment.objects.count() == 2 * job.done

@@ -561,15 +561,35 @@ def labelers_disagree(kind: str, rows: list[dict]) -> bool:
 @dataclass(frozen=True)
 class QueueEntry:
     judgment_id: int
-    task_id: int
+    task_id: int | None
     reasons: tuple[str, ...]
+
+
+def _ai_queue(*, project: Project, reviewed: set[int]) -> list[QueueEntry]:
+    """AI judgments sent to review (annotation/ai/review.py) that no one has decided on,
+    by task then id; an AI judgment of no task (a revision pair) comes last."""
+    rows = Judgment.objects.filter(
+        project=project,
+        source=Judgment.Source.AI,
+        needs_review=True,
+        superseded_by__isnull=True,
+    ).values_list("id", "task_id", "ai_details")
+    entries = []
+    for judgment_id, task_id, details in rows:
+        if judgment_id in reviewed:
+            continue
+        reasons = ["AI label sent for review"]
+        if isinstance(details, dict) and details.get("agree") is False:
+            reasons.append("the two orders disagreed")
+        entries.append(QueueEntry(judgment_id, task_id, tuple(reasons)))
+    return sorted(entries, key=lambda e: (e.task_id is None, e.task_id or 0, e.judgment_id))
 
 
 def review_queue(*, project: Project, reviewer) -> list[QueueEntry]:
     """Judgments waiting for review, grouped by task: every unreviewed current human
     judgment of a task whose labelers disagree, and every unreviewed one by a low-trust
-    labeler. Gold tasks are scored automatically and never queued; nor are the
-    reviewer's own judgments."""
+    labeler; then the AI judgments sent to review. Gold tasks are scored automatically
+    and never queued for disagreement; nor are the reviewer's own judgments."""
     rows = list(
         current_human_judgments(project=project).filter(task__is_gold=False).values(*ROW_FIELDS)
     )
@@ -597,7 +617,7 @@ def review_queue(*, project: Project, reviewer) -> list[QueueEntry]:
                 reasons.append("low-trust labeler")
             if reasons:
                 entries.append(QueueEntry(row["id"], task_id, tuple(reasons)))
-    return entries
+    return entries + _ai_queue(project=project, reviewed=reviewed)
 
 
 def review_item(*, project: Project, reviewer, judgment_id: int | None = None) -> dict | None:
@@ -608,23 +628,33 @@ def review_item(*, project: Project, reviewer, judgment_id: int | None = None) -
     entry = next((e for e in queue if judgment_id is None or e.judgment_id == judgment_id), None)
     if entry is None:
         return None
-    judgment = Judgment.objects.select_related("labeler", "task", "task__prompt").get(
-        pk=entry.judgment_id
-    )
+    judgment = Judgment.objects.select_related(
+        "labeler", "task", "task__prompt", "prompt", "judge", "constitution"
+    ).get(pk=entry.judgment_id)
     task = judgment.task
+    if task is not None:
+        others = Judgment.objects.filter(task=task, superseded_by__isnull=True)
+        responses = task.ordered_responses()
+    else:
+        # An AI judgment of no task (e.g. original vs revision): only itself to show.
+        others = Judgment.objects.filter(pk=judgment.pk)
+        responses = [r for r in (judgment.response_a, judgment.response_b) if r is not None]
     others = (
-        Judgment.objects.filter(task=task, superseded_by__isnull=True)
-        .select_related("labeler")
+        others.select_related("labeler", "judge", "constitution")
         .prefetch_related("reviews")
         .order_by("created_at", "id")
     )
-    responses = task.ordered_responses()
     return {
         "judgment": judgment,
+        "who": judgment_author(judgment),
+        "ai": ai_summary(judgment, responses) if judgment.source == Judgment.Source.AI else None,
         "reasons": entry.reasons,
         "task": task,
+        "kind": judgment.kind,
+        "prompt": task.prompt if task is not None else judgment.prompt,
+        "context": task.context if task is not None else judgment.context,
         "responses": responses,
-        "judgments": [_described(j, responses) for j in others],
+        "judgments": [_with_author(_described(j, responses)) for j in others],
         "remaining": len(queue),
     }
 
@@ -638,9 +668,12 @@ STRENGTH_WORDS = {1: "marginally", 2: "slightly", 3: "", 4: "much"}
 def judgment_summary(judgment: Judgment, responses: Sequence | None = None) -> str:
     """A short plain-text account of what the judgment says, in task terms."""
     if judgment.kind in (TaskKind.COMPARISON, TaskKind.CHAT):
-        words = CHOICE_WORDS.get(judgment.choice, judgment.choice or "—")
+        choice = judgment.choice
+        if _swapped(judgment, responses):
+            choice = {"a": "b", "b": "a"}.get(choice, choice)
+        words = CHOICE_WORDS.get(choice, choice or "—")
         strength = STRENGTH_WORDS.get(judgment.strength or 3, "")
-        if judgment.choice in ("a", "b") and strength:
+        if choice in ("a", "b") and strength:
             words = words.replace(" better", f" {strength} better")
         return words
     if judgment.kind == TaskKind.RANKING:
@@ -657,6 +690,73 @@ def judgment_summary(judgment: Judgment, responses: Sequence | None = None) -> s
         return scores + flags
     text = " ".join((judgment.text or "").split())
     return text[:120] + ("…" if len(text) > 120 else "")
+
+
+def _swapped(judgment: Judgment, responses: Sequence | None) -> bool:
+    """Whether a comparison names the responses the other way round from `responses`
+    (task order). Human judgments never do; an AI judgment might."""
+    return (
+        responses is not None
+        and len(responses) == 2
+        and judgment.response_a_id is not None
+        and judgment.response_a_id == responses[1].pk
+        and judgment.response_b_id == responses[0].pk
+    )
+
+
+def judgment_author(judgment: Judgment) -> str:
+    """Who made the judgment, in words: the labeler, the reviewer, or the AI judge."""
+    if judgment.source == Judgment.Source.AI:
+        name = judgment.judge.name if judgment.judge_id else "unknown judge"
+        return f"AI judge {name}"
+    username = judgment.labeler.username if judgment.labeler_id else "someone"
+    if judgment.source == Judgment.Source.REVIEW:
+        return f"{username} (reviewer)"
+    return username
+
+
+def _with_author(judgment: Judgment) -> Judgment:
+    judgment.author = judgment_author(judgment)
+    return judgment
+
+
+def _probability(raw) -> float | None:
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        return float(raw)
+    return None
+
+
+def ai_summary(judgment: Judgment, responses: Sequence | None = None) -> dict:
+    """What a reviewer needs to weigh an AI label: the judge, the constitution version and
+    principle, the soft label P(A better) in task terms (A is the task's first response),
+    and each display order's figures as the judge stored them in ``ai_details``
+    (``p_a`` is the judgment's own P(A better); other keys are shown as they are).
+    ``swapped`` says the judgment's own A is the task's B."""
+    details = judgment.ai_details if isinstance(judgment.ai_details, dict) else {}
+    swapped = _swapped(judgment, responses)
+    soft_label = judgment.soft_label
+    if soft_label is not None and swapped:
+        soft_label = 1.0 - soft_label
+    orders = []
+    for index, order in enumerate(details.get("orders") or [], start=1):
+        if not isinstance(order, dict):
+            continue
+        extra = {
+            key: value
+            for key, value in order.items()
+            if key != "p_a" and isinstance(value, str | int | float | bool | type(None))
+        }
+        orders.append({"number": index, "p_a": _probability(order.get("p_a")), "extra": extra})
+    return {
+        "judge": judgment.judge,
+        "constitution": judgment.constitution,
+        "principle": judgment.principle,
+        "soft_label": soft_label,
+        "swapped": swapped,
+        "orders": orders,
+        "agree": details.get("agree"),
+        "method": details.get("method", ""),
+    }
 
 
 def _described(judgment: Judgment, responses: Sequence) -> Judgment:

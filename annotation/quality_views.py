@@ -11,6 +11,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from annotation import quality, review
+from annotation.ai import review as ai_review
 from annotation.errors import ServiceError
 from annotation.kinds import KINDS
 from annotation.models import Task
@@ -110,10 +111,13 @@ def _review_context(request, project, *, judgment_id=None, correcting=False, err
     context = {
         **_base_context(request, project),
         "item": item,
-        "correcting": correcting and item is not None,
+        # An AI judgment of no task can be accepted or rejected, not corrected here.
+        "correcting": correcting and item is not None and item["task"] is not None,
         "error": error,
         "shown_at_ms": int(time.time() * 1000),
     }
+    if not request.htmx:
+        context["ai_fill"] = ai_review.ai_review_summary(project=project)
     if context["correcting"]:
         task = item["task"]
         context["assignment"] = review.assignment_for_review(task=task, reviewer=request.user)
@@ -200,6 +204,67 @@ def review_page(request, slug):
         messages.success(request, done)
         return redirect("review", slug=project.slug)
     return render(request, template, {**_review_context(request, project), "done": done})
+
+
+def parse_ai_fill(data) -> dict:
+    """The fill request's fields from a form or a JSON body: mode, rate, threshold (numbers
+    or their text; blank for the default), judge (an id, or blank for every judge) and
+    an optional seed for the sample."""
+    if not hasattr(data, "get"):
+        raise ServiceError("Send an object: {mode, rate, threshold, judge}.")
+
+    def number(name: str, default: float):
+        raw = data.get(name)
+        if raw is None or raw == "":
+            return default
+        if isinstance(raw, str):
+            try:
+                return float(raw)
+            except ValueError:
+                raise ServiceError(f"{name} must be a number.") from None
+        return raw
+
+    judge = data.get("judge")
+    if judge == "":
+        judge = None
+    if isinstance(judge, str):
+        judge = int_or_none(judge)
+        if judge is None:
+            raise ServiceError("judge must be the id of a judge.")
+    seed = data.get("seed")
+    if seed in (None, ""):
+        seed = 0
+    elif isinstance(seed, str):
+        seed = int_or_none(seed)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ServiceError("seed must be a whole number.")
+    return {
+        "mode": data.get("mode") or "",
+        "rate": number("rate", ai_review.DEFAULT_RATE),
+        "threshold": number("threshold", ai_review.DEFAULT_THRESHOLD),
+        "judge": judge,
+        "seed": seed,
+    }
+
+
+@login_required
+@require_POST
+def review_ai_fill(request, slug):
+    """The Review page's form: send AI labels to the review queue."""
+    project = project_for(user=request.user, slug=slug, capability=MANAGE)
+    try:
+        count = ai_review.ai_review_queue_fill(project=project, **parse_ai_fill(request.POST))
+    except ServiceError as error:
+        context = {
+            **_review_context(request, project),
+            "ai_fill_error": error.message,
+            "ai_fill_form": request.POST,
+        }
+        return render(request, "annotation/quality/review.html", context, status=400)
+    messages.success(
+        request, f"{count} AI judgment{'' if count == 1 else 's'} sent to the review queue."
+    )
+    return redirect("review", slug=project.slug)
 
 
 # --- a labeler's own page --------------------------------------------------------------

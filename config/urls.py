@@ -109,6 +109,7 @@ urlpatterns = [
     path("", include("annotation.urls_arena")),
     path("", include("annotation.urls_leaderboard")),
     path("", include("annotation.urls_ai")),
+    path("", include("annotation.urls_ai_review")),
     path("", include("models_registry.urls")),
     path("", include("models_registry.urls_openai")),
 ]

@@ -1,0 +1,84 @@
+"""Builders of AI judges and AI judgments for tests, made as the judge jobs store them:
+source "ai", no labeler, the judge, its constitution version and a principle, a soft label
+P(A better) and per-order probabilities in ``ai_details``."""
+
+from annotation.models import Constitution, Judge, Judgment, Task, TaskKind
+from tests.factories import make_version
+
+PRINCIPLES = [
+    {
+        "name": "helpfulness",
+        "critique_request": "Say how the reply could help more.",
+        "revision_request": "Rewrite the reply to help more.",
+        "comparison_question": "Which reply helps the user more?",
+    }
+]
+
+
+def make_constitution(name: str = "loop-default", version: int = 1) -> Constitution:
+    return Constitution.objects.create(name=name, version=version, principles=PRINCIPLES)
+
+
+def make_judge(name: str = "judge-local", constitution: Constitution | None = None) -> Judge:
+    return Judge.objects.create(
+        name=name,
+        backend=Judge.Backend.LOCAL,
+        model_version=make_version(f"{name}-model"),
+        constitution=constitution or make_constitution(),
+    )
+
+
+def make_remote_judge(name: str, *, api_key: str, constitution: Constitution) -> Judge:
+    return Judge.objects.create(
+        name=name,
+        backend=Judge.Backend.REMOTE,
+        endpoint_url="https://judge.example/v1",
+        endpoint_model="judge-model",
+        api_key=api_key,
+        constitution=constitution,
+    )
+
+
+def make_ai_judgment(
+    task: Task,
+    judge: Judge,
+    *,
+    soft_label: float,
+    agree: bool = True,
+    swapped: bool = False,
+    constitution: Constitution | None = None,
+    principle: str = "helpfulness",
+    choice: str | None = None,
+) -> Judgment:
+    """An AI comparison of the task's two responses; A is the task's first response
+    unless ``swapped``. The choice follows the soft label unless given."""
+    first, second = task.links.order_by("position").values_list("response_id", flat=True)
+    if swapped:
+        first, second = second, first
+    if choice is None:
+        choice = "a" if soft_label > 0.5 else "b" if soft_label < 0.5 else "tie"
+    # Order 2 showed B first; its p_a is already mapped back to A.
+    p_one = min(1.0, soft_label + 0.05)
+    p_two = max(0.0, soft_label - 0.05) if agree else 1.0 - p_one
+    return Judgment.objects.create(
+        kind=TaskKind.COMPARISON,
+        project=task.project,
+        task=task,
+        prompt=task.prompt,
+        shown_order=[first, second],
+        response_a_id=first,
+        response_b_id=second,
+        choice=choice,
+        source=Judgment.Source.AI,
+        labeler=None,
+        judge=judge,
+        constitution=constitution or judge.constitution,
+        principle=principle,
+        soft_label=soft_label,
+        rationale="The first reply answers the question.",
+        ai_details={
+            "orders": [{"p_a": p_one, "shown": "ab"}, {"p_a": p_two, "shown": "ba"}],
+            "agree": agree,
+            "method": "logprobs",
+        },
+    )

@@ -1,0 +1,134 @@
+"""Reads for the AI judges pages and API, and the payloads they show. A judge's API key is
+never part of any payload: ``has_api_key`` says whether one is set."""
+
+from __future__ import annotations
+
+from django.db.models import Max
+
+from annotation.errors import ServiceError
+from annotation.models import Constitution, Judge, JudgeJob, Judgment, Project
+
+
+class NotFound(ServiceError):
+    status_code = 404
+
+
+def constitutions_latest() -> list[Constitution]:
+    """The latest version of each constitution, by name."""
+    latest = Constitution.objects.values("name").annotate(top=Max("version"))
+    wanted = {(row["name"], row["top"]) for row in latest}
+    return [
+        c
+        for c in Constitution.objects.order_by("name", "-version")
+        if (c.name, c.version) in wanted
+    ]
+
+
+def constitution_versions(*, name: str) -> list[Constitution]:
+    return list(Constitution.objects.filter(name=name).order_by("-version"))
+
+
+def constitution_for(*, constitution_id) -> Constitution:
+    try:
+        return Constitution.objects.get(pk=int(constitution_id))
+    except (TypeError, ValueError, Constitution.DoesNotExist):
+        raise NotFound("No such constitution version.") from None
+
+
+def judges_all():
+    return Judge.objects.select_related("constitution", "model_version").order_by("name")
+
+
+def judge_for(*, judge_id) -> Judge:
+    try:
+        return judges_all().get(pk=int(judge_id))
+    except (TypeError, ValueError, Judge.DoesNotExist):
+        raise ServiceError("Choose a judge.") from None
+
+
+def judge_jobs_for(*, project: Project, limit: int = 50):
+    return (
+        JudgeJob.objects.filter(project=project)
+        .select_related("judge", "judge__constitution")
+        .order_by("-created_at", "-id")[:limit]
+    )
+
+
+def judge_job_for(*, project: Project, job_id) -> JudgeJob:
+    try:
+        return (
+            JudgeJob.objects.select_related("judge", "judge__constitution")
+            .filter(project=project)
+            .get(pk=int(job_id))
+        )
+    except (TypeError, ValueError, JudgeJob.DoesNotExist):
+        raise NotFound("No such judge job in this project.") from None
+
+
+def judge_job_judgments(*, job: JudgeJob, limit: int = 20):
+    return (
+        Judgment.objects.filter(judge_job=job)
+        .select_related("constitution")
+        .order_by("-created_at", "-id")[:limit]
+    )
+
+
+# --- payloads ------------------------------------------------------------------------------
+
+
+def constitution_payload(constitution: Constitution) -> dict:
+    return {
+        "id": constitution.pk,
+        "name": constitution.name,
+        "version": constitution.version,
+        "principles": constitution.principles,
+        "note": constitution.note,
+        "created_at": constitution.created_at.isoformat(),
+    }
+
+
+def judge_payload(judge: Judge) -> dict:
+    return {
+        "id": judge.pk,
+        "name": judge.name,
+        "backend": judge.backend,
+        "model_version": judge.model_version.name if judge.model_version else None,
+        "model_version_id": judge.model_version_id,
+        "endpoint_url": judge.endpoint_url,
+        "endpoint_model": judge.endpoint_model,
+        "has_api_key": bool(judge.api_key),
+        "constitution": {
+            "id": judge.constitution_id,
+            "name": judge.constitution.name,
+            "version": judge.constitution.version,
+        },
+        "chain_of_thought": judge.chain_of_thought,
+        "created_at": judge.created_at.isoformat(),
+    }
+
+
+def judge_job_payload(job: JudgeJob) -> dict:
+    return {
+        "id": job.pk,
+        "judge": {"id": job.judge_id, "name": job.judge.name},
+        "constitution": {
+            "id": job.judge.constitution_id,
+            "name": job.judge.constitution.name,
+            "version": job.judge.constitution.version,
+        },
+        "kind": job.kind,
+        "options": job.options,
+        "status": job.status,
+        "total": job.total,
+        "done": job.done,
+        "failed": job.failed,
+        "percent": job.percent,
+        "max_requests": job.max_requests,
+        "requests_made": job.requests_made,
+        "cancel_requested": job.cancel_requested,
+        "error": job.error,
+        "log_tail": job.log.splitlines()[-20:],
+        "created_at": job.created_at.isoformat(),
+        "started_at": job.started_at.isoformat() if job.started_at else None,
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+    }

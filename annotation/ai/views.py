@@ -1,0 +1,354 @@
+"""Pages and API of the AI judges: thin callers of annotation/ai/services.py, jobs.py and
+selectors.py. Seeing needs VIEW_DATA, changing needs MANAGE. A judge's API key is accepted
+on create and never rendered or returned."""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib.auth.decorators import login_required
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from annotation.ai import jobs, selectors, services
+from annotation.ai.principles import DEFAULT_CONSTITUTION
+from annotation.errors import ServiceError
+from annotation.models import Judge, JudgeJob
+from annotation.permissions import MANAGE, VIEW_DATA, can, project_for
+from config.celery import QueueUnavailable
+from models_registry.models import ModelVersion
+
+# Form fields shown again after a refused submission; the API key never is.
+_JUDGE_FORM_FIELDS = ("name", "backend", "model_version", "endpoint_url", "endpoint_model")
+_FORM_FIELDS = (
+    *_JUDGE_FORM_FIELDS,
+    "constitution",
+    "chain_of_thought",
+    "constitution_name",
+    "note",
+    "judge",
+    "kind",
+    "options",
+    "max_requests",
+)
+
+
+def _nav(user, project) -> dict:
+    return {
+        "can_manage": can(user=user, project=project, capability=MANAGE),
+        "can_view_data": can(user=user, project=project, capability=VIEW_DATA),
+    }
+
+
+def _principles_json(principles) -> str:
+    return json.dumps(principles, indent=2, ensure_ascii=False)
+
+
+def _parse_principles(raw) -> list:
+    try:
+        return json.loads(raw or "")
+    except ValueError as error:
+        raise ServiceError(
+            f"The principles are not valid JSON (line {getattr(error, 'lineno', '?')}): {error}"
+        ) from None
+
+
+def _checked(raw) -> bool:
+    return raw in ("on", "true", "1", True)
+
+
+def _policy_versions():
+    return (
+        ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY)
+        .exclude(state=ModelVersion.State.RETIRED)
+        .order_by("-created_at", "-id")
+    )
+
+
+def _render_judges(request, project, *, error=None, form=None, status=200):
+    form = form or {}
+    context = {
+        "project": project,
+        "constitutions": selectors.constitutions_latest(),
+        "judges": selectors.judges_all(),
+        "jobs": selectors.judge_jobs_for(project=project),
+        "policy_versions": _policy_versions(),
+        "kinds": JudgeJob.Kind.choices,
+        "backends": Judge.Backend.choices,
+        "default_principles": form.get("principles")
+        or _principles_json(DEFAULT_CONSTITUTION["principles"]),
+        "form": {key: form.get(key, "") for key in _FORM_FIELDS},
+        "error": error,
+        **_nav(request.user, project),
+    }
+    return render(request, "annotation/ai/judges.html", context, status=status)
+
+
+@login_required
+@require_GET
+def judges_page(request, slug):
+    """Constitutions, judges and this project's judge jobs; forms for admins."""
+    project = project_for(user=request.user, slug=slug, capability=VIEW_DATA)
+    return _render_judges(request, project)
+
+
+@login_required
+@require_POST
+def constitution_create(request, slug):
+    project = project_for(user=request.user, slug=slug, capability=MANAGE)
+    try:
+        constitution = services.constitution_create(
+            name=request.POST.get("constitution_name", ""),
+            principles=_parse_principles(request.POST.get("principles")),
+            note=request.POST.get("note", ""),
+            user=request.user,
+        )
+    except ServiceError as refused:
+        return _render_judges(
+            request, project, error=refused.message, form=request.POST, status=refused.status_code
+        )
+    return redirect("ai_constitution", slug=project.slug, constitution_id=constitution.pk)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def constitution_page(request, slug, constitution_id):
+    """One version's principles, the other versions of its name, and (admins) an edit form
+    that saves a new version."""
+    capability = MANAGE if request.method == "POST" else VIEW_DATA
+    project = project_for(user=request.user, slug=slug, capability=capability)
+    try:
+        constitution = selectors.constitution_for(constitution_id=constitution_id)
+    except ServiceError as missing:
+        return render(
+            request,
+            "annotation/ai/constitution.html",
+            {"project": project, "missing": missing.message, **_nav(request.user, project)},
+            status=404,
+        )
+    error, status = None, 200
+    principles_text = _principles_json(constitution.principles)
+    if request.method == "POST":
+        principles_text = request.POST.get("principles", "")
+        try:
+            new = services.constitution_edit(
+                constitution=constitution,
+                principles=_parse_principles(principles_text),
+                note=request.POST.get("note", ""),
+                user=request.user,
+            )
+        except ServiceError as refused:
+            error, status = refused.message, refused.status_code
+        else:
+            return redirect("ai_constitution", slug=project.slug, constitution_id=new.pk)
+    context = {
+        "project": project,
+        "constitution": constitution,
+        "versions": selectors.constitution_versions(name=constitution.name),
+        "principles_text": principles_text,
+        "note": request.POST.get("note", "") if error else "",
+        "error": error,
+        **_nav(request.user, project),
+    }
+    return render(request, "annotation/ai/constitution.html", context, status=status)
+
+
+@login_required
+@require_POST
+def judge_create(request, slug):
+    project = project_for(user=request.user, slug=slug, capability=MANAGE)
+    post = request.POST
+    try:
+        services.judge_create(
+            name=post.get("name", ""),
+            backend=post.get("backend", ""),
+            constitution=post.get("constitution"),
+            model_version=post.get("model_version") or None,
+            endpoint_url=post.get("endpoint_url", ""),
+            endpoint_model=post.get("endpoint_model", ""),
+            api_key=post.get("api_key", ""),
+            chain_of_thought=_checked(post.get("chain_of_thought")),
+            user=request.user,
+        )
+    except ServiceError as refused:
+        form = {key: post.get(key, "") for key in (*_JUDGE_FORM_FIELDS, "constitution")}
+        return _render_judges(
+            request, project, error=refused.message, form=form, status=refused.status_code
+        )
+    return redirect("ai_judges", slug=project.slug)
+
+
+@login_required
+@require_POST
+def judge_job_start(request, slug):
+    project = project_for(user=request.user, slug=slug, capability=MANAGE)
+    post = request.POST
+    try:
+        job = jobs.judge_job_start(
+            project=project,
+            judge=selectors.judge_for(judge_id=post.get("judge")),
+            kind=post.get("kind", ""),
+            options=post.get("options", "").strip() or {},
+            max_requests=post.get("max_requests", "200"),
+            user=request.user,
+        )
+    except ServiceError as refused:
+        form = {key: post.get(key, "") for key in ("judge", "kind", "options", "max_requests")}
+        return _render_judges(
+            request, project, error=refused.message, form=form, status=refused.status_code
+        )
+    except QueueUnavailable as down:
+        return _render_judges(request, project, error=str(down), status=503)
+    return redirect("ai_judge_job", slug=project.slug, job_id=job.pk)
+
+
+def _job_or_404(project, job_id) -> JudgeJob:
+    try:
+        return selectors.judge_job_for(project=project, job_id=job_id)
+    except ServiceError as missing:
+        raise Http404(missing.message) from None
+
+
+def _render_job(request, project, job, *, error=None, status=200):
+    template = "annotation/ai/job.html"
+    if request.htmx:
+        template += "#status"
+    context = {
+        "project": project,
+        "job": job,
+        "log_lines": job.log.splitlines()[-40:],
+        "judgments": selectors.judge_job_judgments(job=job),
+        "error": error,
+        **_nav(request.user, project),
+    }
+    return render(request, template, context, status=status)
+
+
+@login_required
+@require_GET
+def judge_job_page(request, slug, job_id):
+    """A job's progress (polled by htmx while it runs), log tail, error and latest items."""
+    project = project_for(user=request.user, slug=slug, capability=VIEW_DATA)
+    return _render_job(request, project, _job_or_404(project, job_id))
+
+
+@login_required
+@require_POST
+def judge_job_cancel(request, slug, job_id):
+    project = project_for(user=request.user, slug=slug, capability=MANAGE)
+    job = _job_or_404(project, job_id)
+    try:
+        job = jobs.judge_job_cancel(job=job)
+    except ServiceError as refused:
+        return _render_job(request, project, job, error=refused.message, status=refused.status_code)
+    if request.htmx:
+        return _render_job(request, project, _job_or_404(project, job.pk))
+    return redirect("ai_judge_job", slug=project.slug, job_id=job.pk)
+
+
+# --- API ------------------------------------------------------------------------------------
+
+
+class ConstitutionListApi(APIView):
+    """GET the latest version of each constitution; POST ``{name, principles, note}``."""
+
+    def get(self, request, slug):
+        project_for(user=request.user, slug=slug, capability=VIEW_DATA)
+        return Response(
+            [selectors.constitution_payload(c) for c in selectors.constitutions_latest()]
+        )
+
+    def post(self, request, slug):
+        project_for(user=request.user, slug=slug, capability=MANAGE)
+        data = request.data
+        constitution = services.constitution_create(
+            name=data.get("name", ""),
+            principles=data.get("principles"),
+            note=data.get("note", ""),
+            user=request.user,
+        )
+        return Response(selectors.constitution_payload(constitution), status=201)
+
+
+class ConstitutionDetailApi(APIView):
+    """GET one version; POST ``{principles, note}`` saves a new version of its name."""
+
+    def get(self, request, slug, constitution_id):
+        project_for(user=request.user, slug=slug, capability=VIEW_DATA)
+        constitution = selectors.constitution_for(constitution_id=constitution_id)
+        return Response(selectors.constitution_payload(constitution))
+
+    def post(self, request, slug, constitution_id):
+        project_for(user=request.user, slug=slug, capability=MANAGE)
+        constitution = selectors.constitution_for(constitution_id=constitution_id)
+        new = services.constitution_edit(
+            constitution=constitution,
+            principles=request.data.get("principles"),
+            note=request.data.get("note", ""),
+            user=request.user,
+        )
+        return Response(selectors.constitution_payload(new), status=201)
+
+
+class JudgeListApi(APIView):
+    """GET the judges (never their keys); POST creates one."""
+
+    def get(self, request, slug):
+        project_for(user=request.user, slug=slug, capability=VIEW_DATA)
+        return Response([selectors.judge_payload(j) for j in selectors.judges_all()])
+
+    def post(self, request, slug):
+        project_for(user=request.user, slug=slug, capability=MANAGE)
+        data = request.data
+        judge = services.judge_create(
+            name=data.get("name", ""),
+            backend=data.get("backend", ""),
+            constitution=data.get("constitution"),
+            model_version=data.get("model_version"),
+            endpoint_url=data.get("endpoint_url", ""),
+            endpoint_model=data.get("endpoint_model", ""),
+            api_key=data.get("api_key", ""),
+            chain_of_thought=_checked(data.get("chain_of_thought", False)),
+            user=request.user,
+        )
+        return Response(selectors.judge_payload(judge), status=201)
+
+
+class JudgeJobListApi(APIView):
+    """GET the project's judge jobs; POST ``{judge, kind, options, max_requests}`` starts one."""
+
+    def get(self, request, slug):
+        project = project_for(user=request.user, slug=slug, capability=VIEW_DATA)
+        return Response(
+            [selectors.judge_job_payload(j) for j in selectors.judge_jobs_for(project=project)]
+        )
+
+    def post(self, request, slug):
+        project = project_for(user=request.user, slug=slug, capability=MANAGE)
+        data = request.data
+        job = jobs.judge_job_start(
+            project=project,
+            judge=selectors.judge_for(judge_id=data.get("judge")),
+            kind=data.get("kind", ""),
+            options=data.get("options") or {},
+            max_requests=data.get("max_requests", 200),
+            user=request.user,
+        )
+        return Response(selectors.judge_job_payload(job), status=202)
+
+
+class JudgeJobDetailApi(APIView):
+    def get(self, request, slug, job_id):
+        project = project_for(user=request.user, slug=slug, capability=VIEW_DATA)
+        job = selectors.judge_job_for(project=project, job_id=job_id)
+        return Response(selectors.judge_job_payload(job))
+
+
+class JudgeJobCancelApi(APIView):
+    def post(self, request, slug, job_id):
+        project = project_for(user=request.user, slug=slug, capability=MANAGE)
+        job = jobs.judge_job_cancel(job=selectors.judge_job_for(project=project, job_id=job_id))
+        return Response(selectors.judge_job_payload(job), status=202)

@@ -257,3 +257,296 @@ def test_options_defaults_and_cleaning():
 def test_bad_options_are_refused_with_the_reason(options, message):
     with pytest.raises(ServiceError, match=message):
         check_self_instruct_options(options)
+
+
+# --- the runner -----------------------------------------------------------------------
+
+
+class ScriptedBackend:
+    """A fake judge model (an external model, so faking it is fair): answers each request
+    with the next scripted answer (a string, or an exception to raise; the last one repeats)
+    and records the requests. ``on_request`` runs before each answer."""
+
+    def __init__(self, answers, on_request=None):
+        self.answers = list(answers)
+        self.on_request = on_request
+        self.requests: list[list[dict]] = []
+
+    def complete(self, messages, *, max_tokens=256, temperature=0.0):
+        self.requests.append(messages)
+        if self.on_request:
+            self.on_request(len(self.requests))
+        answer = self.answers[min(len(self.requests), len(self.answers)) - 1]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def choice_probabilities(self, messages, choices):
+        return None
+
+
+@pytest.fixture
+def judge(db):
+    from annotation.models import Constitution, Judge
+
+    constitution = Constitution.objects.create(name="c", version=1, principles=[])
+    return Judge.objects.create(
+        name="writer",
+        backend=Judge.Backend.REMOTE,
+        endpoint_url="http://127.0.0.1:9/v1",
+        api_key="sk-key",
+        constitution=constitution,
+    )
+
+
+def _run(project, judge, backend, *, options=None, max_requests=200):
+    from annotation.ai.jobs import judge_job_execute
+    from annotation.models import JudgeJob
+
+    job = JudgeJob.objects.create(
+        project=project,
+        judge=judge,
+        kind=JudgeJob.Kind.SELF_INSTRUCT,
+        options=options or {},
+        max_requests=max_requests,
+    )
+    return judge_job_execute(job_id=job.pk, backend=backend)
+
+
+def _new_prompts(project):
+    return list(project.prompts.filter(metadata__source="self_instruct").order_by("id"))
+
+
+POOL = [
+    "Write a poem about the sea.",
+    "How do I make a cup of green tea?",
+    "Explain why the sky is blue.",
+]
+
+
+def test_new_prompts_are_stored_and_near_duplicates_dropped(project, judge):
+    from tests.factories import make_prompt
+
+    pool = [make_prompt(project, text) for text in POOL]
+    backend = ScriptedBackend(
+        [
+            "Here you go:\n"
+            "1. Write a short poem about the sea.\n"  # near the pool's poem prompt
+            "2. Give me three tips for sleeping better.\n"
+            "3. Give me three tips for sleeping better at night.\n"  # near item 2
+            "4. Hi!\n",  # too short
+            "1. Explain how vaccines train the immune system.\n"
+            "2. Plan a vegetarian dinner for six people.\n"
+            "3. Suggest names for a bakery run by two cats.\n",
+        ]
+    )
+
+    job = _run(project, judge, backend, options={"count": 3})
+
+    assert (job.status, job.total, job.done, job.error) == ("succeeded", 3, 3, "")
+    assert job.requests_made == 2
+    new = _new_prompts(project)
+    assert [prompt.text for prompt in new] == [
+        "Give me three tips for sleeping better.",
+        "Explain how vaccines train the immune system.",
+        "Plan a vegetarian dinner for six people.",
+    ]
+    pool_ids = {prompt.pk for prompt in pool}
+    for prompt in new:
+        assert prompt.metadata["source"] == "self_instruct"
+        assert prompt.metadata["judge"] == "writer"
+        assert prompt.metadata["judge_job"] == job.pk
+        assert prompt.metadata["seeds"]
+    # the first request showed pool prompts (by id); later ones may show one new prompt
+    assert set(new[0].metadata["seeds"]) <= pool_ids
+    assert set(new[1].metadata["seeds"]) <= pool_ids | {new[0].pk}
+    assert "Request 1: 4 listed, 1 added (dropped: 2 near-duplicate, 1 too short)." in job.log
+    assert "Request 2: 3 listed, 2 added (dropped: 1 over the count)." in job.log
+    # the requests show the examples one per line, numbered
+    first = backend.requests[0][-1]["content"]
+    assert all(f". {text}" in first for text in POOL)
+    assert "sk-key" not in job.log
+
+
+def test_given_seeds_are_shown_and_recorded_as_texts(project, judge):
+    from tests.factories import make_prompt
+
+    make_prompt(project, "An existing prompt that is never shown here.")
+    seeds = ["Name three rivers in Africa.", "Write a limerick\nabout a goat."]
+    backend = ScriptedBackend(
+        [
+            "1. Name three rivers in Africa!\n"  # a copy of a seed
+            "2. Describe how a bicycle gear works.\n"
+        ]
+    )
+
+    job = _run(project, judge, backend, options={"count": 1, "seeds": seeds, "examples": 2})
+
+    assert job.status == "succeeded"
+    (prompt,) = _new_prompts(project)
+    assert prompt.text == "Describe how a bicycle gear works."
+    assert sorted(prompt.metadata["seeds"]) == sorted(seeds)
+    shown = backend.requests[0][-1]["content"]
+    assert "Write a limerick about a goat." in shown
+    assert "never shown" not in shown
+
+
+def test_the_count_caps_what_one_request_adds(project, judge):
+    from tests.factories import make_prompt
+
+    make_prompt(project, "Seed prompt about gardening in spring.")
+    backend = ScriptedBackend(
+        [
+            "1. Explain black holes simply.\n"
+            "2. Draft an email asking for leave.\n"
+            "3. List prime numbers."
+        ]
+    )
+
+    job = _run(project, judge, backend, options={"count": 2})
+
+    assert (job.status, job.done, job.requests_made) == ("succeeded", 2, 1)
+    assert len(_new_prompts(project)) == 2
+
+
+def test_the_budget_stops_the_job_and_keeps_what_was_added(project, judge):
+    from tests.factories import make_prompt
+
+    make_prompt(project, "Seed prompt about gardening in spring.")
+    backend = ScriptedBackend(
+        ["1. Explain black holes simply.", "1. Draft an email asking for a day off."]
+    )
+
+    job = _run(project, judge, backend, options={"count": 5}, max_requests=2)
+
+    assert (job.status, job.done, job.requests_made) == ("partial", 2, 2)
+    assert "Stopped by the budget: 2 model requests" in job.error
+    assert [p.text for p in _new_prompts(project)] == [
+        "Explain black holes simply.",
+        "Draft an email asking for a day off.",
+    ]
+
+
+def test_requests_that_add_nothing_stop_the_job(project, judge):
+    from tests.factories import make_prompt
+
+    make_prompt(project, "Write a poem about the sea.")
+    backend = ScriptedBackend(["1. Write a poem about the sea.\n2. ok\n3. ???"])
+
+    job = _run(project, judge, backend, options={"count": 3})
+
+    assert job.status == "failed"
+    assert job.error == "Stopped: 10 requests in a row gave no new prompt (0 of 3 added)."
+    assert job.requests_made == 10
+    assert _new_prompts(project) == []
+
+
+def test_backend_errors_are_retried_with_the_next_request_then_stop_the_job(project, judge):
+    from annotation.ai.backends import BackendError
+    from tests.factories import make_prompt
+
+    make_prompt(project, "Seed prompt about gardening in spring.")
+    down = BackendError("The endpoint did not answer within 30 s (timeout).", retryable=True)
+
+    # one failure, then an answer: the job reaches its count
+    job = _run(
+        project,
+        judge,
+        ScriptedBackend([down, "1. Explain black holes simply."]),
+        options={"count": 1},
+    )
+    assert (job.status, job.done, job.failed) == ("succeeded", 1, 0)
+    assert "Request 1 failed: The endpoint did not answer" in job.log
+
+    # failures only: three in a row end it
+    job = _run(project, judge, ScriptedBackend([down]), options={"count": 1})
+    assert job.status == "failed" and job.requests_made == 3
+    assert (
+        job.error == "The judge's model failed: The endpoint did not answer within 30 s (timeout)."
+    )
+
+
+def test_cancel_stops_before_the_next_request(project, judge):
+    from annotation.models import JudgeJob
+    from tests.factories import make_prompt
+
+    make_prompt(project, "Seed prompt about gardening in spring.")
+
+    def cancel(count):
+        JudgeJob.objects.update(cancel_requested=True)
+
+    backend = ScriptedBackend(
+        ["1. Explain black holes simply.", "1. Draft an email asking for leave."], on_request=cancel
+    )
+    job = _run(project, judge, backend, options={"count": 5})
+
+    assert (job.status, job.done, job.requests_made) == ("cancelled", 1, 1)
+    assert len(_new_prompts(project)) == 1
+
+
+def test_no_seeds_and_bad_options_fail_with_the_reason_and_store_nothing(project, judge):
+    job = _run(project, judge, ScriptedBackend(["1. Explain black holes simply."]))
+    assert job.status == "failed"
+    assert job.error.startswith("Self-instruct needs seed prompts")
+    assert job.requests_made == 0
+
+    job = _run(
+        project, judge, ScriptedBackend(["x"]), options={"count": 0, "seeds": ["Hi there you"]}
+    )
+    assert (job.status, job.error) == ("failed", "count must be a whole number from 1 to 500.")
+    assert _new_prompts(project) == []
+
+
+def test_chat_and_arena_prompts_are_neither_seeds_nor_the_pool(project, judge):
+    from annotation.models import Prompt
+    from tests.factories import make_prompt
+
+    seed = make_prompt(project, "Seed prompt about gardening in spring.")
+    Prompt.objects.create(
+        project=project, text="Explain black holes simply.", metadata={"chat_session": 1}
+    )
+
+    backend = ScriptedBackend(["1. Explain black holes simply."])
+    job = _run(project, judge, backend, options={"count": 1})
+
+    assert job.status == "succeeded"
+    (prompt,) = _new_prompts(project)
+    assert prompt.metadata["seeds"] == [seed.pk]
+
+
+def test_tiny_local_model_adds_or_fails_as_promised(project, tiny_model_dir):
+    """The tiny random model writes garbage: whatever it adds passes the filters, and a job
+    that adds nothing ends failed with its reason."""
+    from annotation.models import Constitution, Judge
+    from tests.factories import make_prompt, make_version
+
+    for text in POOL:
+        make_prompt(project, text)
+    constitution = Constitution.objects.create(name="tiny", version=1, principles=[])
+    version = make_version("tiny-writer", path=str(tiny_model_dir))
+    judge = Judge.objects.create(
+        name="tiny", backend="local", model_version=version, constitution=constitution
+    )
+
+    job = _run(
+        project,
+        judge,
+        None,
+        options={"count": 2, "max_tokens": 32, "temperature": 1.0},
+        max_requests=3,
+    )
+
+    new = _new_prompts(project)
+    assert job.done == len(new) <= 2
+    assert 1 <= job.requests_made <= 3
+    index = SimilarityIndex(POOL)
+    for prompt in new:
+        assert rejection_reason(prompt.text) is None
+        assert not index.is_near_duplicate(prompt.text, max_similarity=0.7)
+        index.add(prompt.text)
+    if job.done == 2:
+        assert job.status == "succeeded"
+    elif job.done == 1:
+        assert job.status == "partial" and "budget" in job.error
+    else:
+        assert job.status == "failed" and "budget" in job.error

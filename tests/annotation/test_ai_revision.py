@@ -339,14 +339,15 @@ def test_revisions_export_as_sft_rows_and_preferences(project, local_judge):
     demonstration, _ = _stored(original)
     assert demonstration.context == conversation[:2]
     revised = {"role": "assistant", "content": demonstration.text}
-    assert list(sft_rows(project)) == [{"messages": [*conversation, revised]}]
-    assert list(dpo_rows(project)) == [
-        {
-            "prompt": conversation,
-            "chosen": [revised],
-            "rejected": [{"role": "assistant", "content": original.text}],
-        }
-    ]
+    # (rows may carry provenance keys too: only the training fields are compared)
+    (sft,) = sft_rows(project)
+    assert sft["messages"] == [*conversation, revised]
+    (preference,) = dpo_rows(project)
+    assert {key: preference[key] for key in ("prompt", "chosen", "rejected")} == {
+        "prompt": conversation,
+        "chosen": [revised],
+        "rejected": [{"role": "assistant", "content": original.text}],
+    }
 
 
 def test_several_rounds_use_a_new_principle_each_and_revise_the_last_revision(project, local_judge):

@@ -31,11 +31,12 @@ to ``MAX_FAILED_IN_A_ROW`` items in a row the job stops with the error: the endp
 down, and going on would only spend the budget).
 
 Options (``check_revision_options``): ``response_ids`` (optional: exactly these responses
-of the project) or else the project's labeling-pool responses not yet revised by this judge
-under this constitution version, oldest first, at most ``limit`` (1-1000, default 20),
-model-written only unless ``only_model_responses`` is false (AI revisions themselves are
-never picked by default); ``rounds`` 1-4 (default 1); ``max_tokens`` 16-2048 (default 256)
-and ``temperature`` 0-2 (default 0: greedy, so a rerun gives the same text) per request.
+of the project's labeling pool, whoever wrote them) or else the project's labeling-pool
+responses not yet revised by this judge under this constitution version, oldest first, at
+most ``limit`` (1-1000, default 20), model-written only unless ``only_model_responses`` is
+false (AI revisions themselves are never picked by default); ``rounds`` 1-4 (default 1);
+``max_tokens`` 16-2048 (default 256) and ``temperature`` 0-2 (default 0: greedy, so a rerun
+gives the same text) per request.
 """
 
 from __future__ import annotations
@@ -185,14 +186,16 @@ def check_revision_options(options, *, project=None) -> dict:
             raise ServiceError("response_ids lists a response twice.")
         if project is not None:
             found = set(
-                Response.objects.filter(pk__in=ids, prompt__project=project).values_list(
-                    "pk", flat=True
-                )
+                Response.objects.labeling()
+                .filter(pk__in=ids, prompt__project=project)
+                .values_list("pk", flat=True)
             )
             missing = [pk for pk in ids if pk not in found]
             if missing:
                 shown = ", ".join(str(pk) for pk in missing[:10])
-                raise ServiceError(f"These responses are not in the project: {shown}.")
+                raise ServiceError(
+                    f"These responses are not in the project's labeling pool: {shown}."
+                )
         checked["response_ids"] = ids
     return checked
 
@@ -204,7 +207,11 @@ def responses_to_revise(*, project, judge, constitution, options: dict) -> list[
     """The responses a revision job works on, in order (see the module docstring)."""
     responses = Response.objects.select_related("prompt")
     if options["response_ids"] is not None:
-        by_id = responses.filter(prompt__project=project).in_bulk(options["response_ids"])
+        # A chat turn's or a battle's reply is left out: its conversation is not the
+        # prompt's own (see ResponseQuerySet.labeling).
+        by_id = (
+            responses.labeling().filter(prompt__project=project).in_bulk(options["response_ids"])
+        )
         return [by_id[pk] for pk in options["response_ids"] if pk in by_id]
     revised = Judgment.objects.filter(
         project=project,

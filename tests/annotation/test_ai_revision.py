@@ -536,7 +536,7 @@ def test_cancel_stops_before_the_next_item(project, local_judge):
 
 
 def test_listed_responses_are_revised_whoever_wrote_them(project, other_project, local_judge):
-    from annotation.models import Judgment, Response
+    from annotation.models import Judgment, Prompt, Response
     from tests.factories import make_prompt
 
     human = Response.objects.create(prompt=make_prompt(project), author="ann", text="Hi.")
@@ -548,11 +548,18 @@ def test_listed_responses_are_revised_whoever_wrote_them(project, other_project,
     assert (job.status, job.total, job.done) == ("succeeded", 1, 1)
     assert _stored(human)[0].text == "Hi. [fixed for " + _stored(human)[0].principle + "]"
 
+    chat_prompt = Prompt.objects.create(project=project, text="Hey", metadata={"chat_session": 1})
+    chat = _model_reply(project, "Chat reply.", prompt=chat_prompt)
     bad = _run(
-        project, local_judge, ScriptedBackend(), options={"response_ids": [model.pk, elsewhere.pk]}
+        project,
+        local_judge,
+        ScriptedBackend(),
+        options={"response_ids": [model.pk, elsewhere.pk, chat.pk]},
     )
     assert bad.status == "failed"
-    assert bad.error == f"These responses are not in the project: {elsewhere.pk}."
+    assert bad.error == (
+        f"These responses are not in the project's labeling pool: {elsewhere.pk}, {chat.pk}."
+    )
     assert bad.requests_made == 0
     assert Judgment.objects.count() == 2
 

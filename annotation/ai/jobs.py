@@ -174,9 +174,9 @@ def run_pairwise(ctx: JobContext) -> None:
     ctx.progress(total=len(pairs), done=0, failed=0)
     principles = ctx.constitution.principles
     rng = random.Random(ctx.job.pk)
-    threshold = float(
-        (ctx.job.options or {}).get("unsure_threshold", pairwise.DEFAULT_UNSURE_THRESHOLD)
-    )
+    options = ctx.job.options or {}
+    threshold = float(options.get("unsure_threshold", pairwise.DEFAULT_UNSURE_THRESHOLD))
+    critique_tokens = int(options.get("critique_max_tokens", pairwise.CRITIQUE_MAX_TOKENS))
     ctx.log(
         f"{len(pairs)} pairs to judge with {ctx.judge.name} under {ctx.constitution} "
         f"({'chain of thought, ' if ctx.judge.chain_of_thought else ''}both orders)."
@@ -198,6 +198,7 @@ def run_pairwise(ctx: JobContext) -> None:
                 chain_of_thought=ctx.judge.chain_of_thought,
                 before_request=ctx.request,
                 unsure_threshold=threshold,
+                critique_max_tokens=critique_tokens,
             )
         except pairwise.PairFailed as error:
             ctx.item_failed(f"task {task.pk}: {error.message}")
@@ -268,7 +269,8 @@ def _int_in_range(value, *, name: str, low: int, high: int) -> int:
 
 
 def _check_pairwise_options(*, project: Project, options: dict) -> dict:
-    unknown = sorted(set(options) - {"limit", "task_ids", "unsure_threshold"})
+    known = {"limit", "task_ids", "unsure_threshold", "critique_max_tokens"}
+    unknown = sorted(set(options) - known)
     if unknown:
         raise ServiceError(f"Unknown options for pairwise judging: {', '.join(unknown)}.")
     cleaned: dict = {
@@ -296,6 +298,10 @@ def _check_pairwise_options(*, project: Project, options: dict) -> dict:
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 0.5:
             raise ServiceError("unsure_threshold must be a number from 0 to 0.5.")
         cleaned["unsure_threshold"] = float(value)
+    if "critique_max_tokens" in options:
+        cleaned["critique_max_tokens"] = _int_in_range(
+            options["critique_max_tokens"], name="critique_max_tokens", low=1, high=1024
+        )
     return cleaned
 
 

@@ -92,6 +92,7 @@ def judge_order(
     principle: dict,
     chain_of_thought: bool,
     before_request: Callable[[], None],
+    critique_max_tokens: int = CRITIQUE_MAX_TOKENS,
 ) -> OrderResult:
     """Ask once, X as (A) when ``first == "x"``, else Y as (A)."""
     option_a, option_b = (response_x, response_y) if first == "x" else (response_y, response_x)
@@ -101,7 +102,7 @@ def judge_order(
             conversation, option_a, option_b, principle
         )
         before_request()
-        critique = backend.complete(critique_messages, max_tokens=CRITIQUE_MAX_TOKENS).strip()
+        critique = backend.complete(critique_messages, max_tokens=critique_max_tokens).strip()
         messages = prompts.comparison_verdict_messages(critique_messages, critique)
     else:
         messages = prompts.comparison_messages(conversation, option_a, option_b, principle)
@@ -145,6 +146,7 @@ def judge_pair(
     chain_of_thought: bool = False,
     before_request: Callable[[], None] = lambda: None,
     unsure_threshold: float = DEFAULT_UNSURE_THRESHOLD,
+    critique_max_tokens: int = CRITIQUE_MAX_TOKENS,
 ) -> PairResult:
     """Judge X against Y in both orders; ``soft_label`` is P(X better). ``before_request`` is
     called before every model request (the job counts its budget there). PairFailed when
@@ -159,6 +161,7 @@ def judge_pair(
             principle=principle,
             chain_of_thought=chain_of_thought,
             before_request=before_request,
+            critique_max_tokens=critique_max_tokens,
         )
         for first in ("x", "y")
     ]

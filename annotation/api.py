@@ -144,6 +144,10 @@ class AssignmentSkipApi(APIView):
 
 
 class PreferenceExportApi(APIView):
+    """GET ?format=dpo|sft|ranking|rating&ai=include|exclude|only: the JSONL file; every
+    row carries its source (human, ai, review) and, for AI rows, judge, constitution
+    version and principle."""
+
     def get(self, request, slug):
         project = project_for(user=request.user, slug=slug, capability=VIEW_DATA)
         export_format = request.query_params.get("format", "dpo")
@@ -151,7 +155,8 @@ class PreferenceExportApi(APIView):
             raise ServiceError(
                 f"Unknown format {export_format!r}; choose one of {', '.join(exports.FORMATS)}."
             )
-        return export_response(project, export_format)
+        ai = exports.check_ai(request.query_params.get("ai", "include"))
+        return export_response(project, export_format, ai)
 
 
 class ProjectStatsApi(APIView):

@@ -5,7 +5,23 @@
 - sft: TRL's conversational language-modeling rows {messages}, from demonstrations.
 - ranking: {prompt, responses (best first), all_bad}, for listwise methods (RRHF).
 - rating: {prompt, response, scores, flags}.
-Only current human and reviewed judgments count: superseded and rejected ones are left out.
+Only current judgments count: superseded and rejected ones are left out. AI judgments sent
+to review and not yet reviewed stay in (a review that rejects one takes it out; one that
+corrects it puts the reviewer's judgment in its place).
+
+AI labels (``ai``): ``include`` (the default: people's and AI judgments), ``exclude``
+(people's only: labelers' and reviewers' corrections) or ``only`` (AI judgments only).
+Every row says where it came from, in the same keys on every row so that
+``datasets.load_dataset("json")`` reads a mixed file (a column that is null in the first
+rows and text later fails to load):
+
+- ``source``: "human", "ai" or "review" (a reviewer's correction);
+- ``judge``, ``constitution`` ("name vN"), ``principle``: the AI judge's name, the
+  constitution version and principle it used; "" for people. Never the judge's endpoint
+  or key.
+- preference pairs (dpo and the training rows) also carry ``soft_label``: the probability
+  that ``chosen`` is better, the judge's own (position bias cancelled) for an AI
+  judgment, 1.0 for a hard choice (a person's, or an AI judgment without one).
 """
 
 import json
@@ -13,18 +29,57 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from typing import IO
 
+from annotation.errors import ServiceError
 from annotation.models import Judgment, Project, Response, TaskKind
 
 FORMATS = ("dpo", "sft", "ranking", "rating")
+AI_OPTIONS = ("include", "exclude", "only")
+AI_LABELS = {
+    "include": "People's and AI labels",
+    "exclude": "People's labels only (no AI labels)",
+    "only": "AI labels only",
+}
 
 
-def _current(project: Project, kind: str):
-    return (
+def check_ai(ai) -> str:
+    """The ``ai`` option, or ServiceError naming the allowed values."""
+    if ai not in AI_OPTIONS:
+        raise ServiceError(f"ai must be one of {', '.join(AI_OPTIONS)}; not {ai!r}.")
+    return ai
+
+
+def _current(project: Project, kind: str, ai: str = "include"):
+    judgments = (
         Judgment.objects.filter(project=project, kind=kind, superseded_by__isnull=True)
         .exclude(reviews__decision="rejected")
-        .select_related("prompt")
+        .select_related("prompt", "judge", "constitution")
         .order_by("created_at", "id")
     )
+    if check_ai(ai) == "exclude":
+        return judgments.exclude(source=Judgment.Source.AI)
+    if ai == "only":
+        return judgments.filter(source=Judgment.Source.AI)
+    return judgments
+
+
+def _provenance(judgment: Judgment) -> dict:
+    """Where a row came from; the same keys on every row (see the module docstring)."""
+    ai = judgment.source == Judgment.Source.AI
+    return {
+        "source": judgment.source,
+        "judge": judgment.judge.name if ai and judgment.judge_id else "",
+        "constitution": str(judgment.constitution) if ai and judgment.constitution_id else "",
+        "principle": judgment.principle if ai else "",
+    }
+
+
+def _chosen_probability(judgment: Judgment, chosen_id: int) -> float:
+    """P(chosen is better): the AI judge's soft label turned to the chosen side, or 1.0."""
+    if judgment.source != Judgment.Source.AI or judgment.soft_label is None:
+        return 1.0
+    if chosen_id == judgment.response_a_id:
+        return judgment.soft_label
+    return 1.0 - judgment.soft_label
 
 
 def _conversation(judgment: Judgment) -> list[dict]:
@@ -35,11 +90,11 @@ def _reply(text: str) -> list[dict]:
     return [{"role": "assistant", "content": text}]
 
 
-def _winner_shares(project: Project) -> dict[int, Counter]:
-    """Per comparison task, how many current judgments picked each response (None: a tie
-    or both bad), for the agreement of a training row."""
+def _winner_shares(project: Project, ai: str) -> dict[int, Counter]:
+    """Per comparison task, how many current judgments (of the sources exported) picked
+    each response (None: a tie or both bad), for the agreement of a training row."""
     shares: dict[int, Counter] = defaultdict(Counter)
-    rows = _current(project, TaskKind.COMPARISON).values_list(
+    rows = _current(project, TaskKind.COMPARISON, ai).values_list(
         "task_id", "choice", "response_a_id", "response_b_id"
     )
     for task_id, choice, response_a, response_b in rows.iterator(chunk_size=2000):
@@ -48,17 +103,21 @@ def _winner_shares(project: Project) -> dict[int, Counter]:
     return shares
 
 
-def _comparison_pairs(project: Project, *, with_metadata: bool = False) -> Iterator[dict]:
-    decisive = _current(project, TaskKind.COMPARISON).filter(
+def _comparison_pairs(
+    project: Project, *, ai: str = "include", with_metadata: bool = False
+) -> Iterator[dict]:
+    decisive = _current(project, TaskKind.COMPARISON, ai).filter(
         choice__in=[Judgment.Choice.A, Judgment.Choice.B]
     )
-    shares = _winner_shares(project) if with_metadata else {}
+    shares = _winner_shares(project, ai) if with_metadata else {}
     for judgment in decisive.select_related("response_a", "response_b").iterator(chunk_size=500):
         chosen, rejected = judgment.chosen_and_rejected
         row = {
             "prompt": _conversation(judgment),
             "chosen": _reply(chosen.text),
             "rejected": _reply(rejected.text),
+            **_provenance(judgment),
+            "soft_label": _chosen_probability(judgment, chosen.pk),
         }
         if with_metadata:
             votes = shares.get(judgment.task_id, Counter({chosen.pk: 1}))
@@ -67,10 +126,12 @@ def _comparison_pairs(project: Project, *, with_metadata: bool = False) -> Itera
         yield row
 
 
-def _ranking_pairs(project: Project, *, with_metadata: bool = False) -> Iterator[dict]:
+def _ranking_pairs(
+    project: Project, *, ai: str = "include", with_metadata: bool = False
+) -> Iterator[dict]:
     from annotation.kinds.ranking import ranking_pairs
 
-    for judgment in _current(project, TaskKind.RANKING).iterator(chunk_size=200):
+    for judgment in _current(project, TaskKind.RANKING, ai).iterator(chunk_size=200):
         pairs = ranking_pairs(judgment)
         texts = Response.objects.in_bulk({pk for pair in pairs for pk in pair})
         for chosen, rejected in pairs:
@@ -78,6 +139,8 @@ def _ranking_pairs(project: Project, *, with_metadata: bool = False) -> Iterator
                 "prompt": _conversation(judgment),
                 "chosen": _reply(texts[chosen].text),
                 "rejected": _reply(texts[rejected].text),
+                **_provenance(judgment),
+                "soft_label": 1.0,
             }
             if with_metadata:
                 # Places apart in the ranking: first against last is the clearest pair.
@@ -85,55 +148,68 @@ def _ranking_pairs(project: Project, *, with_metadata: bool = False) -> Iterator
             yield row
 
 
-def dpo_rows(project: Project) -> Iterator[dict]:
-    """TRL's conversational preference form: DPOTrainer loads these rows unchanged."""
-    yield from _comparison_pairs(project)
-    yield from _ranking_pairs(project)
+def dpo_rows(project: Project, *, ai: str = "include") -> Iterator[dict]:
+    """TRL's conversational preference form: DPOTrainer loads these rows unchanged (the
+    provenance keys are extra columns it leaves alone)."""
+    yield from _comparison_pairs(project, ai=ai)
+    yield from _ranking_pairs(project, ai=ai)
 
 
-def training_preference_rows(project: Project) -> Iterator[dict]:
+def training_preference_rows(project: Project, *, ai: str = "include") -> Iterator[dict]:
     """``dpo_rows`` plus what reward margins and curricula use: ``margin`` (the labeler's
     strength 1-4 for a comparison, the places apart for a ranking pair; None when not
-    given) and ``agreement`` (the share of the task's current judgments that picked the
-    same winner; comparisons only)."""
-    yield from _comparison_pairs(project, with_metadata=True)
-    yield from _ranking_pairs(project, with_metadata=True)
+    given) and ``agreement`` (the share of the task's current judgments, of the sources
+    exported, that picked the same winner; comparisons only)."""
+    yield from _comparison_pairs(project, ai=ai, with_metadata=True)
+    yield from _ranking_pairs(project, ai=ai, with_metadata=True)
 
 
-def sft_rows(project: Project) -> Iterator[dict]:
-    from annotation.kinds.demonstration import sft_rows as demonstration_rows
+def sft_rows(project: Project, *, ai: str = "include") -> Iterator[dict]:
+    """TRL's conversational SFT form, {"messages": [...earlier turns, user, assistant]},
+    from current demonstrations (a corrected one in its newest form; AI revisions are
+    demonstrations of source "ai")."""
+    demonstrations = _current(project, TaskKind.DEMONSTRATION, ai).exclude(text="")
+    for demonstration in demonstrations.iterator(chunk_size=500):
+        yield {
+            "messages": [
+                *demonstration.context,
+                {"role": "user", "content": demonstration.prompt.text},
+                {"role": "assistant", "content": demonstration.text},
+            ],
+            **_provenance(demonstration),
+        }
 
-    yield from demonstration_rows(project)
 
-
-def ranking_rows(project: Project) -> Iterator[dict]:
-    for judgment in _current(project, TaskKind.RANKING).iterator(chunk_size=200):
+def ranking_rows(project: Project, *, ai: str = "include") -> Iterator[dict]:
+    for judgment in _current(project, TaskKind.RANKING, ai).iterator(chunk_size=200):
         texts = Response.objects.in_bulk(judgment.ranking)
         yield {
             "prompt": _conversation(judgment),
             "responses": [texts[pk].text for pk in judgment.ranking],
             "all_bad": judgment.all_bad,
+            **_provenance(judgment),
         }
 
 
-def rating_rows(project: Project) -> Iterator[dict]:
-    ratings = _current(project, TaskKind.RATING).select_related("rated_response")
+def rating_rows(project: Project, *, ai: str = "include") -> Iterator[dict]:
+    ratings = _current(project, TaskKind.RATING, ai).select_related("rated_response")
     for judgment in ratings.iterator(chunk_size=500):
         yield {
             "prompt": _conversation(judgment),
             "response": judgment.rated_response.text,
             "scores": judgment.scores,
             "flags": judgment.flags,
+            **_provenance(judgment),
         }
 
 
 ROWS = {"dpo": dpo_rows, "sft": sft_rows, "ranking": ranking_rows, "rating": rating_rows}
 
 
-def preference_rows(project: Project, *, export_format: str) -> Iterator[dict]:
+def preference_rows(project: Project, *, export_format: str, ai: str = "include") -> Iterator[dict]:
     if export_format not in FORMATS:
         raise ValueError(f"Unknown format {export_format!r}; choose one of {', '.join(FORMATS)}.")
-    return ROWS[export_format](project)
+    return ROWS[export_format](project, ai=check_ai(ai))
 
 
 def jsonl_lines(rows) -> Iterator[str]:

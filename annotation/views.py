@@ -256,15 +256,20 @@ def export_page(request, slug):
     context = {
         "project": project,
         "overview": selectors.project_overview(project=project),
+        "formats": exports.FORMATS,
+        "ai_options": list(exports.AI_LABELS.items()),
         **_capabilities(request.user, project),
     }
     return render(request, "annotation/export.html", context)
 
 
-def export_response(project, export_format: str) -> StreamingHttpResponse:
-    rows = exports.preference_rows(project, export_format=export_format)
+EXPORT_NAME_SUFFIX = {"include": "", "exclude": "-no-ai", "only": "-ai-only"}
+
+
+def export_response(project, export_format: str, ai: str = "include") -> StreamingHttpResponse:
+    rows = exports.preference_rows(project, export_format=export_format, ai=ai)
     response = StreamingHttpResponse(exports.jsonl_lines(rows), content_type="application/jsonl")
-    filename = f"{project.slug}-{export_format}.jsonl"
+    filename = f"{project.slug}-{export_format}{EXPORT_NAME_SUFFIX[ai]}.jsonl"
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
 
@@ -279,4 +284,8 @@ def export_download(request, slug):
             {"detail": f"Unknown format {export_format!r}; choose one of {exports.FORMATS}."},
             status=400,
         )
-    return export_response(project, export_format)
+    try:
+        ai = exports.check_ai(request.GET.get("ai", "include"))
+    except ServiceError as error:
+        return JsonResponse({"detail": error.message}, status=400)
+    return export_response(project, export_format, ai)

@@ -5,6 +5,7 @@ import dataclasses
 
 from django import forms
 
+from annotation.exports import AI_LABELS
 from models_registry.models import ModelVersion
 from training.methods.common import CURRICULA
 from training.services import SFT_FIRST_METHODS
@@ -124,6 +125,14 @@ class TrainingRunForm(forms.Form):
             self.fields["min_margin"] = forms.IntegerField(
                 required=False, min_value=0, help_text="Leave out pairs with a weaker margin."
             )
+        if self.spec.dataset in ("sft", "preferences"):
+            self.fields["ai"] = forms.ChoiceField(
+                choices=list(AI_LABELS.items()),
+                required=False,
+                initial="include",
+                label="AI labels",
+                help_text="Train on AI judges' labels too, leave them out, or use only them.",
+            )
         self.config_names = []
         for spec in dataclasses.fields(self.spec.config_class()):
             self.fields[spec.name] = _config_field(spec)
@@ -137,7 +146,7 @@ class TrainingRunForm(forms.Form):
 
     def setup_fields(self):
         names = ("method", "base_version", "reward_version", "mix_with")
-        names += ("sft_first", "include_chosen", "min_margin")
+        names += ("sft_first", "include_chosen", "min_margin", "ai")
         return [self[name] for name in names if name in self.fields]
 
     def config(self) -> dict:
@@ -154,8 +163,8 @@ class TrainingRunForm(forms.Form):
     def filters(self) -> dict:
         return {
             name: self.cleaned_data[name]
-            for name in ("include_chosen", "min_margin")
-            if name in self.cleaned_data and self.cleaned_data[name] not in (None, False)
+            for name in ("include_chosen", "min_margin", "ai")
+            if name in self.cleaned_data and self.cleaned_data[name] not in (None, False, "")
         }
 
     def add_config_error(self, message: str) -> None:

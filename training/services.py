@@ -24,7 +24,7 @@ from django.db.models.functions import Concat
 from django.utils import timezone
 
 from annotation.errors import ServiceError
-from annotation.exports import jsonl_lines, sft_rows, training_preference_rows
+from annotation.exports import AI_OPTIONS, jsonl_lines, sft_rows, training_preference_rows
 from annotation.models import Project, Prompt
 from config.celery import QueueUnavailable, enqueue_after_commit
 from models_registry.models import ModelVersion
@@ -50,7 +50,11 @@ EVAL_MAX_PROMPTS = 32
 
 def _clean_filters(dataset: str, filters: dict | None) -> dict:
     filters = dict(filters or {})
-    allowed = {"sft": {"include_chosen"}, "preferences": {"min_margin"}, "prompts": set()}
+    allowed = {
+        "sft": {"include_chosen", "ai"},
+        "preferences": {"min_margin", "ai"},
+        "prompts": set(),
+    }
     unknown = sorted(set(filters) - allowed[dataset])
     if unknown:
         raise ServiceError(f"Unknown filter(s) for {dataset} data: {', '.join(unknown)}.")
@@ -61,18 +65,33 @@ def _clean_filters(dataset: str, filters: dict | None) -> dict:
         isinstance(margin, bool) or not isinstance(margin, int | float) or margin < 0
     ):
         raise ServiceError("min_margin must be a number >= 0.")
-    return {key: value for key, value in filters.items() if value not in (None, False)}
+    if "ai" in filters and filters["ai"] not in AI_OPTIONS:
+        raise ServiceError(f"ai must be one of {', '.join(AI_OPTIONS)}.")
+    # "include" is the default: left out, so the recorded filters say only what differs.
+    return {
+        key: value
+        for key, value in filters.items()
+        if value not in (None, False) and not (key == "ai" and value == "include")
+    }
+
+
+PROVENANCE = ("source", "judge", "constitution", "principle")
 
 
 def _dataset_rows(project: Project, dataset: str, filters: dict):
+    ai = filters.get("ai", "include")
     if dataset == "sft":
-        yield from sft_rows(project)
+        yield from sft_rows(project, ai=ai)
         if filters.get("include_chosen"):
-            for row in training_preference_rows(project):
-                yield {"prompt": row["prompt"], "completion": row["chosen"]}
+            for row in training_preference_rows(project, ai=ai):
+                yield {
+                    "prompt": row["prompt"],
+                    "completion": row["chosen"],
+                    **{key: row[key] for key in PROVENANCE},
+                }
     elif dataset == "preferences":
         minimum = filters.get("min_margin")
-        for row in training_preference_rows(project):
+        for row in training_preference_rows(project, ai=ai):
             if minimum is None or (row.get("margin") or 0) >= minimum:
                 yield row
     else:
@@ -88,8 +107,10 @@ def snapshot_create(
 
     ``dataset`` is ``sft`` (demonstrations; ``include_chosen`` adds the chosen reply of
     every preference pair), ``preferences`` (comparison and ranking pairs with margin and
-    agreement; ``min_margin`` drops weak ones) or ``prompts`` (for PPO and RAFT). The
-    same rows give the same snapshot row.
+    agreement; ``min_margin`` drops weak ones) or ``prompts`` (for PPO and RAFT). For sft
+    and preferences, ``ai`` is ``include`` (the default), ``exclude`` (train on people's
+    labels only) or ``only`` (AI judges' labels only); every row carries its source
+    (annotation/exports.py). The same rows give the same snapshot row.
     """
     if dataset not in DATASETS:
         raise ServiceError(f"Unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}.")

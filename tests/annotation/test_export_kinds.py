@@ -41,6 +41,10 @@ def test_a_ranking_of_k_gives_k_choose_2_dpo_pairs_best_over_worse(project, labe
             "prompt": [{"role": "user", "content": "Pick the best fruit."}],
             "responses": ["apple", "pear", "rock"],
             "all_bad": False,
+            "source": "human",
+            "judge": "",
+            "constitution": "",
+            "principle": "",
         }
     ]
 

@@ -3,7 +3,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from annotation.exports import FORMATS, preference_rows, write_jsonl
+from annotation.exports import AI_OPTIONS, FORMATS, preference_rows, write_jsonl
 from annotation.models import Project
 
 
@@ -14,12 +14,18 @@ class Command(BaseCommand):
         parser.add_argument("--project", required=True, help="Project slug.")
         parser.add_argument("--format", default="dpo", choices=FORMATS)
         parser.add_argument("--output", default="-", help="File path, or - for stdout.")
+        parser.add_argument(
+            "--ai",
+            default="include",
+            choices=AI_OPTIONS,
+            help="AI judges' labels: include (default), exclude, or only them.",
+        )
 
-    def handle(self, *args, project: str, format: str, output: str, **options):
+    def handle(self, *args, project: str, format: str, output: str, ai: str, **options):
         target = Project.objects.filter(slug=project).first()
         if target is None:
             raise CommandError(f"No project with slug {project!r}.")
-        rows = preference_rows(target, export_format=format)
+        rows = preference_rows(target, export_format=format, ai=ai)
         if output == "-":
             write_jsonl(rows, sys.stdout)
             return

@@ -12,6 +12,11 @@ urlpatterns = [
     path(f"{page}new/", views.judge_create, name="ai_judge_create"),
     path(f"{page}constitutions/", views.constitution_create, name="ai_constitution_create"),
     path(
+        f"{page}constitutions/default/",
+        views.constitution_default,
+        name="ai_constitution_default",
+    ),
+    path(
         f"{page}constitutions/<int:constitution_id>/",
         views.constitution_page,
         name="ai_constitution",

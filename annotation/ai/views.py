@@ -70,9 +70,13 @@ def _policy_versions():
 
 def _render_judges(request, project, *, error=None, form=None, status=200):
     form = form or {}
+    constitutions = selectors.constitutions_latest()
     context = {
         "project": project,
-        "constitutions": selectors.constitutions_latest(),
+        "constitutions": constitutions,
+        "has_default_constitution": any(
+            c.name == DEFAULT_CONSTITUTION["name"] for c in constitutions
+        ),
         "judges": selectors.judges_all(),
         "jobs": selectors.judge_jobs_for(project=project),
         "policy_versions": _policy_versions(),
@@ -110,6 +114,15 @@ def constitution_create(request, slug):
         return _render_judges(
             request, project, error=refused.message, form=request.POST, status=refused.status_code
         )
+    return redirect("ai_constitution", slug=project.slug, constitution_id=constitution.pk)
+
+
+@login_required
+@require_POST
+def constitution_default(request, slug):
+    """Add the shipped default constitution (version 1) if it is missing."""
+    project = project_for(user=request.user, slug=slug, capability=MANAGE)
+    constitution = services.ensure_default_constitution()
     return redirect("ai_constitution", slug=project.slug, constitution_id=constitution.pk)
 
 
@@ -219,6 +232,7 @@ def _render_job(request, project, job, *, error=None, status=200):
     context = {
         "project": project,
         "job": job,
+        "options_json": json.dumps(job.options),
         "log_lines": job.log.splitlines()[-40:],
         "judgments": selectors.judge_job_judgments(job=job),
         "error": error,

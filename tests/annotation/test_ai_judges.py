@@ -413,6 +413,19 @@ def test_the_key_is_masked_even_when_the_endpoint_echoes_it(project, constitutio
     _assert_key_hidden(job)
 
 
+def test_the_key_stays_out_of_the_python_logs_too(project, constitution, caplog):
+    _tasks(project, 1)
+    caplog.set_level("DEBUG")
+
+    with FakeEndpoint(lambda n, p: Answer(500, {"error": f"upstream saw {KEY}"})) as endpoint:
+        job = _run(_start(project, _remote_judge(endpoint.url, constitution)))
+
+    assert job.status == "failed"
+    assert "retrying" in caplog.text  # the retries were logged ...
+    assert KEY not in caplog.text  # ... without the key
+    _assert_key_hidden(job)
+
+
 # --- cancel -----------------------------------------------------------------------------------
 
 
@@ -670,6 +683,12 @@ def test_local_judges_go_to_the_gpu_queue_and_remote_ones_to_default(
         remote_job = _start(project, remote)
 
     assert sent == [("gpu", [local_job.pk]), ("default", [remote_job.pk])]
+    # Workers find both tasks through annotation/tasks.py (Celery autodiscovers it).
+    import annotation.tasks  # noqa: F401
+
+    assert {"annotation.judge_job_run_gpu_task", "annotation.judge_job_run_task"} <= set(
+        celery_app.tasks
+    )
     assert local_job.status == remote_job.status == "queued"
 
 

@@ -24,11 +24,11 @@ Every finished item is stored at once, in one transaction:
   (a leaderboard, an agreement report) can leave these out; a preference export takes them
   as (chosen = revision, rejected = original) pairs.
 
-An item fails, and nothing is stored for it, when the judge's revision is empty in any
-round, the final revision equals the original (whitespace aside), the revision is longer
-than a demonstration may be, or a model request fails (``BackendError``; when that happens
-to ``MAX_FAILED_IN_A_ROW`` items in a row the job stops with the error: the endpoint is
-down, and going on would only spend the budget).
+An item fails, and nothing is stored for it, when the judge's revision is empty or only
+repeats its critique in any round, the final revision equals the original (whitespace
+aside), a revision is longer than a demonstration may be, or a model request fails
+(``BackendError``; when that happens to ``MAX_FAILED_IN_A_ROW`` items in a row the job
+stops with the error: the endpoint is down, and going on would only spend the budget).
 
 Options (``check_revision_options``): ``response_ids`` (optional: exactly these responses
 of the project's labeling pool, whoever wrote them) or else the project's labeling-pool
@@ -267,6 +267,10 @@ def revise(ctx, response: Response, *, context: list[dict], options: dict) -> li
         revision = clean_revision(answer)
         if not revision:
             raise ItemFailed(f"the revision in round {number} ({principle['name']}) was empty")
+        if critique and same_text(revision, critique):
+            # Small judges often answer the revision request with their critique again
+            # (SmolLM2-135M does): that is no reply to the user.
+            raise ItemFailed(f"the revision in round {number} only repeats the critique")
         if len(revision) > MAX_TEXT:
             raise ItemFailed(
                 f"the revision in round {number} has {len(revision)} characters "

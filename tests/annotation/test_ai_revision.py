@@ -424,6 +424,7 @@ def test_a_remote_judge_writes_revisions_with_no_model_version(project, remote_j
         ("", "the revision in round 1"),
         ("Revision:   ", "was empty"),
         ("Same  old\nreply.", "the revision is the original unchanged"),
+        ("Too blunt for  harmless.", "only repeats the critique"),
     ],
 )
 def test_an_empty_or_unchanged_revision_fails_the_item_and_stores_nothing(
@@ -434,7 +435,11 @@ def test_an_empty_or_unchanged_revision_fails_the_item_and_stores_nothing(
     original = _model_reply(project, "Same old reply.")
     before = Response.objects.count()
 
-    job = _run(project, local_judge, ScriptedBackend(revise=lambda text, principle: answer))
+    backend = ScriptedBackend(
+        revise=lambda text, principle: answer,
+        critique=lambda text, principle: "Too blunt for harmless.",
+    )
+    job = _run(project, local_judge, backend)
 
     assert (job.status, job.done, job.failed) == ("failed", 0, 1)
     assert why in job.log and f"response {original.pk}" in job.log

@@ -636,9 +636,10 @@ def review_item(*, project: Project, reviewer, judgment_id: int | None = None) -
         others = Judgment.objects.filter(task=task, superseded_by__isnull=True)
         responses = task.ordered_responses()
     else:
-        # An AI judgment of no task (e.g. original vs revision): only itself to show.
+        # An AI judgment of no task (a revision, or original vs revision): only itself.
         others = Judgment.objects.filter(pk=judgment.pk)
-        responses = [r for r in (judgment.response_a, judgment.response_b) if r is not None]
+        shown = (judgment.response_a, judgment.response_b, judgment.edited_from)
+        responses = [r for r in shown if r is not None]
     others = (
         others.select_related("labeler", "judge", "constitution")
         .prefetch_related("reviews")
@@ -726,27 +727,55 @@ def _probability(raw) -> float | None:
     return None
 
 
+# Per-order keys shown in their own words, or not at all (long text, nested values).
+_ORDER_KEYS_APART = {"p_a", "p_x", "first", "critique", "verdict_text", "probabilities",
+                     "shown_order"}  # fmt: skip
+
+
+def _order_summary(number: int, order: dict) -> dict:
+    """One display order of an AI comparison as annotation/ai/pairwise.py stores it:
+    ``first`` ("x" when the judgment's A was shown first), ``p_x`` (P(A better) read from
+    that order), the verdict, an optional critique; ``p_a`` is accepted for P(A better)."""
+    first = order.get("first")
+    extra = {
+        key: round(value, 3) if isinstance(value, float) else value
+        for key, value in order.items()
+        if key not in _ORDER_KEYS_APART
+        and value not in (None, "")
+        and isinstance(value, str | int | float | bool)
+    }
+    raw, clamped = extra.pop("p_x_raw", None), _probability(order.get("p_x"))
+    if raw is not None and clamped is not None and raw != round(clamped, 3):
+        extra["before the chain-of-thought clamp"] = raw
+    verdict = extra.pop("verdict", None)
+    if verdict in ("A", "B"):
+        # The letter names what was shown as (A) in this order; say it in the judgment's terms.
+        extra["picked"] = verdict if first != "y" else {"A": "B", "B": "A"}[verdict]
+    return {
+        "number": number,
+        "p_a": _probability(order.get("p_a", order.get("p_x"))),
+        "shown_first": {"x": "A", "y": "B"}.get(first, ""),
+        "extra": extra,
+        "critique": order.get("critique") if isinstance(order.get("critique"), str) else "",
+    }
+
+
 def ai_summary(judgment: Judgment, responses: Sequence | None = None) -> dict:
     """What a reviewer needs to weigh an AI label: the judge, the constitution version and
     principle, the soft label P(A better) in task terms (A is the task's first response),
-    and each display order's figures as the judge stored them in ``ai_details``
-    (``p_a`` is the judgment's own P(A better); other keys are shown as they are).
-    ``swapped`` says the judgment's own A is the task's B."""
+    and each display order's P(A better), verdict and critique as the judge stored them in
+    ``ai_details`` (in the judgment's own terms). ``swapped`` says the judgment's own A
+    is the task's B."""
     details = judgment.ai_details if isinstance(judgment.ai_details, dict) else {}
     swapped = _swapped(judgment, responses)
     soft_label = judgment.soft_label
     if soft_label is not None and swapped:
         soft_label = 1.0 - soft_label
-    orders = []
-    for index, order in enumerate(details.get("orders") or [], start=1):
-        if not isinstance(order, dict):
-            continue
-        extra = {
-            key: value
-            for key, value in order.items()
-            if key != "p_a" and isinstance(value, str | int | float | bool | type(None))
-        }
-        orders.append({"number": index, "p_a": _probability(order.get("p_a")), "extra": extra})
+    orders = [
+        _order_summary(number, order)
+        for number, order in enumerate(details.get("orders") or [], start=1)
+        if isinstance(order, dict)
+    ]
     return {
         "judge": judgment.judge,
         "constitution": judgment.constitution,
@@ -756,6 +785,7 @@ def ai_summary(judgment: Judgment, responses: Sequence | None = None) -> dict:
         "orders": orders,
         "agree": details.get("agree"),
         "method": details.get("method", ""),
+        "presumed": details.get("presumed") is True,
     }
 
 

@@ -13,7 +13,9 @@ response pairs that both the judge and a human majority decided.
   soft label favours; a soft label of exactly 0.5 with no choice is "undecided" and is
   left out (counted too).
 - Every AI comparison of the judge counts, reviewed or not: a reviewer's correction or
-  rejection says the judge was wrong, and must not make it look better.
+  rejection says the judge was wrong, and must not make it look better. Left out: the
+  presumed comparisons of critique-and-revision (``ai_details["presumed"]``: "the
+  revision is better" is assumed, not judged).
 - Accuracy is the share of compared AI judgments that pick the majority's winner; Cohen's
   kappa is over the two categories A wins / B wins
   (https://en.wikipedia.org/wiki/Cohen%27s_kappa): (p_o - p_e) / (1 - p_e), None when p_e
@@ -146,9 +148,11 @@ def judge_agreement(*, project: Project) -> list[dict]:
     for judge_id, constitution_id, a, b, choice, soft_label, details in ai_rows.iterator(
         chunk_size=2000
     ):
+        details = details if isinstance(details, dict) else {}
+        if details.get("presumed") is True:
+            continue
         group = groups[(judge_id, constitution_id)]
         group["judgments"] += 1
-        details = details if isinstance(details, dict) else {}
         if isinstance(details.get("agree"), bool):
             group["bias"].append(not details["agree"])
         if soft_label is not None:

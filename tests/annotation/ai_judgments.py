@@ -57,9 +57,14 @@ def make_ai_judgment(
         first, second = second, first
     if choice is None:
         choice = "a" if soft_label > 0.5 else "b" if soft_label < 0.5 else "tie"
-    # Order 2 showed B first; its p_a is already mapped back to A.
+    # As annotation/ai/pairwise.py stores them: order 1 showed A (X) first, order 2 B;
+    # p_x is P(A better) read from that order.
     p_one = min(1.0, soft_label + 0.05)
     p_two = max(0.0, soft_label - 0.05) if agree else 1.0 - p_one
+    orders = [
+        _order("x", p_one, [first, second]),
+        _order("y", p_two, [second, first]),
+    ]
     return Judgment.objects.create(
         kind=TaskKind.COMPARISON,
         project=task.project,
@@ -76,9 +81,20 @@ def make_ai_judgment(
         principle=principle,
         soft_label=soft_label,
         rationale="The first reply answers the question.",
-        ai_details={
-            "orders": [{"p_a": p_one, "shown": "ab"}, {"p_a": p_two, "shown": "ba"}],
-            "agree": agree,
-            "method": "logprobs",
-        },
+        ai_details={"orders": orders, "agree": agree, "method": "logprobs", "unsure": False},
     )
+
+
+def _order(first: str, p_x: float, shown_order: list[int]) -> dict:
+    p_first = p_x if first == "x" else 1.0 - p_x  # P("A") of what was shown as (A)
+    return {
+        "first": first,
+        "method": "logprobs",
+        "probabilities": {"A": p_first, "B": 1.0 - p_first},
+        "verdict": "A" if p_first > 0.5 else "B",
+        "verdict_text": None,
+        "critique": "",
+        "p_x_raw": p_x,
+        "p_x": p_x,
+        "shown_order": shown_order,
+    }

@@ -212,3 +212,20 @@ def test_researchers_and_admins_see_the_agreement(login, project, who, page_stat
 def test_the_agreement_page_takes_only_get(login, project, researcher):
     assert login(researcher).post("/p/alpha/judges/agreement/").status_code == 405
     assert login(researcher).post("/api/projects/alpha/judges/agreement/").status_code == 405
+
+
+def test_presumed_revision_pairs_are_not_the_judges_judgments(project, judged):
+    """Critique-and-revision stores (original, revision) with the revision presumed better;
+    nothing was judged, so the report leaves it out."""
+    task = project.tasks.order_by("id").first()
+    original, other = task.ordered_responses()
+    Judgment.objects.create(
+        kind="comparison", project=project, prompt=task.prompt, response_a=original,
+        response_b=other, choice="b", source="ai", judge=judged,
+        constitution=judged.constitution, principle="helpfulness", soft_label=None,
+        ai_details={"presumed": True},
+    )  # fmt: skip
+
+    [row] = judge_agreement(project=project)
+
+    assert (row["judgments"], row["compared"], row["agreed"]) == (14, 10, 7)

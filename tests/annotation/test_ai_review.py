@@ -16,7 +16,12 @@ from tests.annotation.ai_judgments import (
 )
 from tests.annotation.test_quality import judge as human_judge
 from tests.annotation.test_quality import make_caller
-from tests.factories import make_member, make_prompt, make_task
+from tests.factories import make_member, make_prompt, make_task, make_version
+
+
+def make_version_at(folder):
+    return make_version("tiny-judge", path=str(folder))
+
 
 # soft labels of five AI judgments, and whether their two orders agreed
 LABELS = [(0.95, True), (0.55, False), (0.45, True), (0.2, True), (0.52, True)]
@@ -247,6 +252,25 @@ def test_an_ai_label_of_no_task_can_be_accepted_but_not_corrected(project, ai_ju
     assert _queued(project, admin_member) == []
 
 
+def test_an_ai_revision_shows_the_original_and_the_revision(login, project, ai_judge, admin_member):
+    prompt = make_prompt(project, "Say hi.")
+    original = Response.objects.create(prompt=prompt, author="model", text="hi")
+    revision = Judgment.objects.create(
+        kind="demonstration", project=project, prompt=prompt, shown_order=[original.pk],
+        text="Hello! How can I help?", edited_from=original, source="ai", judge=ai_judge,
+        constitution=ai_judge.constitution, principle="helpfulness",
+    )  # fmt: skip
+    ai_review_queue_fill(project=project, mode="all")
+
+    html = login(admin_member).get("/p/alpha/review/").content.decode()
+
+    assert f'data-judgment="{revision.pk}"' in html
+    assert "<h3>Revision by AI judge judge-local</h3>" in html
+    assert "Hello! How can I help?" in html and "<p>hi</p>" in html
+    assert 'data-key="c"' not in html and 'data-key="g"' not in html  # no task to correct
+    assert 'data-key="a"' in html and 'data-key="r"' in html
+
+
 # --- the review page -------------------------------------------------------------------
 
 
@@ -262,8 +286,11 @@ def test_the_review_page_shows_the_judge_constitution_principle_and_both_orders(
     assert "<dd data-ai-constitution>loop-default v2</dd>" in html
     assert "<dd data-ai-principle>helpfulness</dd>" in html
     assert "P(A better) = 0.550 (logprobs)" in html
-    assert '<dd data-ai-order="1">P(A better) = 0.600 · shown: ab</dd>' in html
-    assert '<dd data-ai-order="2">P(A better) = 0.400 · shown: ba</dd>' in html
+    # 0.55 with orders 0.60 (A shown first) and 0.40 (B shown first): they disagree
+    assert "<dt>Order 1 (A shown first)</dt>" in html
+    assert "<dt>Order 2 (B shown first)</dt>" in html
+    assert '<dd data-ai-order="1">P(A better) = 0.600 · method: logprobs · picked: A' in html
+    assert '<dd data-ai-order="2">P(A better) = 0.400 · method: logprobs · picked: B' in html
     assert "the two orders disagreed" in html
     assert "AI judge judge-local said: A is better" in html
     for key in ("a", "c", "r", "g"):
@@ -409,3 +436,46 @@ def test_only_admins_send_ai_labels_to_review(login, project, ai, who, page_stat
 
 def test_the_fill_page_takes_only_post(login, project, admin_member):
     assert login(admin_member).get("/p/alpha/review/ai/").status_code == 405
+
+
+# --- with a real judge job ----------------------------------------------------------------
+
+
+def test_a_tiny_local_judges_labels_reach_the_queue_the_report_and_exports(
+    login, project, admin_member, tiny_model_dir
+):
+    """A pairwise job on a tiny model stores AI labels as annotation/ai/jobs.py does; they
+    go to review, show both orders' P(A better) there, and count in agreement and exports."""
+    from annotation.ai import jobs, services
+    from annotation.ai.agreement import judge_agreement
+
+    tasks = [make_task(project, texts=(f"good {i}", f"bad {i}")) for i in range(3)]
+    ann = make_member(project, Role.LABELER, "ann")
+    for task in tasks:
+        human_judge(task, ann, choice="a")
+    judge = services.judge_create(
+        name="tiny",
+        backend="local",
+        model_version=make_version_at(tiny_model_dir),
+        constitution=services.ensure_default_constitution(),
+    )
+    job = jobs.judge_job_start(project=project, judge=judge, kind="pairwise", options={})
+    jobs.judge_job_execute(job_id=job.pk)
+
+    sent = ai_review_queue_fill(project=project, mode="all", judge=judge.pk)
+    html = login(admin_member).get("/p/alpha/review/").content.decode()
+
+    stored = list(Judgment.objects.filter(source="ai").order_by("task_id"))
+    assert sent == 3 == len(stored)
+    first = stored[0]
+    assert f'data-judgment="{first.pk}"' in html
+    assert "<dd data-ai-judge>tiny</dd>" in html
+    assert f"<dd data-ai-principle>{first.principle}</dd>" in html
+    for number, order in enumerate(first.ai_details["orders"], start=1):
+        assert f'<dd data-ai-order="{number}">P(A better) = {order["p_x"]:.3f}' in html
+    [row] = judge_agreement(project=project)
+    assert (row["judge"], row["compared"]) == ("tiny", 3)
+    assert row["accuracy"] == sum(j.choice == "a" for j in stored) / 3
+    assert [r["source"] for r in dpo_rows(project)].count("ai") == sum(
+        j.choice in ("a", "b") for j in stored
+    )

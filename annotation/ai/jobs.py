@@ -388,7 +388,8 @@ def _queue_failed(job_id: int, message: str) -> None:
 def _claim(job_id: int) -> JudgeJob | None:
     with transaction.atomic():
         job = (
-            JudgeJob.objects.select_for_update()
+            # Only the job row is locked (PostgreSQL cannot lock the outer join's side).
+            JudgeJob.objects.select_for_update(of=("self",))
             .select_related("judge__constitution", "judge__model_version", "project")
             .filter(pk=job_id)
             .first()

@@ -27,6 +27,9 @@ from models_registry.models import ModelVersion
 
 Score = Callable[[list[list[dict]], list[str]], list[float]]
 PERSON = "person:"
+# An AI judge's revision of a reply (annotation/ai/revision.py) is already paired with
+# the reply it revises; it never enters comparison tasks.
+REVISION_KEY = "revision_of"
 
 
 def _author(response: Response) -> str:
@@ -38,6 +41,7 @@ def _partners(response: Response, model_version) -> dict[str, Response]:
     others = (
         Response.objects.filter(prompt=response.prompt)
         .exclude(model_version=model_version)
+        .exclude(generation_params__has_key=REVISION_KEY)
         .exclude(model_version__state=ModelVersion.State.RETIRED)
         .order_by("-created_at", "-id")
     )
@@ -124,7 +128,11 @@ def ensure_comparison_tasks(*, project: Project, model_version, score: Score | N
     its partner chosen by the project's candidate policy (``score``: the latest reward
     model, needed by the active policy). Returns how many tasks are new; safe to repeat
     (a reply already in a comparison task is left alone)."""
-    own = Response.objects.labeling().filter(prompt__project=project, model_version=model_version)
+    own = (
+        Response.objects.labeling()
+        .filter(prompt__project=project, model_version=model_version)
+        .exclude(generation_params__has_key=REVISION_KEY)
+    )
     in_tasks = set(
         Task.objects.filter(project=project, kind=TaskKind.COMPARISON)
         .filter(responses__in=own)

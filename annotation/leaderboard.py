@@ -62,6 +62,8 @@ def battle_judgments(*, projects, source: str):
         )
         .exclude(response_a__model_version=F("response_b__model_version"))
         .exclude(reviews__decision=Review.Decision.REJECTED)
+        # A critique-and-revision pair is presumed (revision better), not judged.
+        .exclude(ai_details__has_key="presumed")
         .order_by("created_at", "id")
     )
 

@@ -189,3 +189,21 @@ def test_a_generation_job_pairs_by_the_latest_reward_models_doubt(
         task = Task.objects.get(prompt=prompt)
         assert set(task.responses.values_list("pk", flat=True)) == {own.pk, closest.pk}
         assert task.priority > 0
+
+
+def test_an_ai_judges_revisions_never_enter_comparison_tasks(project, field):
+    _set_policy(project, "round_robin")
+    for prompt in field["prompts"]:
+        original = Response.objects.get(prompt=prompt, model_version=field["old"])
+        Response.objects.create(
+            prompt=prompt,
+            model_version=field["new"],
+            sample_index=1,
+            text="revised",
+            generation_params={"revision_of": original.pk},
+        )
+
+    ensure_comparison_tasks(project=project, model_version=field["new"])
+
+    assert not Task.objects.filter(responses__generation_params__has_key="revision_of").exists()
+    assert Task.objects.count() == 6

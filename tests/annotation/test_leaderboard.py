@@ -152,6 +152,14 @@ def test_human_and_ai_judges_are_counted_apart(project):
     assert leaderboard.battle_counts(projects=[project]) == {"human": 2, "ai": 1}
 
 
+def test_a_presumed_revision_pair_is_no_battle(project):
+    alpha, beta = make_version("alpha-1"), make_version("beta-1")
+    vote(project, alpha, beta, "b", source=AI)
+    vote(project, alpha, beta, "b", source=AI, ai_details={"presumed": True})
+
+    assert battle_records(project, "ai") == [("alpha-1", "beta-1", ratings.B_WINS)]
+
+
 def test_parse_source_refuses_anything_else():
     assert leaderboard.parse_source(None) == "human"
     assert leaderboard.parse_source("ai") == "ai"

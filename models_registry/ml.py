@@ -283,13 +283,15 @@ class GeneratedReply:
 
     ``completion_tokens`` counts generated tokens up to and including EOS; ``seconds`` is
     the wall time of the batch that produced it (the latency the reply saw); ``finished``
-    is True when the model emitted EOS before ``max_new_tokens``.
+    is True when the model emitted EOS before ``max_new_tokens``; ``token_ids`` are the
+    generated ids (EOS included), where the generator kept them.
     """
 
     text: str
     completion_tokens: int
     seconds: float
     finished: bool
+    token_ids: tuple[int, ...] = ()
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
@@ -365,9 +367,57 @@ def generate_replies(
                     completion_tokens=len(kept),
                     seconds=seconds,
                     finished=finished,
+                    token_ids=tuple(kept),
                 )
             )
     return replies
+
+
+def reply_logprobs(
+    model: Any,
+    tokenizer: Any,
+    messages: list[dict[str, str]],
+    token_ids: list[int] | tuple[int, ...],
+    *,
+    top: int = 0,
+) -> list[dict[str, Any]]:
+    """OpenAI-style log-probabilities of a generated reply: for each reply token (special
+    tokens such as EOS left out) its text, its log-probability under the model and the
+    ``top`` most likely tokens at that position, from one forward pass over the prompt and
+    the reply. Log-probabilities are the model's own (temperature 1), whatever was used
+    to sample. Format: https://platform.openai.com/docs/api-reference/chat/object
+    """
+    prepare_tokenizer(tokenizer)
+    prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    if not token_ids:
+        return []
+    device = next(model.parameters()).device
+    ids = torch.tensor([list(prompt_ids) + list(token_ids)], device=device)
+    with torch.inference_mode():
+        logits = model(input_ids=ids).logits[0, len(prompt_ids) - 1 : -1]
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    special = set(tokenizer.all_special_ids)
+
+    def entry(token: int, logprob: float) -> dict[str, Any]:
+        text = tokenizer.decode([token])
+        return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
+
+    content = []
+    for position, token in enumerate(token_ids):
+        if token in special:
+            continue
+        row = logprobs[position]
+        item = entry(token, float(row[token]))
+        if top:
+            values, indices = torch.topk(row, top)
+            item["top_logprobs"] = [
+                entry(int(i), float(v)) for v, i in zip(values, indices, strict=True)
+            ]
+        else:
+            item["top_logprobs"] = []
+        content.append(item)
+    return content
 
 
 def merge_adapter_into_base(

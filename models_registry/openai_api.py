@@ -32,6 +32,7 @@ DEFAULT_MAX_TOKENS = 256
 MAX_CHOICES = 4
 MAX_MESSAGE_CHARS = 32_000
 MAX_REWARD_INPUTS = 64
+MAX_TOP_LOGPROBS = 20
 REPLY_TIMEOUT_SECONDS = 300
 
 
@@ -147,6 +148,8 @@ class ChatCompletionSerializer(serializers.Serializer):
     stop = StopField(required=False, default=list)
     stream = serializers.BooleanField(default=False)
     stream_options = serializers.DictField(required=False, default=dict)
+    logprobs = serializers.BooleanField(default=False)
+    top_logprobs = serializers.IntegerField(min_value=0, max_value=MAX_TOP_LOGPROBS, default=0)
 
     def validate_top_p(self, top_p):
         if top_p <= 0:
@@ -154,6 +157,12 @@ class ChatCompletionSerializer(serializers.Serializer):
         return top_p
 
     def validate(self, data):
+        if data["top_logprobs"] and not data["logprobs"]:
+            raise serializers.ValidationError({"top_logprobs": "needs logprobs: true"})
+        if data["logprobs"] and data["stream"]:
+            raise serializers.ValidationError(
+                {"logprobs": "log-probabilities are not streamed: ask without stream"}
+            )
         if data["messages"][-1]["role"] == "assistant":
             raise serializers.ValidationError(
                 {"messages": "the last message must come from the user or the system"}
@@ -283,7 +292,10 @@ class ChatCompletionsApi(OpenAIApi):
             response["Cache-Control"] = "no-cache"
             response["X-Accel-Buffering"] = "no"
             return response
-        return Response(_completion_body(completion, pending, params, stops))
+        body = _completion_body(completion, pending, params, stops)
+        if data.validated_data["logprobs"]:
+            _add_logprobs(body, version, messages, pending, data.validated_data["top_logprobs"])
+        return Response(body)
 
 
 def _reply(request) -> ml.GeneratedReply:
@@ -318,6 +330,17 @@ def _completion_body(completion, pending, params, stops) -> dict:
         "total_tokens": prompt_tokens + completion_tokens,
     }
     return {**completion, "object": "chat.completion", "choices": choices, "usage": usage}
+
+
+def _add_logprobs(body: dict, version, messages, pending, top: int) -> None:
+    """Each choice's token log-probabilities (the model's own, temperature 1), computed
+    from one forward pass over the prompt and the generated tokens; a reply cut at a stop
+    sequence still lists every generated token."""
+    model, tokenizer = ml.load_policy(version.base_path, version.adapter_path or None)
+    for choice, request in zip(body["choices"], pending, strict=True):
+        token_ids = request.result().token_ids
+        content = ml.reply_logprobs(model, tokenizer, messages, token_ids, top=top)
+        choice["logprobs"] = {"content": content, "refusal": None}
 
 
 def _sse(payload: dict) -> str:

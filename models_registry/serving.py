@@ -224,6 +224,7 @@ class _Row:
                 completion_tokens=len(self.tokens),
                 seconds=time.monotonic() - self.started,
                 finished=finished,
+                token_ids=tuple(self.tokens),
             )
         )
 

@@ -335,3 +335,60 @@ def test_the_key_page_needs_a_login(client, db, method):
     assert answer.status_code == 302
     assert answer["Location"] == "/login/?next=/account/api-key/"
     assert not Token.objects.exists()
+
+
+def test_log_probabilities_are_the_models_own(tiny, tiny_model_dir, member_key, client_for):
+    import torch
+
+    answer = client_for(member_key).chat.completions.create(
+        model="tiny-chat", messages=HELLO, max_tokens=4, logprobs=True, top_logprobs=5, **SAMPLED
+    )
+
+    content = answer.choices[0].logprobs.content
+    assert len(content) == answer.usage.completion_tokens  # no EOS in 4 tokens here
+    model, tokenizer = ml.load_policy(tiny_model_dir)
+    prompt = tokenizer.apply_chat_template(HELLO, tokenize=False, add_generation_prompt=True)
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    reply_ids = tokenizer("".join(item.token for item in content), add_special_tokens=False)[
+        "input_ids"
+    ]
+    with torch.inference_mode():
+        logits = model(input_ids=torch.tensor([prompt_ids + reply_ids])).logits[0]
+    expected = torch.log_softmax(logits[len(prompt_ids) - 1 : -1], dim=-1)
+    for position, (item, token) in enumerate(zip(content, reply_ids, strict=True)):
+        assert item.logprob == pytest.approx(float(expected[position, token]), abs=1e-4)
+        tops = [t.logprob for t in item.top_logprobs]
+        assert len(tops) == 5 and tops == sorted(tops, reverse=True)
+        assert tops[0] == pytest.approx(float(expected[position].max()), abs=1e-4)
+        assert bytes(item.bytes).decode() == item.token
+
+
+def test_greedy_log_probabilities_put_the_chosen_token_first(tiny, member_key, client_for):
+    answer = client_for(member_key).chat.completions.create(
+        model="tiny-chat", messages=HELLO, max_tokens=3, temperature=0, logprobs=True,
+        top_logprobs=2,
+    )  # fmt: skip
+
+    for item in answer.choices[0].logprobs.content:
+        assert item.top_logprobs[0].token == item.token
+        assert item.top_logprobs[0].logprob == pytest.approx(item.logprob)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"top_logprobs": 3}, "needs logprobs"),
+        ({"logprobs": True, "stream": True}, "not streamed"),
+        ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+    ],
+)
+def test_bad_log_probability_requests_are_refused(client, tiny, member_key, extra, message):
+    answer = client.post(
+        "/v1/chat/completions",
+        {"model": "tiny-chat", "messages": HELLO, **extra},
+        content_type="application/json",
+        headers=_bearer(member_key),
+    )
+
+    assert answer.status_code == 400
+    assert message in answer.json()["error"]["message"]

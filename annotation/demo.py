@@ -8,6 +8,7 @@ from pathlib import Path
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
+from annotation.ai.services import ensure_default_constitution
 from annotation.models import Judgment, Project, Prompt, Response, Role, TaskKind
 from annotation.services import (
     assignment_next,
@@ -123,5 +124,6 @@ def demo_load(*, password: str, seed: int = 0) -> Project:
         for name, role in DEMO_USERS.items():
             ensure_membership(project=project, user=users[name], role=role)
         _ensure_pairs(project)
+        ensure_default_constitution()
     _judge_demo_tasks(project, users, random.Random(seed))
     return project

@@ -13,6 +13,7 @@ appears in an error message, a log line or a ``repr``.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import math
@@ -72,16 +73,18 @@ def _renormalise(probabilities: dict[str, float]) -> dict[str, float] | None:
 
 class LocalBackend:
     """A policy from the registry, loaded with ``models_registry.ml.load_policy`` (cached per
-    process). Completions are greedy at ``temperature=0`` and sampled (seed 0) above it;
+    process). Completions are greedy at ``temperature=0`` and sampled above it, the n-th
+    call with seed ``seed + n`` (so repeated requests differ, and a rerun repeats them);
     choice probabilities come from one forward pass over the chat-templated messages with
     the generation prompt."""
 
     logprobs_supported = True
 
-    def __init__(self, base_path: str, adapter_path: str | None = None):
+    def __init__(self, base_path: str, adapter_path: str | None = None, *, seed: int = 0):
         self.base_path = str(base_path)
         self.adapter_path = str(adapter_path) if adapter_path else None
         self._loaded: tuple[Any, Any] | None = None
+        self._seeds = itertools.count(seed)
 
     def __repr__(self) -> str:
         return f"LocalBackend({self.base_path!r}, adapter_path={self.adapter_path!r})"
@@ -114,7 +117,7 @@ class LocalBackend:
             temperature=float(temperature) if sample else 1.0,
             top_p=1.0,
             do_sample=sample,
-            seed=0,
+            seed=next(self._seeds),
         )
         return ml.generate_replies(model, tokenizer, [messages], params, batch_size=1)[0].text
 

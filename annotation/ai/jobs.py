@@ -50,12 +50,13 @@ class BudgetExhausted(Exception):
 # --- Backends ---------------------------------------------------------------------------
 
 
-def backend_for(judge: Judge) -> JudgeBackend:
-    """The judge's backend. Remote timeouts and retries come from the settings
-    ``AI_JUDGE_TIMEOUT_S`` (30), ``AI_JUDGE_MAX_RETRIES`` (3), ``AI_JUDGE_BACKOFF_S`` (1.0)."""
+def backend_for(judge: Judge, *, job_seed: int = 0) -> JudgeBackend:
+    """The judge's backend (a local one samples from ``job_seed`` on). Remote timeouts
+    and retries come from the settings ``AI_JUDGE_TIMEOUT_S`` (30),
+    ``AI_JUDGE_MAX_RETRIES`` (3) and ``AI_JUDGE_BACKOFF_S`` (1.0)."""
     if judge.backend == Judge.Backend.LOCAL:
         version = judge.model_version
-        return LocalBackend(version.base_path, version.adapter_path or None)
+        return LocalBackend(version.base_path, version.adapter_path or None, seed=job_seed)
     return RemoteBackend(
         judge.endpoint_url,
         judge.endpoint_model,
@@ -77,7 +78,7 @@ class JobContext:
         self.job = job
         self.judge = job.judge
         self.constitution = job.judge.constitution
-        self.backend = backend if backend is not None else backend_for(self.judge)
+        self.backend = backend if backend is not None else backend_for(self.judge, job_seed=job.pk)
         self.last_item_error = ""
 
     def scrub(self, text: str) -> str:

@@ -237,3 +237,15 @@ def test_probabilities_from_log_probs_are_exact():
     with FakeEndpoint(lambda n, p: Answer(body=completion("B", top))) as endpoint:
         result = _remote(endpoint).choice_probabilities(MESSAGES, ["A", "B"])
     assert math.isclose(result["A"], 0.5) and math.isclose(result["B"], 0.5)
+
+
+def test_a_local_backend_samples_each_call_from_the_next_seed(tiny_model_dir):
+    from annotation.ai.backends import LocalBackend
+
+    messages = [{"role": "user", "content": "Write a question."}]
+    first, second = LocalBackend(tiny_model_dir, seed=5), LocalBackend(tiny_model_dir, seed=5)
+
+    one, two = (first.complete(messages, max_tokens=8, temperature=1.0) for _ in range(2))
+
+    assert one != two  # a new seed per call
+    assert second.complete(messages, max_tokens=8, temperature=1.0) == one  # a rerun repeats

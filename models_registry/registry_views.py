@@ -31,7 +31,7 @@ def _version_page(request, project, version_id: int, *, error: str = "", status:
         "children": list(version.children.all()),
         "changes": list(version.changes.all()),
         "artifacts": selectors.artifacts(version),
-        "metrics": sorted(version.metrics.items()) if isinstance(version.metrics, dict) else [],
+        "metrics": _readable_metrics(version.metrics),
         "incumbent": incumbent,
         "is_incumbent": is_incumbent,
         "can_promote": is_policy and not is_incumbent,
@@ -117,3 +117,13 @@ def import_page(request, slug):
                 return redirect("model_version", slug=project.slug, version_id=version.pk)
     context = {"project": project, "form": form, "can_manage": True, "can_view_data": True}
     return render(request, "models_registry/import.html", context, status=status)
+
+
+def _readable_metrics(metrics) -> list[tuple[str, str]]:
+    """Metric names and values, numbers to 4 significant digits."""
+    if not isinstance(metrics, dict):
+        return []
+    return [
+        (name, f"{value:.4g}" if isinstance(value, float) else str(value))
+        for name, value in sorted(metrics.items())
+    ]

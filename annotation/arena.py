@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from annotation.chat import MAX_MESSAGE_CHARS
 from annotation.errors import Conflict, ServiceError
+from annotation.inputs import check_time_spent, parse_client_id, whole_number_or_none
 from annotation.models import ARENA_BATTLE_KEY, ArenaBattle, Judgment, Project, Prompt, TaskKind
 from annotation.models import Response as Reply
 from config.celery import enqueue_after_commit
@@ -84,7 +85,7 @@ def arena_battle_for(*, project: Project, labeler, battle_id) -> ArenaBattle:
         ArenaBattle.objects.select_related(
             "prompt", "version_a", "version_b", "response_a", "response_b", "judgment"
         )
-        .filter(pk=_int_or_none(battle_id), project=project, labeler=labeler)
+        .filter(pk=whole_number_or_none(battle_id), project=project, labeler=labeler)
         .first()
     )
     if battle is None:
@@ -206,7 +207,7 @@ def arena_battle_start(
 def _locked_battle(*, project: Project, labeler, battle_id) -> ArenaBattle:
     battle = (
         ArenaBattle.objects.select_for_update()
-        .filter(pk=_int_or_none(battle_id), project=project, labeler=labeler)
+        .filter(pk=whole_number_or_none(battle_id), project=project, labeler=labeler)
         .first()
     )
     if battle is None:
@@ -313,21 +314,6 @@ def _ensure_reply(battle: ArenaBattle, version: ModelVersion) -> Reply:
     return Reply.objects.get(prompt=battle.prompt, model_version=version, sample_index=0)
 
 
-def _parse_client_id(client_id) -> uuid.UUID:
-    try:
-        return uuid.UUID(str(client_id))
-    except (TypeError, ValueError):
-        raise ServiceError("client_id must be a UUID made by the client.") from None
-
-
-def _check_time_spent(time_spent_ms) -> int:
-    if isinstance(time_spent_ms, bool) or not isinstance(time_spent_ms, int):
-        raise ServiceError("time_spent_ms must be a whole number of milliseconds within a day.")
-    if not 0 <= time_spent_ms <= 86_400_000:
-        raise ServiceError("time_spent_ms must be a whole number of milliseconds within a day.")
-    return time_spent_ms
-
-
 def arena_vote(
     *, project: Project, labeler, battle_id, choice, client_id, time_spent_ms: int = 0
 ) -> Judgment:
@@ -335,8 +321,8 @@ def arena_vote(
     two replies, shown in the order A, B, and close the battle: its names may now be shown.
     Sending the same client_id twice stores one vote; any other vote on a voted battle is
     a Conflict. Bad input is a ServiceError and stores nothing."""
-    client_uuid = _parse_client_id(client_id)
-    _check_time_spent(time_spent_ms)
+    client_uuid = parse_client_id(client_id)
+    check_time_spent(time_spent_ms)
     if choice not in CHOICES:
         raise ServiceError(f"choice must be one of {', '.join(CHOICES)}.")
     existing = Judgment.objects.filter(client_id=client_uuid).first()
@@ -376,15 +362,10 @@ def arena_vote(
 
 def _same_vote_or_conflict(existing: Judgment, *, labeler, battle_id) -> Judgment:
     battle = ArenaBattle.objects.filter(judgment=existing).only("pk").first()
-    if existing.labeler_id != labeler.pk or battle is None or battle.pk != _int_or_none(battle_id):
+    if (
+        existing.labeler_id != labeler.pk
+        or battle is None
+        or battle.pk != whole_number_or_none(battle_id)
+    ):
         raise Conflict("This client_id was already used for another judgment.")
     return existing
-
-
-def _int_or_none(raw) -> int | None:
-    """A whole number from a form field or JSON, else None (no bools, no 3.5 -> 3)."""
-    if isinstance(raw, int) and not isinstance(raw, bool):
-        return raw
-    if isinstance(raw, str) and raw.strip().isdigit():
-        return int(raw.strip())
-    return None

@@ -19,6 +19,7 @@ from django.db import IntegrityError, transaction
 from django.http import Http404
 
 from annotation.errors import Conflict, ServiceError
+from annotation.inputs import check_time_spent, parse_client_id, whole_number_or_none
 from annotation.models import ChatSession, Judgment, Project, Prompt, Response, TaskKind
 from config.celery import enqueue_after_commit
 from models_registry import ml
@@ -73,7 +74,7 @@ def chat_session_for(*, project: Project, labeler, session_id) -> ChatSession:
     """The labeler's own session in the project; ChatNotFound for anyone else's."""
     session = (
         ChatSession.objects.select_related("model_version")
-        .filter(pk=_int_or_none(session_id), project=project, labeler=labeler)
+        .filter(pk=whole_number_or_none(session_id), project=project, labeler=labeler)
         .first()
     )
     if session is None:
@@ -143,7 +144,7 @@ def chat_judgment_exists(*, client_id: uuid.UUID) -> bool:
 
 def chat_start(*, project: Project, labeler, model_version_id) -> ChatSession:
     """A new, empty conversation of the labeler with the model version."""
-    version = chat_versions().filter(pk=_int_or_none(model_version_id)).first()
+    version = chat_versions().filter(pk=whole_number_or_none(model_version_id)).first()
     if version is None:
         raise ServiceError("Choose a model to chat with.")
     return ChatSession.objects.create(project=project, labeler=labeler, model_version=version)
@@ -152,7 +153,7 @@ def chat_start(*, project: Project, labeler, model_version_id) -> ChatSession:
 def _locked_session(*, project: Project, labeler, session_id) -> ChatSession:
     session = (
         ChatSession.objects.select_for_update()
-        .filter(pk=_int_or_none(session_id), project=project, labeler=labeler)
+        .filter(pk=whole_number_or_none(session_id), project=project, labeler=labeler)
         .first()
     )
     if session is None:
@@ -314,21 +315,6 @@ def _store_replies(prompt: Prompt, version, params, replies) -> None:
         prompt.save(update_fields=["metadata"])
 
 
-def _parse_client_id(client_id) -> uuid.UUID:
-    try:
-        return uuid.UUID(str(client_id))
-    except (TypeError, ValueError):
-        raise ServiceError("client_id must be a UUID made by the client.") from None
-
-
-def _check_time_spent(time_spent_ms) -> int:
-    if isinstance(time_spent_ms, bool) or not isinstance(time_spent_ms, int):
-        raise ServiceError("time_spent_ms must be a whole number of milliseconds within a day.")
-    if not 0 <= time_spent_ms <= 86_400_000:
-        raise ServiceError("time_spent_ms must be a whole number of milliseconds within a day.")
-    return time_spent_ms
-
-
 def chat_reply_pick(
     *,
     project: Project,
@@ -342,8 +328,8 @@ def chat_reply_pick(
     (context = the conversation before the latest message) and continue the conversation
     from the picked reply; tie and both_bad continue from the left one. Sending the same
     client_id twice stores one judgment; a second pick of the same turn is a Conflict."""
-    client_uuid = _parse_client_id(client_id)
-    _check_time_spent(time_spent_ms)
+    client_uuid = parse_client_id(client_id)
+    check_time_spent(time_spent_ms)
     if choice not in CHOICES:
         raise ServiceError(f"choice must be one of {', '.join(CHOICES)}.")
     existing = Judgment.objects.filter(client_id=client_uuid).first()
@@ -397,7 +383,9 @@ def _store_pick(session, turn: ChatTurn, side: str, client_id, time_spent_ms) ->
 
 
 def _same_pick_or_conflict(existing: Judgment, *, labeler, session_id) -> Judgment:
-    if existing.labeler_id != labeler.pk or existing.chat_session_id != _int_or_none(session_id):
+    if existing.labeler_id != labeler.pk or existing.chat_session_id != whole_number_or_none(
+        session_id
+    ):
         raise Conflict("This client_id was already used for another judgment.")
     return existing
 
@@ -405,7 +393,7 @@ def _same_pick_or_conflict(existing: Judgment, *, labeler, session_id) -> Judgme
 def chat_finish(*, project: Project, labeler, session_id, rating, comment: str = "") -> ChatSession:
     """Close the conversation with the labeler's rating of it (1 worst to 7 best) and an
     optional comment. A finished chat takes no more messages or picks."""
-    rating = _int_or_none(rating)
+    rating = whole_number_or_none(rating)
     if rating not in RATINGS:
         raise ServiceError("Rate the conversation from 1 (bad) to 7 (excellent).")
     comment = (comment or "").strip() if isinstance(comment, str) else ""
@@ -420,12 +408,3 @@ def chat_finish(*, project: Project, labeler, session_id, rating, comment: str =
         session.comment = comment
         session.save(update_fields=["finished", "rating", "comment"])
     return session
-
-
-def _int_or_none(raw) -> int | None:
-    """A whole number from a form field or JSON, else None (no bools, no 3.5 -> 3)."""
-    if isinstance(raw, int) and not isinstance(raw, bool):
-        return raw
-    if isinstance(raw, str) and raw.strip().isdigit():
-        return int(raw.strip())
-    return None

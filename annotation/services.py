@@ -4,7 +4,6 @@ import csv
 import io
 import json
 import random
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -15,6 +14,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from annotation.errors import Conflict, NotAssigned, ServiceError
+from annotation.inputs import check_time_spent, parse_client_id
 from annotation.models import (
     Assignment,
     CandidatePolicy,
@@ -371,20 +371,6 @@ def _locked_assignment(*, project: Project, labeler, assignment_id) -> Assignmen
 # --- judgments ------------------------------------------------------------------------
 
 
-def _parse_client_id(client_id) -> uuid.UUID:
-    try:
-        return uuid.UUID(str(client_id))
-    except (TypeError, ValueError):
-        raise ServiceError("client_id must be a UUID made by the client.") from None
-
-
-def _check_time_spent(time_spent_ms) -> None:
-    if isinstance(time_spent_ms, bool) or not isinstance(time_spent_ms, int):
-        raise ServiceError("time_spent_ms must be a whole number of milliseconds within a day.")
-    if not 0 <= time_spent_ms <= 86_400_000:
-        raise ServiceError("time_spent_ms must be a whole number of milliseconds within a day.")
-
-
 def judgment_submit(**arguments) -> Judgment:
     """Store the labeler's judgment of their assignment; see judgment_record."""
     judgment, _created = judgment_record(**arguments)
@@ -397,8 +383,8 @@ def judgment_record(
     """Store the labeler's judgment of their assignment; `data` holds the kind's own fields
     (checked by annotation.kinds). Sending the same client_id again, even while the first
     send is still being stored, returns the stored judgment: (judgment, created)."""
-    client_uuid = _parse_client_id(client_id)
-    _check_time_spent(time_spent_ms)
+    client_uuid = parse_client_id(client_id)
+    check_time_spent(time_spent_ms)
     existing = Judgment.objects.filter(client_id=client_uuid).first()
     if existing:
         return _same_submission_or_conflict(existing, labeler=labeler), False

@@ -61,9 +61,9 @@ def backend_for(judge: Judge, *, job_seed: int = 0) -> JudgeBackend:
         judge.endpoint_url,
         judge.endpoint_model,
         judge.api_key,
-        timeout=getattr(settings, "AI_JUDGE_TIMEOUT_S", 30),
-        max_retries=getattr(settings, "AI_JUDGE_MAX_RETRIES", 3),
-        backoff=getattr(settings, "AI_JUDGE_BACKOFF_S", 1.0),
+        timeout=settings.AI_JUDGE_TIMEOUT_S,
+        max_retries=settings.AI_JUDGE_MAX_RETRIES,
+        backoff=settings.AI_JUDGE_BACKOFF_S,
     )
 
 

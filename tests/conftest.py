@@ -10,6 +10,14 @@ pytest_plugins = ["tests.model_fixtures", "tests.worker_fixtures"]
 DATABASE_FIXTURES = {"db", "transactional_db", "live_server"}
 
 
+def pytest_configure(config):
+    # The live server's request threads would otherwise keep their connections open for
+    # CONN_MAX_AGE seconds, and PostgreSQL then refuses to drop the test database.
+    from django.conf import settings
+
+    settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+
+
 def pytest_collection_modifyitems(config, items):
     """Mark the tests that use no database (training methods, model files, pure
     functions): the PostgreSQL run skips them, since they would only repeat themselves."""

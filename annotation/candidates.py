@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 from annotation.models import CandidatePolicy, Project, Response, Task, TaskKind
 from annotation.services import ensure_comparison_task
+from models_registry import selectors as registry_selectors
 from models_registry.models import ModelVersion
 
 Score = Callable[[list[list[dict]], list[str]], list[float]]
@@ -49,14 +50,6 @@ def _partners(response: Response, model_version) -> dict[str, Response]:
     for other in others:
         partners.setdefault(_author(other), other)
     return partners
-
-
-def incumbent() -> ModelVersion | None:
-    return (
-        ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY, state=ModelVersion.State.SERVING)
-        .order_by("-promoted_at", "-id")
-        .first()
-    )
 
 
 def latest_reward_model() -> ModelVersion | None:
@@ -87,7 +80,7 @@ class _Picker:
         self.model_version = model_version
         self.score = score if self.policy == CandidatePolicy.ACTIVE else None
         self.counts = _pair_counts(project, model_version)
-        champion = incumbent()
+        champion = registry_selectors.incumbent()
         if champion is not None and champion.pk == model_version.pk:
             champion = (
                 ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY)

@@ -184,10 +184,15 @@ class ChatCompletionSerializer(serializers.Serializer):
         )
 
 
-def _policy(name: str) -> ModelVersion:
+def _servable(name: str) -> ModelVersion:
     version = selectors.servable_versions().filter(name=name).first()
     if version is None:
         raise ModelNotFound(f"The model '{name}' does not exist or is retired.")
+    return version
+
+
+def _policy(name: str) -> ModelVersion:
+    version = _servable(name)
     if version.kind != ModelVersion.Kind.POLICY:
         raise exceptions.ValidationError(
             {"model": f"'{name}' is a reward model: score replies with POST /v1/rewards."}
@@ -413,10 +418,7 @@ class ModelListApi(OpenAIApi):
 
 class ModelDetailApi(OpenAIApi):
     def get(self, request, model):
-        version = selectors.servable_versions().filter(name=model).first()
-        if version is None:
-            raise ModelNotFound(f"The model '{model}' does not exist or is retired.")
-        return Response(model_payload(version))
+        return Response(model_payload(_servable(model)))
 
 
 class RewardInputSerializer(serializers.Serializer):
@@ -444,9 +446,7 @@ class RewardsApi(OpenAIApi):
         data = RewardInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         name = data.validated_data["model"]
-        version = selectors.servable_versions().filter(name=name).first()
-        if version is None:
-            raise ModelNotFound(f"The model '{name}' does not exist or is retired.")
+        version = _servable(name)
         if version.kind != ModelVersion.Kind.REWARD:
             raise exceptions.ValidationError(
                 {"model": f"'{name}' is a policy, not a reward model."}

@@ -28,6 +28,7 @@ from annotation.models import ARENA_BATTLE_KEY, ArenaBattle, Judgment, Project, 
 from annotation.models import Response as Reply
 from config.celery import enqueue_after_commit
 from models_registry import ml
+from models_registry import selectors as registry_selectors
 from models_registry.models import ModelVersion
 
 logger = logging.getLogger(__name__)
@@ -53,11 +54,7 @@ def arena_versions():
     """The contestants: policy versions that are not retired, that is the serving ones and
     the candidates. Candidates battle on purpose: a candidate must have met the serving
     versions in the arena before an admin can judge its promotion on its record."""
-    return (
-        ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY)
-        .exclude(state=ModelVersion.State.RETIRED)
-        .order_by("id")
-    )
+    return registry_selectors.servable_versions(kind=ModelVersion.Kind.POLICY).order_by("id")
 
 
 def arena_pair_counts(*, project: Project) -> Counter:

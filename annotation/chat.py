@@ -23,6 +23,7 @@ from annotation.inputs import check_time_spent, parse_client_id, whole_number_or
 from annotation.models import ChatSession, Judgment, Project, Prompt, Response, TaskKind
 from config.celery import enqueue_after_commit
 from models_registry import ml
+from models_registry import selectors as registry_selectors
 from models_registry.models import ModelVersion
 
 logger = logging.getLogger(__name__)
@@ -55,11 +56,7 @@ class ChatNotFound(ServiceError):
 
 def chat_versions():
     """Models a labeler may chat with: policies not retired, newest first."""
-    return (
-        ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY)
-        .exclude(state=ModelVersion.State.RETIRED)
-        .order_by("-created_at", "-id")
-    )
+    return registry_selectors.servable_versions(kind=ModelVersion.Kind.POLICY)
 
 
 def chat_sessions_for(*, project: Project, labeler, limit: int = 20):

@@ -24,13 +24,13 @@ def generation_jobs(*, project, limit: int = 10):
     )
 
 
-def servable_versions():
-    """Versions the API and the arena may use: every one not retired, newest first."""
-    return (
-        ModelVersion.objects.exclude(state=ModelVersion.State.RETIRED)
-        .select_related("parent")
-        .order_by("-created_at", "-id")
-    )
+def servable_versions(*, kind: str | None = None):
+    """Versions the API, chat and the arena may use: every one not retired (of ``kind``,
+    if given), newest first."""
+    rows = ModelVersion.objects.exclude(state=ModelVersion.State.RETIRED)
+    if kind:
+        rows = rows.filter(kind=kind)
+    return rows.select_related("parent").order_by("-created_at", "-id")
 
 
 def api_key_of(*, user):

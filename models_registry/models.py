@@ -24,7 +24,12 @@ class ModelVersion(models.Model):
         SERVING = "serving", "Serving"
         RETIRED = "retired", "Retired"
 
-    name = models.CharField(max_length=200, unique=True)
+    name = models.CharField(max_length=200, unique=True, help_text="Readable name, for display.")
+    model_id = models.SlugField(
+        max_length=100,
+        unique=True,
+        help_text="Id in URLs and the OpenAI-compatible API (letters, digits, '-', '_').",
+    )
     kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.POLICY)
     method = models.CharField(max_length=20, choices=Method.choices)
     state = models.CharField(max_length=10, choices=State.choices, default=State.CANDIDATE)
@@ -47,6 +52,11 @@ class ModelVersion(models.Model):
         blank=True,
         on_delete=models.PROTECT,
         related_name="model_version",
+    )
+    intermediate = models.BooleanField(
+        default=False,
+        help_text="A stage inside a run (the SFT before DPO): kept in the lineage, but it "
+        "generates no candidates and enters no battle unless an admin releases it.",
     )
     snapshot_hash = models.CharField(max_length=64, blank=True)
     config = models.JSONField(default=dict, blank=True)

@@ -45,10 +45,12 @@ def model_version_register(
     metrics: dict | None = None,
     state: str = ModelVersion.State.CANDIDATE,
     imported_from: str = "",
+    intermediate: bool = False,
 ) -> ModelVersion:
     """Verify the artifacts, then record the version; nothing is recorded for a bad one.
     A trained version starts as a candidate: it battles the serving ones until an admin
-    promotes it. A base model starts serving."""
+    promotes it. A base model starts serving. An intermediate stage of a run is kept in
+    the lineage but neither generates nor battles until an admin releases it."""
     try:
         ml.verify_artifact(base_path)
         if adapter_path:
@@ -57,6 +59,8 @@ def model_version_register(
         raise ServiceError(f"Model artifact rejected: {error}") from error
     return ModelVersion.objects.create(
         name=name,
+        model_id=_new_model_id(name=name, method=method, parent=parent, training_run=training_run),
+        intermediate=intermediate,
         kind=kind,
         method=method,
         base_path=str(base_path),
@@ -72,6 +76,27 @@ def model_version_register(
         promoted_at=timezone.now() if state == ModelVersion.State.SERVING else None,
         imported_from=imported_from,
     )
+
+
+MODEL_ID_MAX = 100
+
+
+def _new_model_id(*, name: str, method: str, parent: ModelVersion | None, training_run) -> str:
+    """An id safe in URLs and in the OpenAI API. A trained version extends its parent's id
+    with the method and run number (``smollm2-135m-instruct-sft1-dpo2``), so the id reads as
+    its lineage; others take the slug of their name. A clash gets a numbered suffix."""
+    if parent is not None and training_run is not None:
+        step = f"-{method}{training_run.pk}"
+        stem = parent.model_id + step
+        if len(stem) > MODEL_ID_MAX - 6:
+            stem = parent.lineage()[0].model_id[: MODEL_ID_MAX - 6 - len(step)] + step
+    else:
+        stem = slugify(name)[: MODEL_ID_MAX - 6] or "model"
+    candidate, number = stem, 1
+    while ModelVersion.objects.filter(model_id=candidate).exists():
+        number += 1
+        candidate = f"{stem}-{number}"
+    return candidate
 
 
 def ensure_base_model(*, name: str | None = None) -> ModelVersion:

@@ -6,6 +6,7 @@ import uuid
 
 from django.contrib.auth import get_user_model
 from django.utils import timezone
+from django.utils.text import slugify
 
 from annotation.models import Project, Prompt, Response, Role
 from annotation.services import ensure_comparison_task, ensure_membership, ensure_project
@@ -40,8 +41,10 @@ def make_version(
     **fields,
 ) -> ModelVersion:
     """A registry row for tests that never load the weights (serving, as a base model is)."""
+    name = name or f"model-{next(_counter)}"
     return ModelVersion.objects.create(
-        name=name or f"model-{next(_counter)}",
+        name=name,
+        model_id=fields.pop("model_id", slugify(name)),
         method=fields.pop("method", ModelVersion.Method.BASE),
         base_path=path,
         state=state,

@@ -101,10 +101,10 @@ def test_start_opens_an_empty_chat_with_the_chosen_model(project, labeler, tiny_
 @pytest.mark.parametrize("raw", [None, "", "abc", 999_999, "reward", "retired"])
 def test_start_refuses_anything_but_a_live_policy(project, labeler, raw):
     reward = ModelVersion.objects.create(
-        name="rm", method="base", kind=ModelVersion.Kind.REWARD, base_path="/x"
+        name="rm", model_id="rm", method="base", kind=ModelVersion.Kind.REWARD, base_path="/x"
     )
     retired = ModelVersion.objects.create(
-        name="old", method="base", state=ModelVersion.State.RETIRED, base_path="/x"
+        name="old", model_id="old", method="base", state=ModelVersion.State.RETIRED, base_path="/x"
     )
     model_version_id = {"reward": reward.pk, "retired": retired.pk}.get(raw, raw)
 

@@ -17,6 +17,15 @@ class CandidatePolicy(models.TextChoices):
     ACTIVE = "active", "Pairs the latest reward model is least sure about"
 
 
+class AiLabelPolicy(models.TextChoices):
+    """Which AI judges' labels a project's exports and training snapshots hold when the
+    caller names no choice (annotation/ai/trust.py)."""
+
+    EXCLUDE = "exclude", "Leave AI labels out"
+    TRUSTED = "trusted", "Only from judges whose agreement with people clears the threshold"
+    INCLUDE = "include", "Include every AI label"
+
+
 class Project(models.Model):
     slug = models.SlugField(unique=True)
     name = models.CharField(max_length=200)
@@ -42,13 +51,30 @@ class Project(models.Model):
         default=CandidatePolicy.ROUND_ROBIN,
         help_text="Which model versions' replies are paired into comparison tasks.",
     )
+    ai_labels = models.CharField(
+        max_length=10,
+        choices=AiLabelPolicy.choices,
+        default=AiLabelPolicy.EXCLUDE,
+        help_text="AI labels in exports and training snapshots, unless the caller chooses.",
+    )
+    ai_min_kappa = models.FloatField(
+        default=0.4,
+        help_text="Trusted judges: minimum Cohen's kappa against the human majority, -1 to 1.",
+    )
+    ai_min_compared = models.PositiveIntegerField(
+        default=20, help_text="Trusted judges: minimum number of items compared with people."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         constraints = [
             models.CheckConstraint(
                 condition=Q(gold_rate__gte=0) & Q(gold_rate__lte=1), name="project_gold_rate_range"
-            )
+            ),
+            models.CheckConstraint(
+                condition=Q(ai_min_kappa__gte=-1) & Q(ai_min_kappa__lte=1),
+                name="project_ai_min_kappa_range",
+            ),
         ]
 
     def __str__(self):
@@ -78,11 +104,15 @@ class Membership(models.Model):
 
 
 class PromptImport(models.Model):
-    """One accepted import file; every prompt it created points back to it."""
+    """One accepted import file (recorded even when every prompt was already there); every
+    prompt it created points back to it."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="imports")
     file_name = models.CharField(max_length=255)
-    prompt_count = models.PositiveIntegerField()
+    prompt_count = models.PositiveIntegerField(help_text="Prompts the file added.")
+    existing_count = models.PositiveIntegerField(
+        default=0, help_text="Prompts of the file already in the project, not added again."
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )

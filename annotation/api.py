@@ -20,6 +20,9 @@ class ProjectListApi(APIView):
 
 
 class PromptImportApi(APIView):
+    """POST a JSONL or CSV file (field ``file``): its new prompts are added, those already
+    in the project are counted (``existing_count``) and not added again."""
+
     parser_classes = [MultiPartParser, FormParser]
 
     def post(self, request, slug):
@@ -32,7 +35,16 @@ class PromptImportApi(APIView):
         batch = services.prompts_import(
             project=project, file_name=upload.name, content=upload.read(), user=request.user
         )
-        return Response({"import_id": batch.pk, "prompt_count": batch.prompt_count}, status=201)
+        # prompt_count: the prompts the file added (new_count says the same, by its name).
+        return Response(
+            {
+                "import_id": batch.pk,
+                "prompt_count": batch.prompt_count,
+                "new_count": batch.prompt_count,
+                "existing_count": batch.existing_count,
+            },
+            status=201,
+        )
 
 
 def _response_payload(response) -> dict:

@@ -2,7 +2,7 @@
 
 from django.db.models import Count, F, Q
 
-from annotation.models import Assignment, Judgment, Project, Prompt, Task
+from annotation.models import Assignment, Judgment, Project, Prompt, PromptImport, Task
 
 
 def project_overview(*, project: Project) -> dict:
@@ -48,6 +48,15 @@ def prompts_page(*, project: Project, limit: int = 50):
             response_count=Count("responses", distinct=True),
             judgment_count=Count("judgments", distinct=True),
         )
+        .order_by("-created_at", "-id")[:limit]
+    )
+
+
+def prompt_imports(*, project: Project, limit: int = 10):
+    """The latest imports, newest first, with how many prompts each added."""
+    return (
+        PromptImport.objects.filter(project=project)
+        .select_related("created_by")
         .order_by("-created_at", "-id")[:limit]
     )
 

@@ -165,6 +165,18 @@ def int_or_none(raw):
         return None
 
 
+def _import_message(batch) -> str:
+    if batch.prompt_count == 0:
+        return (
+            f"Nothing new in {batch.file_name}: all {batch.existing_count} prompts were "
+            "already in the project."
+        )
+    return (
+        f"Imported {batch.prompt_count} new prompts from {batch.file_name}; "
+        f"{batch.existing_count} were already in the project."
+    )
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def prompts(request, slug):
@@ -182,15 +194,14 @@ def prompts(request, slug):
             except ServiceError as error:
                 form.add_error("file", error.message)
             else:
-                messages.success(
-                    request, f"Imported {batch.prompt_count} prompts from {batch.file_name}."
-                )
+                messages.success(request, _import_message(batch))
                 return redirect("prompts", slug=project.slug)
         status = 400
     context = {
         "project": project,
         "form": form,
         "prompts": selectors.prompts_page(project=project),
+        "imports": selectors.prompt_imports(project=project),
         "overview": selectors.project_overview(project=project),
         **_capabilities(request.user, project),
     }

@@ -8,7 +8,10 @@ from annotation.services import prompts_import
 
 
 class Command(BaseCommand):
-    help = "Import prompts from a JSONL or CSV file into a project; all or nothing."
+    help = (
+        "Import prompts from a JSONL or CSV file into a project; all or nothing. Prompts "
+        "already there (same id, or same text without an id) are not added again."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("path", type=Path)
@@ -26,4 +29,7 @@ class Command(BaseCommand):
             batch = prompts_import(project=target, file_name=path.name, content=content)
         except ServiceError as error:
             raise CommandError(f"{path}: {error.message} Nothing was imported.") from None
-        self.stdout.write(f"Imported {batch.prompt_count} prompts into {target.slug}.")
+        self.stdout.write(
+            f"Imported {batch.prompt_count} new prompts into {target.slug}; "
+            f"{batch.existing_count} were already there."
+        )

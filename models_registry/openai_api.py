@@ -185,7 +185,7 @@ class ChatCompletionSerializer(serializers.Serializer):
 
 
 def _servable(name: str) -> ModelVersion:
-    version = selectors.servable_versions().filter(name=name).first()
+    version = selectors.version_by_reference(name, among=selectors.servable_versions())
     if version is None:
         raise ModelNotFound(f"The model '{name}' does not exist or is retired.")
     return version
@@ -202,7 +202,7 @@ def _policy(name: str) -> ModelVersion:
 
 def _served(version: ModelVersion) -> ServedModel:
     return ServedModel(
-        key=version.name, base_path=version.base_path, adapter_path=version.adapter_path or None
+        key=version.model_id, base_path=version.base_path, adapter_path=version.adapter_path or None
     )
 
 
@@ -211,14 +211,15 @@ def _served(version: ModelVersion) -> ServedModel:
 
 def model_payload(version: ModelVersion) -> dict:
     return {
-        "id": version.name,
+        "id": version.model_id,
         "object": "model",
         "created": int(version.created_at.timestamp()),
         "owned_by": "loop",
         "kind": version.kind,
         "state": version.state,
         "method": version.method,
-        "parent": version.parent.name if version.parent else None,
+        "parent": version.parent.model_id if version.parent else None,
+        "name": version.name,
     }
 
 
@@ -286,7 +287,7 @@ class ChatCompletionsApi(OpenAIApi):
         completion = {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "created": int(time.time()),
-            "model": version.name,
+            "model": version.model_id,
             "system_fingerprint": f"loop-{version.pk}",
         }
         stops = data.validated_data["stop"]
@@ -421,6 +422,15 @@ class ModelDetailApi(OpenAIApi):
         return Response(model_payload(_servable(model)))
 
 
+class UnknownRouteApi(OpenAIApi):
+    """Any other path under /v1/: OpenAI clients read errors as JSON, never an HTML page."""
+
+    def dispatch_unknown(self, request, *args, **kwargs):
+        raise exceptions.NotFound(f"Unknown route: {request.method} {request.path}")
+
+    get = post = put = patch = delete = dispatch_unknown
+
+
 class RewardInputSerializer(serializers.Serializer):
     model = serializers.CharField()
     input = serializers.ListField(
@@ -460,7 +470,7 @@ class RewardsApi(OpenAIApi):
         return Response(
             {
                 "object": "list",
-                "model": version.name,
+                "model": version.model_id,
                 "data": [
                     {"object": "reward", "index": i, "reward": reward}
                     for i, reward in enumerate(rewards)

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from annotation.models import Role
@@ -16,6 +18,11 @@ def pytest_configure(config):
     from django.conf import settings
 
     settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # Two test runs at once (two engineers, or a run beside `make run`) must not share
+    # one SQLite test file: each drops and recreates it.
+    test_settings = settings.DATABASES["default"].setdefault("TEST", {})
+    if settings.DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+        test_settings["NAME"] = str(settings.DATA_DIR / f"test-db-{os.getpid()}.sqlite3")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -315,8 +315,8 @@ def test_each_caller_reaches_exactly_what_its_role_allows(login, project, caller
         elif endpoint.ok_status == 302:  # the page reports the refusal after a redirect
             assert answer["Location"] == (endpoint.redirect or endpoint.path).format(**world)
     elif caller is None and endpoint.api:
-        # SessionAuthentication comes first and sends no WWW-Authenticate, so DRF answers 403.
-        assert answer.status_code == 403
+        assert answer.status_code == 401
+        assert answer["WWW-Authenticate"] == "Token"
         assert answer.json() == {"detail": "Authentication credentials were not provided."}
     elif caller is None:
         assert answer.status_code == 302

@@ -2,6 +2,7 @@
 server (pytest-django's live server) with a tiny model."""
 
 import threading
+from urllib.parse import quote
 
 import openai
 import pytest
@@ -17,6 +18,7 @@ from models_registry.services import (
 )
 from models_registry.serving import default_service
 from tests.factories import make_member, make_user
+from training.models import TrainingRun
 
 HELLO = [{"role": "user", "content": "Say hello."}]
 # The tiny random model's greedy reply is a run of newlines (empty once stripped); a seeded
@@ -193,6 +195,69 @@ def test_the_model_list_holds_every_version_not_retired(tiny, member_key, client
     assert [m.id for m in listed.data] == ["tiny-chat"]
     assert listed.data[0].model_extra["state"] == "serving"
     assert client_for(member_key).models.retrieve("tiny-chat").id == "tiny-chat"
+
+
+def _trained(parent: ModelVersion, *, method: str, project) -> ModelVersion:
+    """A version registered by a training run, named as training names them."""
+    run = TrainingRun.objects.create(project=project, method=method, base_version=parent)
+    return model_version_register(
+        name=f"{parent.name} / {method.upper()} run {run.pk}",
+        method=method,
+        base_path=parent.base_path,
+        parent=parent,
+        training_run=run,
+    )
+
+
+def test_a_version_named_with_slashes_is_served_under_a_url_safe_id(
+    project, tiny, member_key, client_for
+):
+    sft = _trained(tiny, method="sft", project=project)
+    dpo = _trained(sft, method="dpo", project=project)
+    client = client_for(member_key)
+
+    retrieved = client.models.retrieve(dpo.model_id)
+    listed = {m.id: m.model_extra["name"] for m in client.models.list().data}
+    answer = client.chat.completions.create(model=dpo.model_id, messages=HELLO, max_tokens=2)
+
+    assert sft.model_id == f"tiny-chat-sft{sft.training_run_id}"
+    assert dpo.model_id == f"tiny-chat-sft{sft.training_run_id}-dpo{dpo.training_run_id}"
+    assert retrieved.id == dpo.model_id
+    assert retrieved.model_extra["name"] == dpo.name
+    assert retrieved.model_extra["parent"] == sft.model_id
+    assert listed[dpo.model_id] == dpo.name
+    assert answer.model == dpo.model_id
+
+
+def test_the_old_readable_names_still_name_a_version(project, tiny, member_key, client_for, client):
+    dpo = _trained(_trained(tiny, method="sft", project=project), method="dpo", project=project)
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {member_key}"}
+
+    by_name = client_for(member_key).chat.completions.create(
+        model=dpo.name, messages=HELLO, max_tokens=2
+    )
+    encoded = client.get(f"/v1/models/{quote(dpo.name, safe='')}", **headers)
+
+    assert by_name.model == dpo.model_id
+    assert encoded.status_code == 200
+    assert encoded.json()["id"] == dpo.model_id
+
+
+def test_unknown_api_routes_answer_openai_json_not_a_page(tiny, member_key, client):
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {member_key}"}
+
+    missing_model = client.get("/v1/models/no-such-model", **headers)
+    missing_route = client.post("/v1/completions", {}, **headers)
+
+    assert missing_model.status_code == 404
+    assert missing_model.json()["error"]["code"] == "model_not_found"
+    assert missing_route.status_code == 404
+    assert missing_route.json()["error"] == {
+        "message": "Unknown route: POST /v1/completions",
+        "type": "not_found_error",
+        "param": None,
+        "code": "not_found",
+    }
 
 
 def test_refusals_come_as_openai_errors(tiny, member_key, client_for):

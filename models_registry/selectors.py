@@ -1,3 +1,4 @@
+from dataclasses import dataclass
 from pathlib import Path
 
 from django.db.models import F, Prefetch, Q

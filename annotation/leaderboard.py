@@ -212,11 +212,17 @@ def _span(low: float, high: float, minimum: float) -> tuple[float, float]:
     return low - pad, high + pad
 
 
-def ratings_plot(board: dict, *, width: int = 720, row: int = 22, left: int = 170) -> dict:
-    """Each model's rating as a dot on its interval bar, best at the top."""
+LABEL_CHAR_PX = 7  # about one character of the plot's 12px labels
+
+
+def ratings_plot(board: dict, *, plot_width: int = 550, row: int = 22) -> dict:
+    """Each model's rating as a dot on its interval bar, best at the top. The label column
+    is as wide as the longest model name, so no name is cut."""
     models = board["models"]
     if not models:
         return {}
+    left = max(170, 20 + LABEL_CHAR_PX * max(len(m["model"]) for m in models))
+    width = left + plot_width
     low, high = _span(min(m["lower"] for m in models), max(m["upper"] for m in models), minimum=40)
     right = width - 70
     top, bottom = 10, 10 + row * len(models)

@@ -12,6 +12,7 @@ from models_registry.models import GenerationJob, ModelVersion, StateChange
 def version_payload(version: ModelVersion) -> dict:
     return {
         "id": version.pk,
+        "model_id": version.model_id,
         "name": version.name,
         "kind": version.kind,
         "method": version.method,

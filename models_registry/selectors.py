@@ -282,6 +282,16 @@ STATE_COLOURS = {
 }
 
 
+def lineage_label(version: ModelVersion, parent: ModelVersion | None) -> str:
+    """What a node adds to its parent: a trained version is named "<parent> / <step>", and
+    the tree already shows the parent, so the node says "<step>" ("DPO run 2"); the full
+    name and the model id are in its tooltip."""
+    prefix = f"{parent.name} / " if parent else ""
+    if prefix and version.name.startswith(prefix):
+        return version.name[len(prefix) :]
+    return version.name
+
+
 def lineage_graph() -> dict:
     """Every version as a node of a forest (roots: versions without a parent), laid out
     for an SVG: generations from left to right, each leaf on its own row, a parent
@@ -331,6 +341,7 @@ def lineage_graph() -> dict:
                 "name_y": round(y + 16, 1),
                 "method_y": round(y + 31, 1),
                 "colour": STATE_COLOURS[version.state],
+                "label": lineage_label(version, by_id.get(version.parent_id)),
             }
         )
     position = {node["version"].pk: node for node in nodes}

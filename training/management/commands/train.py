@@ -5,17 +5,21 @@ from django.core.management.base import BaseCommand, CommandError
 from annotation.errors import ServiceError
 from annotation.models import Project
 from config.celery import QueueUnavailable
-from models_registry.models import ModelVersion
-from training import services
+from models_registry.models import GenerationJob, ModelVersion
+from models_registry.selectors import version_by_reference
+from training import selectors, services
 from training.models import TrainingRun
 from training.specs import METHODS
 
 
 def _version(reference: str | None, *, what: str) -> ModelVersion | None:
+    """A version by its number, its model id or its readable name."""
     if reference is None:
         return None
-    lookup = {"pk": int(reference)} if reference.isdigit() else {"name": reference}
-    version = ModelVersion.objects.filter(**lookup).first()
+    if reference.isdigit():
+        version = ModelVersion.objects.filter(pk=int(reference)).first()
+    else:
+        version = version_by_reference(reference)
     if version is None:
         raise CommandError(f"No model version {reference!r} for {what}.")
     return version
@@ -41,9 +45,15 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--project", required=True, help="Project slug.")
         parser.add_argument("--method", required=True, choices=list(METHODS))
-        parser.add_argument("--base", required=True, help="Base policy version: id or name.")
-        parser.add_argument("--reward", help="Reward model version (PPO, RAFT): id or name.")
-        parser.add_argument("--mix-with", help="Second version of a soup: id or name.")
+        parser.add_argument(
+            "--base", required=True, help="Base policy version: number, model id or name."
+        )
+        parser.add_argument(
+            "--reward", help="Reward model version (PPO, RAFT): number, model id or name."
+        )
+        parser.add_argument(
+            "--mix-with", help="Second version of a soup: number, model id or name."
+        )
         parser.add_argument(
             "--set", action="append", default=[], metavar="KEY=VALUE", help="Config value."
         )

@@ -1,3 +1,4 @@
+import ctypes
 import os
 import signal
 import socket
@@ -6,38 +7,54 @@ import sys
 import time
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
+
+
+class Stop(Exception):
+    """SIGTERM or SIGHUP arrived: stop as on Ctrl-C."""
+
+
+def _raise_stop(signum, frame):
+    raise Stop(signal.Signals(signum).name)
+
+
+def _die_with_parent() -> None:
+    """In a child, before exec: Linux sends it SIGTERM if runlocal itself is killed
+    (even with SIGKILL), so no server or worker outlives it."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+PR_SET_PDEATHSIG = 1
 
 
 class Command(BaseCommand):
-    help = "Run the web server and a Celery worker (gpu + default queues) until Ctrl-C."
+    help = (
+        "Run the web server and a Celery worker (gpu + default queues) until Ctrl-C or "
+        "SIGTERM, then stop both."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--addr", default=os.environ.get("RUN_ADDR", "127.0.0.1:8000"))
 
     def handle(self, *args, addr: str, **options):
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, _raise_stop)
+        children = []
+        try:
+            self._run(addr, children)
+        except (KeyboardInterrupt, Stop):
+            self.stdout.write("\nStopping…")
+        finally:
+            _stop(children)
+
+    def _run(self, addr: str, children: list) -> None:
         python = sys.executable
-        children = [
-            subprocess.Popen(
-                [
-                    python,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "config",
-                    "worker",
-                    "-Q",
-                    "gpu,default",
-                    "--pool",
-                    "solo",
-                    "--loglevel",
-                    "INFO",
-                    "-n",
-                    "local@%h",
-                ]  # fmt: skip
-            ),
-            subprocess.Popen([python, "manage.py", "runserver", "--noreload", addr]),
-        ]
+        worker = [python, "-m", "celery", "-A", "config", "worker", "-Q", "gpu,default",
+                  "--pool", "solo", "--loglevel", "INFO", "-n", "local@%h"]  # fmt: skip
+        server = [python, "manage.py", "runserver", "--noreload", addr]
+        for command in (worker, server):  # one at a time: a signal may come in between
+            children.append(subprocess.Popen(command, preexec_fn=_die_with_parent))
         _wait_until_listening(addr, children)
         self.stdout.write(self.style.SUCCESS(f"\nLoop is running at http://{addr}/"))
         self.stdout.write(
@@ -46,14 +63,10 @@ class Command(BaseCommand):
             f", data: {settings.DATA_DIR}"
         )
         self.stdout.write("Press Ctrl-C to stop the server and the worker.\n")
-        try:
-            while all(child.poll() is None for child in children):
-                time.sleep(0.5)
-            self.stderr.write("A process stopped on its own; stopping the rest.")
-        except KeyboardInterrupt:
-            self.stdout.write("\nStopping…")
-        finally:
-            _stop(children)
+        self.stdout.flush()
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+        raise CommandError("A process stopped on its own; stopping the rest.")
 
 
 def _wait_until_listening(addr: str, children, timeout: float = 120) -> None:
@@ -69,6 +82,8 @@ def _wait_until_listening(addr: str, children, timeout: float = 120) -> None:
 
 
 def _stop(children):
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(signum, signal.SIG_IGN)  # a second signal must not cut the stop short
     for child in children:
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)

@@ -19,9 +19,9 @@ A version that is the prompt's only author is paired with its own second sample,
 
 import math
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 
-from annotation.models import CandidatePolicy, Project, Response, Task, TaskKind
+from annotation.models import CandidatePolicy, Project, Prompt, Response, Task, TaskKind
 from annotation.services import ensure_comparison_task
 from models_registry import selectors as registry_selectors
 from models_registry.models import ModelVersion
@@ -37,14 +37,32 @@ def _author(response: Response) -> str:
     return str(response.model_version_id) if response.model_version_id else PERSON + response.author
 
 
+def _other_replies(model_version):
+    """Replies a reply of ``model_version`` may be paired with: another author's (a person
+    or a version that is not retired), revisions left out."""
+    return (
+        Response.objects.exclude(model_version=model_version)
+        .exclude(generation_params__has_key=REVISION_KEY)
+        .exclude(model_version__state=ModelVersion.State.RETIRED)
+    )
+
+
+def prompts_with_partners(*, project: Project, model_version) -> set[int]:
+    """Ids of the project's pool prompts that another author answered: there a reply of
+    ``model_version`` is paired with another author's; elsewhere only with its own first
+    sample."""
+    return set(
+        _other_replies(model_version)
+        .filter(prompt__in=Prompt.objects.labeling().filter(project=project))
+        .values_list("prompt_id", flat=True)
+        .distinct()
+    )
+
+
 def _partners(response: Response, model_version) -> dict[str, Response]:
     """The newest reply of every other author of the prompt (retired versions left out)."""
     others = (
-        Response.objects.filter(prompt=response.prompt)
-        .exclude(model_version=model_version)
-        .exclude(generation_params__has_key=REVISION_KEY)
-        .exclude(model_version__state=ModelVersion.State.RETIRED)
-        .order_by("-created_at", "-id")
+        _other_replies(model_version).filter(prompt=response.prompt).order_by("-created_at", "-id")
     )
     partners: dict[str, Response] = {}
     for other in others:
@@ -116,35 +134,80 @@ class _Picker:
         return candidates[best], round(100 * (1 - 2 * abs(p - 0.5)))
 
 
+def _own_replies(project: Project, model_version):
+    """The version's replies in the project's labeling pool that comparison tasks pair."""
+    return (
+        Response.objects.labeling()
+        .filter(prompt__project=project, model_version=model_version)
+        .exclude(generation_params__has_key=REVISION_KEY)
+    )
+
+
+def _unpaired(project: Project, own):
+    """Those of ``own`` that are in no comparison task yet."""
+    in_tasks = Task.objects.filter(project=project, kind=TaskKind.COMPARISON).filter(
+        responses__in=own
+    )
+    return own.exclude(pk__in=in_tasks.values("responses"))
+
+
+def _pairing(prompt_id: int, sample_index: int, *, partnered: set, firsts: set) -> str | None:
+    """With whom a reply not yet in a comparison task is paired: ``"other"`` (another
+    author of its prompt, chosen by the candidate policy), ``"own"`` (the version's first
+    sample of the prompt) or None (nobody yet)."""
+    if prompt_id in partnered:
+        return "other"
+    if sample_index > 0 and prompt_id in firsts:
+        return "own"
+    return None
+
+
+def _firsts(own) -> set[int]:
+    return set(own.filter(sample_index=0).values_list("prompt_id", flat=True))
+
+
+def comparison_tasks_expected(
+    *, project: Project, model_version, new_replies: Mapping[int, Iterable[int]] | None = None
+) -> int:
+    """How many comparison tasks ``ensure_comparison_tasks`` would create for
+    ``model_version`` once ``new_replies`` ({prompt id: sample indexes}, not stored yet)
+    are: by the same rules, so a generation job's preview says what the job will do."""
+    own = _own_replies(project, model_version)
+    slots = list(_unpaired(project, own).values_list("prompt_id", "sample_index"))
+    firsts = _firsts(own)
+    for prompt_id, indexes in (new_replies or {}).items():
+        indexes = list(indexes)
+        slots += [(prompt_id, index) for index in indexes]
+        if 0 in indexes:
+            firsts.add(prompt_id)
+    partnered = prompts_with_partners(project=project, model_version=model_version)
+    return sum(
+        1
+        for prompt_id, index in set(slots)
+        if _pairing(prompt_id, index, partnered=partnered, firsts=firsts)
+    )
+
+
 def ensure_comparison_tasks(*, project: Project, model_version, score: Score | None = None) -> int:
     """One comparison task per reply of ``model_version`` in the project's labeling pool,
     its partner chosen by the project's candidate policy (``score``: the latest reward
     model, needed by the active policy). Returns how many tasks are new; safe to repeat
     (a reply already in a comparison task is left alone)."""
-    own = (
-        Response.objects.labeling()
-        .filter(prompt__project=project, model_version=model_version)
-        .exclude(generation_params__has_key=REVISION_KEY)
-    )
-    in_tasks = set(
-        Task.objects.filter(project=project, kind=TaskKind.COMPARISON)
-        .filter(responses__in=own)
-        .values_list("responses", flat=True)
-    )
+    own = _own_replies(project, model_version)
+    partnered = prompts_with_partners(project=project, model_version=model_version)
+    firsts = _firsts(own)
     picker = _Picker(project, model_version, score)
     created = 0
-    for response in own.select_related("prompt").order_by("prompt_id", "sample_index"):
-        if response.pk in in_tasks:
-            continue
-        partners = _partners(response, model_version)
-        if partners:
-            partner, priority = picker.pick(response, partners)
-        elif response.sample_index > 0:
-            partner = own.filter(prompt=response.prompt, sample_index=0).first()
-            priority = 0
+    unpaired = _unpaired(project, own).select_related("prompt")
+    for response in unpaired.order_by("prompt_id", "sample_index"):
+        pairing = _pairing(
+            response.prompt_id, response.sample_index, partnered=partnered, firsts=firsts
+        )
+        if pairing == "other":
+            partner, priority = picker.pick(response, _partners(response, model_version))
+        elif pairing == "own":
+            partner, priority = own.get(prompt=response.prompt, sample_index=0), 0
         else:
-            continue
-        if partner is None:
             continue
         created += ensure_comparison_task(
             project=project, first=response, second=partner, priority=priority

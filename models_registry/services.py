@@ -11,7 +11,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Count, F, Q
+from django.db.models import F
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -145,25 +145,6 @@ def ensure_base_model_from_folder(*, name: str, path) -> ModelVersion:
 MAX_BEST_OF = 16
 
 
-def _default_samples(project: Project, version: ModelVersion) -> int:
-    """Two samples when no other author answered the project's prompts, so a first round
-    still has pairs to compare; one otherwise."""
-    other_authors = (
-        Response.objects.labeling().filter(prompt__project=project).exclude(model_version=version)
-    )
-    return 1 if other_authors.exists() else 2
-
-
-def _prompts_missing_samples(job: GenerationJob):
-    return (
-        Prompt.objects.labeling()
-        .filter(project=job.project)
-        .annotate(have=Count("responses", filter=Q(responses__model_version=job.model_version)))
-        .filter(have__lt=job.samples_per_prompt)
-        .order_by("id")
-    )
-
-
 def generation_job_start(
     *,
     project: Project,
@@ -174,29 +155,28 @@ def generation_job_start(
     best_of: int = 1,
     reward_version: ModelVersion | None = None,
 ) -> GenerationJob:
-    """Queue candidates from ``model_version`` for the project's prompts. With
-    ``best_of`` > 1 each candidate is the best of that many samples by ``reward_version``
-    (best-of-n serving)."""
-    if model_version.kind != ModelVersion.Kind.POLICY:
-        raise ServiceError("Only policy models generate candidates.")
+    """Queue candidates from ``model_version`` for the project's prompts. Each prompt gets
+    ``samples_per_prompt`` samples, or by default as many as its comparisons need (two
+    where no other author answered it, one otherwise: ``selectors.samples_wanted``; the
+    job stores 0 for that). With ``best_of`` > 1 each candidate is the best of that many
+    samples by ``reward_version`` (best-of-n serving)."""
+    samples_per_prompt = samples_per_prompt or None
+    selectors.check_generation(
+        project=project, model_version=model_version, samples_per_prompt=samples_per_prompt
+    )
     if not 1 <= best_of <= MAX_BEST_OF:
         raise ServiceError(f"best_of must be between 1 and {MAX_BEST_OF}.")
     if best_of > 1 and (reward_version is None or reward_version.kind != ModelVersion.Kind.REWARD):
         raise ServiceError("Best-of-n needs a reward model to pick the best reply.")
-    if not Prompt.objects.labeling().filter(project=project).exists():
-        raise ServiceError("The project has no prompts yet: import some first.")
     try:
         generation_params = ml.GenerationParams(**(params or {}))
     except (TypeError, ValueError) as error:
         raise ServiceError(f"Bad generation parameters: {error}") from None
-    samples = samples_per_prompt or _default_samples(project, model_version)
-    if not 1 <= samples <= 8:
-        raise ServiceError("samples_per_prompt must be between 1 and 8.")
     with transaction.atomic():
         job = GenerationJob.objects.create(
             project=project,
             model_version=model_version,
-            samples_per_prompt=samples,
+            samples_per_prompt=samples_per_prompt or 0,
             best_of=best_of,
             reward_version=reward_version if best_of > 1 else None,
             generation_params=generation_params.as_dict(),
@@ -225,7 +205,7 @@ def _claim_job(job_id: int) -> GenerationJob | None:
             return None  # a redelivered message for a job already taken
         job.status = GenerationJob.Status.RUNNING
         job.started_at = timezone.now()
-        job.total = _prompts_missing_samples(job).count() * job.samples_per_prompt
+        job.total = sum(len(indexes) for indexes in _missing_samples(job).values())
         job.save(update_fields=["status", "started_at", "total"])
         return job
 
@@ -295,26 +275,31 @@ def _replies(job: GenerationJob, model, tokenizer, batch, params, score):
     return [(reply, {**extra, "reward": reward}) for reply, reward in best]
 
 
+def _missing_samples(job: GenerationJob) -> dict[int, list[int]]:
+    return selectors.missing_samples(
+        project=job.project,
+        model_version=job.model_version,
+        samples_per_prompt=job.samples_per_prompt or None,
+    )
+
+
 def _generate_all(job: GenerationJob) -> None:
+    """Write the samples the job's prompts still miss (``selectors.missing_samples``, read
+    afresh, so a resumed job adds only what is missing), one sample index at a time."""
     version = job.model_version
+    missing = _missing_samples(job)
+    if not missing:
+        return
     model, tokenizer = ml.load_policy(version.base_path, version.adapter_path or None)
     score = reward_scorer(job.reward_version) if job.best_of > 1 else None
     batch_size = settings.GENERATION_BATCH_SIZE
-    for sample_index in range(job.samples_per_prompt):
+    prompts = Prompt.objects.in_bulk(list(missing))
+    for sample_index in sorted({index for indexes in missing.values() for index in indexes}):
         params = ml.GenerationParams(**job.generation_params)
         params.seed = params.seed + 1000 * sample_index
-        missing = list(
-            Prompt.objects.labeling()
-            .filter(project=job.project)
-            .exclude(
-                pk__in=Response.objects.filter(
-                    model_version=version, sample_index=sample_index
-                ).values("prompt_id")
-            )
-            .order_by("id")
-        )
-        for start in range(0, len(missing), batch_size):
-            batch = missing[start : start + batch_size]
+        todo = [prompts[pk] for pk in sorted(missing) if sample_index in missing[pk]]
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start : start + batch_size]
             started = time.perf_counter()
             replies = _replies(job, model, tokenizer, batch, params, score)
             logger.info("Generated %d replies in %.1fs", len(batch), time.perf_counter() - started)

@@ -6,7 +6,8 @@ from annotation.candidates import ensure_comparison_tasks
 from annotation.errors import ServiceError
 from annotation.models import CHAT_TURN_KEY, Prompt, Response, Task
 from annotation.services import tasks_create
-from models_registry.services import _prompts_missing_samples, generation_job_start
+from models_registry.selectors import missing_samples
+from models_registry.services import generation_job_start
 from tests.factories import make_prompt, make_version
 
 
@@ -26,7 +27,7 @@ def test_chat_turns_are_not_generated_for_nor_paired_into_tasks(project):
     ensure_comparison_tasks(project=project, model_version=version)
     tasks_create(project=project, kind="rating", options={})
 
-    assert list(_prompts_missing_samples(job)) == [pool_prompt]
+    assert missing_samples(project=project, model_version=version) == {pool_prompt.pk: [0, 1]}
     assert Task.objects.count() == 0
 
 

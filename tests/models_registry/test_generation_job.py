@@ -27,7 +27,8 @@ def test_a_first_round_writes_two_samples_per_prompt_and_pairs_them(project, tin
     generation_job_execute(job_id=job.pk)  # a redelivered message changes nothing
 
     job.refresh_from_db()
-    assert (job.status, job.done, job.total, job.samples_per_prompt) == ("succeeded", 6, 6, 2)
+    # samples_per_prompt 0: each prompt as many as its pairs need (here two: no other answers)
+    assert (job.status, job.done, job.total, job.samples_per_prompt) == ("succeeded", 6, 6, 0)
     assert Response.objects.filter(model_version=base).count() == 6
     tasks = Task.objects.filter(project=project)
     assert sorted(t.prompt_id for t in tasks) == sorted(p.pk for p in prompts)
@@ -152,3 +153,85 @@ def test_best_of_n_needs_a_reward_model(project, tiny_model_dir):
     with pytest.raises(ServiceError, match="between 1 and 16"):
         generation_job_start(project=project, model_version=base, best_of=17)
     assert GenerationJob.objects.count() == 0
+
+
+def _person_answers(prompt, count):
+    for number in range(count):
+        Response.objects.create(prompt=prompt, author=f"demo {number}", text=f"answer {number}")
+
+
+def _samples(version, prompt) -> list[int]:
+    return sorted(
+        Response.objects.filter(model_version=version, prompt=prompt).values_list(
+            "sample_index", flat=True
+        )
+    )
+
+
+def _comparisons_of(prompt) -> int:
+    return Task.objects.filter(prompt=prompt, kind="comparison").count()
+
+
+def test_imported_prompts_get_two_samples_where_no_one_answered_them(project, tiny_model_dir):
+    # given: demo prompts with people's answers, and newly imported prompts with none
+    demo_one, demo_two = make_prompt(project), make_prompt(project)
+    _person_answers(demo_one, 1)
+    _person_answers(demo_two, 2)
+    imported = [make_prompt(project) for _ in range(3)]
+    base = ensure_base_model_from_folder(name="tiny", path=tiny_model_dir)
+
+    # when: the base model generates with the default samples
+    job = generation_job_start(
+        project=project, model_version=base, params={"max_new_tokens": 4, "seed": 5}
+    )
+    generation_job_execute(job_id=job.pk)
+
+    # then: two samples where nobody answered, one where a person did; every prompt has a pair
+    job.refresh_from_db()
+    assert (job.status, job.total, job.done) == ("succeeded", 8, 8), job.error
+    assert [_samples(base, prompt) for prompt in imported] == [[0, 1]] * 3
+    assert (_samples(base, demo_one), _samples(base, demo_two)) == ([0], [0])
+    assert [_comparisons_of(prompt) for prompt in imported] == [1, 1, 1]
+    assert (_comparisons_of(demo_one), _comparisons_of(demo_two)) == (1, 1)
+
+
+def test_an_explicit_samples_per_prompt_is_written_for_every_prompt(project, tiny_model_dir):
+    answered, fresh = make_prompt(project), make_prompt(project)
+    _person_answers(answered, 1)
+    base = ensure_base_model_from_folder(name="tiny", path=tiny_model_dir)
+
+    job = generation_job_start(
+        project=project, model_version=base, samples_per_prompt=3, params={"max_new_tokens": 3}
+    )
+    generation_job_execute(job_id=job.pk)
+
+    job.refresh_from_db()
+    assert (job.status, job.samples_per_prompt, job.total) == ("succeeded", 3, 6), job.error
+    assert (_samples(base, answered), _samples(base, fresh)) == ([0, 1, 2], [0, 1, 2])
+
+
+def test_a_resumed_job_writes_only_the_samples_still_missing(project, tiny_model_dir):
+    # given: a job whose worker died after writing the first sample of a fresh prompt
+    fresh, answered, done = make_prompt(project), make_prompt(project), make_prompt(project)
+    _person_answers(answered, 1)
+    base = ensure_base_model_from_folder(name="tiny", path=tiny_model_dir)
+    job = generation_job_start(
+        project=project, model_version=base, params={"max_new_tokens": 3, "seed": 2}
+    )
+    left = Response.objects.create(prompt=fresh, model_version=base, sample_index=0, text="kept")
+    Response.objects.create(prompt=done, model_version=base, sample_index=0, text="kept too")
+    Response.objects.create(prompt=done, model_version=base, sample_index=1, text="and this")
+
+    # when: the job runs again
+    generation_job_execute(job_id=job.pk)
+
+    # then: it wrote the fresh prompt's second sample and the answered prompt's one, no more
+    job.refresh_from_db()
+    assert (job.status, job.total, job.done) == ("succeeded", 2, 2), job.error
+    assert (_samples(base, fresh), _samples(base, answered), _samples(base, done)) == (
+        [0, 1],
+        [0],
+        [0, 1],
+    )
+    assert Response.objects.get(prompt=fresh, model_version=base, sample_index=0).pk == left.pk
+    assert [_comparisons_of(p) for p in (fresh, answered, done)] == [1, 1, 1]

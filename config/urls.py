@@ -26,6 +26,11 @@ pages = [
         registry_views.generation_jobs_fragment,
         name="generation_jobs",
     ),
+    path(
+        "p/<slug:slug>/models/preview/",
+        registry_views.generation_preview_fragment,
+        name="generation_preview",
+    ),
     path("p/<slug:slug>/training/", training_views.runs_page, name="training"),
     path("p/<slug:slug>/training/<int:run_id>/", training_views.run_detail, name="training_run"),
     path(
@@ -76,6 +81,11 @@ api = [
         "api/projects/<slug:slug>/generation-jobs/",
         registry_api.GenerationJobApi.as_view(),
         name="api_generation_jobs",
+    ),
+    path(
+        "api/projects/<slug:slug>/generation-jobs/preview/",
+        registry_api.GenerationPreviewApi.as_view(),
+        name="api_generation_preview",
     ),
     path(
         "api/projects/<slug:slug>/training-runs/",

@@ -54,7 +54,8 @@ def job_payload(job: GenerationJob) -> dict:
         "done": job.done,
         "total": job.total,
         "error": job.error,
-        "samples_per_prompt": job.samples_per_prompt,
+        # None: each prompt got as many samples as its comparisons need (stored as 0).
+        "samples_per_prompt": job.samples_per_prompt or None,
         "best_of": job.best_of,
         "reward_version": job.reward_version_id,
         "generation_params": job.generation_params,
@@ -79,6 +80,38 @@ class GenerationJobInputSerializer(serializers.Serializer):
     reward_version = serializers.PrimaryKeyRelatedField(
         queryset=ModelVersion.objects.all(), required=False, allow_null=True
     )
+
+
+def preview_payload(preview: selectors.GenerationPreview) -> dict:
+    return {
+        "samples_per_prompt": preview.samples_per_prompt,
+        "prompts": preview.prompts,
+        "replies": preview.replies,
+        "comparison_tasks": preview.comparison_tasks,
+    }
+
+
+class GenerationPreviewInputSerializer(serializers.Serializer):
+    model_version = serializers.PrimaryKeyRelatedField(queryset=ModelVersion.objects.all())
+    samples_per_prompt = serializers.IntegerField(
+        min_value=1, max_value=selectors.MAX_SAMPLES_PER_PROMPT, required=False
+    )
+
+
+class GenerationPreviewApi(APIView):
+    def get(self, request, slug):
+        """What a generation job would do if started now with ``?model_version=<id>``
+        (and ``&samples_per_prompt=<n>``): how many prompts it answers, replies it writes
+        and comparison tasks it creates. Counted by the code the job runs; stores nothing."""
+        project = project_for(user=request.user, slug=slug, capability=MANAGE)
+        data = GenerationPreviewInputSerializer(data=request.query_params)
+        data.is_valid(raise_exception=True)
+        preview = selectors.generation_preview(
+            project=project,
+            model_version=data.validated_data["model_version"],
+            samples_per_prompt=data.validated_data.get("samples_per_prompt"),
+        )
+        return Response(preview_payload(preview))
 
 
 class GenerationJobApi(APIView):

@@ -1,18 +1,27 @@
 from django import forms
 
 from models_registry.models import ModelVersion
+from models_registry.selectors import MAX_SAMPLES_PER_PROMPT
 
 
-class GenerationForm(forms.Form):
+class GenerationPreviewForm(forms.Form):
+    """The choices that decide what a generation job writes and pairs."""
+
     model_version = forms.ModelChoiceField(
         queryset=ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY)
     )
     samples_per_prompt = forms.IntegerField(
         min_value=1,
-        max_value=8,
+        max_value=MAX_SAMPLES_PER_PROMPT,
         required=False,
-        help_text="Leave empty: 2 for the first model in a project, 1 after that.",
+        help_text=(
+            "Leave empty for as many as each prompt's comparisons need: 2 where no one has "
+            "answered it yet, 1 where another answer is there to compare with."
+        ),
     )
+
+
+class GenerationForm(GenerationPreviewForm):
     best_of = forms.IntegerField(
         min_value=1,
         max_value=16,

@@ -8,7 +8,29 @@ from annotation.permissions import MANAGE, project_for
 from annotation.selectors import candidate_counts_by_version
 from config.celery import QueueUnavailable
 from models_registry import selectors, services
-from models_registry.forms import GenerationForm
+from models_registry.forms import GenerationForm, GenerationPreviewForm
+
+
+def _preview_context(project, data) -> dict:
+    """What a generation job with the chosen model and options would write and pair
+    (``preview``), or why it cannot start (``preview_error``); nothing without a choice."""
+    if not data:
+        return {}
+    form = GenerationPreviewForm(data)
+    if not form.is_valid():
+        problems = [
+            f"{form[name].label}: {' '.join(errors)}" for name, errors in form.errors.items()
+        ]
+        return {"preview_error": " ".join(problems)}
+    try:
+        preview = selectors.generation_preview(
+            project=project,
+            model_version=form.cleaned_data["model_version"],
+            samples_per_prompt=form.cleaned_data["samples_per_prompt"],
+        )
+    except ServiceError as error:
+        return {"preview_error": error.message}
+    return {"preview": preview}
 
 
 def _models_context(project, form) -> dict:
@@ -23,6 +45,7 @@ def _models_context(project, form) -> dict:
         "versions": versions,
         "jobs": jobs,
         "any_job_active": any(job.is_active for job in jobs),
+        **_preview_context(project, form.data if form.is_bound else _initial_choice(form)),
         "can_manage": True,
         "can_view_data": True,
     }
@@ -30,6 +53,11 @@ def _models_context(project, form) -> dict:
 
 def _newest_policy():
     return selectors.policy_versions().order_by("-created_at", "-id").first()
+
+
+def _initial_choice(form) -> dict:
+    version = form.initial.get("model_version")
+    return {"model_version": version.pk} if version else {}
 
 
 @login_required
@@ -66,6 +94,21 @@ def generation_jobs_fragment(request, slug):
     project = project_for(user=request.user, slug=slug, capability=MANAGE)
     return render(
         request, "models_registry/models.html#jobs", _models_context(project, GenerationForm())
+    )
+
+
+@login_required
+@require_GET
+def generation_preview_fragment(request, slug):
+    """The generation form's preview for its current choices (htmx asks on each change);
+    400 with the reason when the choices are refused."""
+    project = project_for(user=request.user, slug=slug, capability=MANAGE)
+    context = _preview_context(project, request.GET or {"model_version": ""})
+    return render(
+        request,
+        "models_registry/models.html#preview",
+        context,
+        status=400 if "preview_error" in context else 200,
     )
 
 

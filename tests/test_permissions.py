@@ -135,6 +135,8 @@ ENDPOINTS = [
     Endpoint("models", "get", "/p/{slug}/models/", MANAGE, 200, api=False),
     Endpoint("models", "post", "/p/{slug}/models/", MANAGE, 400, False, _generation_body),
     Endpoint("generation_jobs", "get", "/p/{slug}/models/jobs/", MANAGE, 200, api=False),
+    # A preview without a chosen model is refused as bad input.
+    Endpoint("generation_preview", "get", "/p/{slug}/models/preview/", MANAGE, 400, api=False),
     Endpoint("training", "get", "/p/{slug}/training/", MANAGE, 200, api=False),
     Endpoint("training", "post", "/p/{slug}/training/", MANAGE, 400, False, _training_body),
     Endpoint("training_run", "get", "/p/{slug}/training/{run}/", MANAGE, 200, api=False),
@@ -177,6 +179,14 @@ ENDPOINTS = [
         400,
         True,
         _generation_body,
+    ),
+    Endpoint(
+        "api_generation_preview",
+        "get",
+        "/api/projects/{slug}/generation-jobs/preview/",
+        MANAGE,
+        400,
+        True,
     ),
     Endpoint("api_training_runs", "get", "/api/projects/{slug}/training-runs/", MANAGE, 200, True),
     Endpoint(

@@ -1,10 +1,12 @@
 import pytest
+from django.contrib.auth import get_user_model
 
 from annotation.errors import ServiceError
-from annotation.models import Response, Task
+from annotation.models import CHAT_TURN_KEY, Prompt, Response, Task
 from config.celery import QueueUnavailable
 from models_registry.ml import GenerationParams, load_policy
 from models_registry.models import GenerationJob, ModelVersion
+from models_registry.selectors import generation_preview
 from models_registry.services import (
     ensure_base_model_from_folder,
     generation_job_execute,
@@ -12,7 +14,7 @@ from models_registry.services import (
     model_version_register,
     reward_scorer,
 )
-from tests.factories import make_prompt, make_version
+from tests.factories import make_member, make_prompt, make_task, make_version
 from training.methods.raft import sample_candidates
 
 
@@ -235,3 +237,199 @@ def test_a_resumed_job_writes_only_the_samples_still_missing(project, tiny_model
     )
     assert Response.objects.get(prompt=fresh, model_version=base, sample_index=0).pk == left.pk
     assert [_comparisons_of(p) for p in (fresh, answered, done)] == [1, 1, 1]
+
+
+def _mixed_project(project, tiny_model_dir):
+    """Prompts in every state a generation job meets: unanswered, answered by a person,
+    by two people, only by a retired version, already half answered by the base model, a
+    chat turn (never generated for), and a comparison task that already exists."""
+    base = ensure_base_model_from_folder(name="tiny", path=tiny_model_dir)
+    retired = make_version("old", state=ModelVersion.State.RETIRED)
+    for _ in range(2):
+        make_prompt(project)
+    _person_answers(make_prompt(project), 1)
+    _person_answers(make_prompt(project), 2)
+    Response.objects.create(prompt=make_prompt(project), model_version=retired, text="old")
+    Response.objects.create(prompt=make_prompt(project), model_version=base, text="half")
+    Prompt.objects.create(project=project, text="hi", metadata={CHAT_TURN_KEY: 1})
+    make_task(project)
+    return base
+
+
+@pytest.mark.parametrize("samples", [None, 1, 2])
+def test_the_preview_says_what_the_job_then_writes_and_pairs(project, tiny_model_dir, samples):
+    # given
+    base = _mixed_project(project, tiny_model_dir)
+    replies_before, tasks_before = Response.objects.count(), Task.objects.count()
+
+    # when
+    preview = generation_preview(project=project, model_version=base, samples_per_prompt=samples)
+    job = generation_job_start(
+        project=project,
+        model_version=base,
+        samples_per_prompt=samples,
+        params={"max_new_tokens": 3, "seed": 4},
+    )
+    generation_job_execute(job_id=job.pk)
+
+    # then
+    job.refresh_from_db()
+    assert job.status == "succeeded", job.error
+    assert preview.replies == job.total == Response.objects.count() - replies_before
+    assert preview.comparison_tasks == Task.objects.count() - tasks_before
+    assert (preview.prompts, preview.replies, preview.comparison_tasks) == {
+        None: (7, 10, 7),  # 2 samples to each prompt no one else answered, else 1
+        1: (6, 6, 3),  # the lone samples of 3 prompts have nothing to pair with
+        2: (7, 13, 10),
+    }[samples]
+
+
+def _page_text(answer) -> str:
+    return " ".join(answer.content.decode().split())
+
+
+@pytest.fixture
+def preview_world(project, tiny_model_dir):
+    """One prompt a person answered and two no one did; a base policy and a reward model."""
+    _person_answers(make_prompt(project), 1)
+    make_prompt(project), make_prompt(project)
+    base = ensure_base_model_from_folder(name="tiny", path=tiny_model_dir)
+    reward = make_version("judge", kind=ModelVersion.Kind.REWARD, method="reward")
+    return {"base": base, "reward": reward}
+
+
+def _stored() -> tuple:
+    return GenerationJob.objects.count(), Response.objects.count(), Task.objects.count()
+
+
+def test_the_models_page_previews_the_job_it_queues(login, admin_member, project, preview_world):
+    # given
+    client = login(admin_member)
+    expected = "This job will write 5 replies to 3 prompts and create 3 comparison tasks."
+
+    # when: the page opens on the newest policy, and htmx asks again as the options change
+    page = client.get(f"/p/{project.slug}/models/")
+    fragment = client.get(
+        f"/p/{project.slug}/models/preview/",
+        {"model_version": preview_world["base"].pk, "samples_per_prompt": 2},
+        HTTP_HX_REQUEST="true",
+    )
+
+    # then
+    assert expected in _page_text(page)
+    assert f'hx-get="/p/{project.slug}/models/preview/"' in page.content.decode()
+    assert fragment.status_code == 200
+    html = _page_text(fragment)
+    assert html.startswith('<p id="generation-preview"')
+    assert "write 6 replies to 3 prompts and create 4 comparison tasks." in html
+
+    # and the job the page queues does what the page said
+    tasks_before = Task.objects.count()
+    form = {"model_version": preview_world["base"].pk, "best_of": 1, "max_new_tokens": 3}
+    queued = client.post(f"/p/{project.slug}/models/", {**form, "temperature": 0.7})
+    assert queued.status_code == 302
+    job = GenerationJob.objects.get()
+    generation_job_execute(job_id=job.pk)
+    job.refresh_from_db()
+    assert (job.status, job.total) == ("succeeded", 5), job.error
+    assert Task.objects.count() - tasks_before == 3
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ({}, "Model version: This field is required."),
+        ({"model_version": "abc"}, "Model version: Select a valid choice."),
+        ({"model_version": "reward"}, "Model version: Select a valid choice."),
+        ({"model_version": "base", "samples_per_prompt": 9}, "less than or equal to 8"),
+        ({"model_version": "base", "samples_per_prompt": "two"}, "Enter a whole number."),
+    ],
+)
+def test_the_page_preview_refuses_bad_choices_with_the_reason(
+    login, admin_member, project, preview_world, query, message
+):
+    query = {name: preview_world.get(value, value) for name, value in query.items()}
+    query = {name: getattr(value, "pk", value) for name, value in query.items()}
+    before = _stored()
+
+    answer = login(admin_member).get(
+        f"/p/{project.slug}/models/preview/", query, HTTP_HX_REQUEST="true"
+    )
+
+    assert answer.status_code == 400
+    assert message in _page_text(answer)
+    assert 'class="error"' in answer.content.decode()
+    assert _stored() == before
+
+
+def test_the_page_preview_says_a_project_without_prompts_has_nothing_to_generate(
+    login, admin_member, other_project, project, preview_world
+):
+    make_member(other_project, "admin", "other-admin")
+    client = login(get_user_model().objects.get(username="other-admin"))
+
+    answer = client.get(
+        f"/p/{other_project.slug}/models/preview/", {"model_version": preview_world["base"].pk}
+    )
+
+    assert answer.status_code == 400
+    assert "The project has no prompts yet: import some first." in _page_text(answer)
+
+
+def test_the_api_previews_a_job_and_the_job_does_what_it_said(
+    login, admin_member, project, preview_world
+):
+    client = login(admin_member)
+    base = preview_world["base"]
+
+    preview = client.get(
+        f"/api/projects/{project.slug}/generation-jobs/preview/", {"model_version": base.pk}
+    )
+    started = client.post(
+        f"/api/projects/{project.slug}/generation-jobs/",
+        {"model_version": base.pk, "max_new_tokens": 3},
+    )
+    tasks_before = Task.objects.count()
+    generation_job_execute(job_id=started.json()["id"])
+
+    assert preview.status_code == 200
+    assert preview.json() == {
+        "samples_per_prompt": None,
+        "prompts": 3,
+        "replies": 5,
+        "comparison_tasks": 3,
+    }
+    assert (started.status_code, started.json()["samples_per_prompt"]) == (201, None)
+    assert Response.objects.filter(model_version=base).count() == 5
+    assert Task.objects.count() - tasks_before == 3
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "body"),
+    [
+        ({}, 400, {"model_version": ["This field is required."]}),
+        (
+            {"model_version": 999},
+            400,
+            {"model_version": ['Invalid pk "999" - object does not exist.']},
+        ),
+        ({"model_version": "reward"}, 400, {"detail": "Only policy models generate candidates."}),
+        (
+            {"model_version": "base", "samples_per_prompt": 0},
+            400,
+            {"samples_per_prompt": ["Ensure this value is greater than or equal to 1."]},
+        ),
+    ],
+)
+def test_the_api_preview_refuses_bad_input_and_stores_nothing(
+    login, admin_member, project, preview_world, query, status, body
+):
+    query = {name: getattr(preview_world.get(value), "pk", value) for name, value in query.items()}
+    before = _stored()
+
+    answer = login(admin_member).get(
+        f"/api/projects/{project.slug}/generation-jobs/preview/", query
+    )
+
+    assert (answer.status_code, answer.json()) == (status, body)
+    assert _stored() == before

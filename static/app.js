@@ -1,23 +1,55 @@
 // Keyboard-first labeling: a key clicks the element that names it in data-key.
-// Escape leaves a text field so the keys work again.
+// No key acts while the focus is in a field that takes text (the key is typed there);
+// Escape leaves the field so the keys work again. <html> has the class "typing" while the
+// focus is in such a field, so app.css can hide the one-key hints then.
+const TEXT_INPUT_TYPES = new Set([
+  "text", "search", "email", "url", "tel", "password", "number",
+  "date", "datetime-local", "month", "time", "week",
+]);
+
+// Radios, checkboxes and buttons take no text: the keys still work from them.
+function takesText(element) {
+  if (!(element instanceof Element)) return false;
+  if (element.isContentEditable || element.matches("textarea, select")) return true;
+  return element.matches("input") && TEXT_INPUT_TYPES.has(element.type);
+}
+
+function markTyping(focused = document.activeElement) {
+  document.documentElement.classList.toggle("typing", takesText(focused));
+}
+
+document.addEventListener("focusin", (event) => markTyping(event.target));
+document.addEventListener("focusout", (event) => markTyping(event.relatedTarget));
+// A focused field that a swap removes may leave without a focusout.
+document.addEventListener("htmx:afterSettle", () => markTyping());
+markTyping();
+
 document.addEventListener("keydown", (event) => {
   if (event.ctrlKey || event.metaKey || event.altKey) return;
   const target = event.target;
-  if (event.key === "Escape" && target.closest("input, textarea, select")) {
-    target.blur();
+  if (takesText(target)) {
+    if (event.key === "Escape") target.blur();
     return;
   }
-  if (target.closest("input, textarea, select, [contenteditable]")) return;
   const task = document.querySelector("#task");
   if (!task) return;
   const key = event.key.toLowerCase();
   for (const element of task.querySelectorAll("[data-key]")) {
     if (element.dataset.key.split(" ").includes(key) && !element.disabled) {
       event.preventDefault();
+      // A key that opens a text field (data-focus names it) puts the cursor in it, so what
+      // is typed next lands there and never reaches the other keys. When the field is
+      // already open the key only goes back to it.
+      const field = element.dataset.focus ? task.querySelector(element.dataset.focus) : null;
+      if (field?.checkVisibility()) {
+        field.focus();
+        return;
+      }
       // A key can arrive right after a swap, before htmx has wired the new form; wiring it
       // here keeps the answer an in-place request instead of a full page submit.
       if (window.htmx) window.htmx.process(element.closest("form") ?? element);
       element.click();
+      field?.focus();
       return;
     }
   }
@@ -51,6 +83,7 @@ document.addEventListener("keydown", (event) => {
     const slot = document.getElementById("upcoming-task");
     const shown = assignmentOf(currentTask());
     if (slot && shown && assignmentOf(slot.content) === shown) slot.innerHTML = "";
+    markTyping();
   }
 
   function takeUpcoming() {

@@ -2,7 +2,8 @@
 // one is highlighted), move between criteria with the arrows or Tab, toggle flags with their
 // letters, submit with Enter. The radios and checkboxes are the form's real fields, so the
 // page works without this script. Keys also work while a radio or checkbox has the focus
-// (app.js ignores keys there). Listeners sit on document, so they survive htmx swaps.
+// (they take no text; app.js handles the page's other keys, R and S, there too). Listeners
+// sit on document, so they survive htmx swaps.
 (() => {
   const TYPING =
     "textarea, select, [contenteditable], input:not([type=radio]):not([type=checkbox])";
@@ -44,14 +45,6 @@
     button.click();
   }
 
-  function clickKeyed(key) {
-    const keyed = Array.from(document.querySelectorAll("#task [data-key]")).find(
-      (element) => element.dataset.key.split(" ").includes(key) && !element.disabled,
-    );
-    keyed?.click();
-    return Boolean(keyed);
-  }
-
   document.addEventListener("keydown", (event) => {
     if (event.defaultPrevented || event.ctrlKey || event.metaKey || event.altKey) return;
     const widget = ratingWidget();
@@ -75,9 +68,6 @@
       flag.click();
     } else if (key === "Enter" && !event.target.closest("button, a, summary")) {
       submit(widget);
-    } else if (event.target.closest("input") && clickKeyed(key)) {
-      // app.js skips keys while an input has the focus; a radio or checkbox here is not
-      // typing, so the page's other keys (R, S) work from it too.
     } else {
       return;
     }

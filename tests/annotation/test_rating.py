@@ -169,7 +169,7 @@ def test_create_tasks_makes_one_rating_task_per_response(project, other_project)
     created = RATING.create_tasks(project=project, options={})
     again = RATING.create_tasks(project=project, options={})
 
-    assert (created, again) == (3, 0)
+    assert (created.created, again.created) == (3, 0)
     tasks = Task.objects.filter(project=project, kind="rating").order_by("id")
     assert [[r.pk for r in task.ordered_responses()] for task in tasks] == [
         [answer.pk] for answer in answers
@@ -248,7 +248,10 @@ def test_the_page_shows_every_criterion_flag_and_key(login, project, labeler, ta
         for score in range(1, 8):
             assert f'name="score_{criterion}" value="{score}"' in html
     for flag, (label, key) in FLAGS.items():
-        assert f'name="flag" value="{flag}" data-flag-key="{key}"> {label} <kbd>' in html
+        assert (
+            f'name="flag" value="{flag}" data-flag-key="{key}"> {label} <kbd class="keys-hint">'
+            in html
+        )
     assert "<kbd>Enter</kbd>" in html and "<kbd>1</kbd>–<kbd>7</kbd>" in html
 
 

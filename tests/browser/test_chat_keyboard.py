@@ -1,11 +1,14 @@
 """A labeler chats with a model through the real gpu worker, with the keyboard only."""
 
+import re
+
 import pytest
 
-from annotation.models import ChatSession, Judgment, Response, Role
+from annotation import chat
+from annotation.models import ChatSession, Judgment, Prompt, Response, Role
 from models_registry.services import ensure_base_model_from_folder
 from tests.browser.conftest import log_in
-from tests.factories import PASSWORD, make_member, make_project
+from tests.factories import PASSWORD, make_member, make_project, make_version
 
 pytestmark = [pytest.mark.postgres, pytest.mark.browser, pytest.mark.timeout(600)]
 
@@ -79,3 +82,72 @@ def test_a_labeler_chats_picks_and_rates_with_the_keyboard(
     # A tie continues with the reply shown on the left.
     left_of_second = Response.objects.get(pk=second.shown_order[0])
     assert session.messages[3] == {"role": "assistant", "content": left_of_second.text}
+
+
+def _session_with_replies(project, labeler, message: str, replies: tuple[str, str]):
+    """A chat whose first turn already has its two replies, as the worker leaves it."""
+    version = make_version("chat-hints-model")
+    session = chat.chat_start(project=project, labeler=labeler, model_version_id=version.pk)
+    session.messages = [{"role": "user", "content": message}]
+    session.save(update_fields=["messages"])
+    prompt = Prompt.objects.create(
+        project=project, text=message, metadata={"chat_session": session.pk, "turn": 0}
+    )
+    made = [
+        Response.objects.create(prompt=prompt, model_version=version, sample_index=i, text=text)
+        for i, text in enumerate(replies)
+    ]
+    prompt.metadata.update(status="ready", error="", shown_order=[r.pk for r in made])
+    prompt.save(update_fields=["metadata"])
+    return session
+
+
+def test_the_finish_key_is_never_offered_while_it_would_be_typed(live_server, new_page):
+    project = make_project("browser-chat-hints")
+    labeler = make_member(project, Role.LABELER, "chat-hint-labeler")
+    session = _session_with_replies(project, labeler, "Hello!", ("Hi there.", "Good day."))
+    url = live_server.url
+    page = new_page()
+    log_in(page, url, labeler.username, PASSWORD)
+    page.goto(f"{url}/p/{project.slug}/chat/{session.pk}/")
+    page.locator("#task[data-turn-status=ready]").wait_for()
+    page.evaluate(
+        """() => { window.__samePage = 'yes'; window.__typed = [];
+             document.addEventListener('input', (event) => {
+               const box = event.target.closest('[data-chat-input]');
+               if (box) window.__typed.push(box.value);
+             }); }"""
+    )
+    finish = page.locator("#task [data-chat-finish]")
+    f_hint = finish.locator("kbd", has_text=re.compile(r"^F$"))
+    ctrl_hint = finish.locator("kbd", has_text="Ctrl")
+
+    # A pick puts the cursor in the message box: F would be typed there, so it is not
+    # offered; Ctrl+Enter is, and it finishes from the box.
+    page.keyboard.press("1")
+    page.wait_for_function("document.activeElement?.id === 'chat-input'")
+    assert f_hint.is_hidden()
+    assert ctrl_hint.is_visible()
+    page.keyboard.press("Control+Enter")
+    page.locator("form.chat-finish").wait_for()
+    # Back to the chat (B): the box has the cursor again. Escape, then F finishes.
+    page.keyboard.press("b")
+    page.wait_for_function("document.activeElement?.id === 'chat-input'")
+    assert f_hint.is_hidden()
+    page.keyboard.press("Escape")
+    assert f_hint.is_visible()
+    page.keyboard.press("f")
+    page.locator("form.chat-finish").wait_for()
+    page.keyboard.press("6")
+    page.locator("[data-rating]").wait_for()
+
+    assert page.evaluate("window.__samePage") == "yes"
+    assert page.evaluate("window.__typed") == []  # nothing was ever typed into the box
+    session.refresh_from_db()
+    assert (session.finished, session.rating, session.comment) == (True, 6, "")
+    left = Response.objects.get(prompt__metadata__chat_session=session.pk, sample_index=0)
+    assert session.messages == [
+        {"role": "user", "content": "Hello!"},
+        {"role": "assistant", "content": left.text},
+    ]
+    assert Judgment.objects.get(chat_session=session).choice == "a"

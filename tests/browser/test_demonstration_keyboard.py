@@ -2,6 +2,8 @@
 headless Chromium: the text box has focus when each task appears, Ctrl+Enter submits, and
 the next task replaces the first without a page load."""
 
+import re
+
 import pytest
 
 from annotation.models import Judgment, Response, Role
@@ -105,3 +107,42 @@ def test_a_draft_survives_a_reload(live_server, new_page):
     page.get_by_text("Nothing to label right now").wait_for()
     page.locator("#answer-status", has_text="Saved.").wait_for()
     assert Judgment.objects.get(labeler=labeler).text == "Because the sky is blue."
+
+
+def test_the_hints_never_offer_a_key_that_would_be_typed(live_server, new_page):
+    project = make_project("browser-demo-hints")
+    labeler = make_member(project, Role.LABELER, "hint-labeler")
+    prompt = make_prompt(project, "Tell me about Paris.")
+    response = Response.objects.create(prompt=prompt, author="test", text=ORIGINAL)
+    ensure_task(project=project, kind="demonstration", prompt=prompt, responses=[response])
+    page = new_page()
+    log_in(page, live_server.url, labeler.username, PASSWORD)
+    page.goto(f"{live_server.url}/p/{project.slug}/label/")
+    box = page.locator("#task textarea[name=text]")
+    e_hints = page.locator("#task kbd", has_text=re.compile(r"^E$"))
+    typing_hint = page.get_by_text("Typing into the reply")
+
+    # The editor has the focus: E would be typed, so no hint offers it; the page says so.
+    page.wait_for_function(f"{FOCUSED_MODE} === 'edit'")
+    assert e_hints.count() == 2
+    assert not any(hint.is_visible() for hint in e_hints.all())
+    assert typing_hint.is_visible()
+    # Escape: the keys work, and their hints are back.
+    page.keyboard.press("Escape")
+    assert page.evaluate(FOCUSED_MODE) is None
+    assert all(hint.is_visible() for hint in e_hints.all())
+    assert typing_hint.is_hidden()
+    # E goes back to the editor and types nothing.
+    page.keyboard.press("e")
+    page.wait_for_function(f"{FOCUSED_MODE} === 'edit'")
+    assert box.input_value() == ORIGINAL
+    assert not any(hint.is_visible() for hint in e_hints.all())
+    page.keyboard.press("Control+A")
+    page.keyboard.type("Paris is the capital of France.")
+    page.keyboard.press("Control+Enter")
+    page.get_by_text("Nothing to label right now").wait_for()
+    page.locator("#answer-status", has_text="Saved.").wait_for()
+
+    stored = Judgment.objects.get(labeler=labeler)
+    assert stored.text == "Paris is the capital of France."
+    assert stored.edited_from == response

@@ -92,6 +92,9 @@ def test_a_labeler_ranks_and_rates_with_keys_only(live_server, new_page):
     assert page.locator("input[name=flag]:checked").count() == 2
     page.keyboard.press("r")  # the focus is on a radio; R still opens the comment
     assert page.locator("#task details.extras").evaluate("details => details.open")
+    # ... with the cursor in it: the letters are typed, not flags; Esc gives the keys back.
+    page.keyboard.type("Fine, if plain.")
+    page.keyboard.press("Escape")
     page.keyboard.press("Enter")
 
     rating = _stored(labeler, "rating")
@@ -100,6 +103,7 @@ def test_a_labeler_ranks_and_rates_with_keys_only(live_server, new_page):
     assert rating.rated_response_id == rated.pk
     assert rating.scores == {"helpful": 5, "harmless": 4, "honest": 7}
     assert rating.flags == ["pii", "unsafe"]
+    assert rating.rationale == "Fine, if plain."
 
 
 def test_dragging_a_response_moves_it_and_its_place(live_server, new_page):

@@ -40,7 +40,7 @@ from django.utils import timezone
 
 from annotation.kinds import KINDS
 from annotation.kinds.ranking import kendall_tau
-from annotation.models import Assignment, Judgment, Project, Review, Task, TaskKind
+from annotation.models import Assignment, Judgment, Project, Response, Review, Task, TaskKind
 
 # A labeler is low-trust (all their judgments go to review) when their gold accuracy is
 # below LOW_TRUST_ACCURACY after at least LOW_TRUST_MIN_GOLD gold judgments.
@@ -799,6 +799,23 @@ def _described(judgment: Judgment, responses: Sequence) -> Judgment:
 # --- a labeler's own page --------------------------------------------------------------
 
 
+def _describe_as_shown(judgments: Sequence[Judgment]) -> None:
+    """Describe each judgment in the terms its labeler saw: the responses in the order they
+    were shown (a comparison's A is the one shown first, whichever the task holds first),
+    and a ranking as its responses best first, each with the place it was shown at."""
+    ids = {pk for j in judgments for pk in [*(j.shown_order or []), *(j.ranking or [])]}
+    by_id = Response.objects.in_bulk(ids)
+    for judgment in judgments:
+        shown = [by_id[pk] for pk in judgment.shown_order or [] if pk in by_id]
+        _described(judgment, shown or None)
+        if judgment.kind == TaskKind.RANKING:
+            place = {pk: index for index, pk in enumerate(judgment.shown_order or [], 1)}
+            judgment.ranked = [
+                {"response": by_id.get(pk), "pk": pk, "shown_at": place.get(pk)}
+                for pk in judgment.ranking
+            ]
+
+
 def my_work(*, project: Project, labeler, today: date | None = None) -> dict:
     """A labeler's own figures: how much they judged (by kind), their streak, gold
     accuracy, median time, recent judgments with any review decision, and a trend."""
@@ -813,8 +830,7 @@ def my_work(*, project: Project, labeler, today: date | None = None) -> dict:
         .prefetch_related("reviews")
         .order_by("-created_at", "-id")[:RECENT_LIMIT]
     )
-    for judgment in recent:
-        _described(judgment, None)
+    _describe_as_shown(recent)
     rows = list(
         current_human_judgments(project=project).filter(labeler=labeler).values(*ROW_FIELDS)
     )

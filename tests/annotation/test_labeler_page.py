@@ -1,14 +1,16 @@
 """A labeler's own page: progress, streak, recent judgments, gold accuracy, time."""
 
+import re
 from datetime import date, timedelta
 
 import pytest
 from django.utils import timezone
 
 from annotation import quality
-from annotation.models import Review, Role, Task, TaskKind
+from annotation.models import Judgment, Response, Review, Role, Task, TaskKind
+from annotation.services import ensure_task
 from tests.annotation.test_quality import judge, make_caller, make_kind_task
-from tests.factories import make_member, make_task
+from tests.factories import make_member, make_prompt, make_task
 
 
 @pytest.fixture(autouse=True)
@@ -99,3 +101,62 @@ def test_an_empty_page_invites_to_label(login, project, labeler):
 
     assert "Start labeling" in page.content.decode()
     assert quality.my_work(project=project, labeler=labeler, today=date(2026, 1, 1))["streak"] == 0
+
+
+def _row(html: str, judgment: Judgment) -> str:
+    return html.split(f'data-recent="{judgment.pk}"')[1].split("</tr>")[0]
+
+
+def test_a_ranking_is_shown_best_first_as_ranked_with_the_places_it_was_shown_at(
+    login, project, labeler
+):
+    prompt = make_prompt(project, "Name a fruit.")
+    apple, banana, cherry = (
+        Response.objects.create(prompt=prompt, author="test", text=text)
+        for text in ("Apple.", "Banana.", "Cherry.")
+    )
+    task, _ = ensure_task(
+        project=project, kind=TaskKind.RANKING, prompt=prompt, responses=[apple, banana, cherry]
+    )
+    # Shown cherry, apple, banana; ranked banana best, then cherry, then apple.
+    judgment = Judgment.objects.create(
+        kind=TaskKind.RANKING,
+        project=project,
+        task=task,
+        prompt=prompt,
+        shown_order=[cherry.pk, apple.pk, banana.pk],
+        ranking=[banana.pk, cherry.pk, apple.pk],
+        labeler=labeler,
+    )
+
+    row = _row(login(labeler).get("/p/alpha/me/").content.decode(), judgment)
+
+    ranked = re.findall(r'<li data-ranked="(\d+)" data-shown-at="(\d)">([^<]*?)\s*<', row)
+    assert ranked == [
+        (str(banana.pk), "3", "Banana."),
+        (str(cherry.pk), "1", "Cherry."),
+        (str(apple.pk), "2", "Apple."),
+    ]
+
+
+def test_a_comparison_is_told_in_the_sides_the_labeler_saw(login, project, labeler):
+    task = make_task(project, texts=("Answer one", "Answer two"))
+    first, second = task.ordered_responses()
+    # Shown second on the left (as A); the labeler said "A is better": task terms say b.
+    judgment = Judgment.objects.create(
+        kind=TaskKind.COMPARISON,
+        project=project,
+        task=task,
+        prompt=task.prompt,
+        shown_order=[second.pk, first.pk],
+        response_a=first,
+        response_b=second,
+        choice="b",
+        strength=4,
+        labeler=labeler,
+    )
+
+    row = _row(login(labeler).get("/p/alpha/me/").content.decode(), judgment)
+
+    assert "A is much better" in row
+    assert "B is" not in row

@@ -1,6 +1,9 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.templatetags.static import static
 from django.urls import include, path
+from django.utils.functional import lazy
+from django.views.generic import RedirectView
 
 from annotation import api as annotation_api
 from annotation import views as annotation_views
@@ -112,6 +115,9 @@ api = [
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    # Browsers ask for /favicon.ico whatever a page links; the icon is a static file, whose
+    # name (hashed in production) is known only once the storage is up, hence lazy.
+    path("favicon.ico", RedirectView.as_view(url=lazy(static, str)("favicon.svg"))),
     *pages,
     *api,
     path("", include("annotation.urls_quality")),

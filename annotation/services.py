@@ -588,8 +588,10 @@ def project_settings_update(*, project: Project, **fields) -> Project:
     return project
 
 
-def tasks_create(*, project: Project, kind: str, options: dict, priority: int = 0) -> int:
-    """Create a batch of tasks of one kind from the project's prompts and responses."""
+def tasks_create(*, project: Project, kind: str, options: dict, priority: int = 0):
+    """Create a batch of tasks of one kind from the project's prompts and responses.
+    Returns the kind's ``TaskBatch``: the new tasks and why other prompts or responses got
+    none (``batch.message`` says both)."""
     from annotation.kinds import KINDS
 
     spec = KINDS.get(kind)
@@ -600,9 +602,9 @@ def tasks_create(*, project: Project, kind: str, options: dict, priority: int = 
         raise ServiceError("priority must be between -100 and 100.")
     with transaction.atomic():
         started = timezone.now()
-        created = spec.create_tasks(project=project, options=options)
+        batch = spec.create_tasks(project=project, options=options)
         if priority:
             Task.objects.filter(project=project, kind=kind, created_at__gte=started).update(
                 priority=priority
             )
-    return created
+    return batch

@@ -239,13 +239,14 @@ def tasks_page(request, slug):
             else:
                 create_form = TaskCreateForm(request.POST, kinds=KINDS)
                 if create_form.is_valid():
-                    created = services.tasks_create(
+                    batch = services.tasks_create(
                         project=project,
                         kind=create_form.cleaned_data["kind"],
                         options=create_form.options(),
                         priority=create_form.cleaned_data["priority"] or 0,
                     )
-                    messages.success(request, f"Created {created} tasks.")
+                    report = messages.warning if batch.reasons else messages.success
+                    report(request, batch.message)
                     return redirect("tasks", slug=project.slug)
         except ServiceError as error:
             form = settings_form if request.POST.get("action") == "settings" else create_form

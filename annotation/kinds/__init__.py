@@ -22,9 +22,9 @@ class KindSpec:
     min_responses: int = 0
     max_responses: int = 0
     # Admin action: create this kind's tasks for a project from its prompts and responses.
-    # Called as create_tasks(project=..., options={...}) -> number of new tasks; raises
-    # ServiceError on bad options. None when tasks of this kind are made some other way.
-    create_tasks: Callable[..., int] | None = None
+    # Called as create_tasks(project=..., options={...}) -> TaskBatch; raises ServiceError
+    # on bad options. None when tasks of this kind are made some other way.
+    create_tasks: Callable[..., "TaskBatch"] | None = None
     # Short help for the admin's task-creation form.
     create_help: str = ""
 
@@ -34,6 +34,31 @@ class KindSpec:
                 f"A {self.kind} task takes {self.min_responses} to {self.max_responses} "
                 f"responses, not {count}."
             )
+
+
+@dataclass(frozen=True)
+class TaskBatch:
+    """What one batch of task creation did: how many tasks of ``kind`` are new and, when
+    some prompts or answers got none, why: phrases counted by the creation itself
+    ("12 prompts already have a ranking task ..."), shown to the admin as they are."""
+
+    kind: str
+    created: int
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def message(self) -> str:
+        tasks = f"{self.kind} task{'' if self.created == 1 else 's'}"
+        reasons = f": {'; '.join(self.reasons)}" if self.reasons else ""
+        return f"Created {self.created} {tasks}{reasons}."
+
+
+def counted(number: int, singular: str, plural: str) -> str:
+    """``"1 prompt has"``, ``"12 prompts have"``: a count with its noun (and verb)."""
+    return f"{number} {singular if number == 1 else plural}"
+
+
+NO_PROMPTS = "no prompts in the project; import some on Prompts"
 
 
 def value(data: Mapping, name: str, default=None):

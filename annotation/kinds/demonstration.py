@@ -25,7 +25,7 @@ from collections.abc import Iterator, Mapping
 from django.db import transaction
 
 from annotation.errors import ServiceError
-from annotation.kinds import KindSpec, value
+from annotation.kinds import NO_PROMPTS, KindSpec, TaskBatch, counted, value
 from annotation.models import Judgment, Project, Prompt, Response, Task, TaskKind
 from annotation.services import ensure_task
 from models_registry.models import ModelVersion
@@ -189,30 +189,41 @@ def _model_version_id(raw) -> int:
 
 
 @transaction.atomic
-def create_tasks(*, project: Project, options: Mapping) -> int:
+def create_tasks(*, project: Project, options: Mapping) -> TaskBatch:
     """{"mode": "write"}: one write task per prompt of the project (a prompt whose metadata
     holds `context` turns gets a multi-turn task). {"mode": "edit", "model_version": id}: one
-    edit task per response of that version in the project. Returns how many tasks are new;
-    safe to repeat. Bad options, or a prompt with a malformed context, create nothing."""
+    edit task per response of that version in the project. Returns the new tasks and why
+    other prompts or responses got none; safe to repeat. Bad options, or a prompt with a
+    malformed context, create nothing."""
     if not isinstance(options, Mapping):
         raise ServiceError("Options must be an object with a mode.")
     mode = options.get("mode")
     if mode not in MODES:
         raise ServiceError("mode must be write (reply from scratch) or edit (improve a model's).")
-    created = 0
+    if mode == "edit":
+        version_id = _model_version_id(options.get("model_version"))
+        version = ModelVersion.objects.filter(pk=version_id).first()
+        if version is None:
+            raise ServiceError(f"There is no model version {version_id}.")
+    if not project.prompts.labeling().exists():
+        return TaskBatch(TaskKind.DEMONSTRATION, 0, (NO_PROMPTS,))
+    created = already = 0
     if mode == "write":
         for prompt in project.prompts.labeling().order_by("id").iterator(chunk_size=500):
             _, new = _ensure_demonstration_task(
                 project=project, prompt=prompt, context=_prompt_context(prompt)
             )
-            created += new
-        return created
-    version_id = _model_version_id(options.get("model_version"))
-    if not ModelVersion.objects.filter(pk=version_id).exists():
-        raise ServiceError(f"There is no model version {version_id}.")
+            created += int(new)
+            already += int(not new)
+        reasons = (
+            (f"{counted(already, 'prompt already has', 'prompts already have')} a write task",)
+            if already
+            else ()
+        )
+        return TaskBatch(TaskKind.DEMONSTRATION, created, reasons)
     responses = (
         Response.objects.labeling()
-        .filter(prompt__project=project, model_version_id=version_id)
+        .filter(prompt__project=project, model_version=version)
         .select_related("prompt")
         .order_by("prompt_id", "sample_index")
     )
@@ -223,8 +234,16 @@ def create_tasks(*, project: Project, options: Mapping) -> int:
             response=response,
             context=_prompt_context(response.prompt),
         )
-        created += new
-    return created
+        created += int(new)
+        already += int(not new)
+    if created + already == 0:
+        reason = f"{version.name} has no answers in this project yet; generate some on Models"
+        return TaskBatch(TaskKind.DEMONSTRATION, 0, (reason,))
+    answers = counted(
+        already, f"answer of {version.name} already has", f"answers of {version.name} already have"
+    )
+    reasons = (f"{answers} an edit task",) if already else ()
+    return TaskBatch(TaskKind.DEMONSTRATION, created, reasons)
 
 
 # --- export ---------------------------------------------------------------------------

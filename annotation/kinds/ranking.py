@@ -14,10 +14,10 @@ signal to train towards (InstructGPT, Ouyang et al. 2022, drops such comparisons
 from collections.abc import Sequence
 from itertools import combinations
 
-from django.db.models import Count
+from django.db.models import Count, Max
 
 from annotation.errors import ServiceError
-from annotation.kinds import KindSpec, value, values
+from annotation.kinds import NO_PROMPTS, KindSpec, TaskBatch, counted, value, values
 from annotation.models import Judgment, Prompt, TaskKind
 
 MIN_K = 3
@@ -138,21 +138,22 @@ def _k(options) -> int:
     return k
 
 
-def create_tasks(*, project, options) -> int:
+def create_tasks(*, project, options) -> TaskBatch:
     """For every prompt of the project with at least k responses, one task ranking its k
-    newest responses. Returns how many tasks are new; safe to repeat."""
+    newest responses. Returns the new tasks and why other prompts got none (too few
+    candidate answers, or already ranked); safe to repeat."""
     from annotation.services import ensure_task
 
     k = _k(options)
-    prompts = (
+    pool = (
         Prompt.objects.labeling()
         .filter(project=project)
         .annotate(response_count=Count("responses"))
-        .filter(response_count__gte=k)
-        .order_by("id")
     )
-    created = 0
-    for prompt in prompts:
+    if not pool.exists():
+        return TaskBatch(TaskKind.RANKING, 0, (NO_PROMPTS,))
+    created = already = 0
+    for prompt in pool.filter(response_count__gte=k).order_by("id"):
         newest = list(prompt.responses.order_by("-created_at", "-id")[:k])
         # Positions in id order, so the same k responses always make the same task.
         responses = sorted(newest, key=lambda response: response.pk)
@@ -160,7 +161,26 @@ def create_tasks(*, project, options) -> int:
             project=project, kind=TaskKind.RANKING, prompt=prompt, responses=responses
         )
         created += int(is_new)
-    return created
+        already += int(not is_new)
+    reasons = []
+    if already:
+        reasons.append(
+            f"{counted(already, 'prompt already has', 'prompts already have')} a ranking "
+            f"task of {'its' if already == 1 else 'their'} {k} newest answers"
+        )
+    short = pool.filter(response_count__lt=k).aggregate(
+        prompts=Count("id"), most=Max("response_count")
+    )
+    if short["prompts"]:
+        if created + already == 0:
+            few = f"no prompt has {k} or more candidate answers (the most any prompt has is "
+        else:
+            few = (
+                f"{counted(short['prompts'], 'prompt has', 'prompts have')} fewer than {k} "
+                "candidate answers (the most any of them has is "
+            )
+        reasons.append(f"{few}{short['most']}); generate more samples per prompt on Models")
+    return TaskBatch(TaskKind.RANKING, created, tuple(reasons))
 
 
 SPEC = KindSpec(

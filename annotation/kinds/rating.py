@@ -8,8 +8,8 @@ their machine names below. The comment is stored as the judgment's rationale.
 """
 
 from annotation.errors import ServiceError
-from annotation.kinds import KindSpec, value, values
-from annotation.models import Judgment, Response, TaskKind
+from annotation.kinds import NO_PROMPTS, KindSpec, TaskBatch, counted, value, values
+from annotation.models import Judgment, Prompt, Response, TaskKind
 
 MIN_SCORE = 1
 MAX_SCORE = 7
@@ -92,19 +92,34 @@ def matches_gold(judgment: Judgment, gold_answer: dict) -> bool:
     return set(gold_answer.get("flags") or []) <= set(judgment.flags)
 
 
-def create_tasks(*, project, options) -> int:
-    """One rating task per response of the project. Returns how many are new; safe to
-    repeat. No options."""
+def create_tasks(*, project, options) -> TaskBatch:
+    """One rating task per response of the project. Returns the new tasks and why other
+    responses got none (already rated; or no prompts or responses at all); safe to repeat.
+    No options."""
     from annotation.services import ensure_task
 
-    created = 0
+    if not Prompt.objects.labeling().filter(project=project).exists():
+        return TaskBatch(TaskKind.RATING, 0, (NO_PROMPTS,))
+    created = already = 0
     responses = Response.objects.labeling().filter(prompt__project=project).select_related("prompt")
     for response in responses.order_by("id"):
         _, is_new = ensure_task(
             project=project, kind=TaskKind.RATING, prompt=response.prompt, responses=[response]
         )
         created += int(is_new)
-    return created
+        already += int(not is_new)
+    if created + already == 0:
+        return TaskBatch(
+            TaskKind.RATING,
+            0,
+            ("no prompt has a candidate answer yet; generate some on Models",),
+        )
+    reasons = (
+        (f"{counted(already, 'answer already has', 'answers already have')} a rating task",)
+        if already
+        else ()
+    )
+    return TaskBatch(TaskKind.RATING, created, reasons)
 
 
 SPEC = KindSpec(

@@ -345,7 +345,8 @@ def test_write_mode_makes_one_task_per_prompt_and_is_safe_to_repeat(project):
     first = create_tasks(project=project, options={"mode": "write"})
     again = create_tasks(project=project, options={"mode": "write"})
 
-    assert (first, again) == (2, 0)
+    assert (first.created, again.created) == (2, 0)
+    assert again.message == "Created 0 demonstration tasks: 2 prompts already have a write task."
     tasks = {task.prompt: task for task in Task.objects.filter(kind="demonstration")}
     assert tasks[plain].context == []
     assert tasks[threaded].context == CONTEXT
@@ -360,12 +361,12 @@ def test_edit_mode_makes_one_task_per_response_of_the_version(project, other_pro
 
     created = create_tasks(project=project, options={"mode": "edit", "model_version": version.pk})
 
-    assert created == 2
+    assert (created.created, created.reasons) == (2, ())
     tasks = Task.objects.all()
     assert sorted(task.links.get().response_id for task in tasks) == [r.pk for r in mine]
     assert {task.project for task in tasks} == {project}
     again = {"mode": "edit", "model_version": str(version.pk)}
-    assert create_tasks(project=project, options=again) == 0
+    assert create_tasks(project=project, options=again).created == 0
 
 
 @pytest.mark.parametrize(
@@ -417,7 +418,7 @@ def test_a_conversation_becomes_a_write_task_for_its_next_reply(project):
     assert task.context == CONTEXT
     assert task.prompt.text == "And in the evening?"
     assert Prompt.objects.count() == 1
-    assert create_tasks(project=project, options={"mode": "write"}) == 0
+    assert create_tasks(project=project, options={"mode": "write"}).created == 0
 
 
 @pytest.mark.parametrize(

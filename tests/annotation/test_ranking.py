@@ -194,7 +194,7 @@ def test_create_tasks_ranks_the_k_newest_responses_of_each_prompt_with_enough(pr
     created = RANKING.create_tasks(project=project, options={"k": 4})
     again = RANKING.create_tasks(project=project, options={"k": "4"})
 
-    assert (created, again) == (2, 0)
+    assert (created.created, again.created) == (2, 0)
     tasks = Task.objects.filter(project=project, kind="ranking").order_by("prompt_id")
     assert [[r.pk for r in t.ordered_responses()] for t in tasks] == [
         [r.pk for r in five[1:]],
@@ -207,7 +207,7 @@ def test_create_tasks_uses_k_4_by_default(project, options):
     _responses(make_prompt(project), 4)
     _responses(make_prompt(project), 3)
 
-    assert RANKING.create_tasks(project=project, options=options) == 1
+    assert RANKING.create_tasks(project=project, options=options).created == 1
 
 
 @pytest.mark.parametrize("k", [2, 10, "four", 3.5, True])

@@ -3,7 +3,7 @@ import pytest
 from annotation.errors import ServiceError
 from annotation.models import Response, Task
 from annotation.services import project_settings_update, tasks_create
-from tests.factories import make_prompt, make_task
+from tests.factories import make_prompt, make_task, make_version
 
 
 def _prompt_with_answers(project, count):
@@ -27,6 +27,128 @@ def test_admin_creates_ranking_tasks_with_a_priority(login, admin_member, projec
     assert (task.priority, task.links.count()) == (5, 3)
     page = client.get(f"/p/{project.slug}/tasks/").content.decode()
     assert "<td>ranking</td><td>1</td><td>1</td>" in page
+    assert (
+        "Created 1 ranking task: 1 prompt has fewer than 3 candidate answers (the most any of "
+        "them has is 2); generate more samples per prompt on Models." in _text(page)
+    )
+
+
+def _text(html: str) -> str:
+    return " ".join(html.split())
+
+
+def _create(client, project, **fields) -> str:
+    """Post a batch and read the message on the page it redirects to."""
+    answer = client.post(f"/p/{project.slug}/tasks/", {"action": "create", **fields}, follow=True)
+    assert answer.redirect_chain == [(f"/p/{project.slug}/tasks/", 302)]
+    return _text(answer.content.decode())
+
+
+def test_a_ranking_batch_says_no_prompt_has_k_answers_and_the_most_one_has(
+    login, admin_member, project
+):
+    _prompt_with_answers(project, 2)
+    _prompt_with_answers(project, 1)
+
+    page = _create(login(admin_member), project, kind="ranking", k=4)
+
+    assert (
+        "Created 0 ranking tasks: no prompt has 4 or more candidate answers (the most any "
+        "prompt has is 2); generate more samples per prompt on Models." in page
+    )
+    assert Task.objects.count() == 0
+
+
+def test_a_repeated_ranking_batch_says_which_prompts_are_already_ranked(
+    login, admin_member, project
+):
+    for count in (4, 5, 3):
+        _prompt_with_answers(project, count)
+    client = login(admin_member)
+
+    first = _create(client, project, kind="ranking", k=4)
+    again = _create(client, project, kind="ranking", k=4)
+
+    too_few = (
+        "1 prompt has fewer than 4 candidate answers (the most any of them has is 3); "
+        "generate more samples per prompt on Models."
+    )
+    assert f"Created 2 ranking tasks: {too_few}" in first
+    assert (
+        "Created 0 ranking tasks: 2 prompts already have a ranking task of their 4 newest "
+        f"answers; {too_few}" in again
+    )
+    assert Task.objects.filter(kind="ranking").count() == 2
+
+
+@pytest.mark.parametrize(
+    ("fields", "kind"),
+    [
+        ({"kind": "ranking"}, "ranking"),
+        ({"kind": "rating"}, "rating"),
+        ({"kind": "demonstration", "mode": "write"}, "demonstration"),
+        ({"kind": "demonstration", "mode": "edit", "model_version": "version"}, "demonstration"),
+    ],
+)
+def test_a_batch_in_a_project_without_prompts_says_so(
+    login, admin_member, project, other_project, fields, kind
+):
+    version = make_version("tiny")
+    _prompt_with_answers(other_project, 4)  # another project's prompts do not count
+    fields = {name: version.pk if value == "version" else value for name, value in fields.items()}
+
+    page = _create(login(admin_member), project, **fields)
+
+    assert f"Created 0 {kind} tasks: no prompts in the project; import some on Prompts." in page
+    assert Task.objects.count() == 0
+
+
+def test_a_rating_batch_says_when_there_are_no_answers_and_which_are_rated(
+    login, admin_member, project
+):
+    prompt = make_prompt(project)
+    client = login(admin_member)
+
+    empty = _create(client, project, kind="rating")
+    for number in range(3):
+        Response.objects.create(prompt=prompt, author="writer", text=f"answer {number}")
+    first = _create(client, project, kind="rating")
+    again = _create(client, project, kind="rating")
+
+    assert (
+        "Created 0 rating tasks: no prompt has a candidate answer yet; generate some on Models."
+        in empty
+    )
+    assert "Created 3 rating tasks." in first
+    assert "Created 0 rating tasks: 3 answers already have a rating task." in again
+    assert Task.objects.filter(kind="rating").count() == 3
+
+
+def test_a_demonstration_batch_says_why_prompts_or_answers_got_no_task(
+    login, admin_member, project
+):
+    version = make_version("tiny")
+    prompts = [make_prompt(project) for _ in range(2)]
+    client = login(admin_member)
+    edit = {"kind": "demonstration", "mode": "edit", "model_version": version.pk}
+
+    _create(client, project, kind="demonstration", mode="write")
+    write_again = _create(client, project, kind="demonstration", mode="write")
+    unanswered = _create(client, project, **edit)
+    for prompt in prompts:
+        Response.objects.create(prompt=prompt, model_version=version, text="draft")
+    _create(client, project, **edit)
+    edit_again = _create(client, project, **edit)
+
+    assert "Created 0 demonstration tasks: 2 prompts already have a write task." in write_again
+    assert (
+        "Created 0 demonstration tasks: tiny has no answers in this project yet; generate some "
+        "on Models." in unanswered
+    )
+    assert (
+        "Created 0 demonstration tasks: 2 answers of tiny already have an edit task." in edit_again
+    )
+    assert Task.objects.filter(kind="demonstration").count() == 4
 
 
 def test_bad_task_options_are_refused_and_create_nothing(login, admin_member, project):

@@ -740,7 +740,7 @@ def test_project_routes_are_for_members_with_label(
     response = _call(client, method, url, body)
 
     is_api = url.startswith("/api/")
-    expected = {"anonymous": 403 if is_api else 302, "outsider": 403}.get(name, allowed)
+    expected = {"anonymous": 401 if is_api else 302, "outsider": 403}.get(name, allowed)
     assert response.status_code == expected
     if name == "anonymous" and not is_api:
         assert response["Location"].startswith("/login/")
@@ -759,7 +759,7 @@ def test_battle_routes_are_for_the_owner_only(login, project, caller, battle, na
     response = _call(client, method, url, body)
 
     is_api = url.startswith("/api/")
-    refused = {"anonymous": 403 if is_api else 302, "outsider": 403}
+    refused = {"anonymous": 401 if is_api else 302, "outsider": 403}
     expected = refused.get(name, allowed if name == "owner" else 404)
     assert response.status_code == expected
     battle.refresh_from_db()

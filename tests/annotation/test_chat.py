@@ -680,9 +680,9 @@ def test_the_chat_api_is_open_to_the_owner_only(login, project, caller, session,
         f"{api}{session.pk}/messages/", {"text": "hi"}, content_type="application/json"
     )
 
-    expected_list = {"anonymous": 403, "outsider": 403}.get(name, 200)
-    expected_detail = {"anonymous": 403, "outsider": 403, "owner": 200}.get(name, 404)
-    expected_send = {"anonymous": 403, "outsider": 403, "owner": 202}.get(name, 404)
+    expected_list = {"anonymous": 401, "outsider": 403}.get(name, 200)
+    expected_detail = {"anonymous": 401, "outsider": 403, "owner": 200}.get(name, 404)
+    expected_send = {"anonymous": 401, "outsider": 403, "owner": 202}.get(name, 404)
     assert (listed.status_code, detail.status_code, sent.status_code) == (
         expected_list,
         expected_detail,

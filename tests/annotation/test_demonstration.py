@@ -264,7 +264,7 @@ def test_api_edit_submission_is_idempotent_and_returns_the_diff(login, project, 
 
 @pytest.mark.parametrize(
     ("who", "status"),
-    [("anonymous", 403), ("outsider", 403), ("labeler", 201), ("researcher", 201),
+    [("anonymous", 401), ("outsider", 403), ("labeler", 201), ("researcher", 201),
      ("admin", 201)],
 )  # fmt: skip
 def test_who_may_submit_a_demonstration_through_the_api(client, project, who, status):

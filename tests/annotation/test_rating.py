@@ -214,7 +214,7 @@ def test_api_submission_stores_a_rating_and_refuses_a_bad_one(login, project, la
 
 @pytest.mark.parametrize(
     ("role", "status"),
-    [(None, 403), ("outsider", 403), (Role.LABELER, 201), (Role.RESEARCHER, 201),
+    [(None, 401), ("outsider", 403), (Role.LABELER, 201), (Role.RESEARCHER, 201),
      (Role.ADMIN, 201)],
 )  # fmt: skip
 def test_who_may_submit_a_rating_through_the_api(login, project, task, role, status):

@@ -66,7 +66,12 @@ class TrainingRunInputSerializer(serializers.Serializer):
     )
     config = serializers.DictField(required=False, default=dict)
     filters = serializers.DictField(required=False, default=dict)
-    sft_first = serializers.BooleanField(required=False, default=False)
+    sft_first = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="DPO: an SFT stage on the chosen replies first. Both stages train with the "
+        "config's settings that SFT shares (max_steps, epochs, learning_rate, LoRA, seed...).",
+    )
 
 
 class TrainingRunListApi(APIView):

@@ -8,7 +8,7 @@ from django import forms
 from annotation.exports import AI_LABELS
 from models_registry.models import ModelVersion
 from training.methods.common import CURRICULA
-from training.services import SFT_FIRST_METHODS
+from training.services import SFT_FIRST_METHODS, sft_stage_settings
 from training.specs import METHODS, method_spec
 
 # Shown up front; every other config field sits under "Advanced".
@@ -114,12 +114,19 @@ class TrainingRunForm(forms.Form):
                 required=False, help_text="Also train on the chosen reply of every comparison."
             )
         if self.spec.method in SFT_FIRST_METHODS:
+            own = [
+                spec.name.replace("_", " ")
+                for spec in dataclasses.fields(self.spec.config_class())
+                if spec.name not in sft_stage_settings()
+            ]
             self.fields["sft_first"] = forms.BooleanField(
                 required=False,
                 initial=True,
                 label="SFT stage first",
                 help_text="Fine-tune on the chosen replies first, then run this from that model: "
-                "preference pairs alone can be separated perfectly while answers stay the same.",
+                "preference pairs alone can be separated perfectly while answers stay the same. "
+                f"Both stages train with the settings below ({', '.join(own)}: "
+                f"{self.spec.label} only).",
             )
         if self.spec.dataset == "preferences":
             self.fields["min_margin"] = forms.IntegerField(

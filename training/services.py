@@ -8,6 +8,7 @@ reason; a failed or cancelled run with a checkpoint can be resumed from it.
 """
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
@@ -188,6 +189,9 @@ def training_run_start(
     ``sft_first`` (DPO) queues an SFT run on the chosen replies instead, whose success
     starts the DPO run from the SFT model: DPO alone can separate chosen from rejected
     perfectly while greedy answers stay the same, and the SFT stage is what moves them.
+    Both stages train with the settings they share (``sft_stage_config``: learning rate,
+    epochs, max_steps, batch size, lengths, LoRA, seed...); beta, loss type and the NLL
+    weight are DPO's alone.
     """
     try:
         spec = method_spec(method)
@@ -247,12 +251,25 @@ def _start_sft_stage(
         project=project,
         base_version=base_version,
         method="sft",
-        config={"seed": method_config.seed},
+        config=sft_stage_config(method_config),
         filters={"include_chosen": True},
         user=user,
         queue=queue,
         follow_up=follow_up,
     )
+
+
+def sft_stage_settings() -> set[str]:
+    """The config fields an SFT stage takes from its run (those SFT has: learning rate,
+    epochs, max_steps, batch size, lengths, LoRA, seed, warmup, held-out share...)."""
+    return {field.name for field in dataclasses.fields(method_spec("sft").config_class())}
+
+
+def sft_stage_config(method_config) -> dict:
+    """The SFT stage's config: every setting of ``method_config`` that SFT has too, so
+    what was asked for the run (max_steps, say) holds for both stages."""
+    shared = sft_stage_settings()
+    return {name: value for name, value in method_config.to_dict().items() if name in shared}
 
 
 def _start_follow_up(run: TrainingRun, version: ModelVersion) -> None:

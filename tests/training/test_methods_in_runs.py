@@ -187,3 +187,29 @@ def test_dpo_with_an_sft_stage_first_chains_two_runs(project_with_feedback, base
     training_run_execute(run_id=dpo.pk)
     dpo.refresh_from_db()
     assert [v.method for v in dpo.model_version.lineage()] == ["base", "sft", "dpo"]
+
+
+def test_the_sft_stage_trains_with_the_settings_asked_for_the_run(project_with_feedback, base):
+    # given: a short DPO run (2 steps, batch 2, LoRA r 4, seed 1) with an SFT stage first
+    asked = {**SMALL, "learning_rate": 3e-4, "beta": 0.2}
+    run = training_run_start(
+        project=project_with_feedback, base_version=base, method="dpo", config=asked, sft_first=True
+    )
+
+    # when: both stages train
+    training_run_execute(run_id=run.pk)
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.error
+    dpo = run.follow_ups.get()
+    training_run_execute(run_id=dpo.pk)
+    dpo.refresh_from_db()
+
+    # then: the SFT stage recorded and ran what was asked, as the DPO stage did
+    shared = ("max_steps", "batch_size", "lora_r", "lora_alpha", "seed", "learning_rate")
+    assert {name: run.config[name] for name in shared} == {name: asked[name] for name in shared}
+    assert "beta" not in run.config  # DPO's own settings stay DPO's
+    assert run.model_version.config == run.config
+    for stage in (run, dpo):
+        assert list(stage.steps.values_list("step", flat=True)) == [1, 2]
+        assert stage.total_steps == 2
+    assert (dpo.config["max_steps"], dpo.config["beta"]) == (2, 0.2)

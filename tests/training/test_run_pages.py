@@ -131,3 +131,36 @@ def test_a_failed_run_with_a_checkpoint_offers_resume(login, admin_member, proje
     html = login(admin_member).get(f"/p/{project.slug}/training/{run.pk}/").content.decode()
 
     assert "Resume from step 4" in html
+
+
+def test_the_form_gives_the_sft_stage_the_settings_it_shows(login, admin_member, project):
+    from tests.factories import make_preferences
+
+    make_preferences(project, make_member(project, Role.LABELER), 2)
+    base = make_version()
+    client = login(admin_member)
+    form = client.get(f"/p/{project.slug}/training/?method=dpo").content.decode()
+
+    answer = client.post(
+        f"/p/{project.slug}/training/",
+        {
+            "method": "dpo",
+            "base_version": base.pk,
+            "sft_first": "on",
+            "max_steps": "2",
+            "batch_size": "2",
+            "learning_rate": "0.0003",
+            "seed": "3",
+            "beta": "0.2",
+        },
+    )
+
+    assert answer.status_code == 302
+    stage = TrainingRun.objects.get()  # the SFT stage, queued; DPO follows it
+    assert stage.method == "sft"
+    assert (stage.config["max_steps"], stage.config["batch_size"], stage.seed) == (2, 2, 3)
+    assert stage.config["learning_rate"] == 0.0003
+    assert stage.follow_up["config"]["beta"] == 0.2
+    assert "Both stages train with the settings below (beta, loss type, nll weight: DPO only)" in (
+        form
+    )

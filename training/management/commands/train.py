@@ -59,7 +59,10 @@ class Command(BaseCommand):
         )
         parser.add_argument("--include-chosen", action="store_true", help="SFT on chosen too.")
         parser.add_argument(
-            "--sft-first", action="store_true", help="DPO: an SFT stage on chosen replies first."
+            "--sft-first",
+            action="store_true",
+            help="DPO: an SFT stage on chosen replies first, with the settings both share "
+            "(--set max_steps, epochs, learning_rate, LoRA, seed...).",
         )
         parser.add_argument("--min-margin", type=int, help="Leave out weaker preference pairs.")
         parser.add_argument(

@@ -5,8 +5,9 @@ with one partner reply to the same prompt: the newest reply of another author (a
 version that is not retired, or a person). The policy picks the partner:
 
 - ``newest_vs_incumbent``: the incumbent's reply (the serving policy promoted last); the
-  incumbent itself is paired with the newest other version. Where the chosen author did
-  not answer the prompt, the newest other author's reply stands in.
+  incumbent itself is paired with the newest other version (never an intermediate stage
+  of a run, such as the SFT before DPO, unless an admin released it). Where the chosen
+  author did not answer the prompt, the newest other author's reply stands in.
 - ``round_robin``: the author this version has been compared with least in the project
   so far, so every pair of versions gets about the same number of tasks.
 - ``active``: the reply the latest reward model scores closest to this version's reply,
@@ -101,7 +102,7 @@ class _Picker:
         champion = registry_selectors.incumbent()
         if champion is not None and champion.pk == model_version.pk:
             champion = (
-                ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY)
+                ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY, intermediate=False)
                 .exclude(pk=model_version.pk)
                 .exclude(state=ModelVersion.State.RETIRED)
                 .order_by("-created_at", "-id")

@@ -17,6 +17,7 @@ def version_payload(version: ModelVersion) -> dict:
         "kind": version.kind,
         "method": version.method,
         "state": version.state,
+        "intermediate": version.intermediate,
         "parent": version.parent_id,
         "lineage": [v.name for v in version.lineage()],
         "snapshot_hash": version.snapshot_hash,
@@ -176,6 +177,21 @@ class ModelVersionRetireApi(APIView):
     def post(self, request, slug, version_id):
         """Retire a version; the last serving policy is refused with 400."""
         return _state_change(request, slug, version_id, services.model_version_retire)
+
+
+class ModelVersionReleaseApi(APIView):
+    def post(self, request, slug, version_id):
+        """Release an intermediate stage of a run (the SFT before DPO): it generates
+        candidates and enters battles; 400 with a detail for any other version."""
+        project = project_for(user=request.user, slug=slug, capability=MANAGE)
+        version = get_object_or_404(ModelVersion, pk=version_id)
+        data = StateChangeInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        change = services.model_version_release(
+            version=version, user=request.user, note=data.validated_data["note"], project=project
+        )
+        payload = version_payload(selectors.version_detail(version_id=version.pk))
+        return Response({**payload, "change": change_payload(change)})
 
 
 class ModelVersionImportInputSerializer(serializers.Serializer):

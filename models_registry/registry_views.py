@@ -8,6 +8,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from annotation.errors import ServiceError
 from annotation.permissions import MANAGE, VIEW_DATA, can, project_for
+from config.celery import QueueUnavailable
 from models_registry import selectors, services
 from models_registry.forms import ModelImportForm, StateChangeForm
 from models_registry.models import ModelVersion
@@ -42,6 +43,9 @@ def _version_page(request, project, version_id: int, *, error: str = "", status:
             else None
         ),
         "run_here": run is not None and run.project_id == project.pk and can_manage,
+        "can_release": version.intermediate
+        and can_manage
+        and (run is None or run.project_id == project.pk),
         "form": StateChangeForm(),
         "error": error,
         "can_manage": can_manage,
@@ -83,6 +87,28 @@ def version_promote(request, slug, version_id):
 @require_POST
 def version_retire(request, slug, version_id):
     return _state_change(request, slug, version_id, services.model_version_retire, "is retired")
+
+
+@login_required
+@require_POST
+def version_release(request, slug, version_id):
+    """Release an intermediate stage of a run: it makes candidates and enters battles."""
+    project = project_for(user=request.user, slug=slug, capability=MANAGE)
+    version = get_object_or_404(ModelVersion, pk=version_id)
+    form = StateChangeForm(request.POST)
+    if not form.is_valid():
+        return _version_page(request, project, version.pk, error=_form_error(form), status=400)
+    try:
+        services.model_version_release(
+            version=version, user=request.user, note=form.cleaned_data["note"], project=project
+        )
+    except ServiceError as refusal:
+        return _version_page(request, project, version.pk, error=refusal.message, status=400)
+    except QueueUnavailable as down:  # released; its generation job is failed with the reason
+        messages.error(request, f"{version.name} is released, but no candidates: {down}")
+    else:
+        messages.success(request, f"{version.name} is released: its candidates are queued.")
+    return redirect("model_version", slug=project.slug, version_id=version.pk)
 
 
 @login_required

@@ -133,9 +133,7 @@ def servable_versions(*, kind: str | None = None):
     """Versions the API, chat and the arena may use: every one not retired (of ``kind``,
     if given), newest first. An intermediate stage of a run (the SFT before DPO) is left
     out until an admin releases it."""
-    rows = ModelVersion.objects.exclude(state=ModelVersion.State.RETIRED).exclude(
-        intermediate=True
-    )
+    rows = ModelVersion.objects.exclude(state=ModelVersion.State.RETIRED).exclude(intermediate=True)
     if kind:
         rows = rows.filter(kind=kind)
     return rows.select_related("parent").order_by("-created_at", "-id")
@@ -163,9 +161,12 @@ HEAD_TO_HEAD_SOURCE = "human"
 
 
 def incumbent() -> ModelVersion | None:
-    """The serving policy promoted last: the one a candidate has to beat."""
+    """The serving policy promoted last: the one a candidate has to beat (never an
+    intermediate stage of a run, which cannot be promoted)."""
     return (
-        ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY, state=ModelVersion.State.SERVING)
+        ModelVersion.objects.filter(
+            kind=ModelVersion.Kind.POLICY, state=ModelVersion.State.SERVING, intermediate=False
+        )
         .order_by(F("promoted_at").desc(nulls_last=True), "-id")
         .first()
     )

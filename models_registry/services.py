@@ -359,6 +359,11 @@ def model_version_promote(*, version: ModelVersion, user=None, note: str = "") -
             raise ServiceError(
                 f"{version.name} is a reward model: only policies are promoted to serving."
             )
+        if version.intermediate:
+            raise ServiceError(
+                f"{version.name} is {_stage_of(version)}: release it first, so that it "
+                "generates candidates and meets the others in battles."
+            )
         current = selectors.incumbent()
         if current is not None and current.pk == version.pk:
             raise ServiceError(f"{version.name} is already the incumbent.")
@@ -409,6 +414,47 @@ def model_version_retire(*, version: ModelVersion, user=None, note: str = "") ->
             note=note.strip(),
             user=user,
         )
+
+
+def _stage_of(version: ModelVersion) -> str:
+    run = version.training_run_id
+    return f"an intermediate stage of run {run}" if run else "an intermediate stage"
+
+
+def model_version_release(
+    *, version: ModelVersion, user=None, note: str = "", project: Project | None = None
+) -> StateChange:
+    """Release an intermediate stage of a run (the SFT model before DPO): it becomes a
+    candidate like any new version, so it enters the arena, chat and the API, and (a
+    policy) a generation job makes its candidates in its run's project. The release is
+    recorded in its history (a change that keeps the state, with a note). A version that
+    is not an intermediate stage, or (with ``project``) was trained in another project, is
+    refused and nothing changes."""
+    with transaction.atomic():
+        version = ModelVersion.objects.select_for_update().get(pk=version.pk)
+        if not version.intermediate:
+            raise ServiceError(
+                f"{version.name} is not an intermediate stage of a run: there is nothing to "
+                "release."
+            )
+        run = version.training_run
+        if project is not None and run is not None and run.project_id != project.pk:
+            raise ServiceError(
+                f"{version.name} was trained in another project: release it from there."
+            )
+        stage = _stage_of(version)
+        version.intermediate = False
+        version.save(update_fields=["intermediate"])
+        change = StateChange.objects.create(
+            version=version,
+            from_state=version.state,
+            to_state=version.state,
+            note=f"Released: was {stage}. {note.strip()}".strip(),
+            user=user,
+        )
+        if run is not None and version.kind == ModelVersion.Kind.POLICY:
+            generation_job_start(project=run.project, model_version=version, user=user)
+    return change
 
 
 IMPORT_NAME_MAX = ModelVersion._meta.get_field("name").max_length

@@ -14,6 +14,7 @@ urlpatterns = [
     path(version, registry_views.version_page, name="model_version"),
     path(f"{version}promote/", registry_views.version_promote, name="model_version_promote"),
     path(f"{version}retire/", registry_views.version_retire, name="model_version_retire"),
+    path(f"{version}release/", registry_views.version_release, name="model_version_release"),
     path(
         "api/model-versions/<int:version_id>/",
         api.ModelVersionDetailApi.as_view(),
@@ -28,4 +29,7 @@ urlpatterns = [
         f"{api_version}promote/", api.ModelVersionPromoteApi.as_view(), name="api_version_promote"
     ),
     path(f"{api_version}retire/", api.ModelVersionRetireApi.as_view(), name="api_version_retire"),
+    path(
+        f"{api_version}release/", api.ModelVersionReleaseApi.as_view(), name="api_version_release"
+    ),
 ]

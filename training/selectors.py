@@ -51,7 +51,12 @@ def newest_version(*, kind: str) -> ModelVersion | None:
 
 
 def newest_policy() -> ModelVersion | None:
-    return newest_version(kind=ModelVersion.Kind.POLICY)
+    """The newest policy that is not an intermediate stage of a run: the default base."""
+    return (
+        ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY, intermediate=False)
+        .order_by("-created_at", "-id")
+        .first()
+    )
 
 
 def training_runs(*, project, limit: int = 20):

@@ -191,7 +191,7 @@ def training_run_start(
     perfectly while greedy answers stay the same, and the SFT stage is what moves them.
     Both stages train with the settings they share (``sft_stage_config``: learning rate,
     epochs, max_steps, batch size, lengths, LoRA, seed...); beta, loss type and the NLL
-    weight are DPO's alone.
+    weight are DPO's alone. The SFT model is registered as an intermediate version.
     """
     try:
         spec = method_spec(method)
@@ -285,9 +285,22 @@ def _start_follow_up(run: TrainingRun, version: ModelVersion) -> None:
             previous=run,
         )
     except (ServiceError, QueueUnavailable) as error:
-        _append_log(run.pk, f"could not start the follow-up {plan['method']} run: {error}")
+        _append_log(
+            run.pk,
+            f"could not start the follow-up {plan['method']} run: {error} ({version.name} stays "
+            "an intermediate version: release it on its page to use it)",
+        )
     else:
         _append_log(run.pk, f"started the follow-up {plan['method']} run #{follow_up.pk}")
+
+
+def _start_generation(run: TrainingRun, version: ModelVersion) -> None:
+    try:
+        job = generation_job_start(project=run.project, model_version=version)
+    except (ServiceError, QueueUnavailable) as error:
+        _append_log(run.pk, f"no candidates from {version.name}: {error}")
+    else:
+        _append_log(run.pk, f"generation job #{job.pk} makes candidates from {version.name}")
 
 
 def _enqueue(run: TrainingRun) -> None:
@@ -404,7 +417,11 @@ def _claim_run(run_id: int) -> TrainingRun | None:
 
 def training_run_execute(*, run_id: int) -> None:
     """Train, verify, evaluate and register; a failure leaves the run failed with the
-    reason and registers nothing. Checkpoints are kept until the run succeeds."""
+    reason and registers nothing. Checkpoints are kept until the run succeeds.
+
+    Then the follow-up stage starts (the DPO after an SFT stage, whose SFT model is
+    registered as an intermediate version and generates nothing), or, for a final policy,
+    the generation job of its candidates."""
     run = _claim_run(run_id)
     if run is None:
         return
@@ -435,8 +452,8 @@ def training_run_execute(*, run_id: int) -> None:
     _run_finished(run.pk, TrainingRun.Status.SUCCEEDED)
     if run.follow_up:
         _start_follow_up(run, version)
-    if version.kind == ModelVersion.Kind.POLICY:
-        generation_job_start(project=run.project, model_version=version)
+    elif version.kind == ModelVersion.Kind.POLICY:
+        _start_generation(run, version)
 
 
 def _device_name() -> str:
@@ -574,6 +591,7 @@ def _register(
         seed=run.seed,
         library_versions=getattr(result, "library_versions", None) or {},
         metrics=metrics,
+        intermediate=bool(run.follow_up),  # a stage: the follow-up run makes the final one
     )
 
 

@@ -9,7 +9,7 @@ from annotation import ratings
 from annotation.errors import ServiceError
 from annotation.models import Judgment, Response, Role
 from models_registry import selectors
-from models_registry.models import ModelVersion, StateChange
+from models_registry.models import GenerationJob, ModelVersion, StateChange
 from models_registry.services import model_version_promote, model_version_retire
 from tests.factories import make_member, make_prompt, make_user, make_version
 from training.models import DatasetSnapshot, TrainingRun
@@ -500,6 +500,15 @@ ROUTES = [
         False,
         "incumbent is the last serving policy",
     ),
+    (
+        "model_version_release",
+        "post",
+        "/p/{slug}/models/{target}/release/",
+        MANAGE,
+        400,
+        False,
+        "incumbent is not an intermediate stage of a run",
+    ),
     ("api_version", "get", "/api/model-versions/{target}/", LOGIN, 200, True, '"incumbent"'),
     (
         "api_version_import",
@@ -527,6 +536,15 @@ ROUTES = [
         400,
         True,
         '{"detail":"incumbent is the last serving policy',
+    ),
+    (
+        "api_version_release",
+        "post",
+        "/api/projects/{slug}/model-versions/{target}/release/",
+        MANAGE,
+        400,
+        True,
+        '{"detail":"incumbent is not an intermediate stage of a run',
     ),
 ]
 
@@ -626,3 +644,189 @@ def test_unknown_versions_and_projects_are_404(login, admin_member, db):
     assert client.post("/p/alpha/models/999999/promote/").status_code == 404
     assert client.get("/p/nope/models/lineage/").status_code == 404
     assert client.get("/p/alpha/models/999999/promote/").status_code == 405
+
+
+# --- intermediate stages of a run (the SFT before DPO) -----------------------------------
+
+
+@pytest.fixture
+def stage(project, pair):
+    """The SFT stage of a two-stage run of the project, registered as intermediate, and the
+    project's prompt its candidates would answer."""
+    incumbent, _ = pair
+    make_prompt(project)
+    run = TrainingRun.objects.create(
+        project=project,
+        method="sft",
+        base_version=incumbent,
+        status=TrainingRun.Status.SUCCEEDED,
+        follow_up={"method": "dpo", "config": {}, "filters": {}},
+    )
+    return make_version(
+        "sft-stage",
+        state=ModelVersion.State.CANDIDATE,
+        method="sft",
+        parent=incumbent,
+        training_run=run,
+        intermediate=True,
+    )
+
+
+def _release_outcome(version):
+    version.refresh_from_db()
+    return (
+        version.intermediate,
+        StateChange.objects.filter(version=version).count(),
+        GenerationJob.objects.filter(model_version=version).count(),
+    )
+
+
+def test_an_intermediate_stage_is_in_no_model_list_and_never_a_partner(
+    project, labeler, pair, stage, client
+):
+    from annotation.arena import arena_versions
+    from annotation.candidates import ensure_comparison_tasks
+    from annotation.chat import chat_versions
+    from annotation.models import CandidatePolicy, Task
+    from models_registry.services import api_key_rotate
+
+    incumbent, candidate = pair
+    project.candidate_policy = CandidatePolicy.NEWEST_VS_INCUMBENT
+    project.save(update_fields=["candidate_policy"])
+    # An admin had the stage answer by hand, after the candidate answered.
+    prompt = make_prompt(project)
+    for version in (candidate, stage, incumbent):
+        Response.objects.create(prompt=prompt, model_version=version, text=f"by {version.name}")
+    key = api_key_rotate(user=labeler).key
+
+    listed = client.get("/v1/models", HTTP_AUTHORIZATION=f"Bearer {key}").json()["data"]
+    ensure_comparison_tasks(project=project, model_version=incumbent)
+
+    expected = {incumbent, candidate}
+    assert set(selectors.servable_versions(kind="policy")) == expected
+    assert set(arena_versions()) == set(chat_versions()) == expected
+    assert {row["id"] for row in listed} == {v.model_id for v in expected}
+    # The incumbent's reply is paired with the newest other version's: the candidate's.
+    task = Task.objects.get(prompt=prompt)
+    assert {r.model_version for r in task.responses.all()} == {incumbent, candidate}
+
+
+def test_an_intermediate_stage_is_not_promoted(pair, stage):
+    with pytest.raises(ServiceError, match=r"sft-stage is an intermediate stage of run \d+"):
+        model_version_promote(version=stage, user=None)
+
+    stage.refresh_from_db()
+    assert (stage.state, StateChange.objects.count()) == ("candidate", 0)
+
+
+def test_the_version_and_lineage_pages_show_the_stage_and_the_release_action(
+    login, admin_member, researcher, stage
+):
+    run = stage.training_run
+    admin_page = login(admin_member).get(f"/p/alpha/models/{stage.pk}/").content.decode()
+    lineage = login(researcher).get("/p/alpha/models/lineage/").content.decode()
+    researcher_page = login(researcher).get(f"/p/alpha/models/{stage.pk}/").content.decode()
+
+    text = f"Intermediate stage of run {run.pk}</strong>: the SFT stage before the run's DPO stage"
+    assert text in admin_page
+    assert f'action="/p/alpha/models/{stage.pk}/release/"' in admin_page
+    assert "Release this stage" in admin_page
+    assert 'id="promote"' not in admin_page
+    assert text in researcher_page
+    assert 'id="release"' not in researcher_page
+    assert f"intermediate stage of run {run.pk}</title>" in lineage
+    assert 'stroke-dasharray="5 3"' in lineage
+
+
+def test_releasing_a_stage_makes_it_a_candidate_that_generates(login, admin_member, project, stage):
+    client = login(admin_member)
+
+    answer = client.post(f"/p/alpha/models/{stage.pk}/release/", {"note": "try it"})
+
+    assert answer.status_code == 302
+    assert _release_outcome(stage) == (False, 1, 1)
+    change = StateChange.objects.get(version=stage)
+    run = stage.training_run
+    assert (change.from_state, change.to_state, change.user) == (
+        "candidate",
+        "candidate",
+        admin_member,
+    )
+    assert change.note == f"Released: was an intermediate stage of run {run.pk}. try it"
+    job = GenerationJob.objects.get(model_version=stage)
+    assert (job.project, job.status) == (project, GenerationJob.Status.QUEUED)
+    assert stage in selectors.servable_versions(kind="policy")
+    page = client.get(answer["Location"]).content.decode()
+    assert "sft-stage is released: its candidates are queued." in page
+    assert "Released (candidate)" in page
+    assert 'id="intermediate"' not in page
+
+
+def test_releasing_a_version_that_is_no_stage_is_refused_and_changes_nothing(
+    login, admin_member, pair, stage
+):
+    _, candidate = pair
+    client = login(admin_member)
+
+    page = client.post(f"/p/alpha/models/{candidate.pk}/release/", {"note": ""})
+    api = client.post(f"/api/projects/alpha/model-versions/{candidate.pk}/release/")
+
+    assert page.status_code == 400
+    assert "candidate is not an intermediate stage of a run: there is nothing to release." in (
+        page.content.decode()
+    )
+    assert (api.status_code, api.json()["detail"]) == (
+        400,
+        "candidate is not an intermediate stage of a run: there is nothing to release.",
+    )
+    assert _release_outcome(candidate) == (False, 0, 0)
+    assert _release_outcome(stage) == (True, 0, 0)
+
+
+def test_the_api_releases_a_stage(login, admin_member, stage):
+    answer = login(admin_member).post(
+        f"/api/projects/alpha/model-versions/{stage.pk}/release/", {"note": "api"}
+    )
+
+    assert answer.status_code == 200
+    assert (answer.json()["intermediate"], answer.json()["change"]["user"]) == (False, "adm")
+    assert _release_outcome(stage) == (False, 1, 1)
+
+
+@pytest.mark.parametrize(
+    "caller_name",
+    ["anonymous", "outsider", "labeler", "researcher", "admin", "admin elsewhere"],
+)
+@pytest.mark.parametrize("api", [False, True], ids=["page", "api"])
+def test_only_an_admin_of_the_project_releases_a_stage(
+    login, project, other_project, stage, caller_name, api
+):
+    if caller_name == "admin elsewhere":
+        caller = make_member(other_project, Role.ADMIN, "adm2")
+    else:
+        caller = _caller(caller_name, project)
+    prefix = "/api/projects/alpha/model-versions" if api else "/p/alpha/models"
+
+    answer = login(caller).post(f"{prefix}/{stage.pk}/release/", {"note": "go"})
+
+    if caller_name == "admin":
+        assert answer.status_code == (200 if api else 302)
+        assert _release_outcome(stage) == (False, 1, 1)
+        return
+    if caller is None:  # the API answers 401 or 403 as DRF's authentication decides
+        assert answer.status_code in ((401, 403) if api else (302,))
+    else:
+        assert answer.status_code == 403
+    assert _release_outcome(stage) == (True, 0, 0)
+
+
+def test_a_stage_is_released_only_from_its_own_project(login, other_project, stage):
+    admin_elsewhere = make_member(other_project, Role.ADMIN, "adm2")
+
+    answer = login(admin_elsewhere).post(f"/p/beta/models/{stage.pk}/release/", {"note": ""})
+
+    assert answer.status_code == 400
+    assert "sft-stage was trained in another project: release it from there." in (
+        answer.content.decode()
+    )
+    assert _release_outcome(stage) == (True, 0, 0)

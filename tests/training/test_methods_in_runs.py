@@ -4,7 +4,7 @@ import pytest
 
 from annotation.models import Role
 from models_registry.ml import GenerationParams, generate_replies, load_policy
-from models_registry.models import ModelVersion
+from models_registry.models import GenerationJob, ModelVersion
 from models_registry.services import ensure_base_model_from_folder
 from tests.factories import make_member, make_preferences
 from training.models import TrainingRun
@@ -213,3 +213,43 @@ def test_the_sft_stage_trains_with_the_settings_asked_for_the_run(project_with_f
         assert list(stage.steps.values_list("step", flat=True)) == [1, 2]
         assert stage.total_steps == 2
     assert (dpo.config["max_steps"], dpo.config["beta"]) == (2, 0.2)
+
+
+def test_the_sft_stage_is_an_intermediate_version_that_makes_no_candidates(
+    project_with_feedback, base
+):
+    from annotation.arena import arena_versions
+    from annotation.chat import chat_versions
+    from models_registry.selectors import servable_versions
+    from training.selectors import newest_policy
+
+    run = training_run_start(
+        project=project_with_feedback, base_version=base, method="dpo", config=SMALL, sft_first=True
+    )
+
+    # when: the SFT stage succeeds
+    training_run_execute(run_id=run.pk)
+
+    # then: its model is an intermediate version: no generation job, in no model list
+    run.refresh_from_db()
+    stage = run.model_version
+    assert stage.intermediate
+    assert stage.generation_jobs.count() == 0
+    assert list(servable_versions(kind="policy")) == [base]
+    assert list(arena_versions()) == list(chat_versions()) == [base]
+    assert newest_policy() == base  # the training form's default base
+
+    # when: the DPO stage succeeds
+    dpo = run.follow_ups.get()
+    training_run_execute(run_id=dpo.pk)
+
+    # then: the final version is a candidate like any other, trained from the SFT stage
+    dpo.refresh_from_db()
+    final = dpo.model_version
+    assert not final.intermediate
+    assert final.parent == stage
+    assert [v.method for v in final.lineage()] == ["base", "sft", "dpo"]
+    job = GenerationJob.objects.get()
+    assert (job.model_version, job.status) == (final, GenerationJob.Status.QUEUED)
+    assert f"generation job #{job.pk} makes candidates" in dpo.log
+    assert list(servable_versions(kind="policy")) == [final, base]

@@ -156,9 +156,10 @@ class AssignmentSkipApi(APIView):
 
 
 class PreferenceExportApi(APIView):
-    """GET ?format=dpo|sft|ranking|rating&ai=include|exclude|only: the JSONL file; every
-    row carries its source (human, ai, review) and, for AI rows, judge, constitution
-    version and principle."""
+    """GET ?format=dpo|sft|ranking|rating&ai=exclude|trusted|include|only: the JSONL file
+    (no ai: the project's setting, which leaves AI labels out unless an admin chose
+    otherwise); every row carries its source (human, ai, review) and, for AI rows, judge,
+    constitution version and principle."""
 
     def get(self, request, slug):
         project = project_for(user=request.user, slug=slug, capability=VIEW_DATA)
@@ -167,8 +168,8 @@ class PreferenceExportApi(APIView):
             raise ServiceError(
                 f"Unknown format {export_format!r}; choose one of {', '.join(exports.FORMATS)}."
             )
-        ai = exports.check_ai(request.query_params.get("ai", "include"))
-        return export_response(project, export_format, ai)
+        selection = exports.ai_selection(project, request.query_params.get("ai") or None)
+        return export_response(project, export_format, selection)
 
 
 class ProjectStatsApi(APIView):

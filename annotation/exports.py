@@ -9,8 +9,11 @@ Only current judgments count: superseded and rejected ones are left out. AI judg
 to review and not yet reviewed stay in (a review that rejects one takes it out; one that
 corrects it puts the reviewer's judgment in its place).
 
-AI labels (``ai``): ``include`` (the default: people's and AI judgments), ``exclude``
-(people's only: labelers' and reviewers' corrections) or ``only`` (AI judgments only).
+AI labels (``ai``): ``exclude`` (people's only: labelers' and reviewers' corrections),
+``trusted`` (people's, and AI judgments of the judges whose agreement with people clears the
+project's threshold), ``include`` (people's and every AI judgment) or ``only`` (AI judgments
+only). Left out (None), it is the project's setting, which leaves AI labels out unless an
+admin chose otherwise (annotation/ai/trust.py).
 Every row says where it came from, in the same keys on every row so that
 ``datasets.load_dataset("json")`` reads a mixed file (a column that is null in the first
 rows and text later fails to load):
@@ -27,38 +30,61 @@ rows and text later fails to load):
 import json
 from collections import Counter, defaultdict
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import IO
 
-from annotation.errors import ServiceError
+from django.db.models import Q
+
+from annotation.ai.trust import AI_LABELS as AI_LABELS  # re-exported: pages, forms, commands
+from annotation.ai.trust import AI_OPTIONS as AI_OPTIONS
+from annotation.ai.trust import ai_choice, trusted_judges
+from annotation.ai.trust import check_ai as check_ai
 from annotation.models import Judgment, Project, Response, TaskKind
 
 FORMATS = ("dpo", "sft", "ranking", "rating")
-AI_OPTIONS = ("include", "exclude", "only")
-AI_LABELS = {
-    "include": "People's and AI labels",
-    "exclude": "People's labels only (no AI labels)",
-    "only": "AI labels only",
-}
 
 
-def check_ai(ai) -> str:
-    """The ``ai`` option, or ServiceError naming the allowed values."""
-    if ai not in AI_OPTIONS:
-        raise ServiceError(f"ai must be one of {', '.join(AI_OPTIONS)}; not {ai!r}.")
-    return ai
+@dataclass(frozen=True)
+class AiSelection:
+    """A resolved ``ai`` choice: for ``trusted``, the (judge id, constitution id) pairs
+    whose labels go in, read once per export."""
+
+    ai: str
+    judges: frozenset = frozenset()
 
 
-def _current(project: Project, kind: str, ai: str = "include"):
+def ai_selection(project: Project, ai: "str | AiSelection | None" = None) -> AiSelection:
+    """The choice ``ai`` (None: the project's setting) with its trusted judges."""
+    if isinstance(ai, AiSelection):
+        return ai
+    chosen = ai_choice(project=project, ai=ai)
+    if chosen == "trusted":
+        return AiSelection(chosen, trusted_judges(project=project))
+    return AiSelection(chosen)
+
+
+def _current(project: Project, kind: str, selection: AiSelection):
     judgments = (
         Judgment.objects.filter(project=project, kind=kind, superseded_by__isnull=True)
         .exclude(reviews__decision="rejected")
         .select_related("prompt", "judge", "constitution")
         .order_by("created_at", "id")
     )
-    if check_ai(ai) == "exclude":
-        return judgments.exclude(source=Judgment.Source.AI)
-    if ai == "only":
-        return judgments.filter(source=Judgment.Source.AI)
+    ai = Q(source=Judgment.Source.AI)
+    if selection.ai == "exclude":
+        return judgments.exclude(ai)
+    if selection.ai == "only":
+        return judgments.filter(ai)
+    if selection.ai == "trusted":
+        trusted = Q(pk__in=[])  # matches nothing: no judge is trusted
+        for judge_id, constitution_id in selection.judges:
+            constitution = (
+                Q(constitution_id=constitution_id)
+                if constitution_id is not None
+                else Q(constitution__isnull=True)
+            )
+            trusted |= Q(judge_id=judge_id) & constitution
+        return judgments.filter(~ai | (ai & trusted))
     return judgments
 
 
@@ -90,7 +116,7 @@ def _reply(text: str) -> list[dict]:
     return [{"role": "assistant", "content": text}]
 
 
-def _winner_shares(project: Project, ai: str) -> dict[int, Counter]:
+def _winner_shares(project: Project, ai: AiSelection) -> dict[int, Counter]:
     """Per comparison task, how many current judgments (of the sources exported) picked
     each response (None: a tie or both bad), for the agreement of a training row."""
     shares: dict[int, Counter] = defaultdict(Counter)
@@ -104,7 +130,7 @@ def _winner_shares(project: Project, ai: str) -> dict[int, Counter]:
 
 
 def _comparison_pairs(
-    project: Project, *, ai: str = "include", with_metadata: bool = False
+    project: Project, *, ai: AiSelection, with_metadata: bool = False
 ) -> Iterator[dict]:
     decisive = _current(project, TaskKind.COMPARISON, ai).filter(
         choice__in=[Judgment.Choice.A, Judgment.Choice.B]
@@ -127,7 +153,7 @@ def _comparison_pairs(
 
 
 def _ranking_pairs(
-    project: Project, *, ai: str = "include", with_metadata: bool = False
+    project: Project, *, ai: AiSelection, with_metadata: bool = False
 ) -> Iterator[dict]:
     from annotation.kinds.ranking import ranking_pairs
 
@@ -148,27 +174,33 @@ def _ranking_pairs(
             yield row
 
 
-def dpo_rows(project: Project, *, ai: str = "include") -> Iterator[dict]:
+AiOption = str | AiSelection | None  # None: the project's setting
+
+
+def dpo_rows(project: Project, *, ai: AiOption = None) -> Iterator[dict]:
     """TRL's conversational preference form: DPOTrainer loads these rows unchanged (the
     provenance keys are extra columns it leaves alone)."""
-    yield from _comparison_pairs(project, ai=ai)
-    yield from _ranking_pairs(project, ai=ai)
+    selection = ai_selection(project, ai)
+    yield from _comparison_pairs(project, ai=selection)
+    yield from _ranking_pairs(project, ai=selection)
 
 
-def training_preference_rows(project: Project, *, ai: str = "include") -> Iterator[dict]:
+def training_preference_rows(project: Project, *, ai: AiOption = None) -> Iterator[dict]:
     """``dpo_rows`` plus what reward margins and curricula use: ``margin`` (the labeler's
     strength 1-4 for a comparison, the places apart for a ranking pair; None when not
     given) and ``agreement`` (the share of the task's current judgments, of the sources
     exported, that picked the same winner; comparisons only)."""
-    yield from _comparison_pairs(project, ai=ai, with_metadata=True)
-    yield from _ranking_pairs(project, ai=ai, with_metadata=True)
+    selection = ai_selection(project, ai)
+    yield from _comparison_pairs(project, ai=selection, with_metadata=True)
+    yield from _ranking_pairs(project, ai=selection, with_metadata=True)
 
 
-def sft_rows(project: Project, *, ai: str = "include") -> Iterator[dict]:
+def sft_rows(project: Project, *, ai: AiOption = None) -> Iterator[dict]:
     """TRL's conversational SFT form, {"messages": [...earlier turns, user, assistant]},
     from current demonstrations (a corrected one in its newest form; AI revisions are
     demonstrations of source "ai")."""
-    demonstrations = _current(project, TaskKind.DEMONSTRATION, ai).exclude(text="")
+    selection = ai_selection(project, ai)
+    demonstrations = _current(project, TaskKind.DEMONSTRATION, selection).exclude(text="")
     for demonstration in demonstrations.iterator(chunk_size=500):
         yield {
             "messages": [
@@ -180,8 +212,9 @@ def sft_rows(project: Project, *, ai: str = "include") -> Iterator[dict]:
         }
 
 
-def ranking_rows(project: Project, *, ai: str = "include") -> Iterator[dict]:
-    for judgment in _current(project, TaskKind.RANKING, ai).iterator(chunk_size=200):
+def ranking_rows(project: Project, *, ai: AiOption = None) -> Iterator[dict]:
+    selection = ai_selection(project, ai)
+    for judgment in _current(project, TaskKind.RANKING, selection).iterator(chunk_size=200):
         texts = Response.objects.in_bulk(judgment.ranking)
         yield {
             "prompt": _conversation(judgment),
@@ -191,8 +224,9 @@ def ranking_rows(project: Project, *, ai: str = "include") -> Iterator[dict]:
         }
 
 
-def rating_rows(project: Project, *, ai: str = "include") -> Iterator[dict]:
-    ratings = _current(project, TaskKind.RATING, ai).select_related("rated_response")
+def rating_rows(project: Project, *, ai: AiOption = None) -> Iterator[dict]:
+    selection = ai_selection(project, ai)
+    ratings = _current(project, TaskKind.RATING, selection).select_related("rated_response")
     for judgment in ratings.iterator(chunk_size=500):
         yield {
             "prompt": _conversation(judgment),
@@ -206,10 +240,11 @@ def rating_rows(project: Project, *, ai: str = "include") -> Iterator[dict]:
 ROWS = {"dpo": dpo_rows, "sft": sft_rows, "ranking": ranking_rows, "rating": rating_rows}
 
 
-def preference_rows(project: Project, *, export_format: str, ai: str = "include") -> Iterator[dict]:
+def preference_rows(project: Project, *, export_format: str, ai: AiOption = None) -> Iterator[dict]:
+    """The rows of one format; a bad ``ai`` raises ServiceError before any row is read."""
     if export_format not in FORMATS:
         raise ValueError(f"Unknown format {export_format!r}; choose one of {', '.join(FORMATS)}.")
-    return ROWS[export_format](project, ai=check_ai(ai))
+    return ROWS[export_format](project, ai=ai_selection(project, ai))
 
 
 def jsonl_lines(rows) -> Iterator[str]:

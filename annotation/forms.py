@@ -1,6 +1,7 @@
 from django import forms
 
-from annotation.models import CandidatePolicy
+from annotation.models import AiLabelPolicy, CandidatePolicy
+from annotation.services import MAX_AI_MIN_COMPARED
 
 MAX_IMPORT_BYTES = 20 * 1024 * 1024
 
@@ -34,8 +35,40 @@ class ProjectSettingsForm(forms.Form):
         "generation job. Active learning needs a reward model (round-robin until then).",
     )
 
+    # Left out of a post (an older script), the AI label settings keep their values.
+    ai_labels = forms.ChoiceField(
+        choices=AiLabelPolicy.choices,
+        required=False,
+        label="AI labels",
+        help_text="What exports and training runs take of AI judges' labels when nobody "
+        "chooses: none, only those of trusted judges (below), or all.",
+    )
+    ai_min_kappa = forms.FloatField(
+        min_value=-1,
+        max_value=1,
+        required=False,
+        label="Trusted judges: minimum kappa",
+        help_text="Cohen's kappa of a judge against the human majority (Judges agreement).",
+    )
+    ai_min_compared = forms.IntegerField(
+        min_value=1,
+        max_value=MAX_AI_MIN_COMPARED,
+        required=False,
+        label="Trusted judges: minimum items",
+        help_text="Items a judge must have compared with people before it can be trusted.",
+    )
+
     def clean_criteria(self):
         return [name.strip() for name in self.cleaned_data["criteria"].split(",") if name.strip()]
+
+    def settings(self) -> dict:
+        """The fields to change: the AI label settings only when given."""
+        optional = ("ai_labels", "ai_min_kappa", "ai_min_compared")
+        return {
+            name: value
+            for name, value in self.cleaned_data.items()
+            if name not in optional or value not in (None, "")
+        }
 
 
 class TaskCreateForm(forms.Form):

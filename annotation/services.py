@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from django.utils import timezone
 from annotation.errors import Conflict, NotAssigned, ServiceError
 from annotation.inputs import check_time_spent, parse_client_id
 from annotation.models import (
+    AiLabelPolicy,
     Assignment,
     CandidatePolicy,
     Judgment,
@@ -547,7 +549,11 @@ SETTINGS_FIELDS = (
     "gold_rate",
     "skip_flag_threshold",
     "criteria",
+    "ai_labels",
+    "ai_min_kappa",
+    "ai_min_compared",
 )
+MAX_AI_MIN_COMPARED = 100_000
 MAX_CRITERIA = 8
 
 
@@ -560,6 +566,30 @@ def _checked_criteria(criteria) -> list[str]:
     if len(set(names)) != len(names):
         raise ServiceError("Criteria must differ from each other.")
     return names
+
+
+def _check_ai_label_settings(fields: dict) -> None:
+    if "ai_labels" in fields and fields["ai_labels"] not in AiLabelPolicy.values:
+        raise ServiceError(f"ai_labels must be one of {', '.join(AiLabelPolicy.values)}.")
+    if "ai_min_kappa" in fields:
+        kappa = fields["ai_min_kappa"]
+        if (
+            isinstance(kappa, bool)
+            or not isinstance(kappa, int | float)
+            or not math.isfinite(kappa)
+            or not -1 <= kappa <= 1
+        ):
+            raise ServiceError("ai_min_kappa must be a number between -1 and 1.")
+    if "ai_min_compared" in fields:
+        needed = fields["ai_min_compared"]
+        if isinstance(needed, bool) or not isinstance(needed, int):
+            raise ServiceError(
+                f"ai_min_compared must be a whole number from 1 to {MAX_AI_MIN_COMPARED}."
+            )
+        if not 1 <= needed <= MAX_AI_MIN_COMPARED:
+            raise ServiceError(
+                f"ai_min_compared must be a whole number from 1 to {MAX_AI_MIN_COMPARED}."
+            )
 
 
 @transaction.atomic
@@ -578,6 +608,7 @@ def project_settings_update(*, project: Project, **fields) -> Project:
     for name in ("overlap_target", "pending_limit", "skip_flag_threshold"):
         if name in fields and not 1 <= int(fields[name]) <= 100:
             raise ServiceError(f"{name} must be between 1 and 100.")
+    _check_ai_label_settings(fields)
     for name, value in fields.items():
         setattr(project, name, value)
     project.save(update_fields=list(fields))

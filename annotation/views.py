@@ -9,6 +9,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
 from annotation import exports, selectors, services
+from annotation.ai.trust import ai_label_plan
 from annotation.errors import ServiceError
 from annotation.forms import ProjectSettingsForm, PromptImportForm, TaskCreateForm
 from annotation.kinds import KINDS
@@ -216,6 +217,9 @@ def _settings_initial(project) -> dict:
         "skip_flag_threshold": project.skip_flag_threshold,
         "criteria": ", ".join(project.criteria),
         "candidate_policy": project.candidate_policy,
+        "ai_labels": project.ai_labels,
+        "ai_min_kappa": project.ai_min_kappa,
+        "ai_min_compared": project.ai_min_compared,
     }
 
 
@@ -233,7 +237,7 @@ def tasks_page(request, slug):
             if request.POST.get("action") == "settings":
                 settings_form = ProjectSettingsForm(request.POST)
                 if settings_form.is_valid():
-                    services.project_settings_update(project=project, **settings_form.cleaned_data)
+                    services.project_settings_update(project=project, **settings_form.settings())
                     messages.success(request, "Settings saved.")
                     return redirect("tasks", slug=project.slug)
             else:
@@ -257,6 +261,7 @@ def tasks_page(request, slug):
         "settings_form": settings_form,
         "create_form": create_form,
         "counts": selectors.task_counts_by_kind(project=project),
+        "ai_plan": ai_label_plan(project=project),
         **_capabilities(request.user, project),
     }
     return render(request, "annotation/tasks.html", context, status=status)
@@ -270,18 +275,28 @@ def export_page(request, slug):
         "overview": selectors.project_overview(project=project),
         "formats": exports.FORMATS,
         "ai_options": list(exports.AI_LABELS.items()),
+        "ai_plan": ai_label_plan(project=project),
         **_capabilities(request.user, project),
     }
     return render(request, "annotation/export.html", context)
 
 
-EXPORT_NAME_SUFFIX = {"include": "", "exclude": "-no-ai", "only": "-ai-only"}
+EXPORT_NAME_SUFFIX = {
+    "include": "",
+    "exclude": "-no-ai",
+    "only": "-ai-only",
+    "trusted": "-trusted-ai",
+}
 
 
-def export_response(project, export_format: str, ai: str = "include") -> StreamingHttpResponse:
-    rows = exports.preference_rows(project, export_format=export_format, ai=ai)
+def export_response(
+    project, export_format: str, ai: exports.AiOption = None
+) -> StreamingHttpResponse:
+    """The JSONL file; ``ai`` None takes the project's setting."""
+    selection = exports.ai_selection(project, ai)
+    rows = exports.preference_rows(project, export_format=export_format, ai=selection)
     response = StreamingHttpResponse(exports.jsonl_lines(rows), content_type="application/jsonl")
-    filename = f"{project.slug}-{export_format}{EXPORT_NAME_SUFFIX[ai]}.jsonl"
+    filename = f"{project.slug}-{export_format}{EXPORT_NAME_SUFFIX[selection.ai]}.jsonl"
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
 
@@ -297,7 +312,7 @@ def export_download(request, slug):
             status=400,
         )
     try:
-        ai = exports.check_ai(request.GET.get("ai", "include"))
+        selection = exports.ai_selection(project, request.GET.get("ai") or None)
     except ServiceError as error:
         return JsonResponse({"detail": error.message}, status=400)
-    return export_response(project, export_format, ai)
+    return export_response(project, export_format, selection)

@@ -26,6 +26,8 @@ def run_payload(run: TrainingRun, *, with_steps: bool = False) -> dict:
                 "rows": snapshot.row_count,
                 "dataset": snapshot.format,
                 "filters": snapshot.filters,
+                # the ai choice, read the same way for snapshots recorded before it always was
+                "ai": selectors.snapshot_ai(snapshot),
             }
             if snapshot
             else None

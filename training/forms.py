@@ -82,7 +82,15 @@ class TrainingRunForm(forms.Form):
         queryset=_policies(), help_text="The policy to start from (DPO's frozen reference too)."
     )
 
-    def __init__(self, data=None, *, method: str = "dpo", refresh_url: str = "", **kwargs):
+    def __init__(
+        self,
+        data=None,
+        *,
+        method: str = "dpo",
+        refresh_url: str = "",
+        ai_default: str = "exclude",
+        **kwargs,
+    ):
         method = (data or {}).get("method") or method
         self.spec = method_spec(method if method in METHODS else "dpo")
         super().__init__(data, **kwargs)
@@ -134,11 +142,15 @@ class TrainingRunForm(forms.Form):
             )
         if self.spec.dataset in ("sft", "preferences"):
             self.fields["ai"] = forms.ChoiceField(
-                choices=list(AI_LABELS.items()),
-                required=False,
-                initial="include",
+                choices=[
+                    (value, f"{label} (project default)" if value == ai_default else label)
+                    for value, label in AI_LABELS.items()
+                ],
+                required=False,  # left out: the project's setting
+                initial=ai_default,
                 label="AI labels",
-                help_text="Train on AI judges' labels too, leave them out, or use only them.",
+                help_text="Leave AI judges' labels out, take those of trusted judges, take "
+                "them all, or use only them.",
             )
         self.config_names = []
         for spec in dataclasses.fields(self.spec.config_class()):

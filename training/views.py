@@ -4,6 +4,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
+from annotation.ai.trust import ai_label_plan
 from annotation.errors import ServiceError
 from annotation.permissions import MANAGE, project_for
 from config.celery import QueueUnavailable
@@ -42,6 +43,7 @@ def runs_page(request, slug):
         request.POST or None,
         method=request.GET.get("method", "dpo"),
         refresh_url=reverse("training", kwargs={"slug": project.slug}),
+        ai_default=project.ai_labels,
         initial={"base_version": newest},
     )
     status = 200
@@ -50,6 +52,7 @@ def runs_page(request, slug):
             messages.success(request, f"Training run {run.pk} queued.")
             return redirect("training_run", slug=project.slug, run_id=run.pk)
         status = 400
+    template = "training/runs.html#run-form" if request.htmx and request.method == "GET" else None
     context = {
         "project": project,
         "form": form,
@@ -57,7 +60,8 @@ def runs_page(request, slug):
         "can_manage": True,
         "can_view_data": True,
     }
-    template = "training/runs.html#run-form" if request.htmx and request.method == "GET" else None
+    if template is None:  # the method picker's htmx swap shows no AI label summary
+        context["ai_plan"] = ai_label_plan(project=project)
     return render(request, template or "training/runs.html", context, status=status)
 
 
@@ -81,6 +85,7 @@ def run_detail(request, slug, run_id):
         "summary": selectors.run_summary(run=run),
         "log_lines": selectors.log_tail(run=run),
         "version": getattr(run, "model_version", None),
+        "ai_labels": selectors.snapshot_ai_text(run.snapshot),
         "can_manage": True,
         "can_view_data": True,
     }

@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 
 from annotation.ai import jobs, selectors, services
 from annotation.ai.principles import DEFAULT_CONSTITUTION
+from annotation.ai.trust import ai_label_plan
 from annotation.errors import ServiceError
 from annotation.models import Judge, JudgeJob
 from annotation.permissions import MANAGE, VIEW_DATA, can, project_for
@@ -86,6 +87,7 @@ def _render_judges(request, project, *, error=None, form=None, status=200):
         or _principles_json(DEFAULT_CONSTITUTION["principles"]),
         "form": {key: form.get(key, "") for key in _FORM_FIELDS},
         "error": error,
+        "ai_plan": ai_label_plan(project=project),
         **_nav(request.user, project),
     }
     return render(request, "annotation/ai/judges.html", context, status=status)
@@ -238,6 +240,8 @@ def _render_job(request, project, job, *, error=None, status=200):
         "error": error,
         **_nav(request.user, project),
     }
+    if not request.htmx:  # the polled status fragment leaves the agreement out
+        context["ai_plan"] = ai_label_plan(project=project).of_judge(job.judge_id)
     return render(request, template, context, status=status)
 
 

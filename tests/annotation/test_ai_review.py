@@ -178,7 +178,7 @@ def test_accepting_or_rejecting_an_ai_label_takes_it_out_of_the_queue(project, a
 
     assert _queued(project, admin_member) == [j.pk for j in ai[2:]]
     # the rejected AI label leaves exports; the accepted one stays
-    chosen = {row["chosen"][0]["content"] for row in dpo_rows(project)}
+    chosen = {row["chosen"][0]["content"] for row in dpo_rows(project, ai="include")}
     winner = Response.objects.get(pk=ai[1].response_a_id).text  # 0.55: A won
     assert winner not in chosen
     assert Response.objects.get(pk=ai[0].response_a_id).text in chosen
@@ -476,6 +476,6 @@ def test_a_tiny_local_judges_labels_reach_the_queue_the_report_and_exports(
     [row] = judge_agreement(project=project)
     assert (row["judge"], row["compared"]) == ("tiny", 3)
     assert row["accuracy"] == sum(j.choice == "a" for j in stored) / 3
-    assert [r["source"] for r in dpo_rows(project)].count("ai") == sum(
+    assert [r["source"] for r in dpo_rows(project, ai="include")].count("ai") == sum(
         j.choice in ("a", "b") for j in stored
     )

@@ -340,9 +340,9 @@ def test_revisions_export_as_sft_rows_and_preferences(project, local_judge):
     assert demonstration.context == conversation[:2]
     revised = {"role": "assistant", "content": demonstration.text}
     # (rows may carry provenance keys too: only the training fields are compared)
-    (sft,) = sft_rows(project)
+    (sft,) = sft_rows(project, ai="include")
     assert sft["messages"] == [*conversation, revised]
-    (preference,) = dpo_rows(project)
+    (preference,) = dpo_rows(project, ai="include")
     assert {key: preference[key] for key in ("prompt", "chosen", "rejected")} == {
         "prompt": conversation,
         "chosen": [revised],

@@ -70,7 +70,8 @@ def test_command_api_and_page_give_the_same_file(login, project, researcher, jud
 
     from_api = b"".join(api.streaming_content).decode()
     assert from_api == b"".join(page.streaming_content).decode() == output.read_text()
-    assert api["Content-Disposition"] == f'attachment; filename="{project.slug}-dpo.jsonl"'
+    # the project's default leaves AI labels out, and the name says so
+    assert api["Content-Disposition"] == f'attachment; filename="{project.slug}-dpo-no-ai.jsonl"'
     assert bad.status_code == 400
     assert "Unknown format" in bad.json()["detail"]
 

@@ -62,7 +62,7 @@ def _pairs(rows) -> list[tuple]:
 
 
 def test_include_keeps_everyone_and_each_row_names_its_source(project, mixed):
-    rows = list(dpo_rows(project))
+    rows = list(dpo_rows(project, ai="include"))
 
     assert _pairs(rows) == [
         ("first 0", "human", "", 1.0),
@@ -102,7 +102,9 @@ def test_training_rows_count_agreement_over_the_sources_exported(project, mixed)
     ann_again = make_member(project, Role.LABELER, "bob")
     human_judge(Judgment.objects.get(pk=mixed["kept"].pk).task, ann_again, choice="b")
 
-    with_ai = {r["chosen"][0]["content"]: r for r in training_preference_rows(project)}
+    with_ai = {
+        r["chosen"][0]["content"]: r for r in training_preference_rows(project, ai="include")
+    }
     people = {r["chosen"][0]["content"]: r for r in training_preference_rows(project, ai="exclude")}
 
     assert with_ai["first 2"]["agreement"] == pytest.approx(0.5)  # the judge vs bob
@@ -142,7 +144,7 @@ def test_the_export_page_offers_the_ai_choice(login, project, researcher):
 
     assert '<select id="export-ai" name="ai">' in html
     for value in AI_OPTIONS:
-        assert f'<option value="{value}">' in html
+        assert f'<option value="{value}"' in html
 
 
 def test_a_mixed_file_loads_in_datasets_in_small_chunks(project, mixed, tmp_path):
@@ -151,7 +153,9 @@ def test_a_mixed_file_loads_in_datasets_in_small_chunks(project, mixed, tmp_path
     from datasets import load_dataset
 
     path = tmp_path / "mixed.jsonl"
-    call_command("export_preferences", "--project", "alpha", "--output", str(path))
+    call_command(
+        "export_preferences", "--project", "alpha", "--ai", "include", "--output", str(path)
+    )
 
     dataset = load_dataset(
         "json", data_files=str(path), split="train", chunksize=256, cache_dir=str(tmp_path / "c")
@@ -171,12 +175,12 @@ def test_a_bad_ai_option_is_refused_everywhere(login, project, researcher, mixed
     page = client.get("/p/alpha/export.jsonl?format=dpo&ai=some")
     with pytest.raises(CommandError):
         call_command("export_preferences", "--project", "alpha", "--ai", "some")
-    with pytest.raises(ServiceError, match="ai must be one of include, exclude, only"):
+    with pytest.raises(ServiceError, match="ai must be one of include, exclude, only, trusted"):
         preference_rows(project, export_format="dpo", ai="some")
 
     assert (api.status_code, page.status_code) == (400, 400)
-    assert "ai must be one of include, exclude, only" in api.json()["detail"]
-    assert "ai must be one of include, exclude, only" in page.json()["detail"]
+    message = "ai must be one of include, exclude, only, trusted; not 'some'."
+    assert api.json()["detail"] == page.json()["detail"] == message
 
 
 @pytest.mark.parametrize(
@@ -208,10 +212,17 @@ def test_snapshots_can_leave_out_or_keep_only_ai_labels(project, mixed):
     assert [r["source"] for r in _rows(everything)] == ["human", "human", "ai", "ai", "review"]
     assert [r["source"] for r in _rows(people)] == ["human", "human", "review"]
     assert [r["source"] for r in _rows(machines)] == ["ai", "ai"]
+    judge = {
+        "judge": "judge-remote",
+        "constitution": "loop-default v3",
+        "kappa": None,
+        "compared": 0,
+        "labels": 3,  # kept (waiting for review), swapped and the revision
+    }
     assert (everything.filters, people.filters, machines.filters) == (
-        {},
+        {"ai": "include", "ai_judges": [judge]},
         {"ai": "exclude"},
-        {"ai": "only"},
+        {"ai": "only", "ai_judges": [judge]},
     )
     assert SECRET not in Path(everything.path).read_text()
 
@@ -235,8 +246,8 @@ def test_sft_snapshots_follow_the_ai_filter_too(project, mixed):
 @pytest.mark.parametrize(
     ("dataset", "filters", "message"),
     [
-        ("preferences", {"ai": "none"}, "ai must be one of include, exclude, only."),
-        ("sft", {"ai": True}, "ai must be one of include, exclude, only."),
+        ("preferences", {"ai": "none"}, "ai must be one of include, exclude, only, trusted;"),
+        ("sft", {"ai": True}, "ai must be one of include, exclude, only, trusted; not True."),
         ("prompts", {"ai": "exclude"}, "Unknown filter(s) for prompts data: ai."),
     ],
 )
@@ -259,7 +270,9 @@ def test_the_training_api_passes_the_ai_filter_to_the_snapshot(login, project, a
     )
 
     assert answer.status_code == 400
-    assert answer.json()["detail"] == "ai must be one of include, exclude, only."
+    assert answer.json()["detail"] == (
+        "ai must be one of include, exclude, only, trusted; not 'sometimes'."
+    )
     assert DatasetSnapshot.objects.count() == 0
 
 

@@ -173,7 +173,7 @@ def test_dpo_with_an_sft_stage_first_chains_two_runs(project_with_feedback, base
         sft_first=True,
     )
     assert (run.method, run.follow_up["method"]) == ("sft", "dpo")
-    assert run.snapshot.filters == {"include_chosen": True}
+    assert run.snapshot.filters == {"include_chosen": True, "ai": "exclude"}  # project default
 
     # when: the SFT stage succeeds
     training_run_execute(run_id=run.pk)

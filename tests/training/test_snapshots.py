@@ -66,7 +66,7 @@ def test_min_margin_leaves_out_weak_pairs_and_is_recorded(project, labeler):
     snapshot = snapshot_create(project=project, dataset="preferences", filters={"min_margin": 2})
 
     assert snapshot.row_count == 1
-    assert snapshot.filters == {"min_margin": 2}
+    assert snapshot.filters == {"min_margin": 2, "ai": "exclude"}  # the project's default
     assert _rows(snapshot)[0]["chosen"][0]["content"] == "Yes?"
 
 
@@ -81,7 +81,7 @@ def test_sft_snapshots_can_add_the_chosen_replies(project, labeler):
     [row] = _rows(with_chosen)
     assert row["completion"] == [{"role": "assistant", "content": "Yes."}]
     assert row["prompt"][-1]["role"] == "user"
-    assert with_chosen.filters == {"include_chosen": True}
+    assert with_chosen.filters == {"include_chosen": True, "ai": "exclude"}
 
 
 def test_prompt_snapshots_hold_every_labeling_prompt(project):

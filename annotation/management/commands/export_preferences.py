@@ -3,7 +3,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from annotation.exports import AI_OPTIONS, FORMATS, preference_rows, write_jsonl
+from annotation.ai.trust import ai_label_plan
+from annotation.exports import AI_OPTIONS, FORMATS, AiSelection, preference_rows, write_jsonl
 from annotation.models import Project
 
 
@@ -16,16 +17,23 @@ class Command(BaseCommand):
         parser.add_argument("--output", default="-", help="File path, or - for stdout.")
         parser.add_argument(
             "--ai",
-            default="include",
+            default=None,
             choices=AI_OPTIONS,
-            help="AI judges' labels: include (default), exclude, or only them.",
+            help="AI judges' labels: exclude, trusted (judges that clear the project's "
+            "agreement threshold), include, or only them; default: the project's setting.",
         )
 
-    def handle(self, *args, project: str, format: str, output: str, ai: str, **options):
+    def handle(self, *args, project: str, format: str, output: str, ai: str | None, **options):
         target = Project.objects.filter(slug=project).first()
         if target is None:
             raise CommandError(f"No project with slug {project!r}.")
-        rows = preference_rows(target, export_format=format, ai=ai)
+        plan = ai_label_plan(project=target, ai=ai)
+        self.stderr.write(plan.text)
+        for warning in plan.warnings:
+            self.stderr.write(f"Warning: {warning}")
+        rows = preference_rows(
+            target, export_format=format, ai=AiSelection(plan.ai, plan.trusted_keys)
+        )
         if output == "-":
             write_jsonl(rows, sys.stdout)
             return

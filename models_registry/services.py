@@ -154,12 +154,14 @@ def generation_job_start(
     params: dict | None = None,
     best_of: int = 1,
     reward_version: ModelVersion | None = None,
+    queue: bool = True,
 ) -> GenerationJob:
     """Queue candidates from ``model_version`` for the project's prompts. Each prompt gets
     ``samples_per_prompt`` samples, or by default as many as its comparisons need (two
     where no other author answered it, one otherwise: ``selectors.samples_wanted``; the
     job stores 0 for that). With ``best_of`` > 1 each candidate is the best of that many
-    samples by ``reward_version`` (best-of-n serving)."""
+    samples by ``reward_version`` (best-of-n serving). ``queue=False`` leaves the job
+    queued for the caller to execute itself (the ``train --now`` command)."""
     samples_per_prompt = samples_per_prompt or None
     selectors.check_generation(
         project=project, model_version=model_version, samples_per_prompt=samples_per_prompt
@@ -182,13 +184,14 @@ def generation_job_start(
             generation_params=generation_params.as_dict(),
             created_by=user,
         )
-        from models_registry.tasks import generation_job_execute_task
+        if queue:
+            from models_registry.tasks import generation_job_execute_task
 
-        enqueue_after_commit(
-            generation_job_execute_task,
-            job_id=job.pk,
-            on_failure=lambda message: _job_failed(job.pk, message),
-        )
+            enqueue_after_commit(
+                generation_job_execute_task,
+                job_id=job.pk,
+                on_failure=lambda message: _job_failed(job.pk, message),
+            )
     return job
 
 

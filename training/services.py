@@ -24,14 +24,14 @@ from django.db.models import F, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
 
-from annotation.ai.trust import ai_choice, ai_label_plan
 from annotation.errors import ServiceError
-from annotation.exports import AiSelection, jsonl_lines, sft_rows, training_preference_rows
+from annotation.exports import AI_OPTIONS, jsonl_lines, sft_rows, training_preference_rows
 from annotation.models import Project, Prompt
 from config.celery import QueueUnavailable, enqueue_after_commit
-from models_registry.models import ModelVersion
+from models_registry.models import GenerationJob, ModelVersion
 from models_registry.services import (
     ensure_full_weights,
+    generation_job_execute,
     generation_job_start,
     model_version_register,
     reward_scorer,
@@ -67,26 +67,21 @@ def _clean_filters(dataset: str, filters: dict | None) -> dict:
         isinstance(margin, bool) or not isinstance(margin, int | float) or margin < 0
     ):
         raise ServiceError("min_margin must be a number >= 0.")
-    return {key: value for key, value in filters.items() if value not in (None, False)}
+    if "ai" in filters and filters["ai"] not in AI_OPTIONS:
+        raise ServiceError(f"ai must be one of {', '.join(AI_OPTIONS)}.")
+    # "include" is the default: left out, so the recorded filters say only what differs.
+    return {
+        key: value
+        for key, value in filters.items()
+        if value not in (None, False) and not (key == "ai" and value == "include")
+    }
 
 
 PROVENANCE = ("source", "judge", "constitution", "principle")
-AI_DATASETS = ("sft", "preferences")
-# Snapshots recorded before the ai choice was written down always, with "ai" absent, were
-# made with every AI label: "include" was the default then and left unrecorded.
-LEGACY_AI = "include"
 
 
-def with_ai_choice(*, project: Project, dataset: str | None, filters: dict | None) -> dict:
-    """The filters with the ai choice written out (the project's setting when they name
-    none), for the datasets that hold labels; others' filters unchanged."""
-    filters = dict(filters or {})
-    if dataset in AI_DATASETS:
-        filters["ai"] = ai_choice(project=project, ai=filters.get("ai"))
-    return filters
-
-
-def _dataset_rows(project: Project, dataset: str, filters: dict, ai: AiSelection | None = None):
+def _dataset_rows(project: Project, dataset: str, filters: dict):
+    ai = filters.get("ai", "include")
     if dataset == "sft":
         yield from sft_rows(project, ai=ai)
         if filters.get("include_chosen"):
@@ -115,32 +110,20 @@ def snapshot_create(
     ``dataset`` is ``sft`` (demonstrations; ``include_chosen`` adds the chosen reply of
     every preference pair), ``preferences`` (comparison and ranking pairs with margin and
     agreement; ``min_margin`` drops weak ones) or ``prompts`` (for PPO and RAFT). For sft
-    and preferences, ``ai`` is ``exclude`` (people's labels only), ``trusted`` (and the AI
-    labels of judges that clear the project's agreement threshold), ``include`` (every AI
-    label) or ``only`` (AI labels only); left out, the project's setting
-    (annotation/ai/trust.py). Every row carries its source (annotation/exports.py). The
-    recorded filters always say the ai choice and, unless AI labels were left out, which
-    judges' labels went in (``ai_judges``; for ``trusted`` also ``ai_threshold``). The same
-    rows give the same snapshot row.
+    and preferences, ``ai`` is ``include`` (the default), ``exclude`` (train on people's
+    labels only) or ``only`` (AI judges' labels only); every row carries its source
+    (annotation/exports.py). The same rows give the same snapshot row.
     """
     if dataset not in DATASETS:
         raise ServiceError(f"Unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}.")
     filters = _clean_filters(dataset, filters)
-    ai = None
-    if dataset in AI_DATASETS:
-        ai = AiSelection(ai_choice(project=project, ai=filters.get("ai")))
-        filters["ai"] = ai.ai
-        if ai.ai != "exclude":  # reads the agreement report: whose labels go in
-            plan = ai_label_plan(project=project, ai=ai.ai)
-            ai = AiSelection(plan.ai, plan.trusted_keys)
-            filters.update(plan.recorded())
     settings.SNAPSHOTS_DIR.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     row_count = 0
     with tempfile.NamedTemporaryFile(
         "w", encoding="utf-8", dir=settings.SNAPSHOTS_DIR, suffix=".part", delete=False
     ) as handle:
-        for line in jsonl_lines(_dataset_rows(project, dataset, filters, ai)):
+        for line in jsonl_lines(_dataset_rows(project, dataset, filters)):
             handle.write(line)
             digest.update(line.encode("utf-8"))
             row_count += 1
@@ -219,9 +202,6 @@ def training_run_start(
     _check_versions(
         spec, base_version=base_version, reward_version=reward_version, mix_with=mix_with
     )
-    # Written out now, so that an SFT stage and the follow-up it starts use the same choice
-    # even if the project's setting changes in between.
-    filters = with_ai_choice(project=project, dataset=spec.dataset, filters=filters)
     if sft_first:
         return _start_sft_stage(
             project=project,
@@ -273,7 +253,7 @@ def _start_sft_stage(
         base_version=base_version,
         method="sft",
         config=sft_stage_config(method_config),
-        filters={"include_chosen": True, "ai": filters["ai"]},
+        filters={"include_chosen": True},
         user=user,
         queue=queue,
         follow_up=follow_up,
@@ -293,20 +273,17 @@ def sft_stage_config(method_config) -> dict:
     return {name: value for name, value in method_config.to_dict().items() if name in shared}
 
 
-def _start_follow_up(run: TrainingRun, version: ModelVersion) -> None:
+def _start_follow_up(run: TrainingRun, version: ModelVersion, *, queue: bool) -> None:
     plan = run.follow_up
-    filters = dict(plan.get("filters") or {})
-    if method_spec(plan["method"]).dataset in AI_DATASETS:
-        # A plan stored before the ai choice was written out meant the old default.
-        filters.setdefault("ai", LEGACY_AI)
     try:
         follow_up = training_run_start(
             project=run.project,
             base_version=version,
             method=plan["method"],
             config=plan["config"],
-            filters=filters,
+            filters=plan.get("filters"),
             user=run.created_by,
+            queue=queue,
             previous=run,
         )
     except (ServiceError, QueueUnavailable) as error:
@@ -319,9 +296,9 @@ def _start_follow_up(run: TrainingRun, version: ModelVersion) -> None:
         _append_log(run.pk, f"started the follow-up {plan['method']} run #{follow_up.pk}")
 
 
-def _start_generation(run: TrainingRun, version: ModelVersion) -> None:
+def _start_generation(run: TrainingRun, version: ModelVersion, *, queue: bool) -> None:
     try:
-        job = generation_job_start(project=run.project, model_version=version)
+        job = generation_job_start(project=run.project, model_version=version, queue=queue)
     except (ServiceError, QueueUnavailable) as error:
         _append_log(run.pk, f"no candidates from {version.name}: {error}")
     else:
@@ -440,13 +417,14 @@ def _claim_run(run_id: int) -> TrainingRun | None:
         return run
 
 
-def training_run_execute(*, run_id: int) -> None:
+def training_run_execute(*, run_id: int, queue: bool = True) -> None:
     """Train, verify, evaluate and register; a failure leaves the run failed with the
     reason and registers nothing. Checkpoints are kept until the run succeeds.
 
     Then the follow-up stage starts (the DPO after an SFT stage, whose SFT model is
     registered as an intermediate version and generates nothing), or, for a final policy,
-    the generation job of its candidates."""
+    the generation job of its candidates. ``queue=False`` (``train --now``) creates them
+    without queueing them, for the caller to execute in its own process."""
     run = _claim_run(run_id)
     if run is None:
         return
@@ -476,9 +454,26 @@ def training_run_execute(*, run_id: int) -> None:
     _append_log(run.pk, f"registered {version.name}")
     _run_finished(run.pk, TrainingRun.Status.SUCCEEDED)
     if run.follow_up:
-        _start_follow_up(run, version)
+        _start_follow_up(run, version, queue=queue)
     elif version.kind == ModelVersion.Kind.POLICY:
-        _start_generation(run, version)
+        _start_generation(run, version, queue=queue)
+
+
+def training_chain_execute(*, run: TrainingRun) -> list[TrainingRun]:
+    """Everything that follows a run, in this process (the ``train --now`` command): train
+    it, then the follow-up stage it starts (the DPO after an SFT stage), then the
+    generation job of the final policy's candidates; nothing is queued for a worker.
+    Returns the runs of the chain in order; each ends succeeded, failed or cancelled."""
+    chain = []
+    next_run: TrainingRun | None = run
+    while next_run is not None:
+        training_run_execute(run_id=next_run.pk, queue=False)
+        next_run.refresh_from_db()
+        chain.append(next_run)
+        next_run = next_run.follow_ups.filter(status=TrainingRun.Status.QUEUED).first()
+    for job in selectors.generation_jobs_of(runs=chain).filter(status=GenerationJob.Status.QUEUED):
+        generation_job_execute(job_id=job.pk)
+    return chain
 
 
 def _device_name() -> str:

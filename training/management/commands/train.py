@@ -2,7 +2,6 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from annotation.ai.trust import AI_OPTIONS, ai_label_plan
 from annotation.errors import ServiceError
 from annotation.models import Project
 from config.celery import QueueUnavailable
@@ -40,7 +39,9 @@ def _setting(text: str) -> tuple[str, object]:
 class Command(BaseCommand):
     help = (
         "Start a training run for scripting: snapshot the project's data and queue the run "
-        "on the gpu worker (or, with --now, train in this process), then print the run as JSON."
+        "on the gpu worker, then print the run as JSON. With --now everything happens in this "
+        "process (each stage of the run, then the generation of the new version's candidates) "
+        "and the command fails unless every part succeeded."
     )
 
     def add_arguments(self, parser):
@@ -67,26 +68,17 @@ class Command(BaseCommand):
         )
         parser.add_argument("--min-margin", type=int, help="Leave out weaker preference pairs.")
         parser.add_argument(
-            "--ai",
-            choices=AI_OPTIONS,
-            help="AI judges' labels: exclude, trusted (judges that clear the project's "
-            "agreement threshold), include, or only them; default: the project's setting.",
-        )
-        parser.add_argument(
-            "--now", action="store_true", help="Train in this process instead of the worker."
+            "--now",
+            action="store_true",
+            help="Train, then run every follow-up stage and generation job, in this process "
+            "instead of the workers.",
         )
 
     def handle(self, *args, **options):
         project = Project.objects.filter(slug=options["project"]).first()
         if project is None:
             raise CommandError(f"No project with slug {options['project']!r}.")
-        filters = {
-            "include_chosen": options["include_chosen"],
-            "min_margin": options["min_margin"],
-            "ai": options["ai"],
-        }
-        if METHODS[options["method"]].dataset in ("sft", "preferences"):
-            self._say_ai_labels(project, options["ai"])
+        filters = {"include_chosen": options["include_chosen"], "min_margin": options["min_margin"]}
         try:
             run = services.training_run_start(
                 project=project,
@@ -101,9 +93,9 @@ class Command(BaseCommand):
             )
         except (ServiceError, QueueUnavailable) as error:
             raise CommandError(str(error)) from None
-        if options["now"]:
-            run = self._execute_chain(run)
-        run = TrainingRun.objects.get(pk=run.pk)
+        chain = services.training_chain_execute(run=run) if options["now"] else [run]
+        jobs = list(selectors.generation_jobs_of(runs=chain))
+        run = TrainingRun.objects.get(pk=chain[-1].pk)
         summary = {
             "run": run.pk,
             "status": run.status,
@@ -111,28 +103,65 @@ class Command(BaseCommand):
             "metrics": run.final_metrics,
             "evaluation": run.evaluation,
             "model_version": getattr(getattr(run, "model_version", None), "name", None),
+            "stages": [_stage(stage) for stage in chain],
+            "generation_jobs": [_job(job) for job in jobs],
+            "left_queued": _left_queued(chain, jobs),
         }
         self.stdout.write(json.dumps(summary, indent=2, default=str))
-        if run.status == TrainingRun.Status.FAILED:
+        if options["now"]:
+            _check_all_done(chain, jobs)
+        elif run.status == TrainingRun.Status.FAILED:
             raise CommandError(f"Run {run.pk} failed: {run.error}")
 
-    def _say_ai_labels(self, project, ai: str | None) -> None:
-        """Which AI judges' labels the run takes, on stderr (stdout holds the JSON)."""
-        try:
-            plan = ai_label_plan(project=project, ai=ai)
-        except ServiceError as error:
-            raise CommandError(error.message) from None
-        self.stderr.write(plan.text)
-        for warning in plan.warnings:
-            self.stderr.write(f"Warning: {warning}")
 
-    @staticmethod
-    def _execute_chain(run: TrainingRun) -> TrainingRun:
-        """Train the run here, then the follow-up it started (SFT, then DPO); returns the
-        last run of the chain."""
-        while True:
-            services.training_run_execute(run_id=run.pk)
-            follow_up = run.follow_ups.filter(status=TrainingRun.Status.QUEUED).first()
-            if follow_up is None:
-                return run
-            run = follow_up
+def _stage(run: TrainingRun) -> dict:
+    version = getattr(run, "model_version", None)
+    return {
+        "run": run.pk,
+        "method": run.method,
+        "status": run.status,
+        "steps": run.step,
+        "model_version": version.name if version else None,
+        "intermediate": version.intermediate if version else None,
+    }
+
+
+def _job(job: GenerationJob) -> dict:
+    return {
+        "id": job.pk,
+        "model_version": job.model_version.name,
+        "status": job.status,
+        "replies": job.done,
+        "error": job.error,
+    }
+
+
+def _left_queued(chain: list[TrainingRun], jobs: list[GenerationJob]) -> list[str]:
+    """What waits for a worker: the run itself without --now, nothing after a full --now."""
+    return [
+        f"training run {run.pk} ({run.method})"
+        for run in chain
+        if run.status == TrainingRun.Status.QUEUED
+    ] + [
+        f"generation job {job.pk} ({job.model_version.name})"
+        for job in jobs
+        if job.status == GenerationJob.Status.QUEUED
+    ]
+
+
+def _check_all_done(chain: list[TrainingRun], jobs: list[GenerationJob]) -> None:
+    """CommandError (a non-zero exit) unless every stage and generation job succeeded."""
+    for run in chain:
+        if run.status == TrainingRun.Status.CANCELLED:
+            when = "while it trained" if run.cancel_requested else "before it started"
+            raise CommandError(f"Run {run.pk} ({run.method}) was cancelled {when}.")
+        if run.status != TrainingRun.Status.SUCCEEDED:
+            raise CommandError(f"Run {run.pk} ({run.method}) {run.status}: {run.error}")
+    last = chain[-1]
+    if last.follow_up:
+        lines = [line for line in last.log.splitlines() if "follow-up" in line]
+        reason = lines[-1].split(" ", 2)[-1] if lines else "see the run's log"
+        raise CommandError(f"Run {last.pk} ({last.method}) succeeded, but {reason}")
+    for job in jobs:
+        if job.status != GenerationJob.Status.SUCCEEDED:
+            raise CommandError(f"Generation job {job.pk} {job.status}: {job.error or 'no reason'}")

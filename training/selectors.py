@@ -129,3 +129,32 @@ def run_summary(*, run: TrainingRun) -> list[tuple[str, float]]:
 
 def log_tail(*, run: TrainingRun, lines: int = LOG_LINES) -> list[str]:
     return run.log.splitlines()[-lines:]
+
+
+def snapshot_ai(snapshot) -> str | None:
+    """The ai choice a snapshot was made with; None for data without labels (prompts).
+    A snapshot recorded before the choice was always written out holds every AI label."""
+    from training.services import AI_DATASETS, LEGACY_AI
+
+    if snapshot is None or snapshot.format not in AI_DATASETS:
+        return None
+    return (snapshot.filters or {}).get("ai", LEGACY_AI)
+
+
+def snapshot_ai_text(snapshot) -> str:
+    """In words, whose AI labels a snapshot holds ("" for prompts)."""
+    ai = snapshot_ai(snapshot)
+    if ai is None:
+        return ""
+    filters = snapshot.filters or {}
+    if "ai" not in filters:
+        return "every AI label (include: the default when this snapshot was made)"
+    if ai == "exclude":
+        return "none (exclude: people's labels only)"
+    judges = [
+        f"{j.get('judge', '')} ({j.get('constitution', '')}, kappa "
+        + ("–" if j.get("kappa") is None else f"{j['kappa']:.2f}")
+        + ")"
+        for j in filters.get("ai_judges", [])
+    ]
+    return f"{ai}: from {', '.join(judges) if judges else 'no judge'}"

@@ -24,8 +24,9 @@ from django.db.models import F, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
 
+from annotation.ai.trust import ai_choice, ai_label_plan
 from annotation.errors import ServiceError
-from annotation.exports import AI_OPTIONS, jsonl_lines, sft_rows, training_preference_rows
+from annotation.exports import AiSelection, jsonl_lines, sft_rows, training_preference_rows
 from annotation.models import Project, Prompt
 from config.celery import QueueUnavailable, enqueue_after_commit
 from models_registry.models import GenerationJob, ModelVersion
@@ -67,21 +68,26 @@ def _clean_filters(dataset: str, filters: dict | None) -> dict:
         isinstance(margin, bool) or not isinstance(margin, int | float) or margin < 0
     ):
         raise ServiceError("min_margin must be a number >= 0.")
-    if "ai" in filters and filters["ai"] not in AI_OPTIONS:
-        raise ServiceError(f"ai must be one of {', '.join(AI_OPTIONS)}.")
-    # "include" is the default: left out, so the recorded filters say only what differs.
-    return {
-        key: value
-        for key, value in filters.items()
-        if value not in (None, False) and not (key == "ai" and value == "include")
-    }
+    return {key: value for key, value in filters.items() if value not in (None, False)}
 
 
 PROVENANCE = ("source", "judge", "constitution", "principle")
+AI_DATASETS = ("sft", "preferences")
+# Snapshots recorded before the ai choice was written down always, with "ai" absent, were
+# made with every AI label: "include" was the default then and left unrecorded.
+LEGACY_AI = "include"
 
 
-def _dataset_rows(project: Project, dataset: str, filters: dict):
-    ai = filters.get("ai", "include")
+def with_ai_choice(*, project: Project, dataset: str | None, filters: dict | None) -> dict:
+    """The filters with the ai choice written out (the project's setting when they name
+    none), for the datasets that hold labels; others' filters unchanged."""
+    filters = dict(filters or {})
+    if dataset in AI_DATASETS:
+        filters["ai"] = ai_choice(project=project, ai=filters.get("ai"))
+    return filters
+
+
+def _dataset_rows(project: Project, dataset: str, filters: dict, ai: AiSelection | None = None):
     if dataset == "sft":
         yield from sft_rows(project, ai=ai)
         if filters.get("include_chosen"):
@@ -110,20 +116,32 @@ def snapshot_create(
     ``dataset`` is ``sft`` (demonstrations; ``include_chosen`` adds the chosen reply of
     every preference pair), ``preferences`` (comparison and ranking pairs with margin and
     agreement; ``min_margin`` drops weak ones) or ``prompts`` (for PPO and RAFT). For sft
-    and preferences, ``ai`` is ``include`` (the default), ``exclude`` (train on people's
-    labels only) or ``only`` (AI judges' labels only); every row carries its source
-    (annotation/exports.py). The same rows give the same snapshot row.
+    and preferences, ``ai`` is ``exclude`` (people's labels only), ``trusted`` (and the AI
+    labels of judges that clear the project's agreement threshold), ``include`` (every AI
+    label) or ``only`` (AI labels only); left out, the project's setting
+    (annotation/ai/trust.py). Every row carries its source (annotation/exports.py). The
+    recorded filters always say the ai choice and, unless AI labels were left out, which
+    judges' labels went in (``ai_judges``; for ``trusted`` also ``ai_threshold``). The same
+    rows give the same snapshot row.
     """
     if dataset not in DATASETS:
         raise ServiceError(f"Unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}.")
     filters = _clean_filters(dataset, filters)
+    ai = None
+    if dataset in AI_DATASETS:
+        ai = AiSelection(ai_choice(project=project, ai=filters.get("ai")))
+        filters["ai"] = ai.ai
+        if ai.ai != "exclude":  # reads the agreement report: whose labels go in
+            plan = ai_label_plan(project=project, ai=ai.ai)
+            ai = AiSelection(plan.ai, plan.trusted_keys)
+            filters.update(plan.recorded())
     settings.SNAPSHOTS_DIR.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     row_count = 0
     with tempfile.NamedTemporaryFile(
         "w", encoding="utf-8", dir=settings.SNAPSHOTS_DIR, suffix=".part", delete=False
     ) as handle:
-        for line in jsonl_lines(_dataset_rows(project, dataset, filters)):
+        for line in jsonl_lines(_dataset_rows(project, dataset, filters, ai)):
             handle.write(line)
             digest.update(line.encode("utf-8"))
             row_count += 1
@@ -202,6 +220,9 @@ def training_run_start(
     _check_versions(
         spec, base_version=base_version, reward_version=reward_version, mix_with=mix_with
     )
+    # Written out now, so that an SFT stage and the follow-up it starts use the same choice
+    # even if the project's setting changes in between.
+    filters = with_ai_choice(project=project, dataset=spec.dataset, filters=filters)
     if sft_first:
         return _start_sft_stage(
             project=project,
@@ -253,7 +274,7 @@ def _start_sft_stage(
         base_version=base_version,
         method="sft",
         config=sft_stage_config(method_config),
-        filters={"include_chosen": True},
+        filters={"include_chosen": True, "ai": filters["ai"]},
         user=user,
         queue=queue,
         follow_up=follow_up,
@@ -275,13 +296,17 @@ def sft_stage_config(method_config) -> dict:
 
 def _start_follow_up(run: TrainingRun, version: ModelVersion, *, queue: bool) -> None:
     plan = run.follow_up
+    filters = dict(plan.get("filters") or {})
+    if method_spec(plan["method"]).dataset in AI_DATASETS:
+        # A plan stored before the ai choice was written out meant the old default.
+        filters.setdefault("ai", LEGACY_AI)
     try:
         follow_up = training_run_start(
             project=run.project,
             base_version=version,
             method=plan["method"],
             config=plan["config"],
-            filters=plan.get("filters"),
+            filters=filters,
             user=run.created_by,
             queue=queue,
             previous=run,

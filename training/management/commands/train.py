@@ -2,6 +2,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
+from annotation.ai.trust import AI_OPTIONS, ai_label_plan
 from annotation.errors import ServiceError
 from annotation.models import Project
 from config.celery import QueueUnavailable
@@ -68,6 +69,12 @@ class Command(BaseCommand):
         )
         parser.add_argument("--min-margin", type=int, help="Leave out weaker preference pairs.")
         parser.add_argument(
+            "--ai",
+            choices=AI_OPTIONS,
+            help="AI judges' labels: exclude, trusted (judges that clear the project's "
+            "agreement threshold), include, or only them; default: the project's setting.",
+        )
+        parser.add_argument(
             "--now",
             action="store_true",
             help="Train, then run every follow-up stage and generation job, in this process "
@@ -78,7 +85,13 @@ class Command(BaseCommand):
         project = Project.objects.filter(slug=options["project"]).first()
         if project is None:
             raise CommandError(f"No project with slug {options['project']!r}.")
-        filters = {"include_chosen": options["include_chosen"], "min_margin": options["min_margin"]}
+        filters = {
+            "include_chosen": options["include_chosen"],
+            "min_margin": options["min_margin"],
+            "ai": options["ai"],
+        }
+        if METHODS[options["method"]].dataset in ("sft", "preferences"):
+            self._say_ai_labels(project, options["ai"])
         try:
             run = services.training_run_start(
                 project=project,
@@ -112,6 +125,16 @@ class Command(BaseCommand):
             _check_all_done(chain, jobs)
         elif run.status == TrainingRun.Status.FAILED:
             raise CommandError(f"Run {run.pk} failed: {run.error}")
+
+    def _say_ai_labels(self, project, ai: str | None) -> None:
+        """Which AI judges' labels the run takes, on stderr (stdout holds the JSON)."""
+        try:
+            plan = ai_label_plan(project=project, ai=ai)
+        except ServiceError as error:
+            raise CommandError(error.message) from None
+        self.stderr.write(plan.text)
+        for warning in plan.warnings:
+            self.stderr.write(f"Warning: {warning}")
 
 
 def _stage(run: TrainingRun) -> dict:

@@ -191,7 +191,7 @@ def test_an_empty_report_says_so(login, project, researcher):
 @pytest.mark.parametrize(
     ("who", "page_status", "api_status"),
     [
-        ("anonymous", 302, 403),
+        ("anonymous", 302, 401),
         ("outsider", 403, 403),
         ("labeler", 403, 403),
         ("researcher", 200, 200),

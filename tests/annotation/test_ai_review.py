@@ -409,7 +409,7 @@ def test_bad_api_fills_get_400_and_change_nothing(login, project, ai, admin_memb
 @pytest.mark.parametrize(
     ("who", "page_status", "api_status"),
     [
-        ("anonymous", 302, 403),
+        ("anonymous", 302, 401),
         ("outsider", 403, 403),
         ("labeler", 403, 403),
         ("researcher", 403, 403),

@@ -104,7 +104,7 @@ def test_every_route_for_every_caller(login, project, caller, constitution, job,
 
     is_api = url.startswith("/api/")
     if name == "anonymous":
-        expected = 403 if is_api else 302
+        expected = 401 if is_api else 302
     else:
         expected = allowed if name in ALLOWED[capability] else 403
     assert response.status_code == expected

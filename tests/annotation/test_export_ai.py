@@ -185,7 +185,7 @@ def test_a_bad_ai_option_is_refused_everywhere(login, project, researcher, mixed
 
 @pytest.mark.parametrize(
     ("who", "status"),
-    [("anonymous", 403), ("outsider", 403), ("labeler", 403), ("researcher", 200), ("admin", 200)],
+    [("anonymous", 401), ("outsider", 403), ("labeler", 403), ("researcher", 200), ("admin", 200)],
 )
 def test_only_researchers_and_admins_export_with_the_ai_option(login, project, who, status):
     client = login(make_caller(who, project))

@@ -52,7 +52,14 @@ def _models_context(project, form) -> dict:
 
 
 def _newest_policy():
-    return selectors.policy_versions().order_by("-created_at", "-id").first()
+    """The form's default: the newest policy, never a run's intermediate stage (that one
+    generates only when the admin picks it)."""
+    return (
+        selectors.policy_versions()
+        .filter(intermediate=False)
+        .order_by("-created_at", "-id")
+        .first()
+    )
 
 
 def _initial_choice(form) -> dict:

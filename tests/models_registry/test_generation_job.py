@@ -433,3 +433,14 @@ def test_the_api_preview_refuses_bad_input_and_stores_nothing(
 
     assert (answer.status_code, answer.json()) == (status, body)
     assert _stored() == before
+
+
+def test_the_generation_form_never_defaults_to_an_intermediate_stage(login, admin_member, project):
+    base = make_version("base")
+    stage = make_version("base / SFT run 1", parent=base, method="sft", state="candidate")
+    stage.intermediate = True
+    stage.save(update_fields=["intermediate"])
+
+    page = login(admin_member).get(f"/p/{project.slug}/models/")
+
+    assert page.context["form"].initial["model_version"] == base

@@ -663,6 +663,8 @@ def review_item(*, project: Project, reviewer, judgment_id: int | None = None) -
 # --- showing a judgment ----------------------------------------------------------------
 
 CHOICE_WORDS = {"a": "A is better", "b": "B is better", "tie": "Tie", "both_bad": "Both are bad"}
+# The chat page shows its two replies side by side as "Left" and "Right".
+CHAT_CHOICE_WORDS = {**CHOICE_WORDS, "a": "Left is better", "b": "Right is better"}
 STRENGTH_WORDS = {1: "marginally", 2: "slightly", 3: "", 4: "much"}
 
 
@@ -672,7 +674,9 @@ def judgment_summary(judgment: Judgment, responses: Sequence | None = None) -> s
         choice = judgment.choice
         if _swapped(judgment, responses):
             choice = {"a": "b", "b": "a"}.get(choice, choice)
-        words = CHOICE_WORDS.get(choice, choice or "—")
+        in_chat = judgment.kind == TaskKind.CHAT or judgment.chat_session_id is not None
+        vocabulary = CHAT_CHOICE_WORDS if in_chat else CHOICE_WORDS
+        words = vocabulary.get(choice, choice or "—")
         strength = STRENGTH_WORDS.get(judgment.strength or 3, "")
         if choice in ("a", "b") and strength:
             words = words.replace(" better", f" {strength} better")

@@ -7,10 +7,10 @@ import pytest
 from django.utils import timezone
 
 from annotation import quality
-from annotation.models import Judgment, Response, Review, Role, Task, TaskKind
+from annotation.models import ChatSession, Judgment, Response, Review, Role, Task, TaskKind
 from annotation.services import ensure_task
 from tests.annotation.test_quality import judge, make_caller, make_kind_task
-from tests.factories import make_member, make_prompt, make_task
+from tests.factories import make_member, make_prompt, make_task, make_version
 
 
 @pytest.fixture(autouse=True)
@@ -160,3 +160,31 @@ def test_a_comparison_is_told_in_the_sides_the_labeler_saw(login, project, label
 
     assert "A is much better" in row
     assert "B is" not in row
+
+
+def test_a_chat_pick_is_told_as_left_or_right_as_the_chat_page_says(login, project, labeler):
+    prompt = make_prompt(project, "Hi?")
+    first, second = (
+        Response.objects.create(prompt=prompt, author="m", text=text, sample_index=index)
+        for index, text in enumerate(("one", "two"))
+    )
+    session = ChatSession.objects.create(
+        project=project, labeler=labeler, model_version=make_version("chat-model")
+    )
+    # The right-hand reply (task terms: a) was picked.
+    judgment = Judgment.objects.create(
+        kind=TaskKind.COMPARISON,
+        project=project,
+        prompt=prompt,
+        shown_order=[second.pk, first.pk],
+        response_a=first,
+        response_b=second,
+        choice="a",
+        chat_session=session,
+        labeler=labeler,
+    )
+
+    row = _row(login(labeler).get("/p/alpha/me/").content.decode(), judgment)
+
+    assert "Right is better" in row
+    assert "A is" not in row and "B is" not in row

@@ -28,6 +28,7 @@ def test_chat_turns_are_not_generated_for_nor_paired_into_tasks(project):
     tasks_create(project=project, kind="rating", options={})
 
     assert missing_samples(project=project, model_version=version) == {pool_prompt.pk: [0, 1]}
+    assert job.total == 2  # the pool prompt's two samples; nothing for the chat turn
     assert Task.objects.count() == 0
 
 

@@ -336,7 +336,7 @@ ROUTES = {
     ),
     "api_project_leaderboard": (
         "/api/projects/{slug}/leaderboard/",
-        {"anonymous": 403, "outsider": 403, "labeler": 403, "researcher": 200, "admin": 200},
+        {"anonymous": 401, "outsider": 403, "labeler": 403, "researcher": 200, "admin": 200},
     ),
 }
 ROLE_OF = {"labeler": Role.LABELER, "researcher": Role.RESEARCHER, "admin": Role.ADMIN}

@@ -23,10 +23,12 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        # A plain column first: a SlugField's own index plus the unique one added below
+        # would create PostgreSQL's "_like" index twice.
         migrations.AddField(
             model_name="modelversion",
             name="model_id",
-            field=models.SlugField(max_length=100, null=True),
+            field=models.CharField(max_length=100, null=True),
         ),
         migrations.RunPython(fill_model_ids, migrations.RunPython.noop),
         migrations.AlterField(

@@ -141,3 +141,13 @@ def test_the_migration_gives_existing_versions_unique_ids_from_their_names(db):
     assert ids[0] == "a-sft-run-1"
     assert ids[1] == "a-sft-run-1-2"
     assert ids[2].startswith("version-")
+
+
+def test_the_api_key_page_names_models_by_their_model_id(login, project, labeler):
+    make_version(LONG_NAME, model_id="smollm2-ppo3")
+
+    page = login(labeler).get("/account/api-key/").content.decode()
+
+    assert 'model="smollm2-ppo3"' in page
+    assert "<td><code>smollm2-ppo3</code></td>" in page
+    assert f"<td>{LONG_NAME}</td>" in page

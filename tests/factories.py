@@ -100,3 +100,19 @@ def make_preferences(project: Project, labeler, count: int, *, strength: int | N
     for number in range(count):
         make_task(project, texts=(f"Yes {number}.", f"No, never, not at all {number}."))
     judge_all(project, labeler, prefer=lambda text: text.startswith("Yes"), strength=strength)
+
+
+def make_trained_version(parent: ModelVersion, *, method: str, project) -> ModelVersion:
+    """A version registered by a training run on ``parent``, named as training names them
+    ("<parent> / DPO run 7"), reusing the parent's weights (nothing is trained)."""
+    from models_registry.services import model_version_register
+    from training.models import TrainingRun
+
+    run = TrainingRun.objects.create(project=project, method=method, base_version=parent)
+    return model_version_register(
+        name=f"{parent.name} / {method.upper()} run {run.pk}",
+        method=method,
+        base_path=parent.base_path,
+        parent=parent,
+        training_run=run,
+    )

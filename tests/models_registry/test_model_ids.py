@@ -10,28 +10,17 @@ from django.db import connection
 from annotation import leaderboard
 from models_registry import selectors
 from models_registry.models import ModelVersion
-from models_registry.services import ensure_base_model_from_folder, model_version_register
-from tests.factories import make_version
+from models_registry.services import ensure_base_model_from_folder
+from tests.factories import make_trained_version, make_version
 from training.models import TrainingRun
 
 LONG_NAME = "SmolLM2-135M-Instruct / SFT run 1 / DPO run 2 / PPO run 3"
 
 
-def _trained(parent: ModelVersion, method: str, project) -> ModelVersion:
-    run = TrainingRun.objects.create(project=project, method=method, base_version=parent)
-    return model_version_register(
-        name=f"{parent.name} / {method.upper()} run {run.pk}",
-        method=method,
-        base_path=parent.base_path,
-        parent=parent,
-        training_run=run,
-    )
-
-
 def test_a_trained_version_id_reads_as_its_lineage(project, tiny_model_dir):
     base = ensure_base_model_from_folder(name="SmolLM2-135M-Instruct", path=tiny_model_dir)
-    sft = _trained(base, "sft", project)
-    dpo = _trained(sft, "dpo", project)
+    sft = make_trained_version(base, method="sft", project=project)
+    dpo = make_trained_version(sft, method="dpo", project=project)
 
     assert base.model_id == "smollm2-135m-instruct"
     assert sft.model_id == f"smollm2-135m-instruct-sft{sft.training_run_id}"
@@ -52,7 +41,7 @@ def test_names_that_slug_alike_get_distinct_ids(db, tiny_model_dir):
 def test_a_deep_lineage_keeps_its_id_within_the_limit(project, tiny_model_dir):
     version = ensure_base_model_from_folder(name="x" * 90, path=tiny_model_dir)
     for method in ["sft", "dpo", "ppo", "raft", "sft", "dpo"]:
-        version = _trained(version, method, project)
+        version = make_trained_version(version, method=method, project=project)
 
     assert len(version.model_id) <= 100
     assert version.model_id.endswith(f"-dpo{version.training_run_id}")

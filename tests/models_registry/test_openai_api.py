@@ -17,8 +17,7 @@ from models_registry.services import (
     model_version_register,
 )
 from models_registry.serving import default_service
-from tests.factories import make_member, make_user
-from training.models import TrainingRun
+from tests.factories import make_member, make_trained_version, make_user
 
 HELLO = [{"role": "user", "content": "Say hello."}]
 # The tiny random model's greedy reply is a run of newlines (empty once stripped); a seeded
@@ -197,23 +196,11 @@ def test_the_model_list_holds_every_version_not_retired(tiny, member_key, client
     assert client_for(member_key).models.retrieve("tiny-chat").id == "tiny-chat"
 
 
-def _trained(parent: ModelVersion, *, method: str, project) -> ModelVersion:
-    """A version registered by a training run, named as training names them."""
-    run = TrainingRun.objects.create(project=project, method=method, base_version=parent)
-    return model_version_register(
-        name=f"{parent.name} / {method.upper()} run {run.pk}",
-        method=method,
-        base_path=parent.base_path,
-        parent=parent,
-        training_run=run,
-    )
-
-
 def test_a_version_named_with_slashes_is_served_under_a_url_safe_id(
     project, tiny, member_key, client_for
 ):
-    sft = _trained(tiny, method="sft", project=project)
-    dpo = _trained(sft, method="dpo", project=project)
+    sft = make_trained_version(tiny, method="sft", project=project)
+    dpo = make_trained_version(sft, method="dpo", project=project)
     client = client_for(member_key)
 
     retrieved = client.models.retrieve(dpo.model_id)
@@ -230,7 +217,9 @@ def test_a_version_named_with_slashes_is_served_under_a_url_safe_id(
 
 
 def test_the_old_readable_names_still_name_a_version(project, tiny, member_key, client_for, client):
-    dpo = _trained(_trained(tiny, method="sft", project=project), method="dpo", project=project)
+    dpo = make_trained_version(
+        make_trained_version(tiny, method="sft", project=project), method="dpo", project=project
+    )
     headers = {"HTTP_AUTHORIZATION": f"Bearer {member_key}"}
 
     by_name = client_for(member_key).chat.completions.create(

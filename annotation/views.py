@@ -3,7 +3,6 @@ import uuid
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db import connection
 from django.http import JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
@@ -15,25 +14,6 @@ from annotation.forms import ProjectSettingsForm, PromptImportForm, TaskCreateFo
 from annotation.kinds import KINDS
 from annotation.models import Assignment
 from annotation.permissions import LABEL, MANAGE, VIEW_DATA, can, project_for, projects_visible_to
-from config.celery import app as celery_app
-
-
-@require_GET
-def healthz(request):
-    problems = {}
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-    except Exception as error:
-        problems["database"] = f"{type(error).__name__}: {error}"
-    try:
-        with celery_app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=2)
-    except Exception as error:
-        problems["broker"] = f"{type(error).__name__}: {error}"
-    if problems:
-        return JsonResponse({"status": "unavailable", "problems": problems}, status=503)
-    return JsonResponse({"status": "ok"})
 
 
 @login_required

@@ -7,6 +7,7 @@ from django.views.generic import RedirectView
 
 from annotation import api as annotation_api
 from annotation import views as annotation_views
+from config import health
 from models_registry import api as registry_api
 from models_registry import views as registry_views
 from training import api as training_api
@@ -16,7 +17,7 @@ pages = [
     path("", annotation_views.home, name="home"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("healthz", annotation_views.healthz, name="healthz"),
+    path("healthz", health.healthz, name="healthz"),
     path("p/<slug:slug>/", annotation_views.project_detail, name="project"),
     path("p/<slug:slug>/label/", annotation_views.label, name="label"),
     path("p/<slug:slug>/prompts/", annotation_views.prompts, name="prompts"),

@@ -20,7 +20,7 @@ from annotation.exports import (
     training_preference_rows,
 )
 from annotation.models import Judgment, Role
-from tests.annotation.ai_judgments import make_ai_judgment, make_constitution, make_remote_judge
+from tests.annotation.judges.factories import make_ai_judgment, make_constitution, make_remote_judge
 from tests.annotation.test_quality import judge as human_judge
 from tests.annotation.test_quality import make_caller
 from tests.factories import make_member, make_task, make_version

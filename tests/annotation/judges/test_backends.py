@@ -9,7 +9,7 @@ import torch
 
 from annotation.ai import prompts
 from annotation.ai.backends import BackendError, LocalBackend, RemoteBackend
-from tests.annotation.ai_endpoint import Answer, FakeEndpoint, completion
+from tests.annotation.judges.fake_endpoint import Answer, FakeEndpoint, completion
 
 PRINCIPLE = {
     "name": "helpful",

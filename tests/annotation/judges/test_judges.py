@@ -14,7 +14,7 @@ from annotation.models import Constitution, Judge, JudgeJob, Judgment, Role
 from config.celery import app as celery_app
 from models_registry.models import ModelVersion
 from models_registry.services import api_key_rotate, ensure_base_model_from_folder
-from tests.annotation.ai_endpoint import Answer, FakeEndpoint, completion, option_text
+from tests.annotation.judges.fake_endpoint import Answer, FakeEndpoint, completion, option_text
 from tests.factories import make_member, make_task, make_version
 
 KEY = "sk-judge-secret-key-0123456789abcdef"

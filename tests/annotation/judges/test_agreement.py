@@ -6,7 +6,7 @@ import pytest
 from annotation import review
 from annotation.ai.agreement import cohen_kappa, judge_agreement, majority
 from annotation.models import Judgment, Role
-from tests.annotation.ai_judgments import make_ai_judgment, make_constitution, make_judge
+from tests.annotation.judges.factories import make_ai_judgment, make_constitution, make_judge
 from tests.annotation.test_quality import judge as human_judge
 from tests.annotation.test_quality import make_caller
 from tests.factories import make_member, make_task

@@ -16,7 +16,7 @@ from annotation.errors import ServiceError
 from annotation.exports import dpo_rows
 from annotation.models import JudgeJob, Project, Role
 from annotation.services import project_settings_update
-from tests.annotation.ai_judgments import make_ai_judgment, make_constitution, make_judge
+from tests.annotation.judges.factories import make_ai_judgment, make_constitution, make_judge
 from tests.annotation.test_quality import judge as human_judge
 from tests.annotation.test_quality import make_caller
 from tests.factories import make_member, make_task, make_version

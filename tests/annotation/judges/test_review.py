@@ -9,7 +9,7 @@ from annotation.ai.review import ai_review_queue_fill
 from annotation.errors import ServiceError
 from annotation.exports import dpo_rows
 from annotation.models import Judgment, Response, Review, Role
-from tests.annotation.ai_judgments import (
+from tests.annotation.judges.factories import (
     make_ai_judgment,
     make_constitution,
     make_judge,

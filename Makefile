@@ -26,6 +26,7 @@ run: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 ## Lint, then the whole suite: on SQLite, then on PostgreSQL + Redis with a real worker and Chromium.
 test: lint services browser-deps

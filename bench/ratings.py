@@ -1,10 +1,11 @@
 """Bradley-Terry with 200 bootstrap rounds on 1,000,000 simulated battles between 50 models.
 
 Simulates battles between uniformly drawn pairs of 50 models with known Elo-scale strengths
-(Bradley-Terry outcomes, no ties), then times `annotation.ratings.bootstrap`: counting the
-raw battle arrays into (pair, outcome) cells, the full-data fit, 200 multinomial resamples
-of the cell table and their fits. Side by side it times the textbook way, resampling the
-battles themselves each round (same fitter), and prints the ratio. Prints the top models
+(Bradley-Terry outcomes, no ties), then times
+`annotation.leaderboard.ratings_math.bootstrap`: counting the raw battle arrays into (pair,
+outcome) cells, the full-data fit, 200 multinomial resamples of the cell table and their
+fits. Side by side it times the textbook way, resampling the battles themselves each round
+(same fitter), and prints the ratio. Prints the top models
 (true vs fitted rating, interval, rank), how often the intervals hold the true rating, and
 the time of online Elo over the same battles.
 
@@ -26,7 +27,7 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from annotation import ratings  # noqa: E402
+from annotation.leaderboard import ratings_math  # noqa: E402
 
 
 def cores() -> int:
@@ -40,16 +41,16 @@ def timed(function, *args, **kwargs):
     return result, time.perf_counter() - wall, time.process_time() - cpu
 
 
-def resample_battles(battles: ratings.Battles, rounds: int, seed: int) -> np.ndarray:
+def resample_battles(battles: ratings_math.Battles, rounds: int, seed: int) -> np.ndarray:
     """The textbook bootstrap: draw the battles with replacement, count, fit; per round."""
     rng = np.random.default_rng(seed)
     samples = []
     for _ in range(rounds):
         pick = rng.integers(0, len(battles), len(battles))
-        sample = ratings.Battles(
+        sample = ratings_math.Battles(
             battles.models, battles.model_a[pick], battles.model_b[pick], battles.outcome[pick]
         )
-        samples.append(ratings.bradley_terry(ratings.pair_counts(sample).wins()))
+        samples.append(ratings_math.bradley_terry(ratings_math.pair_counts(sample).wins()))
     return np.asarray(samples)
 
 
@@ -69,7 +70,7 @@ def main() -> int:
     rng = np.random.default_rng(args.seed)
     truth = rng.normal(0, 200, args.models)
     truth += 1000 - truth.mean()
-    battles = ratings.simulate(truth, args.battles, seed=rng)
+    battles = ratings_math.simulate(truth, args.battles, seed=rng)
     print(
         f"Bradley-Terry bootstrap on {cores()} CPU cores: {len(battles):,} simulated battles "
         f"between {args.models} models (true ratings normal, sd 200, mean 1000; uniform "
@@ -79,11 +80,11 @@ def main() -> int:
         flush=True,
     )
 
-    _, count_s, _ = timed(ratings.pair_counts, battles)
+    _, count_s, _ = timed(ratings_math.pair_counts, battles)
     runs = []
     for repeat in range(args.repeats):
         result, wall, cpu = timed(
-            ratings.bootstrap, battles, rounds=args.rounds, seed=args.seed + repeat
+            ratings_math.bootstrap, battles, rounds=args.rounds, seed=args.seed + repeat
         )
         runs.append((wall, cpu))
         print(f"  run {repeat + 1}: {wall:.2f} s wall, {cpu:.2f} s CPU", flush=True)
@@ -123,8 +124,8 @@ def main() -> int:
             fresh = np.random.default_rng([args.seed, dataset + 1])
             fresh_truth = fresh.normal(0, 200, args.models)
             fresh_truth += 1000 - fresh_truth.mean()
-            fit = ratings.bootstrap(
-                ratings.simulate(fresh_truth, args.battles, seed=fresh),
+            fit = ratings_math.bootstrap(
+                ratings_math.simulate(fresh_truth, args.battles, seed=fresh),
                 rounds=args.rounds,
                 seed=fresh,
             )
@@ -147,7 +148,7 @@ def main() -> int:
             f"are {spread:.2f}x ours (median over models; 1 means the same distribution)."
         )
 
-    elo, elo_s, _ = timed(ratings.online_elo, battles)
+    elo, elo_s, _ = timed(ratings_math.online_elo, battles)
     correlation = np.corrcoef(elo.ratings, truth)[0, 1]
     print(
         f"Online Elo (K 4) over the same battles: {elo_s:.2f} s; correlation with the "

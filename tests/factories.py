@@ -3,13 +3,19 @@
 import itertools
 import json
 import uuid
+from datetime import datetime
 
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 from django.utils.text import slugify
 
-from annotation.models import Project, Prompt, Response, Role
-from annotation.services import ensure_comparison_task, ensure_membership, ensure_project
+from annotation.models import Judgment, Project, Prompt, Response, Role, Task, TaskKind
+from annotation.services import (
+    ensure_comparison_task,
+    ensure_membership,
+    ensure_project,
+    ensure_task,
+)
 from models_registry.models import ModelVersion
 
 _counter = itertools.count(1)
@@ -65,6 +71,55 @@ def make_task(
     second = Response.objects.create(prompt=prompt, author="test: second", text=texts[1])
     ensure_comparison_task(project=project, first=first, second=second)
     return project.tasks.get(links__response=first)
+
+
+def make_kind_task(project: Project, kind: str, *, responses: int = 2, gold_answer=None) -> Task:
+    """A task of any kind over `responses` new responses to a new prompt."""
+    prompt = make_prompt(project)
+    made = [
+        Response.objects.create(prompt=prompt, author=f"test: {i}", text=f"Answer {i}")
+        for i in range(responses)
+    ]
+    task, _ = ensure_task(
+        project=project, kind=kind, prompt=prompt, responses=made, gold_answer=gold_answer
+    )
+    return task
+
+
+def judge(task: Task, labeler, *, ms: int = 1000, at: datetime | None = None, **fields):
+    """A stored human judgment of the task (comparison choice "a" unless given), written
+    directly rather than through the queue so a test can set any field and the time."""
+    order = list(task.links.order_by("position").values_list("response_id", flat=True))
+    if task.kind == TaskKind.COMPARISON:
+        fields = {"response_a_id": order[0], "response_b_id": order[1], "choice": "a", **fields}
+    if task.kind == TaskKind.RATING:
+        fields = {"rated_response_id": order[0], **fields}
+    judgment = Judgment.objects.create(
+        kind=task.kind,
+        project=task.project,
+        task=task,
+        prompt=task.prompt,
+        shown_order=order,
+        labeler=labeler,
+        time_spent_ms=ms,
+        **fields,
+    )
+    if at is not None:
+        Judgment.objects.filter(pk=judgment.pk).update(created_at=at)
+        judgment.refresh_from_db()
+    return judgment
+
+
+CALLER_ROLES = {"labeler": Role.LABELER, "researcher": Role.RESEARCHER, "admin": Role.ADMIN}
+
+
+def make_caller(who: str, project):
+    """The user a permission test signs in as (None: anonymous)."""
+    if who == "anonymous":
+        return None
+    if who == "outsider":
+        return make_user("outsider")
+    return make_member(project, CALLER_ROLES[who], f"caller-{who}")
 
 
 def jsonl_bytes(records) -> bytes:

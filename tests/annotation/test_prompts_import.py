@@ -7,8 +7,7 @@ from django.db import connection
 
 from annotation.models import Prompt, PromptImport
 from annotation.services import PromptImportError, prompts_import
-from tests.annotation.test_quality import make_caller
-from tests.factories import jsonl_bytes, make_project
+from tests.factories import jsonl_bytes, make_caller, make_project
 
 
 def test_jsonl_import_loads_every_prompt_with_metadata(project):

@@ -3,9 +3,8 @@
 import pytest
 
 from annotation.models import Judgment, Review, Role
-from tests.annotation.test_quality import judge
 from tests.browser.conftest import log_in
-from tests.factories import PASSWORD, make_member, make_project, make_task
+from tests.factories import PASSWORD, judge, make_member, make_project, make_task
 
 pytestmark = [pytest.mark.postgres, pytest.mark.browser, pytest.mark.timeout(300)]
 

@@ -7,7 +7,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 
-from annotation import leaderboard
+from annotation.leaderboard import plots
 from models_registry import selectors
 from models_registry.models import ModelVersion
 from models_registry.services import ensure_base_model_from_folder
@@ -106,7 +106,7 @@ def test_the_ratings_plot_makes_room_for_the_longest_name():
         ]
     }
 
-    plot = leaderboard.ratings_plot(board)
+    plot = plots.ratings_plot(board)
 
     assert plot["label_x"] >= 7 * len(LONG_NAME)
     assert plot["width"] - plot["left"] == 550

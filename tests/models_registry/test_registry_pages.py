@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from annotation import ratings
 from annotation.errors import ServiceError
+from annotation.leaderboard import ratings_math
 from annotation.models import Judgment, Response, Role
 from models_registry import selectors
 from models_registry.models import GenerationJob, ModelVersion, StateChange
@@ -80,8 +80,8 @@ def known_battles(project, other_project, labeler, pair):
 
 def _expected_interval() -> tuple[int, int]:
     records = [("c", "i", "a")] * 6 + [("c", "i", "b")] * 2 + [("c", "i", "tie")] * 2
-    _, low, high, _ = ratings.head_to_head(
-        ratings.Battles.from_records(records), "c", "i", rounds=2000, seed=0
+    _, low, high, _ = ratings_math.head_to_head(
+        ratings_math.Battles.from_records(records), "c", "i", rounds=2000, seed=0
     )
     return round(round(low, 4) * 100), round(round(high, 4) * 100)
 
@@ -684,9 +684,9 @@ def _release_outcome(version):
 def test_an_intermediate_stage_is_in_no_model_list_and_never_a_partner(
     project, labeler, pair, stage, client
 ):
-    from annotation.arena import arena_versions
+    from annotation.arena.selectors import arena_versions
     from annotation.candidates import ensure_comparison_tasks
-    from annotation.chat import chat_versions
+    from annotation.chat.selectors import chat_versions
     from annotation.models import CandidatePolicy, Task
     from models_registry.services import api_key_rotate
 

@@ -1,14 +1,12 @@
-"""Leaderboard pages and API: thin callers of annotation/leaderboard.py."""
+"""Leaderboard pages: thin callers of annotation/leaderboard/selectors.py and plots.py."""
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
-from rest_framework.response import Response
-from rest_framework.views import APIView
 
-from annotation import leaderboard
 from annotation.errors import ServiceError
+from annotation.leaderboard import plots, selectors
 from annotation.models import Project
 from annotation.permissions import MANAGE, VIEW_DATA, can, project_for
 
@@ -17,30 +15,30 @@ def _page(request, *, project, projects, scope_label: str):
     context = {
         "project": project,
         "scope_label": scope_label,
-        "rounds": leaderboard.ROUNDS,
-        "level_percent": round(leaderboard.LEVEL * 100),
+        "rounds": selectors.ROUNDS,
+        "level_percent": round(selectors.LEVEL * 100),
     }
     if project is not None:
         context["can_manage"] = can(user=request.user, project=project, capability=MANAGE)
         context["can_view_data"] = True
     try:
-        source = leaderboard.parse_source(request.GET.get("source"))
+        source = selectors.parse_source(request.GET.get("source"))
     except ServiceError as error:
         context["error"] = error.message
         return render(request, "annotation/leaderboard.html", context, status=400)
-    board = leaderboard.leaderboard(projects=projects, source=source)
-    counts = leaderboard.battle_counts(projects=projects)
+    board = selectors.leaderboard(projects=projects, source=source)
+    counts = selectors.battle_counts(projects=projects)
     context.update(
         source=source,
-        source_label=leaderboard.SOURCE_LABELS[source],
+        source_label=selectors.SOURCE_LABELS[source],
         board=board,
         tabs=[
             {"key": key, "label": label, "count": counts[key]}
-            for key, label in leaderboard.SOURCE_LABELS.items()
+            for key, label in selectors.SOURCE_LABELS.items()
         ],
-        ratings_plot=leaderboard.ratings_plot(board),
-        elo_plot=leaderboard.elo_plot(board),
-        win_rate_rows=leaderboard.win_rate_rows(board),
+        ratings_plot=plots.ratings_plot(board),
+        elo_plot=plots.elo_plot(board),
+        win_rate_rows=plots.win_rate_rows(board),
     )
     template = (
         "annotation/leaderboard.html#board" if request.htmx else "annotation/leaderboard.html"
@@ -61,7 +59,7 @@ def project_leaderboard_page(request, slug):
 @require_GET
 def leaderboard_page(request):
     """The models rated from the battles of every project where the user may view data."""
-    projects = leaderboard.projects_with_data_access(request.user)
+    projects = selectors.projects_with_data_access(request.user)
     count = projects.count()
     if not count:
         raise PermissionDenied(
@@ -74,14 +72,3 @@ def leaderboard_page(request):
         else f"your {count} project" + ("s" if count != 1 else "")
     )
     return _page(request, project=None, projects=projects, scope_label=label)
-
-
-class ProjectLeaderboardApi(APIView):
-    """GET: the project's leaderboard for one judge source (?source=human, the default, or
-    ?source=ai): ratings with intervals and ranks, online Elo, win rates, Elo history."""
-
-    def get(self, request, slug):
-        project = project_for(user=request.user, slug=slug, capability=VIEW_DATA)
-        source = leaderboard.parse_source(request.query_params.get("source"))
-        board = leaderboard.project_leaderboard(project=project, source=source)
-        return Response({"project": project.slug, **board})

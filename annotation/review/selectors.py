@@ -5,20 +5,8 @@ Which judgments count: unless said otherwise, the *current human* judgments of a
 source "human", not superseded by a correction, not rejected by a reviewer (the rows an
 export holds). AI judgments and reviewers' corrections are not anyone's labeling work.
 
-Agreement (https://www.asc.upenn.edu/sites/default/files/2021-03/Computing%20Krippendorff%27s%20Alpha-Reliability.pdf):
-
-- Krippendorff's alpha = 1 - D_o / D_e from the coincidence matrix: every ordered pair of
-  values within a unit with m_u values counts 1 / (m_u - 1); D_o is the mean difference of
-  pairs within units, D_e the mean difference of all pairable values regardless of unit.
-  Comparisons: unit = task, value = choice (a, b, tie, both_bad), nominal differences.
-  Ratings: unit = task, one alpha per criterion, interval differences (squared).
-- A labeler's alpha is "alpha between the labeler and the others": D_o counts only the
-  pairs the labeler takes part in (on each unit they judged with at least one other
-  labeler, the mean difference from the others' values; units weigh the same), D_e is the
-  whole project's. With two labelers it equals the project's alpha. For ratings it is the
-  mean over criteria.
-- Rankings: Kendall's tau between two labelers' rankings of the same task, averaged over
-  every pair of labelers on every task (a labeler's figure: the pairs they take part in).
+Agreement is Krippendorff's alpha (comparisons, ratings per criterion) and mean pairwise
+Kendall's tau (rankings), as annotation/review/agreement_math.py defines them.
 
 Time per item is the median of `time_spent_ms` over judgments that recorded one (0 means a
 client sent no timing). Trends give the same figures per ISO week, or per day when the
@@ -30,7 +18,7 @@ project's D_e.
 import json
 import statistics
 from collections import Counter, defaultdict
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from itertools import combinations
@@ -41,6 +29,14 @@ from django.utils import timezone
 from annotation.kinds import KINDS
 from annotation.kinds.ranking import kendall_tau
 from annotation.models import Assignment, Judgment, Project, Response, Review, Task, TaskKind
+from annotation.review.agreement_math import (
+    INTERVAL,
+    NOMINAL,
+    expected_disagreement,
+    krippendorff_alpha,
+    labeler_alpha,
+    mean_pairwise_tau,
+)
 
 # A labeler is low-trust (all their judgments go to review) when their gold accuracy is
 # below LOW_TRUST_ACCURACY after at least LOW_TRUST_MIN_GOLD gold judgments.
@@ -54,103 +50,8 @@ RANKING_MIN_TAU = 0.5
 TREND_DAILY_UNDER_DAYS = 14
 RECENT_LIMIT = 20
 
-NOMINAL = "nominal"
-INTERVAL = "interval"
 
-
-# --- metric functions (plain Python, no database) --------------------------------------
-
-
-def _pair_difference_sum(values: Sequence, level: str) -> float:
-    """Sum of the squared differences over all ordered pairs of `values` (i != j)."""
-    m = len(values)
-    if level == NOMINAL:
-        counts = Counter(values)
-        return float(m * m - sum(n * n for n in counts.values()))
-    total = sum(values)
-    return 2.0 * m * sum(v * v for v in values) - 2.0 * total * total
-
-
-def _difference(first, second, level: str) -> float:
-    if level == NOMINAL:
-        return 0.0 if first == second else 1.0
-    return float(first - second) ** 2
-
-
-def _pairable(units: Iterable[Iterable]) -> list[list]:
-    return [values for values in (list(unit) for unit in units) if len(values) >= 2]
-
-
-def expected_disagreement(units: Iterable[Iterable], *, level: str) -> float | None:
-    """D_e: the mean difference between any two pairable values, whatever their unit."""
-    pooled = [value for values in _pairable(units) for value in values]
-    n = len(pooled)
-    if n < 2:
-        return None
-    return _pair_difference_sum(pooled, level) / (n * (n - 1))
-
-
-def krippendorff_alpha(units: Iterable[Iterable], *, level: str = NOMINAL) -> float | None:
-    """Krippendorff's alpha of reliability data given as the values of each unit (missing
-    values left out). None when it is undefined: no unit with two values, or no variation
-    at all (D_e = 0)."""
-    pairable = _pairable(units)
-    n = sum(len(values) for values in pairable)
-    expected = expected_disagreement(pairable, level=level)
-    if not expected:
-        return None
-    observed = sum(_pair_difference_sum(v, level) / (len(v) - 1) for v in pairable) / n
-    return 1.0 - observed / expected
-
-
-def labeler_alpha(
-    units: Mapping[Hashable, Mapping[Hashable, object]],
-    *,
-    coder: Hashable,
-    level: str = NOMINAL,
-    only_units: set | None = None,
-    expected: float | None = None,
-) -> float | None:
-    """Alpha between `coder` and the others (see the module docstring); `units` maps each
-    unit to {coder: value}. `only_units` limits the units the coder's side is drawn from
-    (a trend period); `expected` is the project's D_e when already known."""
-    if expected is None:
-        expected = expected_disagreement((u.values() for u in units.values()), level=level)
-    if not expected:
-        return None
-    differences = []
-    for unit, by_coder in units.items():
-        if coder not in by_coder or len(by_coder) < 2:
-            continue
-        if only_units is not None and unit not in only_units:
-            continue
-        mine = by_coder[coder]
-        others = [v for other, v in by_coder.items() if other != coder]
-        differences.append(sum(_difference(mine, v, level) for v in others) / len(others))
-    if not differences:
-        return None
-    return 1.0 - (sum(differences) / len(differences)) / expected
-
-
-def mean_pairwise_tau(
-    units: Mapping[Hashable, Mapping[Hashable, Sequence]],
-    *,
-    coder: Hashable | None = None,
-    only_units: set | None = None,
-) -> float | None:
-    """Mean Kendall's tau over every pair of coders on every unit; with `coder`, over the
-    pairs that coder takes part in."""
-    taus = []
-    for unit, by_coder in units.items():
-        if only_units is not None and unit not in only_units:
-            continue
-        for (one, first), (other, second) in combinations(by_coder.items(), 2):
-            if coder is not None and coder not in (one, other):
-                continue
-            tau = kendall_tau(first, second)
-            if tau is not None:
-                taus.append(tau)
-    return sum(taus) / len(taus) if taus else None
+# --- figures of time and trend (plain Python, no database) ----------------------------
 
 
 def median_seconds(milliseconds: Iterable[int]) -> float | None:
@@ -566,7 +467,7 @@ class QueueEntry:
 
 
 def _ai_queue(*, project: Project, reviewed: set[int]) -> list[QueueEntry]:
-    """AI judgments sent to review (annotation/ai/review.py) that no one has decided on,
+    """AI judgments sent to review (annotation/judges/review.py) that no one has decided on,
     by task then id; an AI judgment of no task (a revision pair) comes last."""
     rows = Judgment.objects.filter(
         project=project,
@@ -737,7 +638,7 @@ _ORDER_KEYS_APART = {"p_a", "p_x", "first", "critique", "verdict_text", "probabi
 
 
 def _order_summary(number: int, order: dict) -> dict:
-    """One display order of an AI comparison as annotation/ai/pairwise.py stores it:
+    """One display order of an AI comparison as annotation/judges/pairwise.py stores it:
     ``first`` ("x" when the judgment's A was shown first), ``p_x`` (P(A better) read from
     that order), the verdict, an optional critique; ``p_a`` is accepted for P(A better)."""
     first = order.get("first")

@@ -3,12 +3,11 @@
 import pytest
 from django.forms.models import model_to_dict
 
-from annotation import quality, review
 from annotation.errors import Conflict, ServiceError
 from annotation.exports import dpo_rows
 from annotation.models import Judgment, Review, Role, Task, TaskKind
-from tests.annotation.test_quality import judge, make_caller, make_kind_task
-from tests.factories import make_member, make_task
+from annotation.review import selectors, services
+from tests.factories import judge, make_caller, make_kind_task, make_member, make_task
 
 
 @pytest.fixture(autouse=True)
@@ -41,12 +40,12 @@ def _stored() -> dict:
 def test_accepting_records_a_review_and_the_judgment_leaves_the_queue(project, split, admin_member):
     first, second = split
 
-    made = review.judgment_accept(
+    made = services.judgment_accept(
         project=project, judgment_id=first.pk, reviewer=admin_member, note="fine"
     )
 
     assert (made.judgment, made.decision, made.note) == (first, "accepted", "fine")
-    queued = [e.judgment_id for e in quality.review_queue(project=project, reviewer=admin_member)]
+    queued = [e.judgment_id for e in selectors.review_queue(project=project, reviewer=admin_member)]
     assert queued == [second.pk]
 
 
@@ -56,7 +55,7 @@ def test_correcting_adds_a_superseding_judgment_and_leaves_the_original_untouche
     first, second = split
     before = model_to_dict(Judgment.objects.get(pk=second.pk))
 
-    made = review.judgment_correct(
+    made = services.judgment_correct(
         project=project,
         judgment_id=second.pk,
         reviewer=admin_member,
@@ -77,7 +76,7 @@ def test_correcting_adds_a_superseding_judgment_and_leaves_the_original_untouche
     # Exports hold the correction, not the corrected row; the queue is empty: the one
     # human judgment left agrees with itself.
     assert [row["chosen"][0]["content"] for row in dpo_rows(project)] == ["Short answer"] * 2
-    assert quality.review_queue(project=project, reviewer=admin_member) == []
+    assert selectors.review_queue(project=project, reviewer=admin_member) == []
 
 
 def test_rejecting_keeps_the_row_but_leaves_it_out_of_exports_and_quality_figures(
@@ -85,13 +84,13 @@ def test_rejecting_keeps_the_row_but_leaves_it_out_of_exports_and_quality_figure
 ):
     first, second = split
 
-    review.judgment_reject(project=project, judgment_id=second.pk, reviewer=admin_member)
+    services.judgment_reject(project=project, judgment_id=second.pk, reviewer=admin_member)
 
     assert Judgment.objects.filter(pk=second.pk).exists()
     assert [row["chosen"][0]["content"] for row in dpo_rows(project)] == ["Short answer"]
-    current = quality.current_human_judgments(project=project)
+    current = selectors.current_human_judgments(project=project)
     assert list(current.values_list("pk", flat=True)) == [first.pk]
-    assert quality.review_queue(project=project, reviewer=admin_member) == []
+    assert selectors.review_queue(project=project, reviewer=admin_member) == []
 
 
 def test_ratings_and_rankings_are_corrected_with_their_own_fields(project, admin_member):
@@ -102,13 +101,13 @@ def test_ratings_and_rankings_are_corrected_with_their_own_fields(project, admin
     ids = list(ranked.links.order_by("position").values_list("response_id", flat=True))
     ranking = judge(ranked, labeler, ranking=ids)
 
-    fixed_rating = review.judgment_correct(
+    fixed_rating = services.judgment_correct(
         project=project,
         judgment_id=rating.pk,
         reviewer=admin_member,
         data={"score_helpful": "2", "score_harmless": "7", "score_honest": "6", "flag": "spam"},
     ).correction
-    fixed_ranking = review.judgment_correct(
+    fixed_ranking = services.judgment_correct(
         project=project, judgment_id=ranking.pk, reviewer=admin_member, data={"ranking": ids[::-1]}
     ).correction
 
@@ -151,9 +150,9 @@ def test_bad_reviews_are_refused_and_store_nothing(
         "first": first.pk,
     }
     service = {
-        "accept": review.judgment_accept,
-        "reject": review.judgment_reject,
-        "correct": review.judgment_correct,
+        "accept": services.judgment_accept,
+        "reject": services.judgment_reject,
+        "correct": services.judgment_correct,
     }[action]
     before = _stored()
 
@@ -185,7 +184,7 @@ def test_a_task_becomes_gold_with_an_answer_of_its_kinds_shape(
 ):
     task = make_kind_task(project, kind, responses=responses)
 
-    review.task_make_gold(task=task, gold_answer=answer(_ids(task)), user=admin_member)
+    services.task_make_gold(task=task, gold_answer=answer(_ids(task)), user=admin_member)
 
     task.refresh_from_db()
     assert (task.is_gold, task.gold_answer) == (True, answer(_ids(task)))
@@ -214,7 +213,7 @@ def test_gold_answers_of_the_wrong_shape_are_refused(
     task = make_kind_task(project, kind, responses=responses)
 
     with pytest.raises(ServiceError, match=message):
-        review.task_make_gold(task=task, gold_answer=answer(_ids(task)), user=admin_member)
+        services.task_make_gold(task=task, gold_answer=answer(_ids(task)), user=admin_member)
 
     assert Task.objects.get(pk=task.pk).is_gold is False
 
@@ -224,14 +223,14 @@ def test_a_judgment_can_be_made_the_gold_answer_and_then_scores_the_others(
 ):
     first, second = split
 
-    task = review.task_make_gold_from_judgment(
+    task = services.task_make_gold_from_judgment(
         project=project, judgment_id=first.pk, user=admin_member
     )
 
     assert task.gold_answer == {"choice": "a"}
-    assert quality.gold_accuracy(project=project, labeler=first.labeler) == (1, 1)
-    assert quality.gold_accuracy(project=project, labeler=second.labeler) == (0, 1)
-    assert quality.review_queue(project=project, reviewer=admin_member) == []  # gold: scored
+    assert selectors.gold_accuracy(project=project, labeler=first.labeler) == (1, 1)
+    assert selectors.gold_accuracy(project=project, labeler=second.labeler) == (0, 1)
+    assert selectors.review_queue(project=project, reviewer=admin_member) == []  # gold: scored
 
 
 @pytest.mark.parametrize("kind", ["ranking", "rating"])
@@ -244,7 +243,7 @@ def test_gold_from_a_ranking_or_rating_matches_that_judgment(project, admin_memb
     )
     judgment = judge(task, make_member(project, Role.LABELER), **fields)
 
-    made = review.task_make_gold_from_judgment(
+    made = services.task_make_gold_from_judgment(
         project=project, judgment_id=judgment.pk, user=admin_member
     )
 
@@ -258,17 +257,17 @@ def test_gold_from_a_ranking_or_rating_matches_that_judgment(project, admin_memb
 
 def test_a_rejected_or_corrected_judgment_cannot_become_gold(project, split, admin_member):
     first, second = split
-    review.judgment_reject(project=project, judgment_id=first.pk, reviewer=admin_member)
-    review.judgment_correct(
+    services.judgment_reject(project=project, judgment_id=first.pk, reviewer=admin_member)
+    services.judgment_correct(
         project=project, judgment_id=second.pk, reviewer=admin_member, data={"choice": "tie"}
     )
 
     with pytest.raises(ServiceError, match="was rejected"):
-        review.task_make_gold_from_judgment(
+        services.task_make_gold_from_judgment(
             project=project, judgment_id=first.pk, user=admin_member
         )
     with pytest.raises(ServiceError, match="use the correction instead"):
-        review.task_make_gold_from_judgment(
+        services.task_make_gold_from_judgment(
             project=project, judgment_id=second.pk, user=admin_member
         )
     assert Task.objects.filter(is_gold=True).count() == 0

@@ -1,5 +1,6 @@
 """Reads for the leaderboard: battles between model versions taken from judgments, and
-their ratings (annotation/ratings.py), per project or over the projects a user may see.
+their ratings (annotation/leaderboard/ratings_math.py), per project or over the projects a
+user may see.
 
 A battle is a current comparison or arena judgment between replies of two different model
 versions with a choice (a, b, tie, both_bad). Current: not superseded by a correction and
@@ -13,8 +14,8 @@ import math
 from django.core.cache import cache
 from django.db.models import F, Max, QuerySet
 
-from annotation import ratings
 from annotation.errors import ServiceError
+from annotation.leaderboard import ratings_math
 from annotation.models import Judgment, Project, Review
 from annotation.permissions import CAPABILITIES, VIEW_DATA
 from models_registry.models import ModelVersion
@@ -55,7 +56,7 @@ def battle_judgments(*, projects, source: str):
             project__in=projects,
             kind__in=BATTLE_KINDS,
             source__in=SOURCES[source],
-            choice__in=ratings.OUTCOMES,
+            choice__in=ratings_math.OUTCOMES,
             superseded_by__isnull=True,
             response_a__model_version__isnull=False,
             response_b__model_version__isnull=False,
@@ -75,7 +76,7 @@ def battle_counts(*, projects) -> dict[str, int]:
     }
 
 
-def battles_for(*, projects, source: str) -> tuple[ratings.Battles, list[int]]:
+def battles_for(*, projects, source: str) -> tuple[ratings_math.Battles, list[int]]:
     """The battles in order, with models named by version name, and the version ids in
     the same order as `Battles.models`."""
     rows = list(
@@ -86,11 +87,11 @@ def battles_for(*, projects, source: str) -> tuple[ratings.Battles, list[int]]:
     version_ids = sorted({version for a, b, _ in rows for version in (a, b)})
     names = dict(ModelVersion.objects.filter(pk__in=version_ids).values_list("pk", "name"))
     position = {version: index for index, version in enumerate(version_ids)}
-    battles = ratings.Battles.of(
+    battles = ratings_math.Battles.of(
         [names[version] for version in version_ids],
         [position[a] for a, _, _ in rows],
         [position[b] for _, b, _ in rows],
-        [ratings.OUTCOMES[choice] for _, _, choice in rows],
+        [ratings_math.OUTCOMES[choice] for _, _, choice in rows],
     )
     return battles, version_ids
 
@@ -101,7 +102,7 @@ def _number(value) -> float | None:
 
 
 def board_from_battles(
-    battles: ratings.Battles,
+    battles: ratings_math.Battles,
     version_ids: list[int],
     *,
     source: str,
@@ -122,10 +123,10 @@ def board_from_battles(
     }
     if not len(battles):
         return board
-    fit = ratings.bootstrap(battles, rounds=rounds, level=LEVEL, seed=seed)
-    elo = ratings.online_elo(battles)
-    played, win_rate = ratings.model_totals(battles)
-    rates, counts = ratings.win_rate_matrix(battles)
+    fit = ratings_math.bootstrap(battles, rounds=rounds, level=LEVEL, seed=seed)
+    elo = ratings_math.online_elo(battles)
+    played, win_rate = ratings_math.model_totals(battles)
+    rates, counts = ratings_math.win_rate_matrix(battles)
     order = [int(model) for model in fit.order()]
     board["models"] = [
         {
@@ -187,141 +188,3 @@ def leaderboard(*, projects, source: str, rounds: int = ROUNDS) -> dict:
 
 def project_leaderboard(*, project: Project, source: str) -> dict:
     return leaderboard(projects=Project.objects.filter(pk=project.pk), source=source)
-
-
-# --- plots (server-rendered SVG geometry) ------------------------------------------------
-
-PALETTE = (
-    "#2457d6", "#d97706", "#7c3aed", "#059669", "#dc2626",
-    "#0891b2", "#be185d", "#65a30d", "#4b5563", "#b45309",
-)  # fmt: skip
-_NICE_STEPS = (1, 2, 2.5, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 5000)
-
-
-def _ticks(low: float, high: float, count: int = 6) -> list[float]:
-    step = next((s for s in _NICE_STEPS if (high - low) / s <= count), _NICE_STEPS[-1])
-    first = math.ceil(low / step) * step
-    return [first + step * index for index in range(int((high - first) // step) + 1)]
-
-
-def _span(low: float, high: float, minimum: float) -> tuple[float, float]:
-    if high - low < minimum:
-        middle = (high + low) / 2
-        low, high = middle - minimum / 2, middle + minimum / 2
-    pad = (high - low) * 0.05
-    return low - pad, high + pad
-
-
-LABEL_CHAR_PX = 7  # about one character of the plot's 12px labels
-
-
-def ratings_plot(board: dict, *, plot_width: int = 550, row: int = 22) -> dict:
-    """Each model's rating as a dot on its interval bar, best at the top. The label column
-    is as wide as the longest model name, so no name is cut."""
-    models = board["models"]
-    if not models:
-        return {}
-    left = max(170, 20 + LABEL_CHAR_PX * max(len(m["model"]) for m in models))
-    width = left + plot_width
-    low, high = _span(min(m["lower"] for m in models), max(m["upper"] for m in models), minimum=40)
-    right = width - 70
-    top, bottom = 10, 10 + row * len(models)
-
-    def x(value):
-        return round(left + (value - low) / (high - low) * (right - left), 1)
-
-    return {
-        "width": width,
-        "height": bottom + 30,
-        "left": left,
-        "right": right,
-        "bottom": bottom,
-        "label_x": left - 10,
-        "axis_y": bottom + 18,
-        "rows": [
-            {
-                "model": m["model"],
-                "y": top + row * index + row / 2,
-                "x": x(m["rating"]),
-                "x_lower": x(m["lower"]),
-                "x_upper": x(m["upper"]),
-                "rating": m["rating"],
-                "lower": m["lower"],
-                "upper": m["upper"],
-            }
-            for index, m in enumerate(models)
-        ],
-        "ticks": [{"x": x(value), "label": f"{value:g}"} for value in _ticks(low, high)],
-    }
-
-
-def elo_plot(board: dict, *, width: int = 720, height: int = 300) -> dict:
-    """Online Elo after each battle (sampled), one line per model, over battle number."""
-    history = [line for line in board["elo_history"] if line["points"]]
-    if not history:
-        return {}
-    left, right, top, bottom = 60, width - 20, 10, height - 30
-    values = [value for line in history for _, value in line["points"]]
-    low, high = _span(min(values), max(values), minimum=20)
-    last = max(board["battles"], 2)
-
-    def x(number):
-        return round(left + (number - 1) / (last - 1) * (right - left), 1)
-
-    def y(value):
-        return round(bottom - (value - low) / (high - low) * (bottom - top), 1)
-
-    return {
-        "width": width,
-        "height": height,
-        "left": left,
-        "right": right,
-        "top": top,
-        "bottom": bottom,
-        "y_label_x": left - 6,
-        "axis_y": bottom + 18,
-        "lines": [
-            {
-                "model": line["model"],
-                "color": PALETTE[index % len(PALETTE)],
-                "points": " ".join(f"{x(n)},{y(v)}" for n, v in line["points"]),
-            }
-            for index, line in enumerate(history)
-        ],
-        "y_ticks": [{"y": y(value), "label": f"{value:g}"} for value in _ticks(low, high, 5)],
-        "x_ticks": [
-            {"x": x(number), "label": f"{number:g}"} for number in _ticks(1, last, 6) if number >= 1
-        ],
-    }
-
-
-def _cell_colour(rate: float | None) -> str:
-    """White at 0.5, green towards 1, red towards 0."""
-    if rate is None:
-        return ""
-    hue = 140 if rate >= 0.5 else 0
-    lightness = round(100 - 50 * abs(rate - 0.5) * 2)
-    return f"background-color: hsl({hue}, 65%, {lightness}%)"
-
-
-def win_rate_rows(board: dict) -> list[dict]:
-    """The win-rate matrix as table rows, each cell with its colour."""
-    matrix = board["win_rates"]
-    return [
-        {
-            "model": model,
-            "cells": [
-                {
-                    "rate": rate,
-                    "count": count,
-                    "style": _cell_colour(rate),
-                    "opponent": opponent,
-                    "self": row == column,
-                }
-                for column, (opponent, rate, count) in enumerate(
-                    zip(matrix["models"], matrix["rates"][row], matrix["counts"][row], strict=True)
-                )
-            ],
-        }
-        for row, model in enumerate(matrix["models"])
-    ]

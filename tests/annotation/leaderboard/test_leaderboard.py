@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from django.core.cache import cache
 
-from annotation import leaderboard, ratings
+from annotation.errors import ServiceError
+from annotation.leaderboard import ratings_math, selectors
 from annotation.models import Judgment, Response, Role, TaskKind
-from annotation.review import judgment_correct, judgment_reject
+from annotation.review.services import judgment_correct, judgment_reject
 from annotation.services import (
     assignment_next,
     comparison_submit,
@@ -61,7 +62,7 @@ def vote(project, first, second, choice, *, kind=TaskKind.COMPARISON, source=HUM
 
 
 def battle_records(project, source="human"):
-    battles, _ = leaderboard.battles_for(projects=[project], source=source)
+    battles, _ = selectors.battles_for(projects=[project], source=source)
     return [
         (battles.models[a], battles.models[b], outcome)
         for a, b, outcome in zip(
@@ -111,11 +112,11 @@ def test_battles_are_current_votes_between_two_different_versions(project, label
     records = battle_records(project)
 
     assert records == [
-        ("alpha-1", "beta-1", ratings.A_WINS),
-        ("beta-1", "gamma-1", ratings.B_WINS),
-        ("gamma-1", "alpha-1", ratings.TIE),
-        ("alpha-1", "gamma-1", ratings.BOTH_BAD),
-        ("beta-1", "gamma-1", ratings.B_WINS),
+        ("alpha-1", "beta-1", ratings_math.A_WINS),
+        ("beta-1", "gamma-1", ratings_math.B_WINS),
+        ("gamma-1", "alpha-1", ratings_math.TIE),
+        ("alpha-1", "gamma-1", ratings_math.BOTH_BAD),
+        ("beta-1", "gamma-1", ratings_math.B_WINS),
     ]
 
 
@@ -124,7 +125,7 @@ def test_reviewers_rejections_and_corrections_change_the_battles(project, labele
     kept = judged_task(project, labeler, alpha, beta, winner=alpha)
     rejected = judged_task(project, labeler, alpha, beta, winner=alpha)
     corrected = judged_task(project, labeler, alpha, beta, winner=alpha)
-    assert battle_records(project) == [("alpha-1", "beta-1", ratings.A_WINS)] * 3
+    assert battle_records(project) == [("alpha-1", "beta-1", ratings_math.A_WINS)] * 3
 
     judgment_reject(project=project, judgment_id=rejected.pk, reviewer=admin_member)
     review = judgment_correct(
@@ -133,8 +134,8 @@ def test_reviewers_rejections_and_corrections_change_the_battles(project, labele
 
     assert kept.choice == "a" and review.correction.source == REVIEW
     assert battle_records(project) == [
-        ("alpha-1", "beta-1", ratings.A_WINS),
-        ("alpha-1", "beta-1", ratings.B_WINS),
+        ("alpha-1", "beta-1", ratings_math.A_WINS),
+        ("alpha-1", "beta-1", ratings_math.B_WINS),
     ]
 
 
@@ -147,9 +148,12 @@ def test_human_and_ai_judges_are_counted_apart(project):
     human = battle_records(project, "human")
     ai = battle_records(project, "ai")
 
-    assert human == [("alpha-1", "beta-1", ratings.A_WINS), ("beta-1", "alpha-1", ratings.A_WINS)]
-    assert ai == [("alpha-1", "beta-1", ratings.B_WINS)]
-    assert leaderboard.battle_counts(projects=[project]) == {"human": 2, "ai": 1}
+    assert human == [
+        ("alpha-1", "beta-1", ratings_math.A_WINS),
+        ("beta-1", "alpha-1", ratings_math.A_WINS),
+    ]
+    assert ai == [("alpha-1", "beta-1", ratings_math.B_WINS)]
+    assert selectors.battle_counts(projects=[project]) == {"human": 2, "ai": 1}
 
 
 def test_a_presumed_revision_pair_is_no_battle(project):
@@ -157,14 +161,14 @@ def test_a_presumed_revision_pair_is_no_battle(project):
     vote(project, alpha, beta, "b", source=AI)
     vote(project, alpha, beta, "b", source=AI, ai_details={"presumed": True})
 
-    assert battle_records(project, "ai") == [("alpha-1", "beta-1", ratings.B_WINS)]
+    assert battle_records(project, "ai") == [("alpha-1", "beta-1", ratings_math.B_WINS)]
 
 
 def test_parse_source_refuses_anything_else():
-    assert leaderboard.parse_source(None) == "human"
-    assert leaderboard.parse_source("ai") == "ai"
-    with pytest.raises(leaderboard.ServiceError, match="use source=human or source=ai"):
-        leaderboard.parse_source("robots")
+    assert selectors.parse_source(None) == "human"
+    assert selectors.parse_source("ai") == "ai"
+    with pytest.raises(ServiceError, match="use source=human or source=ai"):
+        selectors.parse_source("robots")
 
 
 # --- the numbers ---------------------------------------------------------------------------
@@ -179,7 +183,7 @@ def test_board_holds_ratings_elo_and_win_rates(project):
     vote(project, middle, strong, "a")
     vote(project, weak, middle, "tie")
 
-    board = leaderboard.leaderboard(projects=[project], source="human")
+    board = selectors.leaderboard(projects=[project], source="human")
 
     assert board["battles"] == 38 and board["rounds"] == 200
     names = [row["model"] for row in board["models"]]
@@ -203,13 +207,13 @@ def test_board_holds_ratings_elo_and_win_rates(project):
 def test_board_is_recomputed_after_a_new_vote_or_a_rejection(project, admin_member):
     alpha, beta = make_version("alpha-1"), make_version("beta-1")
     first = vote(project, alpha, beta, "a")
-    assert leaderboard.leaderboard(projects=[project], source="human")["battles"] == 1
+    assert selectors.leaderboard(projects=[project], source="human")["battles"] == 1
 
     vote(project, alpha, beta, "b")
-    assert leaderboard.leaderboard(projects=[project], source="human")["battles"] == 2
+    assert selectors.leaderboard(projects=[project], source="human")["battles"] == 2
 
     judgment_reject(project=project, judgment_id=first.pk, reviewer=admin_member)
-    board = leaderboard.leaderboard(projects=[project], source="human")
+    board = selectors.leaderboard(projects=[project], source="human")
     assert board["battles"] == 1
     assert board["models"][0]["model"] == "beta-1"
 

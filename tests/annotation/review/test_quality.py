@@ -1,7 +1,6 @@
 """Quality figures: agreement, gold accuracy, time per item, trends, the review queue and
 the admin's quality page."""
 
-import random
 import uuid
 from datetime import date, datetime, timedelta
 
@@ -9,33 +8,23 @@ import krippendorff
 import numpy as np
 import pytest
 from django.utils import timezone
-from scipy.stats import kendalltau
 
-from annotation import quality
-from annotation.models import Judgment, Response, Review, Role, Task, TaskKind
+from annotation.models import Judgment, Review, Role, Task, TaskKind
+from annotation.review import agreement_math, selectors
 from annotation.services import (
     assignment_next,
     assignment_skip,
     comparison_submit,
-    ensure_task,
 )
-from tests.factories import make_member, make_project, make_prompt, make_task, make_user
-
-# Krippendorff (2011), "Computing Krippendorff's Alpha-Reliability", section C: 4 coders,
-# 12 units, values 1..5, missing as None. Nominal alpha 0.743, interval 0.849.
-CANONICAL = [
-    [1, 2, 3, 3, 2, 1, 4, 1, 2, None, None, None],
-    [1, 2, 3, 3, 2, 2, 4, 1, 2, 5, None, 3],
-    [None, 3, 3, 3, 2, 3, 4, 2, 2, 5, 1, None],
-    [1, 2, 3, 3, 2, 4, 4, 1, 2, 5, 1, None],
-]
-
-
-def _units(coders: list[list]) -> list[list]:
-    """Coder-major reliability data -> the values of each unit."""
-    return [
-        [row[unit] for row in coders if row[unit] is not None] for unit in range(len(coders[0]))
-    ]
+from tests.factories import (
+    judge,
+    make_caller,
+    make_kind_task,
+    make_member,
+    make_project,
+    make_task,
+    make_user,
+)
 
 
 def _package_alpha(coders: list[list], level: str) -> float:
@@ -43,161 +32,32 @@ def _package_alpha(coders: list[list], level: str) -> float:
     return krippendorff.alpha(reliability_data=data, level_of_measurement=level)
 
 
-# --- test data builders ----------------------------------------------------------------
-
-
 @pytest.fixture(autouse=True)
 def _fast_passwords(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
-CALLER_ROLES = {"labeler": Role.LABELER, "researcher": Role.RESEARCHER, "admin": Role.ADMIN}
-
-
-def make_caller(who: str, project):
-    """The user a permission test signs in as (None: anonymous)."""
-    if who == "anonymous":
-        return None
-    if who == "outsider":
-        return make_user("outsider")
-    return make_member(project, CALLER_ROLES[who], f"caller-{who}")
-
-
-def make_kind_task(project, kind: str, *, responses: int = 2, gold_answer=None) -> Task:
-    prompt = make_prompt(project)
-    made = [
-        Response.objects.create(prompt=prompt, author=f"test: {i}", text=f"Answer {i}")
-        for i in range(responses)
-    ]
-    task, _ = ensure_task(
-        project=project, kind=kind, prompt=prompt, responses=made, gold_answer=gold_answer
-    )
-    return task
-
-
-def judge(task: Task, labeler, *, ms: int = 1000, at: datetime | None = None, **fields):
-    """A stored judgment of the task (comparison choice "a" unless given)."""
-    order = list(task.links.order_by("position").values_list("response_id", flat=True))
-    if task.kind == TaskKind.COMPARISON:
-        fields = {"response_a_id": order[0], "response_b_id": order[1], "choice": "a", **fields}
-    if task.kind == TaskKind.RATING:
-        fields = {"rated_response_id": order[0], **fields}
-    judgment = Judgment.objects.create(
-        kind=task.kind,
-        project=task.project,
-        task=task,
-        prompt=task.prompt,
-        shown_order=order,
-        labeler=labeler,
-        time_spent_ms=ms,
-        **fields,
-    )
-    if at is not None:
-        Judgment.objects.filter(pk=judgment.pk).update(created_at=at)
-        judgment.refresh_from_db()
-    return judgment
-
-
-# --- metric functions ------------------------------------------------------------------
-
-
-def test_nominal_alpha_reproduces_krippendorffs_canonical_example():
-    alpha = quality.krippendorff_alpha(_units(CANONICAL), level=quality.NOMINAL)
-
-    assert round(alpha, 3) == 0.743
-    assert alpha == pytest.approx(_package_alpha(CANONICAL, "nominal"), abs=1e-12)
-
-
-def test_interval_alpha_reproduces_the_canonical_example_and_the_package_on_random_data():
-    assert round(quality.krippendorff_alpha(_units(CANONICAL), level="interval"), 3) == 0.849
-    rng = random.Random(7)
-    for _ in range(20):
-        coders = [[rng.choice([None, 1, 2, 3, 4, 5, 6, 7]) for _ in range(15)] for _ in range(4)]
-        ours = quality.krippendorff_alpha(_units(coders), level="interval")
-        if ours is None:
-            continue
-        assert ours == pytest.approx(_package_alpha(coders, "interval"), abs=1e-9)
-        nominal = quality.krippendorff_alpha(_units(coders), level="nominal")
-        assert nominal == pytest.approx(_package_alpha(coders, "nominal"), abs=1e-9)
-
-
-def test_alpha_is_undefined_without_paired_values_or_without_variation():
-    assert quality.krippendorff_alpha([["a"], ["b"]]) is None
-    assert quality.krippendorff_alpha([["a", "a"], ["a", "a"]]) is None
-    assert quality.krippendorff_alpha([["a", "a"], ["b", "b"]]) == 1.0
-
-
-def test_a_labelers_alpha_equals_the_project_alpha_when_two_labelers_judged():
-    units = {1: {"x": "a", "y": "a"}, 2: {"x": "b", "y": "a"}, 3: {"x": "b", "y": "b"}}
-    project_alpha = quality.krippendorff_alpha([u.values() for u in units.values()])
-
-    assert quality.labeler_alpha(units, coder="x") == pytest.approx(project_alpha)
-    assert quality.labeler_alpha(units, coder="y") == pytest.approx(project_alpha)
-
-
-def test_a_labelers_alpha_counts_only_the_pairs_they_take_part_in():
-    # Pooled values: a x5, b x3 -> D_e = (64 - 25 - 9) / 56. L differs from the other
-    # labeler on one of its three units -> D_o = 1/3, alpha = 1 - 56/90 = 17/45.
-    units = {
-        1: {"L": "a", "M": "a"},
-        2: {"L": "b", "M": "b"},
-        3: {"L": "a", "N": "b"},
-        4: {"M": "a", "N": "a"},
-    }
-
-    assert quality.labeler_alpha(units, coder="L") == pytest.approx(17 / 45)
-    assert quality.labeler_alpha(units, coder="L", only_units={1, 2}) == pytest.approx(1.0)
-    assert quality.labeler_alpha(units, coder="Z") is None
-
-
-def test_kendall_tau_matches_scipy_on_random_rankings():
-    rng = random.Random(3)
-    for k in (2, 3, 4, 7):
-        for _ in range(10):
-            first = list(range(k))
-            second = first[:]
-            rng.shuffle(second)
-            expected = kendalltau(
-                [first.index(i) for i in range(k)], [second.index(i) for i in range(k)]
-            ).statistic
-            assert quality.kendall_tau(first, second) == pytest.approx(expected)
-
-
-def test_kendall_tau_uses_the_shared_items_only():
-    assert quality.kendall_tau([1, 2, 3], [3, 2, 1]) == -1.0
-    assert quality.kendall_tau([1, 2, 3, 9], [1, 2, 3]) == 1.0
-    assert quality.kendall_tau([1], [1]) is None
-
-
-def test_mean_pairwise_tau_over_all_pairs_and_for_one_labeler():
-    units = {
-        1: {"x": [1, 2, 3], "y": [1, 2, 3], "z": [3, 2, 1]},  # taus: 1, -1, -1
-        2: {"x": [4, 5, 6], "y": [4, 6, 5]},  # tau 1/3
-    }
-
-    assert quality.mean_pairwise_tau(units) == pytest.approx((1 - 1 - 1 + 1 / 3) / 4)
-    assert quality.mean_pairwise_tau(units, coder="z") == -1.0
-    assert quality.mean_pairwise_tau(units, coder="x") == pytest.approx((1 - 1 + 1 / 3) / 3)
+# --- figures of time and trend ---------------------------------------------------------
 
 
 def test_median_seconds_leaves_out_judgments_without_a_time():
-    assert quality.median_seconds([0, 1000, 3000, 2000, 0]) == 2.0
-    assert quality.median_seconds([0, 0]) is None
+    assert selectors.median_seconds([0, 1000, 3000, 2000, 0]) == 2.0
+    assert selectors.median_seconds([0, 0]) is None
 
 
 def test_streak_counts_days_in_a_row_up_to_today_or_yesterday():
     today = date(2026, 3, 10)
     days = {today, date(2026, 3, 9), date(2026, 3, 8), date(2026, 3, 6)}
 
-    assert quality.streak_days(days, today=today) == 3
-    assert quality.streak_days(days - {today}, today=today) == 2
-    assert quality.streak_days({date(2026, 3, 8)}, today=today) == 0
-    assert quality.streak_days(set(), today=today) == 0
+    assert selectors.streak_days(days, today=today) == 3
+    assert selectors.streak_days(days - {today}, today=today) == 2
+    assert selectors.streak_days({date(2026, 3, 8)}, today=today) == 0
+    assert selectors.streak_days(set(), today=today) == 0
 
 
 def test_periods_are_iso_weeks_or_days():
-    assert quality.period_of(date(2026, 1, 1), daily=False) == ("2026-W01", date(2025, 12, 29))
-    assert quality.period_of(date(2026, 1, 1), daily=True) == ("2026-01-01", date(2026, 1, 1))
+    assert selectors.period_of(date(2026, 1, 1), daily=False) == ("2026-W01", date(2025, 12, 29))
+    assert selectors.period_of(date(2026, 1, 1), daily=True) == ("2026-01-01", date(2026, 1, 1))
 
 
 # --- figures from the database ---------------------------------------------------------
@@ -209,7 +69,7 @@ def crew(project):
 
 
 def test_project_agreement_per_kind_uses_current_human_judgments_only(project, crew, admin_member):
-    # Comparisons: three labelers on four tasks (a coder-major table like CANONICAL).
+    # Comparisons: three labelers on four tasks (coder-major, as in test_agreement_math.py).
     choices = [["a", "a", "b", "tie"], ["a", "b", "b", "tie"], ["a", "a", "b", None]]
     tasks = [make_task(project) for _ in range(4)]
     for labeler, row in zip(crew, choices, strict=True):
@@ -233,7 +93,7 @@ def test_project_agreement_per_kind_uses_current_human_judgments_only(project, c
     judge(ranked, crew[0], ranking=ids)
     judge(ranked, crew[1], ranking=ids[::-1])
 
-    lines = {(line["kind"], line["criterion"]): line for line in quality.project_agreement(
+    lines = {(line["kind"], line["criterion"]): line for line in selectors.project_agreement(
         project=project
     )}  # fmt: skip
 
@@ -274,7 +134,7 @@ def test_gold_accuracy_scores_judgments_made_through_the_queue(db):
     for judgment in Judgment.objects.filter(labeler=labeler):
         expected += judgment.choice == judgment.task.gold_answer["choice"]
 
-    assert quality.gold_accuracy(project=project, labeler=labeler) == (expected, 3)
+    assert selectors.gold_accuracy(project=project, labeler=labeler) == (expected, 3)
 
 
 def test_low_trust_needs_enough_gold_judgments_below_the_threshold(project, crew):
@@ -287,7 +147,7 @@ def test_low_trust_needs_enough_gold_judgments_below_the_threshold(project, crew
     for task in gold:
         judge(task, crew[2], choice="a" if task != gold[0] else "b")  # 3 of 4 = 0.75
 
-    assert quality.low_trust_labeler_ids(project=project) == {crew[0].pk}
+    assert selectors.low_trust_labeler_ids(project=project) == {crew[0].pk}
 
 
 def test_labeler_table_has_counts_gold_agreement_time_skips_and_a_daily_trend(project, crew):
@@ -303,14 +163,14 @@ def test_labeler_table_has_counts_gold_agreement_time_skips_and_a_daily_trend(pr
     skipped = assignment_next(project=project, labeler=crew[2])
     assignment_skip(project=project, labeler=crew[2], assignment_id=skipped.pk, reason="Other")
 
-    figures = quality.labeler_quality(project=project)
+    figures = selectors.labeler_quality(project=project)
 
     rows = {row["labeler"].username: row for row in figures["labelers"]}
     first = rows["crew0"]
     assert (first["judgments"], first["gold_correct"], first["gold_judged"]) == (3, 1, 1)
     assert first["median_seconds"] == 3.0
     assert first["agreement"]["comparison"] == pytest.approx(
-        quality.labeler_alpha(
+        agreement_math.labeler_alpha(
             {tasks[0].pk: {1: "a", 2: "a"}, tasks[1].pk: {1: "b", 2: "a"}}, coder=1
         )
     )
@@ -330,7 +190,7 @@ def test_trends_are_weekly_when_judgments_span_two_weeks_or_more(project, crew):
     judge(make_task(project), crew[0], at=start + timedelta(days=3))
     judge(make_task(project), crew[0], at=start + timedelta(days=15))
 
-    figures = quality.labeler_quality(project=project)
+    figures = selectors.labeler_quality(project=project)
 
     assert figures["daily"] is False
     assert figures["periods"] == ["2026-W10", "2026-W12"]
@@ -353,14 +213,14 @@ def test_review_queue_holds_disagreements_and_low_trust_labelers(project, crew, 
         Task.objects.filter(pk=gold.pk).update(is_gold=True, gold_answer={"choice": "a"})
         judge(gold, crew[2], choice="b")
 
-    queue = quality.review_queue(project=project, reviewer=admin_member)
+    queue = selectors.review_queue(project=project, reviewer=admin_member)
 
     assert [(e.judgment_id, e.reasons) for e in queue] == [
         (first.pk, ("labelers disagree",)),
         (second.pk, ("labelers disagree",)),
         (alone.pk, ("low-trust labeler",)),
     ]
-    assert mine.pk not in {e.judgment_id for e in quality.review_queue(
+    assert mine.pk not in {e.judgment_id for e in selectors.review_queue(
         project=project, reviewer=admin_member
     )}  # fmt: skip
 
@@ -382,7 +242,7 @@ def test_ratings_and_rankings_disagree_beyond_their_tolerance(project, crew):
     judge(reversed_, crew[1], ranking=ids[::-1])
     reviewer = make_user("rev")
 
-    queued = {e.task_id for e in quality.review_queue(project=project, reviewer=reviewer)}
+    queued = {e.task_id for e in selectors.review_queue(project=project, reviewer=reviewer)}
 
     assert queued == {far.pk, reversed_.pk}
 

@@ -1,5 +1,5 @@
-"""Quality pages: the admin's quality overview, the review queue, and a labeler's own page.
-Thin: parse, call one service or selector, render."""
+"""Review and quality pages: the admin's quality overview, the review queue, and a labeler's
+own page. Thin: parse, call one service or selector, render."""
 
 import json
 import time
@@ -10,12 +10,12 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from annotation import quality, review
-from annotation.ai import review as ai_review
 from annotation.errors import ServiceError
+from annotation.judges import review as ai_review
 from annotation.kinds import KINDS
 from annotation.models import Task
 from annotation.permissions import LABEL, MANAGE, VIEW_DATA, can, project_for
+from annotation.review import selectors, services
 from annotation.views import int_or_none
 
 GOLD_EXAMPLES = (
@@ -41,12 +41,12 @@ def _base_context(request, project) -> dict:
 def _quality_context(request, project, **extra) -> dict:
     return {
         **_base_context(request, project),
-        **quality.labeler_quality(project=project),
-        "flagged": quality.flagged_tasks(project=project),
-        "gold_tasks": quality.gold_tasks(project=project),
+        **selectors.labeler_quality(project=project),
+        "flagged": selectors.flagged_tasks(project=project),
+        "gold_tasks": selectors.gold_tasks(project=project),
         "gold_examples": GOLD_EXAMPLES,
-        "low_trust_accuracy": quality.LOW_TRUST_ACCURACY,
-        "low_trust_min_gold": quality.LOW_TRUST_MIN_GOLD,
+        "low_trust_accuracy": selectors.LOW_TRUST_ACCURACY,
+        "low_trust_min_gold": selectors.LOW_TRUST_MIN_GOLD,
         **extra,
     }
 
@@ -64,7 +64,7 @@ def quality_page(request, slug):
 def quality_task_return(request, slug, task_id):
     project = project_for(user=request.user, slug=slug, capability=MANAGE)
     try:
-        task = review.task_return_to_pool(project=project, task_id=task_id, user=request.user)
+        task = services.task_return_to_pool(project=project, task_id=task_id, user=request.user)
     except ServiceError as error:
         messages.error(request, error.message)
     else:
@@ -90,7 +90,7 @@ def quality_gold(request, slug):
         if task is None:
             raise ServiceError("Give the id of a task of this project.")
         answer = _parsed_gold_answer(request.POST.get("gold_answer"))
-        review.task_make_gold(task=task, gold_answer=answer, user=request.user)
+        services.task_make_gold(task=task, gold_answer=answer, user=request.user)
     except ServiceError as error:
         context = _quality_context(
             request, project, gold_error=error.message, gold_form=request.POST
@@ -104,9 +104,9 @@ def quality_gold(request, slug):
 
 
 def _review_context(request, project, *, judgment_id=None, correcting=False, error=None):
-    item = quality.review_item(project=project, reviewer=request.user, judgment_id=judgment_id)
+    item = selectors.review_item(project=project, reviewer=request.user, judgment_id=judgment_id)
     if item is None and judgment_id is not None:
-        item = quality.review_item(project=project, reviewer=request.user)
+        item = selectors.review_item(project=project, reviewer=request.user)
         correcting = False
     context = {
         **_base_context(request, project),
@@ -120,7 +120,7 @@ def _review_context(request, project, *, judgment_id=None, correcting=False, err
         context["ai_fill"] = ai_review.ai_review_summary(project=project)
     if context["correcting"]:
         task = item["task"]
-        context["assignment"] = review.assignment_for_review(task=task, reviewer=request.user)
+        context["assignment"] = services.assignment_for_review(task=task, reviewer=request.user)
         context["kind_template"] = KINDS[task.kind].template
         context["responses"] = item["responses"]
         context["criteria"] = project.criteria
@@ -138,17 +138,17 @@ def _apply_review(request, project, action: str, judgment_id) -> str:
     """Run the reviewer's action; returns what to tell them."""
     note = request.POST.get("note", "")
     if action == "accept":
-        review.judgment_accept(
+        services.judgment_accept(
             project=project, judgment_id=judgment_id, reviewer=request.user, note=note
         )
         return "Accepted."
     if action == "reject":
-        review.judgment_reject(
+        services.judgment_reject(
             project=project, judgment_id=judgment_id, reviewer=request.user, note=note
         )
         return "Rejected: left out of exports."
     if action == "correct":
-        review.judgment_correct(
+        services.judgment_correct(
             project=project,
             judgment_id=judgment_id,
             reviewer=request.user,
@@ -158,7 +158,7 @@ def _apply_review(request, project, action: str, judgment_id) -> str:
         )
         return "Corrected."
     if action == "gold":
-        task = review.task_make_gold_from_judgment(
+        task = services.task_make_gold_from_judgment(
             project=project, judgment_id=judgment_id, user=request.user
         )
         return f"Task {task.pk} is a gold item with this answer."
@@ -276,6 +276,6 @@ def my_work_page(request, slug):
     project = project_for(user=request.user, slug=slug, capability=LABEL)
     context = {
         **_base_context(request, project),
-        "work": quality.my_work(project=project, labeler=request.user),
+        "work": selectors.my_work(project=project, labeler=request.user),
     }
     return render(request, "annotation/quality/my_work.html", context)

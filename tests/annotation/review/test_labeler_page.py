@@ -6,11 +6,18 @@ from datetime import date, timedelta
 import pytest
 from django.utils import timezone
 
-from annotation import quality
 from annotation.models import ChatSession, Judgment, Response, Review, Role, Task, TaskKind
+from annotation.review import selectors
 from annotation.services import ensure_task
-from tests.annotation.test_quality import judge, make_caller, make_kind_task
-from tests.factories import make_member, make_prompt, make_task, make_version
+from tests.factories import (
+    judge,
+    make_caller,
+    make_kind_task,
+    make_member,
+    make_prompt,
+    make_task,
+    make_version,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -28,7 +35,7 @@ def test_my_work_counts_by_kind_streak_gold_and_median_time(project, labeler, ad
     judge(gold, labeler, choice="a", ms=1000)
     judge(make_task(project), admin_member)  # someone else's
 
-    work = quality.my_work(project=project, labeler=labeler, today=timezone.localdate(now))
+    work = selectors.my_work(project=project, labeler=labeler, today=timezone.localdate(now))
 
     assert work["judged"] == 6
     assert work["by_kind"] == [("comparison", 5), ("rating", 1)]
@@ -41,7 +48,7 @@ def test_my_work_counts_by_kind_streak_gold_and_median_time(project, labeler, ad
 def test_the_streak_is_zero_after_a_day_without_judgments(project, labeler):
     judge(make_task(project), labeler, at=timezone.now() - timedelta(days=2))
 
-    work = quality.my_work(project=project, labeler=labeler)
+    work = selectors.my_work(project=project, labeler=labeler)
 
     assert work["streak"] == 0
 
@@ -50,7 +57,7 @@ def test_recent_judgments_are_the_last_twenty_with_review_decisions(project, lab
     judgments = [judge(make_task(project), labeler) for _ in range(22)]
     Review.objects.create(judgment=judgments[-1], reviewer=admin_member, decision="rejected")
 
-    work = quality.my_work(project=project, labeler=labeler)
+    work = selectors.my_work(project=project, labeler=labeler)
 
     assert [j.pk for j in work["recent"]] == [j.pk for j in judgments[::-1][:20]]
     assert work["recent"][0].decision == "rejected"
@@ -100,7 +107,9 @@ def test_an_empty_page_invites_to_label(login, project, labeler):
     page = login(labeler).get("/p/alpha/me/")
 
     assert "Start labeling" in page.content.decode()
-    assert quality.my_work(project=project, labeler=labeler, today=date(2026, 1, 1))["streak"] == 0
+    assert (
+        selectors.my_work(project=project, labeler=labeler, today=date(2026, 1, 1))["streak"] == 0
+    )
 
 
 def _row(html: str, judgment: Judgment) -> str:

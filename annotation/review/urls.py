@@ -1,0 +1,17 @@
+"""URLs of the review and quality pages (included from config/urls.py)."""
+
+from django.urls import path
+
+from annotation.review import views
+
+urlpatterns = [
+    path("p/<slug:slug>/quality/", views.quality_page, name="quality"),
+    path("p/<slug:slug>/quality/gold/", views.quality_gold, name="quality_gold"),
+    path(
+        "p/<slug:slug>/quality/tasks/<int:task_id>/return/",
+        views.quality_task_return,
+        name="quality_task_return",
+    ),
+    path("p/<slug:slug>/review/", views.review_page, name="review"),
+    path("p/<slug:slug>/me/", views.my_work_page, name="my_work"),
+]

@@ -8,7 +8,7 @@ from pathlib import Path
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from annotation.ai.services import ensure_default_constitution
+from annotation.judges.services import ensure_default_constitution
 from annotation.models import Judgment, Project, Prompt, Response, Role, TaskKind
 from annotation.services import (
     assignment_next,

@@ -13,7 +13,7 @@ AI labels (``ai``): ``exclude`` (people's only: labelers' and reviewers' correct
 ``trusted`` (people's, and AI judgments of the judges whose agreement with people clears the
 project's threshold), ``include`` (people's and every AI judgment) or ``only`` (AI judgments
 only). Left out (None), it is the project's setting, which leaves AI labels out unless an
-admin chose otherwise (annotation/ai/trust.py).
+admin chose otherwise (annotation/judges/trust.py).
 Every row says where it came from, in the same keys on every row so that
 ``datasets.load_dataset("json")`` reads a mixed file (a column that is null in the first
 rows and text later fails to load):
@@ -35,10 +35,10 @@ from typing import IO
 
 from django.db.models import Q
 
-from annotation.ai.trust import AI_LABELS as AI_LABELS  # re-exported: pages, forms, commands
-from annotation.ai.trust import AI_OPTIONS as AI_OPTIONS
-from annotation.ai.trust import ai_choice, trusted_judges
-from annotation.ai.trust import check_ai as check_ai
+from annotation.judges.trust import AI_LABELS as AI_LABELS  # re-exported: pages, forms, commands
+from annotation.judges.trust import AI_OPTIONS as AI_OPTIONS
+from annotation.judges.trust import ai_choice, trusted_judges
+from annotation.judges.trust import check_ai as check_ai
 from annotation.models import Judgment, Project, Response, TaskKind
 
 FORMATS = ("dpo", "sft", "ranking", "rating")

@@ -19,7 +19,7 @@ class CandidatePolicy(models.TextChoices):
 
 class AiLabelPolicy(models.TextChoices):
     """Which AI judges' labels a project's exports and training snapshots hold when the
-    caller names no choice (annotation/ai/trust.py)."""
+    caller names no choice (annotation/judges/trust.py)."""
 
     EXCLUDE = "exclude", "Leave AI labels out"
     TRUSTED = "trusted", "Only from judges whose agreement with people clears the threshold"

@@ -8,9 +8,9 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
 from annotation import exports, selectors, services
-from annotation.ai.trust import ai_label_plan
 from annotation.errors import ServiceError
 from annotation.forms import ProjectSettingsForm, PromptImportForm, TaskCreateForm
+from annotation.judges.trust import ai_label_plan
 from annotation.kinds import KINDS
 from annotation.models import Assignment
 from annotation.permissions import LABEL, MANAGE, VIEW_DATA, can, project_for, projects_visible_to

@@ -4,8 +4,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
-from annotation.ai.trust import ai_label_plan
 from annotation.errors import ServiceError
+from annotation.judges.trust import ai_label_plan
 from annotation.permissions import MANAGE, project_for
 from config.celery import QueueUnavailable
 from training import selectors, services

@@ -8,8 +8,6 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from annotation import review
-from annotation.ai.review import ai_review_queue_fill
 from annotation.errors import ServiceError
 from annotation.exports import (
     AI_OPTIONS,
@@ -19,11 +17,12 @@ from annotation.exports import (
     sft_rows,
     training_preference_rows,
 )
+from annotation.judges.review import ai_review_queue_fill
 from annotation.models import Judgment, Role
+from annotation.review import services as review
 from tests.annotation.judges.factories import make_ai_judgment, make_constitution, make_remote_judge
-from tests.annotation.test_quality import judge as human_judge
-from tests.annotation.test_quality import make_caller
-from tests.factories import make_member, make_task, make_version
+from tests.factories import judge as human_judge
+from tests.factories import make_caller, make_member, make_task, make_version
 from training.models import DatasetSnapshot, TrainingRun
 from training.services import snapshot_create
 

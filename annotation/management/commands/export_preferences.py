@@ -3,8 +3,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from annotation.ai.trust import ai_label_plan
 from annotation.exports import AI_OPTIONS, FORMATS, AiSelection, preference_rows, write_jsonl
+from annotation.judges.trust import ai_label_plan
 from annotation.models import Project
 
 

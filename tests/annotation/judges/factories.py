@@ -57,7 +57,7 @@ def make_ai_judgment(
         first, second = second, first
     if choice is None:
         choice = "a" if soft_label > 0.5 else "b" if soft_label < 0.5 else "tie"
-    # As annotation/ai/pairwise.py stores them: order 1 showed A (X) first, order 2 B;
+    # As annotation/judges/pairwise.py stores them: order 1 showed A (X) first, order 2 B;
     # p_x is P(A better) read from that order.
     p_one = min(1.0, soft_label + 0.05)
     p_two = max(0.0, soft_label - 0.05) if agree else 1.0 - p_one

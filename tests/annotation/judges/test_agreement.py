@@ -3,13 +3,12 @@ majority, on a fixture whose answers are known by hand."""
 
 import pytest
 
-from annotation import review
-from annotation.ai.agreement import cohen_kappa, judge_agreement, majority
+from annotation.judges.agreement import cohen_kappa, judge_agreement, majority
 from annotation.models import Judgment, Role
+from annotation.review import services as review
 from tests.annotation.judges.factories import make_ai_judgment, make_constitution, make_judge
-from tests.annotation.test_quality import judge as human_judge
-from tests.annotation.test_quality import make_caller
-from tests.factories import make_member, make_task
+from tests.factories import judge as human_judge
+from tests.factories import make_caller, make_member, make_task
 
 # --- plain functions -------------------------------------------------------------------
 

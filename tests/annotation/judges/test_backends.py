@@ -7,8 +7,8 @@ import socket
 import pytest
 import torch
 
-from annotation.ai import prompts
-from annotation.ai.backends import BackendError, LocalBackend, RemoteBackend
+from annotation.judges import prompts
+from annotation.judges.backends import BackendError, LocalBackend, RemoteBackend
 from tests.annotation.judges.fake_endpoint import Answer, FakeEndpoint, completion
 
 PRINCIPLE = {
@@ -240,7 +240,7 @@ def test_probabilities_from_log_probs_are_exact():
 
 
 def test_a_local_backend_samples_each_call_from_the_next_seed(tiny_model_dir):
-    from annotation.ai.backends import LocalBackend
+    from annotation.judges.backends import LocalBackend
 
     messages = [{"role": "user", "content": "Write a question."}]
     first, second = LocalBackend(tiny_model_dir, seed=5), LocalBackend(tiny_model_dir, seed=5)

@@ -7,9 +7,9 @@ import uuid
 import pytest
 from django.db import connection
 
-from annotation.ai import jobs, prompts, services
-from annotation.ai.backends import LocalBackend
 from annotation.errors import Conflict, ServiceError
+from annotation.judges import jobs, prompts, services
+from annotation.judges.backends import LocalBackend
 from annotation.models import Constitution, Judge, JudgeJob, Judgment, Role
 from config.celery import app as celery_app
 from models_registry.models import ModelVersion
@@ -666,7 +666,7 @@ def test_a_judge_name_is_used_once(constitution):
 def test_local_judges_go_to_the_gpu_queue_and_remote_ones_to_default(
     project, constitution, django_capture_on_commit_callbacks, monkeypatch
 ):
-    from annotation.ai import tasks
+    from annotation.judges import tasks
 
     _tasks(project, 1)
     local = services.judge_create(

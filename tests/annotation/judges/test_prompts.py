@@ -3,9 +3,9 @@ constitution (no database)."""
 
 import pytest
 
-from annotation.ai import pairwise, prompts
-from annotation.ai.principles import DEFAULT_CONSTITUTION, check_principles
 from annotation.errors import ServiceError
+from annotation.judges import pairwise, prompts
+from annotation.judges.principles import DEFAULT_CONSTITUTION, check_principles
 
 PRINCIPLE = DEFAULT_CONSTITUTION["principles"][0]
 CONVERSATION = [

@@ -4,19 +4,19 @@ orders disagreed) and reviewers accept, correct or reject them like human judgme
 import pytest
 from django.forms.models import model_to_dict
 
-from annotation import quality, review
-from annotation.ai.review import ai_review_queue_fill
 from annotation.errors import ServiceError
 from annotation.exports import dpo_rows
+from annotation.judges.review import ai_review_queue_fill
 from annotation.models import Judgment, Response, Review, Role
+from annotation.review import selectors as quality
+from annotation.review import services as review
 from tests.annotation.judges.factories import (
     make_ai_judgment,
     make_constitution,
     make_judge,
 )
-from tests.annotation.test_quality import judge as human_judge
-from tests.annotation.test_quality import make_caller
-from tests.factories import make_member, make_prompt, make_task, make_version
+from tests.factories import judge as human_judge
+from tests.factories import make_caller, make_member, make_prompt, make_task, make_version
 
 
 def make_version_at(folder):
@@ -444,10 +444,10 @@ def test_the_fill_page_takes_only_post(login, project, admin_member):
 def test_a_tiny_local_judges_labels_reach_the_queue_the_report_and_exports(
     login, project, admin_member, tiny_model_dir
 ):
-    """A pairwise job on a tiny model stores AI labels as annotation/ai/jobs.py does; they
+    """A pairwise job on a tiny model stores AI labels as annotation/judges/jobs.py does; they
     go to review, show both orders' P(A better) there, and count in agreement and exports."""
-    from annotation.ai import jobs, services
-    from annotation.ai.agreement import judge_agreement
+    from annotation.judges import jobs, services
+    from annotation.judges.agreement import judge_agreement
 
     tasks = [make_task(project, texts=(f"good {i}", f"bad {i}")) for i in range(3)]
     ann = make_member(project, Role.LABELER, "ann")

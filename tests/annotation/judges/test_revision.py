@@ -5,7 +5,8 @@ import random
 
 import pytest
 
-from annotation.ai.revision import (
+from annotation.errors import ServiceError
+from annotation.judges.revision import (
     Round,
     check_revision_options,
     clean_revision,
@@ -13,7 +14,6 @@ from annotation.ai.revision import (
     rationale,
     same_text,
 )
-from annotation.errors import ServiceError
 
 PRINCIPLES = [
     {
@@ -211,7 +211,7 @@ def _model_reply(project, text, *, version=None, prompt=None, sample_index=0):
 
 
 def _run(project, judge, backend, *, options=None, max_requests=200):
-    from annotation.ai.jobs import judge_job_execute
+    from annotation.judges.jobs import judge_job_execute
     from annotation.models import JudgeJob
 
     job = JudgeJob.objects.create(
@@ -394,7 +394,7 @@ def test_principles_are_seeded_by_the_job(project, local_judge, constitution):
     second = _run(project, second_judge, ScriptedBackend(), options={"rounds": 3})
     import random as _random
 
-    from annotation.ai.revision import pick_principles
+    from annotation.judges.revision import pick_principles
 
     for job in (first, second):
         demonstration = job.judgments.get(kind="demonstration")
@@ -490,7 +490,7 @@ def test_the_budget_stops_the_job_and_keeps_finished_items(project, local_judge)
 
 
 def test_a_dead_backend_fails_items_then_stops_the_job(project, local_judge):
-    from annotation.ai.backends import BackendError
+    from annotation.judges.backends import BackendError
     from annotation.models import Judgment
 
     for number in range(5):
@@ -507,7 +507,7 @@ def test_a_dead_backend_fails_items_then_stops_the_job(project, local_judge):
 
 
 def test_one_backend_error_fails_only_its_item(project, local_judge):
-    from annotation.ai.backends import BackendError
+    from annotation.judges.backends import BackendError
 
     broken = _model_reply(project, "Broken.")
     fine = _model_reply(project, "Fine.")

@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from annotation.ai.self_instruct import (
+from annotation.errors import ServiceError
+from annotation.judges.self_instruct import (
     SimilarityIndex,
     check_self_instruct_options,
     lcs_length,
@@ -17,7 +18,6 @@ from annotation.ai.self_instruct import (
     screen_prompts,
     words,
 )
-from annotation.errors import ServiceError
 
 # --- ROUGE-L --------------------------------------------------------------------------
 
@@ -300,7 +300,7 @@ def judge(db):
 
 
 def _run(project, judge, backend, *, options=None, max_requests=200):
-    from annotation.ai.jobs import judge_job_execute
+    from annotation.judges.jobs import judge_job_execute
     from annotation.models import JudgeJob
 
     job = JudgeJob.objects.create(
@@ -442,7 +442,7 @@ def test_requests_that_add_nothing_stop_the_job(project, judge):
 
 
 def test_backend_errors_are_retried_with_the_next_request_then_stop_the_job(project, judge):
-    from annotation.ai.backends import BackendError
+    from annotation.judges.backends import BackendError
     from tests.factories import make_prompt
 
     make_prompt(project, "Seed prompt about gardening in spring.")

@@ -1,6 +1,6 @@
 """AI labels stay out of exports and training unless the project says otherwise: its
 setting (exclude by default, trusted judges above a kappa threshold, or all), the pages
-that say what goes in, and what a training snapshot records (annotation/ai/trust.py)."""
+that say what goes in, and what a training snapshot records (annotation/judges/trust.py)."""
 
 import html
 import json
@@ -11,15 +11,14 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from annotation.ai.trust import ai_label_plan
 from annotation.errors import ServiceError
 from annotation.exports import dpo_rows
+from annotation.judges.trust import ai_label_plan
 from annotation.models import JudgeJob, Project, Role
 from annotation.services import project_settings_update
 from tests.annotation.judges.factories import make_ai_judgment, make_constitution, make_judge
-from tests.annotation.test_quality import judge as human_judge
-from tests.annotation.test_quality import make_caller
-from tests.factories import make_member, make_task, make_version
+from tests.factories import judge as human_judge
+from tests.factories import make_caller, make_member, make_task, make_version
 from training.models import DatasetSnapshot, TrainingRun
 from training.services import snapshot_create, training_run_start
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from annotation.ai import jobs, services
+from annotation.judges import jobs, services
 from annotation.models import Constitution, Judge, JudgeJob, Role
 from tests.factories import make_member, make_task
 

@@ -2,8 +2,8 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from annotation.ai.trust import AI_OPTIONS, ai_label_plan
 from annotation.errors import ServiceError
+from annotation.judges.trust import AI_OPTIONS, ai_label_plan
 from annotation.models import Project
 from config.celery import QueueUnavailable
 from models_registry.models import GenerationJob, ModelVersion

@@ -39,9 +39,9 @@ from dataclasses import dataclass, field
 
 from django.db import transaction
 
-from annotation.ai.backends import BackendError
-from annotation.ai.prompts import self_instruct_messages
 from annotation.errors import ServiceError
+from annotation.judges.backends import BackendError
+from annotation.judges.prompts import self_instruct_messages
 from annotation.models import Prompt
 
 MAX_COUNT = 500

@@ -5,8 +5,8 @@ response pairs that both the judge and a human majority decided.
   read in one orientation (the task order: A is the task's first response), whatever order
   its judge saw.
 - The *human majority* of a pair comes from its current human judgments (source "human",
-  not superseded, not rejected; annotation.quality.current_human_judgments): the outcome
-  (A wins, B wins, tie, both bad) with more votes than any other. Pairs whose majority is
+  not superseded, not rejected; annotation.review.selectors.current_human_judgments): the
+  outcome (A wins, B wins, tie, both bad) with more votes than any other. Pairs whose majority is
   a tie or both-bad, and pairs with no single top outcome (1 A vs 1 B), have no winner and
   are left out of accuracy and kappa; the report counts them.
 - The *AI choice* is the judgment's choice (a or b), or, when it stored none, the side its
@@ -30,7 +30,7 @@ from collections import Counter, defaultdict
 from collections.abc import Hashable, Sequence
 
 from annotation.models import Constitution, Judge, Judgment, Project, TaskKind
-from annotation.quality import current_human_judgments
+from annotation.review.selectors import current_human_judgments
 
 TIE_OR_BOTH_BAD = "tie_or_both_bad"
 NO_MAJORITY = "no_majority"

@@ -1,4 +1,4 @@
-"""Writes for constitutions and judges. Jobs are in annotation/ai/jobs.py.
+"""Writes for constitutions and judges. Jobs are in annotation/judges/jobs.py.
 
 Constitutions are versioned: an edit stores a new version under the same name and leaves
 the old one (and every judgment that points at it) as it was. A judge points at one
@@ -12,8 +12,8 @@ from django.core.validators import URLValidator
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 
-from annotation.ai.principles import DEFAULT_CONSTITUTION, check_principles
 from annotation.errors import Conflict, ServiceError
+from annotation.judges.principles import DEFAULT_CONSTITUTION, check_principles
 from annotation.models import Constitution, Judge
 from models_registry.models import ModelVersion
 

@@ -1,4 +1,4 @@
-"""Pages and API of the AI judges: thin callers of annotation/ai/services.py, jobs.py and
+"""Pages and API of the AI judges: thin callers of annotation/judges/services.py, jobs.py and
 selectors.py. Seeing needs VIEW_DATA, changing needs MANAGE. A judge's API key is accepted
 on create and never rendered or returned."""
 
@@ -13,10 +13,10 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation.ai import jobs, selectors, services
-from annotation.ai.principles import DEFAULT_CONSTITUTION
-from annotation.ai.trust import ai_label_plan
 from annotation.errors import ServiceError
+from annotation.judges import jobs, selectors, services
+from annotation.judges.principles import DEFAULT_CONSTITUTION
+from annotation.judges.trust import ai_label_plan
 from annotation.models import Judge, JudgeJob
 from annotation.permissions import MANAGE, VIEW_DATA, can, project_for
 from config.celery import QueueUnavailable

@@ -7,7 +7,7 @@ probabilities of "A" and "B" when the backend has them, else from the parsed ver
 0, 0.5 when it names neither). The soft label is their mean. With a chain-of-thought
 critique first, each order's probability is clamped to [0.4, 0.6]: reasoning makes the
 verdict near certain, and the paper found clamped labels better calibrated.
-Plain Python: the job runner (annotation/ai/jobs.py) stores what this returns.
+Plain Python: the job runner (annotation/judges/jobs.py) stores what this returns.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from annotation.ai import prompts
-from annotation.ai.backends import JudgeBackend
+from annotation.judges import prompts
+from annotation.judges.backends import JudgeBackend
 
 COT_CLAMP = (0.4, 0.6)
 # A soft label this close to 0.5 is a tie.

@@ -50,9 +50,9 @@ from dataclasses import dataclass
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 
-from annotation.ai.backends import BackendError
-from annotation.ai.prompts import critique_messages, revision_messages
 from annotation.errors import ServiceError
+from annotation.judges.backends import BackendError
+from annotation.judges.prompts import critique_messages, revision_messages
 from annotation.kinds.demonstration import (
     CONTEXT_KEY,
     MAX_TEXT,

@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from annotation.ai import jobs
+from annotation.judges import jobs
 
 
 # A judge on a local model needs the gpu worker; one on a remote endpoint only waits on the

@@ -1,8 +1,10 @@
-"""URLs of the AI judges pages and API (included from config/urls.py)."""
+"""URLs of the AI judges pages and API, and of humans-and-AI-together: AI labels to the
+review queue, the judges' agreement report (included from config/urls.py)."""
 
 from django.urls import path
 
-from annotation.ai import views
+from annotation.judges import review_views, views
+from annotation.review.views import review_ai_fill
 
 page = "p/<slug:slug>/judges/"
 api = "api/projects/<slug:slug>/"
@@ -37,5 +39,21 @@ urlpatterns = [
         f"{api}judge-jobs/<int:job_id>/cancel/",
         views.JudgeJobCancelApi.as_view(),
         name="api_judge_job_cancel",
+    ),
+    path("p/<slug:slug>/review/ai/", review_ai_fill, name="review_ai_fill"),
+    path(
+        "p/<slug:slug>/judges/agreement/",
+        review_views.judges_agreement_page,
+        name="judges_agreement",
+    ),
+    path(
+        "api/projects/<slug:slug>/review/ai/",
+        review_views.ReviewAiFillApi.as_view(),
+        name="api_review_ai_fill",
+    ),
+    path(
+        "api/projects/<slug:slug>/judges/agreement/",
+        review_views.JudgesAgreementApi.as_view(),
+        name="api_judges_agreement",
     ),
 ]

@@ -1,6 +1,7 @@
 """Humans and AI together: the judges' agreement report (page and JSON) and the API that
-sends AI labels to the review queue. Thin callers of annotation/ai/agreement.py and
-annotation/ai/review.py (the Review page's own form is quality_views.review_ai_fill)."""
+sends AI labels to the review queue. Thin callers of annotation/judges/agreement.py and
+annotation/judges/review.py (the Review page's own form is annotation/review/views.py's
+review_ai_fill)."""
 
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
@@ -8,10 +9,10 @@ from django.views.decorators.http import require_GET
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation.ai import agreement
-from annotation.ai import review as ai_review
+from annotation.judges import agreement
+from annotation.judges import review as ai_review
 from annotation.permissions import MANAGE, VIEW_DATA, can, project_for
-from annotation.quality_views import parse_ai_fill
+from annotation.review.views import parse_ai_fill
 
 
 @login_required

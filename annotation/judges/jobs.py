@@ -21,8 +21,8 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from annotation.ai.backends import BackendError, JudgeBackend, LocalBackend, RemoteBackend
 from annotation.errors import Conflict, ServiceError
+from annotation.judges.backends import BackendError, JudgeBackend, LocalBackend, RemoteBackend
 from annotation.models import (
     Judge,
     JudgeJob,
@@ -169,7 +169,7 @@ def pairwise_candidates(*, job: JudgeJob) -> list[tuple[Task, list]]:
 def run_pairwise(ctx: JobContext) -> None:
     """Judge each pair in both orders under a principle drawn at random (seeded by the job
     id) and store it as an AI comparison at once; a pair with no verdict counts as failed."""
-    from annotation.ai import pairwise
+    from annotation.judges import pairwise
 
     pairs = pairwise_candidates(job=ctx.job)
     ctx.progress(total=len(pairs), done=0, failed=0)
@@ -236,13 +236,13 @@ def run_pairwise(ctx: JobContext) -> None:
 
 
 def run_revision(ctx: JobContext) -> None:
-    from annotation.ai.revision import run_revision as runner
+    from annotation.judges.revision import run_revision as runner
 
     runner(ctx)
 
 
 def run_self_instruct(ctx: JobContext) -> None:
-    from annotation.ai.self_instruct import run_self_instruct as runner
+    from annotation.judges.self_instruct import run_self_instruct as runner
 
     runner(ctx)
 
@@ -321,10 +321,10 @@ def _check_options(*, project: Project, kind: str, options) -> dict:
     if kind == JudgeJob.Kind.PAIRWISE:
         return _check_pairwise_options(project=project, options=options)
     if kind == JudgeJob.Kind.REVISION:
-        from annotation.ai.revision import check_revision_options
+        from annotation.judges.revision import check_revision_options
 
         return check_revision_options(options, project=project)
-    from annotation.ai.self_instruct import check_self_instruct_options
+    from annotation.judges.self_instruct import check_self_instruct_options
 
     return check_self_instruct_options(options)
 
@@ -369,7 +369,7 @@ def judge_job_start(
 
 
 def _enqueue(job: JudgeJob) -> None:
-    from annotation.ai.tasks import judge_job_run_gpu_task, judge_job_run_task
+    from annotation.judges.tasks import judge_job_run_gpu_task, judge_job_run_task
 
     task = (
         judge_job_run_gpu_task if job.judge.backend == Judge.Backend.LOCAL else judge_job_run_task

@@ -1,8 +1,9 @@
 """Sending AI labels to the human review queue.
 
-An AI judgment is flagged with ``needs_review``; the review queue (annotation/quality.py)
-lists every flagged AI judgment that has no Review yet, and the reviewer accepts, corrects
-or rejects it exactly as a human judgment (annotation/review.py).
+An AI judgment is flagged with ``needs_review``; the review queue
+(annotation/review/selectors.py) lists every flagged AI judgment that has no Review yet, and
+the reviewer accepts, corrects or rejects it exactly as a human judgment
+(annotation/review/services.py).
 
 ``needs_review`` is the one field of a judgment that changes after it is stored, and that
 does not break "judgments are append-only": it says where a person should look, not what

@@ -8,7 +8,7 @@ its caller names no choice (the export page, file and API, the training page and
 - ``trusted``: people's labels, and the AI labels of every judge whose agreement with the
   human majority clears the project's threshold: Cohen's kappa at least ``ai_min_kappa``
   over at least ``ai_min_compared`` compared items. A judge is counted per constitution
-  version, as the agreement report groups it (annotation/ai/agreement.py); one with no
+  version, as the agreement report groups it (annotation/judges/agreement.py); one with no
   kappa (nothing compared, or one answer throughout) is left out;
 - ``include``: every AI label.
 
@@ -22,8 +22,8 @@ from dataclasses import dataclass, replace
 
 from django.db.models import Count
 
-from annotation.ai.agreement import judge_agreement
 from annotation.errors import ServiceError
+from annotation.judges.agreement import judge_agreement
 from annotation.models import Constitution, Judge, Judgment, Project
 
 AI_OPTIONS = ("include", "exclude", "only", "trusted")

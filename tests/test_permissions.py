@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from annotation import urls_leaderboard, urls_quality
+from annotation.leaderboard import urls as urls_leaderboard
 from annotation.models import Assignment, Judgment, Project, Prompt, PromptImport, Role, Task
+from annotation.review import urls as urls_quality
 from annotation.services import assignment_next
 from config import urls
 from models_registry.models import GenerationJob
@@ -289,8 +290,8 @@ def _caller(name: str, project):
 
 
 def test_the_table_covers_every_route_declared_in_config_urls():
-    # Chat and arena routes are owner-only (other members get 404): test_chat.py and
-    # test_arena.py cover each for every caller. The OpenAI-compatible API authenticates
+    # Chat and arena routes are owner-only (other members get 404): chat/test_chat.py and
+    # arena/test_arena.py cover each for every caller. The OpenAI-compatible API authenticates
     # by key, not session: test_openai_api.py covers it. Registry routes have their own
     # table in test_registry_pages.py.
     routes = {

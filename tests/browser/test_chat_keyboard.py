@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from annotation import chat
+from annotation.chat.services import chat_start
 from annotation.models import ChatSession, Judgment, Prompt, Response, Role
 from models_registry.services import ensure_base_model_from_folder
 from tests.browser.conftest import log_in
@@ -87,7 +87,7 @@ def test_a_labeler_chats_picks_and_rates_with_the_keyboard(
 def _session_with_replies(project, labeler, message: str, replies: tuple[str, str]):
     """A chat whose first turn already has its two replies, as the worker leaves it."""
     version = make_version("chat-hints-model")
-    session = chat.chat_start(project=project, labeler=labeler, model_version_id=version.pk)
+    session = chat_start(project=project, labeler=labeler, model_version_id=version.pk)
     session.messages = [{"role": "user", "content": message}]
     session.save(update_fields=["messages"])
     prompt = Prompt.objects.create(

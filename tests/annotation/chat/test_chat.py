@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from annotation import chat
-from annotation.chat_tasks import chat_replies_generate_task
+from annotation.chat import selectors, services
+from annotation.chat.tasks import chat_replies_generate_task
 from annotation.errors import Conflict, ServiceError
 from annotation.models import ChatSession, Judgment, Prompt, Response, Role
 from config.celery import QueueUnavailable
@@ -41,11 +41,11 @@ def tiny_version(db, tiny_model_dir):
 
 @pytest.fixture
 def session(project, labeler, tiny_version):
-    return chat.chat_start(project=project, labeler=labeler, model_version_id=tiny_version.pk)
+    return services.chat_start(project=project, labeler=labeler, model_version_id=tiny_version.pk)
 
 
 def _send(session, text="Hello there", **extra):
-    return chat.chat_message_send(
+    return services.chat_message_send(
         project=session.project,
         labeler=session.labeler,
         session_id=session.pk,
@@ -58,13 +58,13 @@ def _send(session, text="Hello there", **extra):
 def _say_and_answer(session, text="Hello there"):
     """The labeler's message, then the worker's job run in this process."""
     prompt = _send(session, text)
-    chat.chat_replies_generate(prompt_id=prompt.pk)
+    services.chat_replies_generate(prompt_id=prompt.pk)
     session.refresh_from_db()
-    return chat.chat_turn_open(session=session)
+    return selectors.chat_turn_open(session=session)
 
 
 def _pick(session, choice, client_id=None, **extra):
-    return chat.chat_reply_pick(
+    return services.chat_reply_pick(
         project=session.project,
         labeler=session.labeler,
         session_id=session.pk,
@@ -75,7 +75,7 @@ def _pick(session, choice, client_id=None, **extra):
 
 
 def _finish(session, rating, comment=""):
-    return chat.chat_finish(
+    return services.chat_finish(
         project=session.project,
         labeler=session.labeler,
         session_id=session.pk,
@@ -88,7 +88,9 @@ def _finish(session, rating, comment=""):
 
 
 def test_start_opens_an_empty_chat_with_the_chosen_model(project, labeler, tiny_version):
-    session = chat.chat_start(project=project, labeler=labeler, model_version_id=tiny_version.pk)
+    session = services.chat_start(
+        project=project, labeler=labeler, model_version_id=tiny_version.pk
+    )
 
     assert (session.labeler, session.model_version, session.messages) == (
         labeler,
@@ -109,7 +111,7 @@ def test_start_refuses_anything_but_a_live_policy(project, labeler, raw):
     model_version_id = {"reward": reward.pk, "retired": retired.pk}.get(raw, raw)
 
     with pytest.raises(ServiceError, match="Choose a model"):
-        chat.chat_start(project=project, labeler=labeler, model_version_id=model_version_id)
+        services.chat_start(project=project, labeler=labeler, model_version_id=model_version_id)
     assert ChatSession.objects.count() == 0
 
 
@@ -127,7 +129,7 @@ def test_a_message_opens_a_turn_and_queues_its_replies_after_commit(
     assert prompt.metadata["chat_session"] == session.pk
     assert prompt.metadata["turn"] == 0
     assert prompt.metadata["generation_params"]["max_new_tokens"] == 4
-    turn = chat.chat_turn_open(session=session)
+    turn = selectors.chat_turn_open(session=session)
     assert (turn.prompt, turn.status, turn.replies) == (prompt, "queued", [])
 
 
@@ -143,7 +145,7 @@ def test_the_task_writes_two_replies_with_a_tiny_model(session, tiny_version):
     assert all(r.generation_params["max_new_tokens"] == 4 for r in replies)
     assert all(0 < r.completion_tokens <= 4 for r in replies)
     session.refresh_from_db()
-    turn = chat.chat_turn_open(session=session)
+    turn = selectors.chat_turn_open(session=session)
     assert turn.status == "ready"
     assert sorted(r.pk for r in turn.replies) == [r.pk for r in replies]
 
@@ -156,7 +158,7 @@ def test_the_task_goes_to_the_gpu_queue_and_workers_discover_it():
         text=True,
         timeout=120,
         check=True,
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=Path(__file__).resolve().parents[3],
     )
 
     assert found.stdout.split() == ["True", "gpu"]
@@ -190,7 +192,7 @@ def test_picks_store_comparisons_with_the_conversation_so_far(session):
     assert picked_first.time_spent_ms == 1200
     assert picked_second.context == session.messages[:2]
     assert picked_second.chosen_and_rejected[0] == second.replies[0]
-    assert chat.chat_turn_open(session=session) is None
+    assert selectors.chat_turn_open(session=session) is None
 
 
 @pytest.mark.parametrize("choice", ["tie", "both_bad"])
@@ -254,7 +256,7 @@ def test_a_bad_pick_is_refused_and_stores_nothing(session):
 
     for choice, client_id, time_spent_ms, message in BAD_PICKS:
         with pytest.raises(ServiceError, match=message):
-            chat.chat_reply_pick(
+            services.chat_reply_pick(
                 project=session.project,
                 labeler=session.labeler,
                 session_id=session.pk,
@@ -274,14 +276,14 @@ def test_a_bad_pick_is_refused_and_stores_nothing(session):
         ("   \n ", None, "Write a message"),
         (None, None, "Write a message"),
         (["hi"], None, "Write a message"),
-        ("x" * (chat.MAX_MESSAGE_CHARS + 1), None, "under 8000 characters"),
+        ("x" * (services.MAX_MESSAGE_CHARS + 1), None, "under 8000 characters"),
         ("hi", {"temperature": 0}, "Bad generation parameters"),
         ("hi", {"top_z": 1}, "Bad generation parameters"),
     ],
 )
 def test_a_bad_message_is_refused_and_stores_nothing(session, text, params, message):
     with pytest.raises(ServiceError, match=message):
-        chat.chat_message_send(
+        services.chat_message_send(
             project=session.project,
             labeler=session.labeler,
             session_id=session.pk,
@@ -354,16 +356,18 @@ def test_another_labelers_chat_is_refused_everywhere(project, session):
     where = {"project": project, "session_id": session.pk}
 
     for intruder in (other, admin):
-        with pytest.raises(chat.ChatNotFound):
-            chat.chat_session_for(labeler=intruder, **where)
-        with pytest.raises(chat.ChatNotFound):
-            chat.chat_message_send(labeler=intruder, text="hi", **where)
-        with pytest.raises(chat.ChatNotFound):
-            chat.chat_reply_pick(labeler=intruder, choice="left", client_id=uuid.uuid4(), **where)
-        with pytest.raises(chat.ChatNotFound):
-            chat.chat_finish(labeler=intruder, rating=3, **where)
-        with pytest.raises(chat.ChatNotFound):
-            chat.chat_replies_retry(labeler=intruder, **where)
+        with pytest.raises(selectors.ChatNotFound):
+            selectors.chat_session_for(labeler=intruder, **where)
+        with pytest.raises(selectors.ChatNotFound):
+            services.chat_message_send(labeler=intruder, text="hi", **where)
+        with pytest.raises(selectors.ChatNotFound):
+            services.chat_reply_pick(
+                labeler=intruder, choice="left", client_id=uuid.uuid4(), **where
+            )
+        with pytest.raises(selectors.ChatNotFound):
+            services.chat_finish(labeler=intruder, rating=3, **where)
+        with pytest.raises(selectors.ChatNotFound):
+            services.chat_replies_retry(labeler=intruder, **where)
     session.refresh_from_db()
     assert len(session.messages) == 1
     assert Judgment.objects.count() == 0
@@ -373,33 +377,35 @@ def test_another_labelers_chat_is_refused_everywhere(project, session):
 def test_a_chat_of_another_project_is_not_found(session, other_project):
     make_member(other_project, Role.LABELER, "lab-beta")
 
-    with pytest.raises(chat.ChatNotFound):
-        chat.chat_session_for(project=other_project, labeler=session.labeler, session_id=session.pk)
+    with pytest.raises(selectors.ChatNotFound):
+        selectors.chat_session_for(
+            project=other_project, labeler=session.labeler, session_id=session.pk
+        )
 
 
 def test_a_broken_model_fails_the_turn_and_a_retry_queues_it_again(
     project, labeler, tmp_path, django_capture_on_commit_callbacks
 ):
     broken = make_version("broken", path=str(tmp_path))
-    session = chat.chat_start(project=project, labeler=labeler, model_version_id=broken.pk)
+    session = services.chat_start(project=project, labeler=labeler, model_version_id=broken.pk)
     prompt = _send(session)
 
-    chat.chat_replies_generate(prompt_id=prompt.pk)
+    services.chat_replies_generate(prompt_id=prompt.pk)
 
     session.refresh_from_db()
-    turn = chat.chat_turn_open(session=session)
+    turn = selectors.chat_turn_open(session=session)
     assert turn.status == "failed"
     assert turn.error
     assert Response.objects.count() == 0
     with pytest.raises(Conflict, match="not there yet"):
         _pick(session, "left")
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        chat.chat_replies_retry(project=project, labeler=labeler, session_id=session.pk)
+        services.chat_replies_retry(project=project, labeler=labeler, session_id=session.pk)
     assert len(callbacks) == 1
-    turn = chat.chat_turn_open(session=session)
+    turn = selectors.chat_turn_open(session=session)
     assert (turn.status, turn.error) == ("queued", "")
     with pytest.raises(Conflict, match="Only a failed turn"):
-        chat.chat_replies_retry(project=project, labeler=labeler, session_id=session.pk)
+        services.chat_replies_retry(project=project, labeler=labeler, session_id=session.pk)
 
 
 def test_an_unreachable_broker_is_reported_on_the_turn(
@@ -412,7 +418,7 @@ def test_an_unreachable_broker_is_reported_on_the_turn(
         _send(session)
 
     session.refresh_from_db()
-    turn = chat.chat_turn_open(session=session)
+    turn = selectors.chat_turn_open(session=session)
     assert turn.status == "failed"
     assert "task queue could not be reached" in turn.error
     assert Response.objects.count() == 0
@@ -514,7 +520,7 @@ def test_a_chat_is_open_to_its_owner_only(login, project, caller, session, name,
 
 
 def test_the_pick_page_flow_with_htmx(login, project, labeler, session, monkeypatch):
-    monkeypatch.setitem(chat.DEFAULT_PARAMS, "max_new_tokens", 4)
+    monkeypatch.setitem(services.DEFAULT_PARAMS, "max_new_tokens", 4)
     client = login(labeler)
     base = f"/p/{project.slug}/chat/{session.pk}/"
     htmx = {"HTTP_HX_REQUEST": "true"}
@@ -522,7 +528,7 @@ def test_the_pick_page_flow_with_htmx(login, project, labeler, session, monkeypa
     compose = client.get(base).content.decode()
     sent = client.post(f"{base}message/", {"text": "Hi *there*"}, **htmx)
     prompt = Prompt.objects.get(metadata__chat_session=session.pk)
-    chat.chat_replies_generate(prompt_id=prompt.pk)
+    services.chat_replies_generate(prompt_id=prompt.pk)
     ready = client.get(base, **htmx)
     picked = client.post(
         f"{base}pick/", {"choice": "right", "client_id": str(uuid.uuid4())}, **htmx
@@ -598,8 +604,8 @@ def test_finishing_from_the_page_with_rating_keys(login, project, labeler, sessi
 
 def test_a_failed_turn_shows_the_error_and_the_retry_key(login, project, labeler, tmp_path):
     broken = make_version("broken", path=str(tmp_path))
-    session = chat.chat_start(project=project, labeler=labeler, model_version_id=broken.pk)
-    chat.chat_replies_generate(prompt_id=_send(session).pk)
+    session = services.chat_start(project=project, labeler=labeler, model_version_id=broken.pk)
+    services.chat_replies_generate(prompt_id=_send(session).pk)
 
     html = login(labeler).get(f"/p/{project.slug}/chat/{session.pk}/").content.decode()
 
@@ -621,7 +627,7 @@ def test_a_whole_chat_through_the_api(login, project, labeler, tiny_version):
         {"text": "Hi", "params": FAST},
         content_type="application/json",
     )
-    chat.chat_replies_generate(prompt_id=Prompt.objects.get().pk)
+    services.chat_replies_generate(prompt_id=Prompt.objects.get().pk)
     detail = client.get(f"{api}{session_id}/").json()
     pick = {"choice": "left", "client_id": str(uuid.uuid4()), "time_spent_ms": 900}
     picked = client.post(f"{api}{session_id}/picks/", pick, content_type="application/json")

@@ -5,30 +5,27 @@ or both bad, and only then learns which model was which.
 Each battle has its own Prompt row (metadata ``{"arena_battle": id}``), so battle prompts
 and replies stay out of the labeling pool; the battle row is also the generation job,
 claimed by the worker under a row lock. Both replies are written on the Celery ``gpu``
-worker (annotation/arena_tasks.py). The vote is a Judgment of kind ``arena`` linked from
-the battle. Writes are the ``arena_*`` services; reads are the ``arena_battle*_for`` and
-``arena_versions``/``arena_pair_counts`` selectors.
+worker (annotation/arena/tasks.py). The vote is a Judgment of kind ``arena`` linked from
+the battle. Writes are the ``arena_*`` services here; reads are the ``arena_battle*_for``
+and ``arena_versions``/``arena_pair_counts`` selectors in annotation/arena/selectors.py.
 """
 
 import itertools
 import logging
 import random
 import time
-import uuid
-from collections import Counter
 
 from django.db import IntegrityError, transaction
-from django.http import Http404
 from django.utils import timezone
 
-from annotation.chat import MAX_MESSAGE_CHARS
+from annotation.arena.selectors import WAITING, BattleNotFound, arena_pair_counts, arena_versions
+from annotation.chat.services import MAX_MESSAGE_CHARS
 from annotation.errors import Conflict, ServiceError
 from annotation.inputs import check_time_spent, parse_client_id, whole_number_or_none
 from annotation.models import ARENA_BATTLE_KEY, ArenaBattle, Judgment, Project, Prompt, TaskKind
 from annotation.models import Response as Reply
 from config.celery import enqueue_after_commit
 from models_registry import ml
-from models_registry import selectors as registry_selectors
 from models_registry.models import ModelVersion
 
 logger = logging.getLogger(__name__)
@@ -38,75 +35,6 @@ MAX_PROMPT_CHARS = MAX_MESSAGE_CHARS
 CHOICES = tuple(Judgment.Choice.values)  # "a", "b", "tie", "both_bad"
 # Short enough that a CPU worker answers in seconds; the labeler waits for both replies.
 DEFAULT_PARAMS = {"max_new_tokens": 128, "temperature": 0.8, "top_p": 0.95}
-WAITING = (ArenaBattle.Status.QUEUED, ArenaBattle.Status.RUNNING)
-
-
-class BattleNotFound(ServiceError):
-    """Unknown battle, or one that belongs to someone else (the two are not told apart)."""
-
-    status_code = 404
-
-
-# --- selectors ------------------------------------------------------------------------
-
-
-def arena_versions():
-    """The contestants: policy versions that are not retired, that is the serving ones and
-    the candidates. Candidates battle on purpose: a candidate must have met the serving
-    versions in the arena before an admin can judge its promotion on its record."""
-    return registry_selectors.servable_versions(kind=ModelVersion.Kind.POLICY).order_by("id")
-
-
-def arena_pair_counts(*, project: Project) -> Counter:
-    """Battles so far in the project per unordered pair of versions, keyed (low id, high id);
-    every battle counts whatever its status (a failed one is retried, not replaced)."""
-    counts: Counter = Counter()
-    rows = ArenaBattle.objects.filter(project=project).values_list("version_a_id", "version_b_id")
-    for a, b in rows.iterator():
-        counts[(min(a, b), max(a, b))] += 1
-    return counts
-
-
-def arena_battles_for(*, project: Project, labeler, limit: int = 20):
-    """The labeler's battles in the project, newest first."""
-    return (
-        ArenaBattle.objects.filter(project=project, labeler=labeler)
-        .select_related("prompt", "version_a", "version_b", "judgment")
-        .order_by("-created_at", "-id")[:limit]
-    )
-
-
-def arena_battle_for(*, project: Project, labeler, battle_id) -> ArenaBattle:
-    """The labeler's own battle in the project; BattleNotFound for anyone else's."""
-    battle = (
-        ArenaBattle.objects.select_related(
-            "prompt", "version_a", "version_b", "response_a", "response_b", "judgment"
-        )
-        .filter(pk=whole_number_or_none(battle_id), project=project, labeler=labeler)
-        .first()
-    )
-    if battle is None:
-        raise BattleNotFound("No such battle.")
-    return battle
-
-
-def arena_battle_page_for(*, project: Project, labeler, battle_id) -> ArenaBattle:
-    """As arena_battle_for, for pages: a 404 instead of an error message."""
-    try:
-        return arena_battle_for(project=project, labeler=labeler, battle_id=battle_id)
-    except BattleNotFound:
-        raise Http404("No such battle.") from None
-
-
-def arena_judgment_exists(*, client_id: uuid.UUID) -> bool:
-    return Judgment.objects.filter(client_id=client_id).exists()
-
-
-def arena_pool_size(*, project: Project) -> int:
-    return Prompt.objects.labeling().filter(project=project).count()
-
-
-# --- services -------------------------------------------------------------------------
 
 
 def _pick_pair(*, project: Project, rng: random.Random) -> tuple[ModelVersion, ModelVersion]:
@@ -226,7 +154,7 @@ def arena_battle_retry(*, project: Project, labeler, battle_id) -> ArenaBattle:
 
 
 def _enqueue_replies(battle_id: int) -> None:
-    from annotation.arena_tasks import arena_replies_generate_task
+    from annotation.arena.tasks import arena_replies_generate_task
 
     enqueue_after_commit(
         arena_replies_generate_task,

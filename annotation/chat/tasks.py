@@ -2,11 +2,11 @@
 
 from celery import shared_task
 
-from annotation import chat
+from annotation.chat import services
 
 
 # The gpu queue is named here because config/settings.py routes only models_registry and
 # training tasks there by pattern.
 @shared_task(name="annotation.chat_replies_generate_task", queue="gpu", acks_late=True)
 def chat_replies_generate_task(prompt_id: int) -> None:
-    chat.chat_replies_generate(prompt_id=prompt_id)
+    services.chat_replies_generate(prompt_id=prompt_id)

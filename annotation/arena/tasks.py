@@ -2,11 +2,11 @@
 
 from celery import shared_task
 
-from annotation import arena
+from annotation.arena import services
 
 
 # The gpu queue is named here because config/settings.py routes only models_registry and
 # training tasks there by pattern.
 @shared_task(name="annotation.arena_replies_generate_task", queue="gpu", acks_late=True)
 def arena_replies_generate_task(battle_id: int) -> None:
-    arena.arena_replies_generate(battle_id=battle_id)
+    services.arena_replies_generate(battle_id=battle_id)

@@ -1,4 +1,4 @@
-"""Pages and API of the arena: thin callers of annotation/arena.py."""
+"""Pages and API of the arena: thin callers of annotation/arena/services.py and selectors.py."""
 
 import time
 import uuid
@@ -12,7 +12,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation import arena
+from annotation.arena import selectors, services
 from annotation.errors import ServiceError
 from annotation.models import ArenaBattle
 from annotation.permissions import LABEL, MANAGE, VIEW_DATA, can, project_for
@@ -50,7 +50,7 @@ def arena_page(request, slug):
     error, status = None, 200
     if request.method == "POST":
         try:
-            battle = arena.arena_battle_start(
+            battle = services.arena_battle_start(
                 project=project,
                 labeler=request.user,
                 prompt_text=_start_form_prompt(request.POST),
@@ -63,11 +63,11 @@ def arena_page(request, slug):
             return redirect("arena_battle", slug=project.slug, battle_id=battle.pk)
     context = {
         "project": project,
-        "battles": arena.arena_battles_for(project=project, labeler=request.user),
-        "contestants": arena.arena_versions().count(),
-        "pool_size": arena.arena_pool_size(project=project),
+        "battles": selectors.arena_battles_for(project=project, labeler=request.user),
+        "contestants": selectors.arena_versions().count(),
+        "pool_size": selectors.arena_pool_size(project=project),
         "typed": request.POST.get("prompt", "") if error else "",
-        "max_prompt_chars": arena.MAX_PROMPT_CHARS,
+        "max_prompt_chars": services.MAX_PROMPT_CHARS,
         "error": error,
         **_nav(request.user, project),
     }
@@ -81,7 +81,7 @@ def _render_battle(request, project, battle, *, error=None, status=200):
     context = {
         "project": project,
         "battle": battle,
-        "waiting": battle.status in arena.WAITING,
+        "waiting": battle.status in selectors.WAITING,
         "revealed": battle.status == ArenaBattle.Status.VOTED,
         "vote_buttons": VOTE_BUTTONS,
         "error": error,
@@ -97,7 +97,9 @@ def _render_battle(request, project, battle, *, error=None, status=200):
 def arena_battle_page(request, slug, battle_id):
     """One battle; its htmx fragment is polled while the replies are written."""
     project = project_for(user=request.user, slug=slug, capability=LABEL)
-    battle = arena.arena_battle_page_for(project=project, labeler=request.user, battle_id=battle_id)
+    battle = selectors.arena_battle_page_for(
+        project=project, labeler=request.user, battle_id=battle_id
+    )
     return _render_battle(request, project, battle)
 
 
@@ -112,11 +114,13 @@ def _time_spent_ms(raw: str | None) -> int:
 def _battle_action(request, slug, battle_id, action):
     """Run one arena service for a page POST; answer with the fragment (htmx) or a redirect."""
     project = project_for(user=request.user, slug=slug, capability=LABEL)
-    battle = arena.arena_battle_page_for(project=project, labeler=request.user, battle_id=battle_id)
+    battle = selectors.arena_battle_page_for(
+        project=project, labeler=request.user, battle_id=battle_id
+    )
     error, status = None, 200
     try:
         action(project=project, labeler=request.user, battle_id=battle.pk)
-    except arena.BattleNotFound:
+    except selectors.BattleNotFound:
         raise Http404("No such battle.") from None
     except ServiceError as refused:
         error, status = refused.message, refused.status_code
@@ -128,7 +132,7 @@ def _battle_action(request, slug, battle_id, action):
         return redirect(
             reverse("arena_battle", kwargs={"slug": project.slug, "battle_id": battle.pk})
         )
-    battle = arena.arena_battle_for(project=project, labeler=request.user, battle_id=battle.pk)
+    battle = selectors.arena_battle_for(project=project, labeler=request.user, battle_id=battle.pk)
     return _render_battle(request, project, battle, error=error, status=status)
 
 
@@ -136,7 +140,7 @@ def _battle_action(request, slug, battle_id, action):
 @require_POST
 def arena_vote(request, slug, battle_id):
     def vote(**where):
-        arena.arena_vote(
+        services.arena_vote(
             choice=request.POST.get("choice", ""),
             client_id=request.POST.get("client_id"),
             time_spent_ms=_time_spent_ms(request.POST.get("shown_at_ms")),
@@ -149,7 +153,7 @@ def arena_vote(request, slug, battle_id):
 @login_required
 @require_POST
 def arena_retry(request, slug, battle_id):
-    return _battle_action(request, slug, battle_id, arena.arena_battle_retry)
+    return _battle_action(request, slug, battle_id, services.arena_battle_retry)
 
 
 # --- API ------------------------------------------------------------------------------
@@ -158,7 +162,11 @@ def arena_retry(request, slug, battle_id):
 def _reply_payload(response) -> dict | None:
     if response is None:
         return None
-    return {"id": response.pk, "text": response.text, "html": render_markdown(response.text)}
+    return {
+        "id": response.pk,
+        "text": response.text,
+        "html": render_markdown(response.text),
+    }
 
 
 def _version_payload(version) -> dict:
@@ -205,7 +213,7 @@ def _judgment_payload(judgment) -> dict:
 
 
 def _battle_after(request, project, battle_id) -> dict:
-    battle = arena.arena_battle_for(project=project, labeler=request.user, battle_id=battle_id)
+    battle = selectors.arena_battle_for(project=project, labeler=request.user, battle_id=battle_id)
     return battle_payload(battle)
 
 
@@ -215,15 +223,17 @@ class BattleListApi(APIView):
 
     def get(self, request, slug):
         project = project_for(user=request.user, slug=slug, capability=LABEL)
-        battles = arena.arena_battles_for(project=project, labeler=request.user, limit=100)
+        battles = selectors.arena_battles_for(project=project, labeler=request.user, limit=100)
         return Response([battle_payload(b) for b in battles])
 
     def post(self, request, slug):
         project = project_for(user=request.user, slug=slug, capability=LABEL)
         if not hasattr(request.data, "get"):
             raise ServiceError('Send a JSON object, for example {} or {"prompt": "..."}.')
-        battle = arena.arena_battle_start(
-            project=project, labeler=request.user, prompt_text=request.data.get("prompt")
+        battle = services.arena_battle_start(
+            project=project,
+            labeler=request.user,
+            prompt_text=request.data.get("prompt"),
         )
         return Response(_battle_after(request, project, battle.pk), status=201)
 
@@ -246,7 +256,7 @@ class BattleVoteApi(APIView):
             raise ServiceError("Send a JSON object with choice and client_id.")
         client_id = request.data.get("client_id")
         before = _client_id_used(client_id)
-        arena.arena_vote(
+        services.arena_vote(
             project=project,
             labeler=request.user,
             battle_id=battle_id,
@@ -262,7 +272,7 @@ def _client_id_used(client_id) -> bool:
         parsed = uuid.UUID(str(client_id))
     except (TypeError, ValueError):
         return False
-    return arena.arena_judgment_exists(client_id=parsed)
+    return selectors.arena_judgment_exists(client_id=parsed)
 
 
 class BattleRetryApi(APIView):
@@ -270,5 +280,5 @@ class BattleRetryApi(APIView):
 
     def post(self, request, slug, battle_id):
         project = project_for(user=request.user, slug=slug, capability=LABEL)
-        arena.arena_battle_retry(project=project, labeler=request.user, battle_id=battle_id)
+        services.arena_battle_retry(project=project, labeler=request.user, battle_id=battle_id)
         return Response(_battle_after(request, project, battle_id), status=202)

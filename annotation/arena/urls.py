@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from annotation import arena_views
+from annotation.arena import views as arena_views
 
 battle = "p/<slug:slug>/arena/<int:battle_id>/"
 api_battle = "api/projects/<slug:slug>/battles/<int:battle_id>/"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from annotation import arena
-from annotation.arena_tasks import arena_replies_generate_task
+from annotation.arena import selectors, services
+from annotation.arena.tasks import arena_replies_generate_task
 from annotation.errors import Conflict, ServiceError
 from annotation.models import ArenaBattle, Judgment, Prompt, Response, Role
 from config.celery import QueueUnavailable
@@ -35,7 +35,7 @@ print(task is not None, task.queue if task else "")
 @pytest.fixture(autouse=True)
 def _short_replies(monkeypatch):
     """Pages and the API start battles with the default parameters: keep replies short."""
-    monkeypatch.setitem(arena.DEFAULT_PARAMS, "max_new_tokens", 4)
+    monkeypatch.setitem(services.DEFAULT_PARAMS, "max_new_tokens", 4)
 
 
 @pytest.fixture
@@ -50,7 +50,7 @@ def pool(project):
 
 
 def _start(project, labeler, prompt_text=None, seed=0, params=FAST):
-    return arena.arena_battle_start(
+    return services.arena_battle_start(
         project=project,
         labeler=labeler,
         prompt_text=prompt_text,
@@ -62,13 +62,13 @@ def _start(project, labeler, prompt_text=None, seed=0, params=FAST):
 def _ready(project, labeler, **extra):
     """A battle whose replies the worker's job wrote in this process."""
     battle = _start(project, labeler, **extra)
-    arena.arena_replies_generate(battle_id=battle.pk)
+    services.arena_replies_generate(battle_id=battle.pk)
     battle.refresh_from_db()
     return battle
 
 
 def _vote(battle, choice, client_id=None, labeler=None, time_spent_ms=0):
-    return arena.arena_vote(
+    return services.arena_vote(
         project=battle.project,
         labeler=labeler or battle.labeler,
         battle_id=battle.pk,
@@ -149,7 +149,7 @@ def test_the_task_goes_to_the_gpu_queue_and_workers_discover_it():
         text=True,
         timeout=120,
         check=True,
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=Path(__file__).resolve().parents[3],
     )
 
     assert found.stdout.split() == ["True", "gpu"]
@@ -171,7 +171,7 @@ def test_a_typed_prompt_is_the_battles_prompt(project, labeler, versions):
         ("  \n ", "Write a prompt"),
         (["hi"], "Write a prompt"),
         (42, "Write a prompt"),
-        ("x" * (arena.MAX_PROMPT_CHARS + 1), "under 8000 characters"),
+        ("x" * (services.MAX_PROMPT_CHARS + 1), "under 8000 characters"),
     ],
 )
 def test_a_bad_prompt_is_refused_and_stores_nothing(
@@ -185,9 +185,9 @@ def test_a_bad_prompt_is_refused_and_stores_nothing(
 
 
 def test_a_prompt_of_the_longest_length_is_taken(project, labeler, versions):
-    battle = _start(project, labeler, prompt_text="x" * arena.MAX_PROMPT_CHARS)
+    battle = _start(project, labeler, prompt_text="x" * services.MAX_PROMPT_CHARS)
 
-    assert len(battle.prompt.text) == arena.MAX_PROMPT_CHARS
+    assert len(battle.prompt.text) == services.MAX_PROMPT_CHARS
 
 
 def test_bad_generation_parameters_are_refused(project, labeler, versions, pool):
@@ -339,7 +339,7 @@ BAD_VOTES = [
 def test_a_bad_vote_is_refused_and_stores_nothing(battle):
     for choice, client_id, time_spent_ms, message in BAD_VOTES:
         with pytest.raises(ServiceError, match=message):
-            arena.arena_vote(
+            services.arena_vote(
                 project=battle.project,
                 labeler=battle.labeler,
                 battle_id=battle.pk,
@@ -359,13 +359,13 @@ def test_another_labelers_battle_is_not_found_anywhere(project, battle):
     where = {"project": project, "battle_id": battle.pk}
 
     for intruder in (other, admin):
-        with pytest.raises(arena.BattleNotFound):
-            arena.arena_battle_for(labeler=intruder, **where)
-        with pytest.raises(arena.BattleNotFound):
-            arena.arena_vote(labeler=intruder, choice="a", client_id=uuid.uuid4(), **where)
-        with pytest.raises(arena.BattleNotFound):
-            arena.arena_battle_retry(labeler=intruder, **where)
-        assert list(arena.arena_battles_for(project=project, labeler=intruder)) == []
+        with pytest.raises(selectors.BattleNotFound):
+            selectors.arena_battle_for(labeler=intruder, **where)
+        with pytest.raises(selectors.BattleNotFound):
+            services.arena_vote(labeler=intruder, choice="a", client_id=uuid.uuid4(), **where)
+        with pytest.raises(selectors.BattleNotFound):
+            services.arena_battle_retry(labeler=intruder, **where)
+        assert list(selectors.arena_battles_for(project=project, labeler=intruder)) == []
     battle.refresh_from_db()
     assert battle.status == "ready"
     assert Judgment.objects.count() == 0
@@ -374,8 +374,10 @@ def test_another_labelers_battle_is_not_found_anywhere(project, battle):
 def test_a_battle_of_another_project_is_not_found(battle, other_project):
     make_member(other_project, Role.LABELER, "lab-beta")
 
-    with pytest.raises(arena.BattleNotFound):
-        arena.arena_battle_for(project=other_project, labeler=battle.labeler, battle_id=battle.pk)
+    with pytest.raises(selectors.BattleNotFound):
+        selectors.arena_battle_for(
+            project=other_project, labeler=battle.labeler, battle_id=battle.pk
+        )
 
 
 def test_a_broken_model_fails_the_battle_and_a_retry_writes_only_the_missing_reply(
@@ -387,7 +389,7 @@ def test_a_broken_model_fails_the_battle_and_a_retry_writes_only_the_missing_rep
     battle = _start(project, labeler, seed=1)  # a seed that puts the good model first
     assert (battle.version_a, battle.version_b) == (good, broken)
 
-    arena.arena_replies_generate(battle_id=battle.pk)
+    services.arena_replies_generate(battle_id=battle.pk)
 
     battle.refresh_from_db()
     assert battle.status == "failed"
@@ -400,18 +402,18 @@ def test_a_broken_model_fails_the_battle_and_a_retry_writes_only_the_missing_rep
     # The admin fixes the weights; the labeler retries.
     ModelVersion.objects.filter(pk=broken.pk).update(base_path=good.base_path)
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        arena.arena_battle_retry(project=project, labeler=labeler, battle_id=battle.pk)
+        services.arena_battle_retry(project=project, labeler=labeler, battle_id=battle.pk)
     assert len(callbacks) == 1
     battle.refresh_from_db()
     assert (battle.status, battle.error) == ("queued", "")
-    arena.arena_replies_generate(battle_id=battle.pk)
+    services.arena_replies_generate(battle_id=battle.pk)
 
     battle.refresh_from_db()
     assert battle.status == "ready"
     assert kept in (battle.response_a, battle.response_b)
     assert Response.objects.filter(prompt=battle.prompt).count() == 2
     with pytest.raises(Conflict, match="Only a failed battle"):
-        arena.arena_battle_retry(project=project, labeler=labeler, battle_id=battle.pk)
+        services.arena_battle_retry(project=project, labeler=labeler, battle_id=battle.pk)
 
 
 def test_an_unreachable_broker_is_reported_on_the_battle(
@@ -440,7 +442,7 @@ def test_names_are_hidden_until_the_vote_and_shown_after(login, project, labeler
     battle = ArenaBattle.objects.get()
     base = f"/p/{project.slug}/arena/{battle.pk}/"
     waiting = client.get(base).content.decode()
-    arena.arena_replies_generate(battle_id=battle.pk)
+    services.arena_replies_generate(battle_id=battle.pk)
     battle.refresh_from_db()
     ready = client.get(base, **htmx).content.decode()
     listed_before = client.get(f"/p/{project.slug}/arena/").content.decode()
@@ -535,7 +537,7 @@ def test_a_failed_battle_shows_the_error_and_the_retry_key(login, project, label
     make_version("broken-1")
     make_version("broken-2")
     battle = _start(project, labeler)
-    arena.arena_replies_generate(battle_id=battle.pk)
+    services.arena_replies_generate(battle_id=battle.pk)
 
     html = login(labeler).get(f"/p/{project.slug}/arena/{battle.pk}/").content.decode()
 
@@ -566,7 +568,7 @@ def test_a_whole_battle_through_the_api(login, project, labeler, versions, pool)
 
     started = client.post(api, {}, content_type="application/json")
     battle_id = started.json()["id"]
-    arena.arena_replies_generate(battle_id=battle_id)
+    services.arena_replies_generate(battle_id=battle_id)
     detail = client.get(f"{api}{battle_id}/").json()
     vote = {"choice": "tie", "client_id": str(uuid.uuid4()), "time_spent_ms": 900}
     voted = client.post(f"{api}{battle_id}/vote/", vote, content_type="application/json")
@@ -775,7 +777,7 @@ def test_researchers_and_admins_battle_on_their_own(login, project, caller, vers
 
     started = client.post(api, {}, content_type="application/json")
     battle_id = started.json()["id"]
-    arena.arena_replies_generate(battle_id=battle_id)
+    services.arena_replies_generate(battle_id=battle_id)
     page = client.get(f"/p/{project.slug}/arena/{battle_id}/")
     voted = client.post(
         f"{api}{battle_id}/vote/",

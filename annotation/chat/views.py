@@ -1,4 +1,4 @@
-"""Pages and API of the chat mode: thin callers of annotation/chat.py."""
+"""Pages and API of the chat mode: thin callers of annotation/chat/services.py and selectors.py."""
 
 import time
 import uuid
@@ -12,7 +12,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation import chat
+from annotation.chat import selectors, services
 from annotation.errors import ServiceError
 from annotation.permissions import LABEL, MANAGE, VIEW_DATA, can, project_for
 from annotation.rendering import render_markdown
@@ -36,7 +36,7 @@ def chat_start_page(request, slug):
     error = None
     if request.method == "POST":
         try:
-            session = chat.chat_start(
+            session = services.chat_start(
                 project=project,
                 labeler=request.user,
                 model_version_id=request.POST.get("model_version"),
@@ -45,11 +45,11 @@ def chat_start_page(request, slug):
             error = refused.message
         else:
             return redirect("chat_session", slug=project.slug, session_id=session.pk)
-    versions = list(chat.chat_versions())
+    versions = list(selectors.chat_versions())
     context = {
         "project": project,
         "versions": versions,
-        "sessions": chat.chat_sessions_for(project=project, labeler=request.user),
+        "sessions": selectors.chat_sessions_for(project=project, labeler=request.user),
         "error": error,
         **_nav(request.user, project),
     }
@@ -59,7 +59,7 @@ def chat_start_page(request, slug):
 def _session_context(request, project, session, *, error=None, finishing=False) -> dict:
     turn = None
     try:
-        turn = chat.chat_turn_open(session=session)
+        turn = selectors.chat_turn_open(session=session)
     except ServiceError as broken:
         error = error or broken.message
     return {
@@ -70,7 +70,7 @@ def _session_context(request, project, session, *, error=None, finishing=False) 
         "finishing": finishing and not session.finished,
         "client_id": uuid.uuid4(),
         "shown_at_ms": int(time.time() * 1000),
-        "ratings": chat.RATINGS,
+        "ratings": services.RATINGS,
         **_nav(request.user, project),
     }
 
@@ -82,7 +82,9 @@ def _render_session(request, project, session, *, error=None, finishing=False, s
 
 
 def _own_session(request, project, session_id):
-    return chat.chat_session_page_for(project=project, labeler=request.user, session_id=session_id)
+    return selectors.chat_session_page_for(
+        project=project, labeler=request.user, session_id=session_id
+    )
 
 
 @login_required
@@ -109,7 +111,7 @@ def _session_action(request, slug, session_id, action, *, finishing_on_error=Fal
     error, status = None, 200
     try:
         action(project=project, labeler=request.user, session_id=session.pk)
-    except chat.ChatNotFound:
+    except selectors.ChatNotFound:
         raise Http404("No such chat.") from None
     except ServiceError as refused:
         error, status = refused.message, refused.status_code
@@ -131,7 +133,7 @@ def _session_action(request, slug, session_id, action, *, finishing_on_error=Fal
 @require_POST
 def chat_message(request, slug, session_id):
     def send(**where):
-        chat.chat_message_send(text=request.POST.get("text", ""), **where)
+        services.chat_message_send(text=request.POST.get("text", ""), **where)
 
     return _session_action(request, slug, session_id, send)
 
@@ -140,7 +142,7 @@ def chat_message(request, slug, session_id):
 @require_POST
 def chat_pick(request, slug, session_id):
     def pick(**where):
-        chat.chat_reply_pick(
+        services.chat_reply_pick(
             choice=request.POST.get("choice", ""),
             client_id=request.POST.get("client_id"),
             time_spent_ms=_time_spent_ms(request.POST.get("shown_at_ms")),
@@ -153,15 +155,17 @@ def chat_pick(request, slug, session_id):
 @login_required
 @require_POST
 def chat_retry(request, slug, session_id):
-    return _session_action(request, slug, session_id, chat.chat_replies_retry)
+    return _session_action(request, slug, session_id, services.chat_replies_retry)
 
 
 @login_required
 @require_POST
 def chat_finish(request, slug, session_id):
     def finish(**where):
-        chat.chat_finish(
-            rating=request.POST.get("rating"), comment=request.POST.get("comment", ""), **where
+        services.chat_finish(
+            rating=request.POST.get("rating"),
+            comment=request.POST.get("comment", ""),
+            **where,
         )
 
     return _session_action(request, slug, session_id, finish, finishing_on_error=True)
@@ -171,14 +175,21 @@ def chat_finish(request, slug, session_id):
 
 
 def _reply_payload(response) -> dict:
-    return {"id": response.pk, "text": response.text, "html": render_markdown(response.text)}
+    return {
+        "id": response.pk,
+        "text": response.text,
+        "html": render_markdown(response.text),
+    }
 
 
 def chat_session_payload(session) -> dict:
-    turn = chat.chat_turn_open(session=session)
+    turn = selectors.chat_turn_open(session=session)
     return {
         "id": session.pk,
-        "model_version": {"id": session.model_version_id, "name": session.model_version.name},
+        "model_version": {
+            "id": session.model_version_id,
+            "name": session.model_version.name,
+        },
         "messages": session.messages,
         "turn": None
         if turn is None
@@ -217,12 +228,12 @@ class ChatListApi(APIView):
 
     def get(self, request, slug):
         project = project_for(user=request.user, slug=slug, capability=LABEL)
-        sessions = chat.chat_sessions_for(project=project, labeler=request.user, limit=100)
+        sessions = selectors.chat_sessions_for(project=project, labeler=request.user, limit=100)
         return Response([chat_session_payload(s) for s in sessions])
 
     def post(self, request, slug):
         project = project_for(user=request.user, slug=slug, capability=LABEL)
-        session = chat.chat_start(
+        session = services.chat_start(
             project=project,
             labeler=request.user,
             model_version_id=request.data.get("model_version"),
@@ -235,14 +246,16 @@ class ChatDetailApi(APIView):
 
     def get(self, request, slug, session_id):
         project = project_for(user=request.user, slug=slug, capability=LABEL)
-        session = chat.chat_session_for(
+        session = selectors.chat_session_for(
             project=project, labeler=request.user, session_id=session_id
         )
         return Response(chat_session_payload(session))
 
 
 def _session_after(request, project, session_id) -> dict:
-    session = chat.chat_session_for(project=project, labeler=request.user, session_id=session_id)
+    session = selectors.chat_session_for(
+        project=project, labeler=request.user, session_id=session_id
+    )
     return chat_session_payload(session)
 
 
@@ -254,7 +267,7 @@ class ChatMessageApi(APIView):
         params = request.data.get("params")
         if params is not None and not isinstance(params, dict):
             raise ServiceError("params must be an object of generation settings.")
-        chat.chat_message_send(
+        services.chat_message_send(
             project=project,
             labeler=request.user,
             session_id=session_id,
@@ -272,7 +285,7 @@ class ChatPickApi(APIView):
         project = project_for(user=request.user, slug=slug, capability=LABEL)
         client_id = request.data.get("client_id")
         before = _client_id_used(client_id)
-        judgment = chat.chat_reply_pick(
+        judgment = services.chat_reply_pick(
             project=project,
             labeler=request.user,
             session_id=session_id,
@@ -288,7 +301,7 @@ def _client_id_used(client_id) -> bool:
         parsed = uuid.UUID(str(client_id))
     except (TypeError, ValueError):
         return False
-    return chat.chat_judgment_exists(client_id=parsed)
+    return selectors.chat_judgment_exists(client_id=parsed)
 
 
 class ChatRetryApi(APIView):
@@ -296,7 +309,7 @@ class ChatRetryApi(APIView):
 
     def post(self, request, slug, session_id):
         project = project_for(user=request.user, slug=slug, capability=LABEL)
-        chat.chat_replies_retry(project=project, labeler=request.user, session_id=session_id)
+        services.chat_replies_retry(project=project, labeler=request.user, session_id=session_id)
         return Response(_session_after(request, project, session_id), status=202)
 
 
@@ -305,7 +318,7 @@ class ChatFinishApi(APIView):
 
     def post(self, request, slug, session_id):
         project = project_for(user=request.user, slug=slug, capability=LABEL)
-        session = chat.chat_finish(
+        session = services.chat_finish(
             project=project,
             labeler=request.user,
             session_id=session_id,

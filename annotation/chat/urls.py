@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from annotation import chat_views
+from annotation.chat import views as chat_views
 
 session = "p/<slug:slug>/chat/<int:session_id>/"
 api_session = "api/projects/<slug:slug>/chats/<int:session_id>/"

@@ -1,0 +1,110 @@
+"""Reads of the chat mode: the models a labeler may chat with, the labeler's own sessions
+(anyone else's is ChatNotFound, never told apart from a missing one), the open turn and
+its judgments.
+"""
+
+import uuid
+from dataclasses import dataclass, field
+
+from django.http import Http404
+
+from annotation.errors import ServiceError
+from annotation.inputs import whole_number_or_none
+from annotation.models import ChatSession, Judgment, Project, Prompt, Response
+from models_registry import selectors as registry_selectors
+from models_registry.models import ModelVersion
+
+
+class TurnStatus:
+    QUEUED = "queued"
+    RUNNING = "running"
+    READY = "ready"
+    FAILED = "failed"
+
+
+class ChatNotFound(ServiceError):
+    """Unknown session, or one that belongs to someone else (the two are not told apart)."""
+
+    status_code = 404
+
+
+def chat_versions():
+    """Models a labeler may chat with: policies not retired, newest first."""
+    return registry_selectors.servable_versions(kind=ModelVersion.Kind.POLICY)
+
+
+def chat_sessions_for(*, project: Project, labeler, limit: int = 20):
+    return (
+        ChatSession.objects.filter(project=project, labeler=labeler)
+        .select_related("model_version")
+        .order_by("-created_at", "-id")[:limit]
+    )
+
+
+def chat_session_for(*, project: Project, labeler, session_id) -> ChatSession:
+    """The labeler's own session in the project; ChatNotFound for anyone else's."""
+    session = (
+        ChatSession.objects.select_related("model_version")
+        .filter(pk=whole_number_or_none(session_id), project=project, labeler=labeler)
+        .first()
+    )
+    if session is None:
+        raise ChatNotFound("No such chat.")
+    return session
+
+
+def chat_session_page_for(*, project: Project, labeler, session_id) -> ChatSession:
+    """As chat_session_for, for pages: a 404 instead of an error message."""
+    try:
+        return chat_session_for(project=project, labeler=labeler, session_id=session_id)
+    except ChatNotFound:
+        raise Http404("No such chat.") from None
+
+
+@dataclass
+class ChatTurn:
+    """The open turn: the labeler's latest message and the replies it is waiting for."""
+
+    prompt: Prompt
+    status: str
+    error: str = ""
+    # The two replies in the order shown (left, right); empty until both exist.
+    replies: list[Response] = field(default_factory=list)
+
+    @property
+    def is_waiting(self) -> bool:
+        return self.status in (TurnStatus.QUEUED, TurnStatus.RUNNING)
+
+
+def _turn_prompt(session: ChatSession, turn: int) -> Prompt | None:
+    return (
+        Prompt.objects.filter(
+            project_id=session.project_id, metadata__chat_session=session.pk, metadata__turn=turn
+        )
+        .order_by("-id")
+        .first()
+    )
+
+
+def chat_turn_open(*, session: ChatSession) -> ChatTurn | None:
+    """The turn waiting for replies or for the labeler's pick; None when it is the labeler's
+    move (no message yet, or the last reply was picked) or the session is finished."""
+    if session.finished or not session.messages or session.messages[-1]["role"] != "user":
+        return None
+    prompt = _turn_prompt(session, len(session.messages) - 1)
+    if prompt is None:  # cannot happen through the services; treat as a lost job
+        raise ServiceError("This turn has no generation job; finish the chat.")
+    meta = prompt.metadata
+    turn = ChatTurn(prompt=prompt, status=meta.get("status", ""), error=meta.get("error", ""))
+    if turn.status == TurnStatus.READY:
+        by_id = Response.objects.in_bulk(meta["shown_order"])
+        turn.replies = [by_id[pk] for pk in meta["shown_order"]]
+    return turn
+
+
+def chat_judgments_for(*, session: ChatSession):
+    return Judgment.objects.filter(chat_session=session).order_by("created_at", "id")
+
+
+def chat_judgment_exists(*, client_id: uuid.UUID) -> bool:
+    return Judgment.objects.filter(client_id=client_id).exists()

@@ -1,4 +1,4 @@
-"""Pages and API of the arena: thin callers of annotation/arena/services.py and selectors.py."""
+"""Pages of the arena: thin callers of annotation/arena/services.py and selectors.py."""
 
 import time
 import uuid
@@ -9,14 +9,11 @@ from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
-from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from annotation.arena import selectors, services
 from annotation.errors import ServiceError
 from annotation.models import ArenaBattle
 from annotation.permissions import LABEL, MANAGE, VIEW_DATA, can, project_for
-from annotation.rendering import render_markdown
 from config.celery import QueueUnavailable
 
 # Keys of each vote, as shown on the page; app.js clicks the button that names the key.
@@ -26,8 +23,6 @@ VOTE_BUTTONS = [
     ("tie", "Tie", "3 t"),
     ("both_bad", "Both are bad", "4 x"),
 ]
-
-# --- pages ----------------------------------------------------------------------------
 
 
 def _nav(user, project) -> dict:
@@ -154,131 +149,3 @@ def arena_vote(request, slug, battle_id):
 @require_POST
 def arena_retry(request, slug, battle_id):
     return _battle_action(request, slug, battle_id, services.arena_battle_retry)
-
-
-# --- API ------------------------------------------------------------------------------
-
-
-def _reply_payload(response) -> dict | None:
-    if response is None:
-        return None
-    return {
-        "id": response.pk,
-        "text": response.text,
-        "html": render_markdown(response.text),
-    }
-
-
-def _version_payload(version) -> dict:
-    return {"id": version.pk, "name": version.name}
-
-
-def battle_payload(battle: ArenaBattle) -> dict:
-    """The battle as the labeler may see it: model names only once the vote is in."""
-    revealed = battle.status == ArenaBattle.Status.VOTED
-    ready = battle.status in (ArenaBattle.Status.READY, ArenaBattle.Status.VOTED)
-    return {
-        "id": battle.pk,
-        "status": battle.status,
-        "error": battle.error,
-        "prompt": {"id": battle.prompt_id, "text": battle.prompt.text},
-        "prompt_source": battle.prompt_source,
-        "replies": {
-            "a": _reply_payload(battle.response_a) if ready else None,
-            "b": _reply_payload(battle.response_b) if ready else None,
-        },
-        "models": {
-            "a": _version_payload(battle.version_a) if revealed else None,
-            "b": _version_payload(battle.version_b) if revealed else None,
-        },
-        "vote": _judgment_payload(battle.judgment) if battle.judgment_id else None,
-        "created_at": battle.created_at,
-        "voted_at": battle.voted_at,
-    }
-
-
-def _judgment_payload(judgment) -> dict:
-    return {
-        "id": judgment.pk,
-        "client_id": str(judgment.client_id),
-        "kind": judgment.kind,
-        "choice": judgment.choice,
-        "prompt": judgment.prompt_id,
-        "response_a": judgment.response_a_id,
-        "response_b": judgment.response_b_id,
-        "shown_order": judgment.shown_order,
-        "time_spent_ms": judgment.time_spent_ms,
-        "created_at": judgment.created_at,
-    }
-
-
-def _battle_after(request, project, battle_id) -> dict:
-    battle = selectors.arena_battle_for(project=project, labeler=request.user, battle_id=battle_id)
-    return battle_payload(battle)
-
-
-class BattleListApi(APIView):
-    """GET: your battles in the project, newest first. POST {prompt?}: start one (201) on
-    the typed prompt, or on a prompt drawn from the pool when there is none."""
-
-    def get(self, request, slug):
-        project = project_for(user=request.user, slug=slug, capability=LABEL)
-        battles = selectors.arena_battles_for(project=project, labeler=request.user, limit=100)
-        return Response([battle_payload(b) for b in battles])
-
-    def post(self, request, slug):
-        project = project_for(user=request.user, slug=slug, capability=LABEL)
-        if not hasattr(request.data, "get"):
-            raise ServiceError('Send a JSON object, for example {} or {"prompt": "..."}.')
-        battle = services.arena_battle_start(
-            project=project,
-            labeler=request.user,
-            prompt_text=request.data.get("prompt"),
-        )
-        return Response(_battle_after(request, project, battle.pk), status=201)
-
-
-class BattleDetailApi(APIView):
-    """GET: one of your battles (status queued/running/ready/voted/failed; poll it)."""
-
-    def get(self, request, slug, battle_id):
-        project = project_for(user=request.user, slug=slug, capability=LABEL)
-        return Response(_battle_after(request, project, battle_id))
-
-
-class BattleVoteApi(APIView):
-    """POST {choice: a/b/tie/both_bad, client_id, time_spent_ms?}: 201 with the battle, its
-    vote and the models' names; resending a client_id answers the same with 200."""
-
-    def post(self, request, slug, battle_id):
-        project = project_for(user=request.user, slug=slug, capability=LABEL)
-        if not hasattr(request.data, "get"):
-            raise ServiceError("Send a JSON object with choice and client_id.")
-        client_id = request.data.get("client_id")
-        before = _client_id_used(client_id)
-        services.arena_vote(
-            project=project,
-            labeler=request.user,
-            battle_id=battle_id,
-            choice=request.data.get("choice"),
-            client_id=client_id,
-            time_spent_ms=request.data.get("time_spent_ms", 0),
-        )
-        return Response(_battle_after(request, project, battle_id), status=200 if before else 201)
-
-
-def _client_id_used(client_id) -> bool:
-    try:
-        parsed = uuid.UUID(str(client_id))
-    except (TypeError, ValueError):
-        return False
-    return selectors.arena_judgment_exists(client_id=parsed)
-
-
-class BattleRetryApi(APIView):
-    """POST: queue a failed battle's replies again (202)."""
-
-    def post(self, request, slug, battle_id):
-        project = project_for(user=request.user, slug=slug, capability=LABEL)
-        services.arena_battle_retry(project=project, labeler=request.user, battle_id=battle_id)
-        return Response(_battle_after(request, project, battle_id), status=202)

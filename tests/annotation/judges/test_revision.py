@@ -210,11 +210,12 @@ def _model_reply(project, text, *, version=None, prompt=None, sample_index=0):
     )
 
 
-def _run(project, judge, backend, *, options=None, max_requests=200):
+def _run(project, judge, backend, *, options=None, max_requests=200, pk=None):
     from annotation.judges.jobs import judge_job_execute
     from annotation.models import JudgeJob
 
     job = JudgeJob.objects.create(
+        pk=pk,
         project=project,
         judge=judge,
         kind=JudgeJob.Kind.REVISION,
@@ -581,39 +582,83 @@ def test_bad_options_fail_the_job_with_the_reason(project, local_judge):
     assert not Judgment.objects.exists()
 
 
-@pytest.mark.parametrize("temperature", [0.0, 1.0])
-def test_tiny_local_model_revises_or_fails_each_item_as_promised(
-    project, tiny_model_dir, temperature
-):
-    """The tiny random model writes garbage: each item is either stored whole (revision,
-    demonstration, comparison) or failed with nothing stored. (Greedy, it answers nothing
-    and every item fails; sampled, it writes random tokens, which are stored.)"""
-    from annotation.models import Constitution, Judge, Judgment, Response
+def _tiny_judge(tiny_model_dir):
+    """A local judge on the tiny random model, under a one-principle constitution (the
+    principle drawn per item is then no source of chance)."""
+    from annotation.models import Constitution, Judge
     from tests.factories import make_version
 
-    constitution = Constitution.objects.create(name="tiny", version=1, principles=PRINCIPLES)
+    constitution = Constitution.objects.create(name="tiny", version=1, principles=PRINCIPLES[1:2])
     version = make_version("tiny-judge", path=str(tiny_model_dir))
-    judge = Judge.objects.create(
+    return Judge.objects.create(
         name="tiny", backend="local", model_version=version, constitution=constitution
     )
+
+
+def _log_lines(job):
+    return [line.split(" ", 2)[2] for line in job.log.splitlines()]
+
+
+def test_tiny_local_model_greedy_writes_nothing_so_every_item_fails(project, tiny_model_dir):
+    """Greedy, the tiny random model (two layers of width 32, tied embeddings) predicts the
+    prompt's last token again, the newline after "assistant", and then that newline again up
+    to max_tokens, whatever the prompt: every critique and revision is empty once stripped,
+    so each item fails with that reason and nothing is stored for it."""
+    from annotation.models import Judgment, Response
+
+    judge = _tiny_judge(tiny_model_dir)
     originals = [_model_reply(project, f"Reply number {n}.") for n in range(2)]
 
-    job = _run(project, judge, None, options={"max_tokens": 16, "temperature": temperature})
+    job = _run(project, judge, None, options={"max_tokens": 16, "temperature": 0.0})
 
-    assert job.total == 2 and job.done + job.failed == 2
-    assert job.requests_made == 4
-    assert job.status == {2: "succeeded", 1: "partial", 0: "failed"}[job.done]
-    stored = 0
+    assert (job.status, job.done, job.failed) == ("failed", 0, 2)
+    assert (job.total, job.requests_made) == (2, 4)
+    reasons = [
+        f"response {original.pk}: the revision in round 1 (helpful) was empty; "
+        "nothing stored for it."
+        for original in originals
+    ]
+    assert job.error == f"2 of 2 items failed (last: {reasons[1]})"
+    assert _log_lines(job) == [
+        "Revision: 2 responses, 1 round(s) each, constitution tiny v1.",
+        f"Item failed: {reasons[0]}",
+        f"Item failed: {reasons[1]}",
+        "Done: 0 revised, 2 failed.",
+        f"Finished: Failed - {job.error}",
+    ]
+    assert not Judgment.objects.exists()
+    assert not Response.objects.filter(generation_params__has_key="revision_of").exists()
+
+
+def test_tiny_local_model_sampled_writes_random_tokens_stored_as_revisions(project, tiny_model_dir):
+    """At temperature 1 the tiny random model's next-token distribution is almost flat: each
+    critique and revision is a run of random tokens, neither empty nor the critique nor the
+    original, so both items are stored whole (revision, demonstration, comparison). The job
+    id seeds the sampling, and on PostgreSQL an id comes from a sequence that earlier tests
+    moved on, so the job is given its id."""
+    from annotation.models import Judgment, Response
+
+    judge = _tiny_judge(tiny_model_dir)
+    originals = [_model_reply(project, f"Reply number {n}.") for n in range(2)]
+
+    job = _run(project, judge, None, options={"max_tokens": 16, "temperature": 1.0}, pk=1)
+
+    assert (job.status, job.error) == ("succeeded", "")
+    assert (job.done, job.failed, job.total, job.requests_made) == (2, 0, 2, 4)
+    assert _log_lines(job) == [
+        "Revision: 2 responses, 1 round(s) each, constitution tiny v1.",
+        f"Response {originals[0].pk}: revised under helpful.",
+        f"Response {originals[1].pk}: revised under helpful.",
+        "Done: 2 revised, 0 failed.",
+        "Finished: Succeeded",
+    ]
     for original in originals:
         demonstration, comparison = _stored(original)
-        revisions = Response.objects.filter(generation_params__revision_of=original.pk)
-        if demonstration is None:
-            assert comparison is None and not revisions.exists()
-            continue
-        stored += 1
-        revision = revisions.get()
-        assert revision.model_version == version and revision.text == demonstration.text
+        revision = Response.objects.get(generation_params__revision_of=original.pk)
+        assert revision.model_version == judge.model_version
+        assert revision.text == demonstration.text
         assert demonstration.text.strip() and not same_text(demonstration.text, original.text)
-        assert comparison.response_b == revision
-    assert stored == job.done
-    assert Judgment.objects.count() == 2 * job.done
+        assert demonstration.principle == comparison.principle == "helpful"
+        assert (comparison.response_a, comparison.response_b) == (original, revision)
+        assert comparison.choice == "b"
+    assert Judgment.objects.count() == 4

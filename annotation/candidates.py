@@ -10,10 +10,10 @@ version that is not retired, or a person). The policy picks the partner:
   author did not answer the prompt, the newest other author's reply stands in.
 - ``round_robin``: the author this version has been compared with least in the project
   so far, so every pair of versions gets about the same number of tasks.
-- ``active``: the reply the latest reward model scores closest to this version's reply,
-  i.e. the pair it is least sure about (Bradley-Terry probability nearest 1/2); the task
-  gets a higher priority the closer that probability is to 1/2. Without a reward model,
-  round-robin is used.
+- ``active``: the reply the latest reward model that is not retired scores closest to
+  this version's reply, i.e. the pair it is least sure about (Bradley-Terry probability
+  nearest 1/2); the task gets a higher priority the closer that probability is to 1/2.
+  Without a reward model, round-robin is used.
 
 A version that is the prompt's only author is paired with its own second sample, if any.
 """
@@ -29,7 +29,7 @@ from models_registry.models import ModelVersion
 
 Score = Callable[[list[list[dict]], list[str]], list[float]]
 PERSON = "person:"
-# An AI judge's revision of a reply (annotation/ai/revision.py) is already paired with
+# An AI judge's revision of a reply (annotation/judges/revision.py) is already paired with
 # the reply it revises; it never enters comparison tasks.
 REVISION_KEY = "revision_of"
 
@@ -69,15 +69,6 @@ def _partners(response: Response, model_version) -> dict[str, Response]:
     for other in others:
         partners.setdefault(_author(other), other)
     return partners
-
-
-def latest_reward_model() -> ModelVersion | None:
-    return (
-        ModelVersion.objects.filter(kind=ModelVersion.Kind.REWARD)
-        .exclude(state=ModelVersion.State.RETIRED)
-        .order_by("-created_at", "-id")
-        .first()
-    )
 
 
 def _pair_counts(project: Project, model_version) -> Counter:

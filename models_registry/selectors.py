@@ -17,6 +17,18 @@ def versions(*, kind: str | None = None):
     return rows.filter(kind=kind) if kind else rows
 
 
+def latest_reward_model() -> ModelVersion | None:
+    """The reward model that judges new work (active pairing, a training run's win rate):
+    the newest reward model that is neither retired nor an intermediate stage of a run, or
+    None. A retired version was taken out of use on purpose, so it judges nothing new."""
+    return (
+        ModelVersion.objects.filter(kind=ModelVersion.Kind.REWARD, intermediate=False)
+        .exclude(state=ModelVersion.State.RETIRED)
+        .order_by("-created_at", "-id")
+        .first()
+    )
+
+
 def generation_jobs(*, project, limit: int = 10):
     return (
         GenerationJob.objects.filter(project=project)
@@ -224,11 +236,13 @@ def head_to_head_evidence(version: ModelVersion, incumbent: ModelVersion | None)
     "high", "battles", "source"}``, rates None without battles. JSON-ready: it is stored
     with a promotion as the evidence the admin saw.
 
-    A battle is what the leaderboard counts (annotation/leaderboard.py): a current
-    comparison or arena judgment between replies of the two versions; a tie or both-bad
-    counts half. The interval is ``annotation.ratings.head_to_head``'s (seeded, so the
-    page and the stored record agree)."""
-    from annotation import leaderboard, ratings
+    A battle is what the leaderboard counts (annotation/leaderboard/selectors.py): a
+    current comparison or arena judgment between replies of the two versions; a tie or
+    both-bad counts half. The interval is
+    ``annotation.leaderboard.ratings_math.head_to_head``'s (seeded, so the page and the
+    stored record agree)."""
+    from annotation.leaderboard import ratings_math
+    from annotation.leaderboard.selectors import battle_judgments
     from annotation.models import Project
 
     if incumbent is None:
@@ -248,19 +262,19 @@ def head_to_head_evidence(version: ModelVersion, incumbent: ModelVersion | None)
         response_a__model_version=incumbent, response_b__model_version=version
     )
     rows = list(
-        leaderboard.battle_judgments(projects=Project.objects.all(), source=HEAD_TO_HEAD_SOURCE)
+        battle_judgments(projects=Project.objects.all(), source=HEAD_TO_HEAD_SOURCE)
         .filter(pair)
         .values_list("response_a__model_version_id", "choice")
     )
     if not rows:
         return evidence
-    battles = ratings.Battles.of(
+    battles = ratings_math.Battles.of(
         [version.name, incumbent.name],
         [0 if first == version.pk else 1 for first, _ in rows],
         [1 if first == version.pk else 0 for first, _ in rows],
-        [ratings.OUTCOMES[choice] for _, choice in rows],
+        [ratings_math.OUTCOMES[choice] for _, choice in rows],
     )
-    win_rate, low, high, n = ratings.head_to_head(
+    win_rate, low, high, n = ratings_math.head_to_head(
         battles, 0, 1, rounds=HEAD_TO_HEAD_ROUNDS, seed=HEAD_TO_HEAD_SEED
     )
     evidence.update(

@@ -15,7 +15,7 @@ from django.db.models import F
 from django.utils import timezone
 from django.utils.text import slugify
 
-from annotation.candidates import ensure_comparison_tasks, latest_reward_model
+from annotation.candidates import ensure_comparison_tasks
 from annotation.errors import ServiceError
 from annotation.models import CandidatePolicy, Project, Prompt, Response
 from config.celery import enqueue_after_commit
@@ -235,7 +235,7 @@ def _active_scorer(job: GenerationJob):
     """The latest reward model's scorer when the project pairs replies by active learning."""
     if job.project.candidate_policy != CandidatePolicy.ACTIVE:
         return None
-    version = latest_reward_model()
+    version = selectors.latest_reward_model()
     return reward_scorer(version) if version else None
 
 

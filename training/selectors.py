@@ -46,10 +46,6 @@ SUMMARY_METRICS = (
 LOG_LINES = 200
 
 
-def newest_version(*, kind: str) -> ModelVersion | None:
-    return ModelVersion.objects.filter(kind=kind).order_by("-created_at", "-id").first()
-
-
 def newest_policy() -> ModelVersion | None:
     """The newest policy that is not an intermediate stage of a run: the default base."""
     return (

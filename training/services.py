@@ -24,11 +24,12 @@ from django.db.models import F, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
 
-from annotation.ai.trust import ai_choice, ai_label_plan
 from annotation.errors import ServiceError
 from annotation.exports import AiSelection, jsonl_lines, sft_rows, training_preference_rows
+from annotation.judges.trust import ai_choice, ai_label_plan
 from annotation.models import Project, Prompt
 from config.celery import QueueUnavailable, enqueue_after_commit
+from models_registry import selectors as registry_selectors
 from models_registry.models import GenerationJob, ModelVersion
 from models_registry.services import (
     ensure_full_weights,
@@ -119,7 +120,7 @@ def snapshot_create(
     and preferences, ``ai`` is ``exclude`` (people's labels only), ``trusted`` (and the AI
     labels of judges that clear the project's agreement threshold), ``include`` (every AI
     label) or ``only`` (AI labels only); left out, the project's setting
-    (annotation/ai/trust.py). Every row carries its source (annotation/exports.py). The
+    (annotation/judges/trust.py). Every row carries its source (annotation/exports.py). The
     recorded filters always say the ai choice and, unless AI labels were left out, which
     judges' labels went in (``ai_judges``; for ``trusted`` also ``ai_threshold``). The same
     rows give the same snapshot row.
@@ -552,10 +553,11 @@ def _publish(run: TrainingRun, work_dir: Path) -> Path:
     return final_dir
 
 
-def _latest_reward_model(run: TrainingRun) -> ModelVersion | None:
+def _evaluation_judge(run: TrainingRun) -> ModelVersion | None:
+    """The run's own reward model, else the latest one that is not retired."""
     if run.reward_version is not None:
         return run.reward_version
-    return selectors.newest_version(kind=ModelVersion.Kind.REWARD)
+    return registry_selectors.latest_reward_model()
 
 
 def _evaluation_prompts(run: TrainingRun, config) -> list:
@@ -577,7 +579,7 @@ def _evaluate(run: TrainingRun, spec: MethodSpec, final_dir: Path) -> dict:
     reason is recorded instead."""
     if spec.produces != "policy":
         return {}
-    judge = _latest_reward_model(run)
+    judge = _evaluation_judge(run)
     if judge is None:
         return {"skipped": "no reward model yet: train one to get a win rate"}
     prompts = _evaluation_prompts(run, spec.config_from(run.config))

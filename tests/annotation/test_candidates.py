@@ -191,6 +191,46 @@ def test_a_generation_job_pairs_by_the_latest_reward_models_doubt(
         assert task.priority > 0
 
 
+def test_active_pairing_asks_the_newest_reward_model_that_is_not_retired(
+    project, tiny_model_dir, tiny_reward_dir, monkeypatch
+):
+    from models_registry import services as registry_services
+
+    _set_policy(project, "active")
+    prompt = make_prompt(project, "Question 0?")
+    _answer(prompt, author="demo", text="yes")
+    _answer(prompt, make_version(), text="no")
+    kept = registry_services.model_version_register(
+        name="tiny-reward",
+        kind="reward",
+        method="reward",
+        base_path=str(tiny_model_dir),
+        adapter_path=str(tiny_reward_dir),
+    )
+    newer = make_version(
+        "retired-reward", kind="reward", method="reward", state=ModelVersion.State.CANDIDATE
+    )
+    registry_services.model_version_retire(version=newer)
+    asked = []
+    real_scorer = registry_services.reward_scorer
+    monkeypatch.setattr(
+        registry_services,
+        "reward_scorer",
+        lambda version: asked.append(version.name) or real_scorer(version),
+    )
+    base = registry_services.ensure_base_model_from_folder(name="tiny", path=tiny_model_dir)
+    job = registry_services.generation_job_start(
+        project=project, model_version=base, params={"max_new_tokens": 4, "seed": 1}
+    )
+
+    registry_services.generation_job_execute(job_id=job.pk)
+
+    job.refresh_from_db()
+    assert job.status == "succeeded", job.error
+    assert asked == [kept.name]
+    assert Task.objects.get(prompt=prompt).priority > 0
+
+
 def test_an_ai_judges_revisions_never_enter_comparison_tasks(project, field):
     _set_policy(project, "round_robin")
     for prompt in field["prompts"]:

@@ -6,7 +6,7 @@ from annotation.models import Role
 from models_registry.ml import GenerationParams, generate_replies, load_policy
 from models_registry.models import GenerationJob, ModelVersion
 from models_registry.services import ensure_base_model_from_folder
-from tests.factories import make_member, make_preferences
+from tests.factories import make_member, make_preferences, make_version
 from training.models import TrainingRun
 from training.services import training_run_execute, training_run_start
 
@@ -95,6 +95,30 @@ def test_sft_then_reward_then_dpo_on_top_with_a_win_rate(project_with_feedback, 
     assert 0 <= dpo.evaluation["win_rate"] <= 1
     assert version.metrics["win_rate_vs_parent"] == dpo.evaluation["win_rate"]
     assert _generates(version)
+
+
+def test_the_win_rate_judge_is_the_newest_reward_model_that_is_not_retired(
+    project_with_feedback, base, tiny_model_dir, tiny_reward_dir
+):
+    from models_registry.services import model_version_register, model_version_retire
+
+    kept = model_version_register(
+        name="tiny-reward",
+        kind="reward",
+        method="reward",
+        base_path=str(tiny_model_dir),
+        adapter_path=str(tiny_reward_dir),
+    )
+    newer = make_version(
+        "retired-reward", kind="reward", method="reward", state=ModelVersion.State.CANDIDATE
+    )
+    model_version_retire(version=newer)
+
+    sft = _train(project_with_feedback, base, "sft", SMALL, filters={"include_chosen": True})
+
+    assert sft.reward_version is None
+    assert sft.evaluation["judge"] == kept.name
+    assert 0 <= sft.evaluation["win_rate"] <= 1
 
 
 def test_raft_and_ppo_optimise_against_a_reward_model(project_with_feedback, base):
@@ -218,8 +242,8 @@ def test_the_sft_stage_trains_with_the_settings_asked_for_the_run(project_with_f
 def test_the_sft_stage_is_an_intermediate_version_that_makes_no_candidates(
     project_with_feedback, base
 ):
-    from annotation.arena import arena_versions
-    from annotation.chat import chat_versions
+    from annotation.arena.selectors import arena_versions
+    from annotation.chat.selectors import chat_versions
     from models_registry.selectors import servable_versions
     from training.selectors import newest_policy
 

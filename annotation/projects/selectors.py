@@ -1,0 +1,38 @@
+"""Reads of a project: its overview, a labeler's progress in it, its latest judgments."""
+
+from annotation.models import Assignment, Judgment, Project, Prompt, Task
+
+
+def project_overview(*, project: Project) -> dict:
+    tasks = Task.objects.filter(project=project, is_gold=False)
+    judgments = Judgment.objects.filter(project=project)
+    return {
+        "prompts": Prompt.objects.labeling().filter(project=project).count(),
+        "tasks": tasks.count(),
+        "open_tasks": tasks.filter(
+            assigned_count__lt=project.overlap_target, flagged=False
+        ).count(),
+        "flagged_tasks": tasks.filter(flagged=True).count(),
+        "judgments": judgments.count(),
+        "decisive_comparisons": judgments.filter(
+            kind="comparison", choice__in=[Judgment.Choice.A, Judgment.Choice.B]
+        ).count(),
+    }
+
+
+def labeler_progress(*, project: Project, labeler) -> dict:
+    judged = Judgment.objects.filter(project=project, labeler=labeler)
+    return {
+        "judged": judged.count(),
+        "pending": Assignment.objects.filter(
+            task__project=project, labeler=labeler, status=Assignment.Status.PENDING
+        ).count(),
+    }
+
+
+def recent_judgments(*, project: Project, limit: int = 20):
+    return (
+        Judgment.objects.filter(project=project)
+        .select_related("labeler", "prompt")
+        .order_by("-created_at")[:limit]
+    )

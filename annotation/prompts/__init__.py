@@ -1,0 +1,1 @@
+"""Prompts: the project's prompt pool, imported from JSONL or CSV files and listed."""

@@ -13,6 +13,7 @@ from django.db import connection
 from config.celery import app as celery_app
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+QUEUES = ("gpu", "interactive", "default")  # every queue a task is routed to
 
 
 def _require_network_services():
@@ -35,7 +36,9 @@ def _database_url() -> str:
 
 @pytest.fixture
 def celery_worker_process(transactional_db, settings, tmp_path):
-    """Start `celery worker -Q gpu,default` against the test database; stop it after."""
+    """Start `celery worker -Q gpu,interactive,default` against the test database; stop it
+    after. One worker serves all three queues here; `make run` and compose give
+    `interactive` its own."""
     _require_network_services()
     _purge_queues()
     worker, log = start_worker(settings, tmp_path / "worker.log")
@@ -66,7 +69,7 @@ def start_worker(settings, log_path: Path) -> tuple[subprocess.Popen, object]:
             "config",
             "worker",
             "-Q",
-            "gpu,default",
+            ",".join(QUEUES),
             "--pool",
             "solo",
             "--loglevel",
@@ -100,7 +103,7 @@ def stop_worker(worker: subprocess.Popen) -> None:
 def _purge_queues() -> None:
     """Drop messages a previous, interrupted run may have left for ids that no longer exist."""
     with celery_app.connection_for_write() as conn:
-        for queue in ("gpu", "default"):
+        for queue in QUEUES:
             conn.default_channel.queue_purge(queue)
 
 

@@ -5,8 +5,8 @@ from celery import shared_task
 from annotation.chat import services
 
 
-# The gpu queue is named here because config/settings.py routes only models_registry and
-# training tasks there by pattern.
-@shared_task(name="annotation.chat_replies_generate_task", queue="gpu", acks_late=True)
+# Interactive work has its own queue and worker so that a labeler's reply never waits behind
+# batch generation or training on `gpu`. The queue is named here, the task's one route.
+@shared_task(name="annotation.chat_replies_generate_task", queue="interactive", acks_late=True)
 def chat_replies_generate_task(prompt_id: int) -> None:
     services.chat_replies_generate(prompt_id=prompt_id)

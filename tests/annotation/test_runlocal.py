@@ -1,4 +1,4 @@
-"""`manage.py runlocal` stops its web server and worker however it is stopped."""
+"""`manage.py runlocal` stops its web server and workers however it is stopped."""
 
 import os
 import signal
@@ -82,9 +82,9 @@ def _port_open(port: int) -> bool:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_sigterm_stops_the_web_server_and_the_worker(runlocal):
+def test_sigterm_stops_the_web_server_and_the_workers(runlocal):
     process, children, port = runlocal
-    assert len(children) == 2 and all(_alive(pid) for pid in children)
+    assert len(children) == 3 and all(_alive(pid) for pid in children)
     assert _port_open(port)
 
     process.send_signal(signal.SIGTERM)
@@ -96,7 +96,7 @@ def test_sigterm_stops_the_web_server_and_the_worker(runlocal):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_killed_runlocal_takes_its_children_with_it(runlocal):
     process, children, port = runlocal
-    assert len(children) == 2 and all(_alive(pid) for pid in children)
+    assert len(children) == 3 and all(_alive(pid) for pid in children)
     assert _port_open(port)
 
     process.kill()

@@ -30,8 +30,8 @@ PR_SET_PDEATHSIG = 1
 
 class Command(BaseCommand):
     help = (
-        "Run the web server and a Celery worker (gpu + default queues) until Ctrl-C or "
-        "SIGTERM, then stop both."
+        "Run the web server and two Celery workers (gpu + default queues; interactive) "
+        "until Ctrl-C or SIGTERM, then stop them all."
     )
 
     def add_arguments(self, parser):
@@ -52,8 +52,12 @@ class Command(BaseCommand):
         python = sys.executable
         worker = [python, "-m", "celery", "-A", "config", "worker", "-Q", "gpu,default",
                   "--pool", "solo", "--loglevel", "INFO", "-n", "local@%h"]  # fmt: skip
+        # Chat turns and arena battles on their own worker, so that they never wait behind
+        # a generation job or a training run; it loads its own copy of the models.
+        interactive = [python, "-m", "celery", "-A", "config", "worker", "-Q", "interactive",
+                       "--pool", "solo", "--loglevel", "INFO", "-n", "interactive@%h"]  # fmt: skip
         server = [python, "manage.py", "runserver", "--noreload", addr]
-        for command in (worker, server):  # one at a time: a signal may come in between
+        for command in (worker, interactive, server):  # one at a time: a signal may come in between
             children.append(subprocess.Popen(command, preexec_fn=_die_with_parent))
         _wait_until_listening(addr, children)
         self.stdout.write(self.style.SUCCESS(f"\nLoop is running at http://{addr}/"))
@@ -62,7 +66,7 @@ class Command(BaseCommand):
             f", broker: {settings.CELERY_BROKER_URL.split('://')[0]}"
             f", data: {settings.DATA_DIR}"
         )
-        self.stdout.write("Press Ctrl-C to stop the server and the worker.\n")
+        self.stdout.write("Press Ctrl-C to stop the server and the workers.\n")
         self.stdout.flush()
         while all(child.poll() is None for child in children):
             time.sleep(0.5)

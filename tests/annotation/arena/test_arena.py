@@ -1,4 +1,4 @@
-"""Arena battles: services, the gpu task on tiny models, pages and API, permissions."""
+"""Arena battles: services, the interactive task on tiny models, pages and API, permissions."""
 
 import random
 import subprocess
@@ -141,7 +141,7 @@ def test_a_full_battle_with_two_tiny_models(
     assert judgment.time_spent_ms == 1500
 
 
-def test_the_task_goes_to_the_gpu_queue_and_workers_discover_it():
+def test_the_task_goes_to_the_interactive_queue_and_workers_discover_it():
     # A fresh process, as a worker starts: only Celery's autodiscovery imports the module.
     found = subprocess.run(
         [sys.executable, "-c", DISCOVERY_SCRIPT],
@@ -152,7 +152,7 @@ def test_the_task_goes_to_the_gpu_queue_and_workers_discover_it():
         cwd=Path(__file__).resolve().parents[3],
     )
 
-    assert found.stdout.split() == ["True", "gpu"]
+    assert found.stdout.split() == ["True", "interactive"]
 
 
 def test_a_typed_prompt_is_the_battles_prompt(project, labeler, versions):

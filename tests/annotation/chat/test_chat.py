@@ -1,4 +1,4 @@
-"""Chat labeling: services, the gpu task on a tiny model, pages and API, permissions."""
+"""Chat labeling: services, the interactive task on a tiny model, pages and API, permissions."""
 
 import subprocess
 import sys
@@ -150,7 +150,7 @@ def test_the_task_writes_two_replies_with_a_tiny_model(session, tiny_version):
     assert sorted(r.pk for r in turn.replies) == [r.pk for r in replies]
 
 
-def test_the_task_goes_to_the_gpu_queue_and_workers_discover_it():
+def test_the_task_goes_to_the_interactive_queue_and_workers_discover_it():
     # A fresh process, as a worker starts: only Celery's autodiscovery imports the module.
     found = subprocess.run(
         [sys.executable, "-c", DISCOVERY_SCRIPT],
@@ -161,7 +161,7 @@ def test_the_task_goes_to_the_gpu_queue_and_workers_discover_it():
         cwd=Path(__file__).resolve().parents[3],
     )
 
-    assert found.stdout.split() == ["True", "gpu"]
+    assert found.stdout.split() == ["True", "interactive"]
 
 
 def test_picks_store_comparisons_with_the_conversation_so_far(session):

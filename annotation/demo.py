@@ -10,12 +10,11 @@ from django.db import transaction
 
 from annotation.judges.services import ensure_default_constitution
 from annotation.models import Judgment, Project, Prompt, Response, Role, TaskKind
+from annotation.projects.services import ensure_membership, ensure_project
 from annotation.services import (
     assignment_next,
     comparison_submit,
     ensure_comparison_task,
-    ensure_membership,
-    ensure_project,
     ensure_task,
 )
 

@@ -123,7 +123,7 @@ def seed(*, tasks: int, labelers: int) -> dict:
     from rest_framework.authtoken.models import Token
 
     from annotation.models import Project, Prompt, Response, Role, Task, TaskKind, TaskResponse
-    from annotation.services import ensure_membership, ensure_project
+    from annotation.projects.services import ensure_membership, ensure_project
 
     with transaction.atomic():
         project = ensure_project(slug=PROJECT_SLUG, name="Bench", overlap_target=OVERLAP)

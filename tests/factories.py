@@ -10,12 +10,8 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from annotation.models import Judgment, Project, Prompt, Response, Role, Task, TaskKind
-from annotation.services import (
-    ensure_comparison_task,
-    ensure_membership,
-    ensure_project,
-    ensure_task,
-)
+from annotation.projects.services import ensure_membership, ensure_project
+from annotation.services import ensure_comparison_task, ensure_task
 from models_registry.models import ModelVersion
 
 _counter = itertools.count(1)

@@ -3,7 +3,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation.permissions import MANAGE, project_for
+from annotation.projects.permissions import MANAGE, project_for
 from models_registry.models import ModelVersion
 from training import selectors, services
 from training.models import TrainingRun

@@ -6,7 +6,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from annotation.errors import ServiceError
 from annotation.judges.trust import ai_label_plan
-from annotation.permissions import MANAGE, project_for
+from annotation.projects.permissions import MANAGE, project_for
 from config.celery import QueueUnavailable
 from training import selectors, services
 from training.forms import TrainingRunForm

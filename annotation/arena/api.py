@@ -8,7 +8,7 @@ from rest_framework.views import APIView
 from annotation.arena import selectors, services
 from annotation.errors import ServiceError
 from annotation.models import ArenaBattle
-from annotation.permissions import LABEL, project_for
+from annotation.projects.permissions import LABEL, project_for
 from annotation.rendering import render_markdown
 
 

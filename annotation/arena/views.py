@@ -13,7 +13,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from annotation.arena import selectors, services
 from annotation.errors import ServiceError
 from annotation.models import ArenaBattle
-from annotation.permissions import LABEL, MANAGE, VIEW_DATA, can, project_for
+from annotation.projects.permissions import LABEL, MANAGE, VIEW_DATA, can, project_for
 from config.celery import QueueUnavailable
 
 # Keys of each vote, as shown on the page; app.js clicks the button that names the key.

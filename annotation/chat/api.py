@@ -7,7 +7,7 @@ from rest_framework.views import APIView
 
 from annotation.chat import selectors, services
 from annotation.errors import ServiceError
-from annotation.permissions import LABEL, project_for
+from annotation.projects.permissions import LABEL, project_for
 from annotation.rendering import render_markdown
 
 

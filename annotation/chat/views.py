@@ -12,7 +12,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from annotation.chat import selectors, services
 from annotation.errors import ServiceError
-from annotation.permissions import LABEL, MANAGE, VIEW_DATA, can, project_for
+from annotation.projects.permissions import LABEL, MANAGE, VIEW_DATA, can, project_for
 from config.celery import QueueUnavailable
 
 

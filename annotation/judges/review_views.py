@@ -11,7 +11,7 @@ from rest_framework.views import APIView
 
 from annotation.judges import agreement
 from annotation.judges import review as ai_review
-from annotation.permissions import MANAGE, VIEW_DATA, can, project_for
+from annotation.projects.permissions import MANAGE, VIEW_DATA, can, project_for
 from annotation.review.views import parse_ai_fill
 
 

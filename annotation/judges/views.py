@@ -18,7 +18,7 @@ from annotation.judges import jobs, selectors, services
 from annotation.judges.principles import DEFAULT_CONSTITUTION
 from annotation.judges.trust import ai_label_plan
 from annotation.models import Judge, JudgeJob
-from annotation.permissions import MANAGE, VIEW_DATA, can, project_for
+from annotation.projects.permissions import MANAGE, VIEW_DATA, can, project_for
 from config.celery import QueueUnavailable
 from models_registry.models import ModelVersion
 

@@ -4,7 +4,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation.leaderboard import selectors
-from annotation.permissions import VIEW_DATA, project_for
+from annotation.projects.permissions import VIEW_DATA, project_for
 
 
 class ProjectLeaderboardApi(APIView):

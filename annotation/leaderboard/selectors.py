@@ -17,7 +17,7 @@ from django.db.models import F, Max, QuerySet
 from annotation.errors import ServiceError
 from annotation.leaderboard import ratings_math
 from annotation.models import Judgment, Project, Review
-from annotation.permissions import CAPABILITIES, VIEW_DATA
+from annotation.projects.permissions import CAPABILITIES, VIEW_DATA
 from models_registry.models import ModelVersion
 
 SOURCES = {

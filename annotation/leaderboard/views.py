@@ -8,7 +8,7 @@ from django.views.decorators.http import require_GET
 from annotation.errors import ServiceError
 from annotation.leaderboard import plots, selectors
 from annotation.models import Project
-from annotation.permissions import MANAGE, VIEW_DATA, can, project_for
+from annotation.projects.permissions import MANAGE, VIEW_DATA, can, project_for
 
 
 def _page(request, *, project, projects, scope_label: str):

@@ -14,7 +14,7 @@ from annotation.errors import ServiceError
 from annotation.judges import review as ai_review
 from annotation.kinds import KINDS
 from annotation.models import Task
-from annotation.permissions import LABEL, MANAGE, VIEW_DATA, can, project_for
+from annotation.projects.permissions import LABEL, MANAGE, VIEW_DATA, can, project_for
 from annotation.review import selectors, services
 from annotation.views import int_or_none
 

@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from annotation.errors import ServiceError
 from annotation.models import Project
-from annotation.services import prompts_import
+from annotation.prompts.services import prompts_import
 
 
 class Command(BaseCommand):

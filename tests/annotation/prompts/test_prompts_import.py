@@ -6,7 +6,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from annotation.models import Prompt, PromptImport
-from annotation.services import PromptImportError, prompts_import
+from annotation.prompts.services import PromptImportError, prompts_import
 from tests.factories import jsonl_bytes, make_caller, make_project
 
 

@@ -119,13 +119,15 @@ REST_FRAMEWORK = {
 CELERY_BROKER_URL = env.CELERY_BROKER_URL
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = DATA_DIR / "broker"
-    for _sub in ("queue", "processed"):
+    for _sub in ("queue", "processed", "control"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
         "processed_folder": str(_broker_dir / "processed"),
         "store_processed": False,
+        # Broadcast bindings (worker pings, healthz); kombu's default is ./control.
+        "control_folder": str(_broker_dir / "control"),
     }
 elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     # Redis redelivers an unacknowledged message after the visibility timeout; training
@@ -146,6 +148,8 @@ GENERATION_BATCH_SIZE = env.GENERATION_BATCH_SIZE
 ASSIGNMENT_TTL_MINUTES = env.ASSIGNMENT_TTL_MINUTES
 TRAINING_STALE_AFTER_SECONDS = env.TRAINING_STALE_AFTER_SECONDS
 TRAINING_HEARTBEAT_SECONDS = env.TRAINING_HEARTBEAT_SECONDS
+# A running generation job silent this long is queued again to resume (config/jobs.py).
+GENERATION_STALE_AFTER_SECONDS = env.GENERATION_STALE_AFTER_SECONDS
 # Remote AI judges (OpenAI-compatible endpoints): per-request timeout, tries, first backoff.
 AI_JUDGE_TIMEOUT_S = env.AI_JUDGE_TIMEOUT_S
 AI_JUDGE_MAX_RETRIES = env.AI_JUDGE_MAX_RETRIES

@@ -93,6 +93,8 @@ def test_the_defaults_need_no_server(tmp_path):
             "data_folder_out": str(data_dir / "broker" / "queue"),
             "processed_folder": str(data_dir / "broker" / "processed"),
             "store_processed": False,
+            "control_folder": str(data_dir / "broker" / "control"),
         },
     }
     assert (data_dir / "broker" / "queue").is_dir()
+    assert (data_dir / "broker" / "control").is_dir()

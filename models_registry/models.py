@@ -1,6 +1,8 @@
 from django.conf import settings
 from django.db import models
 
+from config.jobs import Job
+
 
 class ModelVersion(models.Model):
     """A model that can generate (policy) or score (reward). Rows exist only for artifacts
@@ -102,14 +104,14 @@ class StateChange(models.Model):
         ordering = ["-created_at", "-id"]
 
 
-class GenerationJob(models.Model):
-    """Generate candidate responses for a project's prompts with one model version."""
+class GenerationJob(Job):
+    """Generate candidate responses for a project's prompts with one model version.
 
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Failed"
+    Its lifecycle is ``config.jobs``'. Resumable: replies are unique per (prompt, version,
+    sample index) and a run writes only the samples still missing, so a lost attempt is
+    taken up again."""
+
+    resumable = True
 
     project = models.ForeignKey(
         "annotation.Project", on_delete=models.CASCADE, related_name="generation_jobs"
@@ -125,24 +127,9 @@ class GenerationJob(models.Model):
         ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     generation_params = models.JSONField(default=dict)
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
-    total = models.PositiveIntegerField(default=0)
-    done = models.PositiveIntegerField(default=0)
-    error = models.TextField(blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
-        ordering = ["-created_at"]
-
-    @property
-    def percent(self) -> int:
-        return int(100 * self.done / self.total) if self.total else 0
-
-    @property
-    def is_active(self) -> bool:
-        return self.status in {self.Status.QUEUED, self.Status.RUNNING}
+    class Meta(Job.Meta):
+        pass

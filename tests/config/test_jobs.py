@@ -1,0 +1,249 @@
+"""The shared job lifecycle (config/jobs.py), on the generation job as a concrete kind."""
+
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from config import jobs
+from config.jobs import Job
+from models_registry.models import GenerationJob
+from tests.factories import make_version
+
+Status = Job.Status
+
+
+def _job(project, **fields) -> GenerationJob:
+    return GenerationJob.objects.create(project=project, model_version=make_version(), **fields)
+
+
+def _silent_for(seconds: int):
+    return timezone.now() - timedelta(seconds=seconds)
+
+
+def _row(job) -> tuple:
+    job.refresh_from_db()
+    return job.status, job.attempts, job.error, job.cancel_requested
+
+
+def test_a_queued_job_is_claimed_once(project):
+    job = _job(project)
+
+    claimed = jobs.job_claim(GenerationJob, job.pk, stale_after=60)
+    again = jobs.job_claim(GenerationJob, job.pk, stale_after=60)
+
+    assert again is None
+    assert (claimed.status, claimed.attempts) == (Status.RUNNING, 1)
+    assert claimed.started_at is not None
+    assert claimed.heartbeat_at is not None
+    assert _row(job) == (Status.RUNNING, 1, "", False)
+
+
+@pytest.mark.parametrize("status", [Status.SUCCEEDED, Status.FAILED, Status.CANCELLED])
+def test_an_ended_job_is_not_claimed(project, status):
+    job = _job(project, status=status)
+
+    assert jobs.job_claim(GenerationJob, job.pk, stale_after=60) is None
+    assert _row(job) == (status, 0, "", False)
+
+
+def test_an_unknown_job_is_not_claimed(db):
+    assert jobs.job_claim(GenerationJob, 999999, stale_after=60) is None
+
+
+def test_a_redelivery_while_the_worker_still_reports_does_nothing(project):
+    job = _job(project, status=Status.RUNNING, attempts=1, heartbeat_at=_silent_for(10))
+
+    assert jobs.job_claim(GenerationJob, job.pk, stale_after=60) is None
+    assert _row(job) == (Status.RUNNING, 1, "", False)
+
+
+def test_a_redelivery_after_a_crash_resumes_a_resumable_kind(project):
+    job = _job(project, status=Status.RUNNING, attempts=1, heartbeat_at=_silent_for(61))
+
+    claimed = jobs.job_claim(GenerationJob, job.pk, stale_after=60)
+
+    assert (claimed.status, claimed.attempts) == (Status.RUNNING, 2)
+    assert claimed.heartbeat_at > _silent_for(5)
+    assert (
+        "the attempt before this one was lost: "
+        "The worker stopped reporting (no heartbeat for 60 s). Resuming."
+    ) in claimed.log
+
+
+def test_a_redelivery_after_a_crash_fails_a_kind_that_cannot_resume(project, monkeypatch):
+    monkeypatch.setattr(GenerationJob, "resumable", False)
+    job = _job(project, status=Status.RUNNING, attempts=1, heartbeat_at=_silent_for(61))
+
+    assert jobs.job_claim(GenerationJob, job.pk, stale_after=60) is None
+
+    assert _row(job) == (
+        Status.FAILED,
+        1,
+        "The worker stopped reporting (no heartbeat for 60 s).",
+        False,
+    )
+    assert job.finished_at is not None
+
+
+def test_a_job_that_used_its_attempts_is_failed_not_resumed(project):
+    job = _job(project, status=Status.RUNNING, attempts=3, heartbeat_at=_silent_for(61))
+
+    assert jobs.job_claim(GenerationJob, job.pk, stale_after=60) is None
+
+    assert _row(job) == (
+        Status.FAILED,
+        3,
+        "The worker stopped reporting (no heartbeat for 60 s) on attempt 3; "
+        "it is not retried again.",
+        False,
+    )
+
+
+def test_a_kind_words_its_own_reason_for_a_lost_attempt(project, monkeypatch):
+    monkeypatch.setattr(GenerationJob, "resumable", False)
+    job = _job(project, status=Status.RUNNING, attempts=1, heartbeat_at=_silent_for(61))
+    lost = []
+
+    jobs.job_claim(GenerationJob, job.pk, stale_after=60, on_lost=lost.append)
+
+    assert [j.pk for j in lost] == [job.pk]
+    assert _row(job) == (Status.RUNNING, 1, "", False)  # on_lost decides what to write
+
+
+def test_the_sweep_fails_silent_jobs_with_the_reason_and_leaves_the_rest(project):
+    silent = _job(project, status=Status.RUNNING, attempts=1, heartbeat_at=_silent_for(121))
+    reporting = _job(project, status=Status.RUNNING, attempts=1, heartbeat_at=_silent_for(5))
+    queued = _job(project)
+
+    ended = jobs.job_fail_stale(GenerationJob, after_seconds=120)
+
+    assert ended == 1
+    assert _row(silent) == (
+        Status.FAILED,
+        1,
+        "The worker stopped reporting (no heartbeat for 120 s).",
+        False,
+    )
+    assert "failed: The worker stopped reporting" in silent.log
+    assert _row(reporting) == (Status.RUNNING, 1, "", False)
+    assert _row(queued) == (Status.QUEUED, 0, "", False)
+
+
+def test_the_sweep_queues_a_resumable_job_again_when_given_resume(project):
+    silent = _job(project, status=Status.RUNNING, attempts=1, heartbeat_at=_silent_for(121))
+    used_up = _job(project, status=Status.RUNNING, attempts=3, heartbeat_at=_silent_for(121))
+    queued_again = []
+
+    ended = jobs.job_fail_stale(GenerationJob, after_seconds=120, resume=queued_again.append)
+
+    assert ended == 2
+    assert [job.pk for job in queued_again] == [silent.pk]
+    assert _row(silent) == (Status.QUEUED, 1, "", False)
+    assert "no heartbeat for 120 s). Queued again to resume." in silent.log
+    assert _row(used_up)[0] == Status.FAILED
+
+
+def test_the_sweep_keeps_to_its_filters(project, other_project):
+    here = _job(project, status=Status.RUNNING, heartbeat_at=_silent_for(121))
+    there = _job(other_project, status=Status.RUNNING, heartbeat_at=_silent_for(121))
+
+    assert jobs.job_fail_stale(GenerationJob, after_seconds=120, project=project) == 1
+
+    assert (_row(here)[0], _row(there)[0]) == (Status.FAILED, Status.RUNNING)
+
+
+def test_cancel_ends_a_queued_job_and_asks_a_running_one_to_stop(project):
+    queued = _job(project)
+    running = _job(project, status=Status.RUNNING, attempts=1)
+
+    jobs.job_cancel_request(GenerationJob, queued.pk)
+    jobs.job_cancel_request(GenerationJob, running.pk)
+
+    assert _row(queued) == (Status.CANCELLED, 0, "", False)
+    assert queued.finished_at is not None
+    assert _row(running) == (Status.RUNNING, 1, "", True)
+    assert jobs.job_cancel_requested(GenerationJob, running.pk)
+    assert not jobs.job_cancel_requested(GenerationJob, queued.pk)
+
+
+@pytest.mark.parametrize("status", [Status.SUCCEEDED, Status.FAILED, Status.CANCELLED])
+def test_an_ended_job_cannot_be_cancelled(project, status):
+    job = _job(project, status=status)
+
+    with pytest.raises(jobs.JobNotActive) as refused:
+        jobs.job_cancel_request(GenerationJob, job.pk)
+
+    assert refused.value.message == (
+        f"The job has already {status}; only a queued or running job can be cancelled."
+    )
+    assert _row(job) == (status, 0, "", False)
+
+
+def test_progress_counts_and_beats(project):
+    job = _job(project, status=Status.RUNNING, heartbeat_at=_silent_for(100))
+
+    jobs.job_progress(GenerationJob, job.pk, done=0, total=5)
+    jobs.job_progress(GenerationJob, job.pk, add=2)
+    jobs.job_progress(GenerationJob, job.pk, add=1)
+
+    job.refresh_from_db()
+    assert (job.done, job.total, job.percent) == (3, 5, 60)
+    assert job.heartbeat_at > _silent_for(5)
+
+
+def test_finish_records_the_end_and_the_reason(project):
+    job = _job(project, status=Status.RUNNING)
+
+    jobs.job_finish(GenerationJob, job.pk, Status.FAILED, "OSError: disk full")
+
+    job.refresh_from_db()
+    assert (job.status, job.error, job.is_active) == (Status.FAILED, "OSError: disk full", False)
+    assert job.finished_at is not None
+
+
+def test_the_heartbeat_thread_keeps_a_busy_job_fresh(transactional_db, project):
+    job = _job(project, status=Status.RUNNING, heartbeat_at=_silent_for(100))
+
+    with jobs.job_heartbeat(GenerationJob, job.pk, every=0.05):
+        time.sleep(0.5)  # a long batch that reports nothing itself
+
+    job.refresh_from_db()
+    assert job.heartbeat_at > _silent_for(5)
+
+
+@pytest.mark.postgres
+def test_concurrent_claims_hand_the_job_to_exactly_one_worker(transactional_db, project):
+    job = _job(project)
+    start = threading.Barrier(4)
+    claims = []
+
+    def claim():
+        start.wait()
+        try:
+            claims.append(jobs.job_claim(GenerationJob, job.pk, stale_after=60))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=claim) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sum(claim is not None for claim in claims) == 1
+    assert _row(job) == (Status.RUNNING, 1, "", False)
+
+
+def test_a_running_row_that_never_beat_is_judged_by_its_start(project):
+    # e.g. a job left running before heartbeats were kept
+    old = _job(project, status=Status.RUNNING, attempts=1, started_at=_silent_for(300))
+    new = _job(project, status=Status.RUNNING, attempts=1, started_at=_silent_for(5))
+
+    assert jobs.job_fail_stale(GenerationJob, after_seconds=120) == 1
+
+    assert (_row(old)[0], _row(new)[0]) == (Status.FAILED, Status.RUNNING)
+    assert jobs.job_claim(GenerationJob, new.pk, stale_after=120) is None

@@ -66,7 +66,7 @@ def samples_wanted(*, project, model_version, samples_per_prompt: int | None = N
     ``samples_per_prompt`` if the admin chose it, otherwise as many as the prompt's
     comparisons need: one where another author's answer is there to pair it with, two
     where there is none (the version's two samples make the pair)."""
-    from annotation.candidates import prompts_with_partners
+    from annotation.candidates.selectors import prompts_with_partners
     from annotation.models import Prompt
 
     prompt_ids = (
@@ -123,7 +123,7 @@ def generation_preview(
     """What a generation job of ``model_version`` would write and pair if it started now,
     counted by the functions the job itself runs (``missing_samples``, then the pairing
     rules of ``annotation.candidates``). ServiceError where the job would be refused."""
-    from annotation.candidates import comparison_tasks_expected
+    from annotation.candidates.selectors import comparison_tasks_expected
 
     check_generation(
         project=project, model_version=model_version, samples_per_prompt=samples_per_prompt

@@ -11,14 +11,14 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F
 from django.utils import timezone
 from django.utils.text import slugify
 
-from annotation.candidates import ensure_comparison_tasks
+from annotation.candidates.services import ensure_comparison_tasks
 from annotation.errors import ServiceError
 from annotation.models import CandidatePolicy, Project, Prompt, Response
-from config.celery import enqueue_after_commit
+from config import jobs
+from config.celery import QueueUnavailable, enqueue_after_commit
 from models_registry import hub, ml, selectors
 from models_registry.models import GenerationJob, ModelVersion, StateChange
 
@@ -185,50 +185,76 @@ def generation_job_start(
             created_by=user,
         )
         if queue:
-            from models_registry.tasks import generation_job_execute_task
-
-            enqueue_after_commit(
-                generation_job_execute_task,
-                job_id=job.pk,
-                on_failure=lambda message: _job_failed(job.pk, message),
-            )
+            _enqueue(job)
     return job
 
 
-def _job_failed(job_id: int, message: str) -> None:
-    GenerationJob.objects.filter(pk=job_id).update(
-        status=GenerationJob.Status.FAILED, error=message, finished_at=timezone.now()
+def _enqueue(job: GenerationJob) -> None:
+    from models_registry.tasks import generation_job_execute_task
+
+    enqueue_after_commit(
+        generation_job_execute_task,
+        job_id=job.pk,
+        on_failure=lambda message: jobs.job_finish(
+            GenerationJob, job.pk, GenerationJob.Status.FAILED, message
+        ),
     )
 
 
-def _claim_job(job_id: int) -> GenerationJob | None:
-    with transaction.atomic():
-        job = GenerationJob.objects.select_for_update().filter(pk=job_id).first()
-        if job is None or job.status != GenerationJob.Status.QUEUED:
-            return None  # a redelivered message for a job already taken
-        job.status = GenerationJob.Status.RUNNING
-        job.started_at = timezone.now()
-        job.total = sum(len(indexes) for indexes in _missing_samples(job).values())
-        job.save(update_fields=["status", "started_at", "total"])
-        return job
+def generation_job_cancel(*, job: GenerationJob) -> GenerationJob:
+    """Cancel a generation job: a queued one at once, a running one before its next batch
+    (the replies already stored stay and are paired). ServiceError once it has ended."""
+    try:
+        return jobs.job_cancel_request(GenerationJob, job.pk)
+    except jobs.JobNotActive as error:
+        raise ServiceError(error.message) from None
+
+
+def generation_jobs_fail_stale(*, project: Project | None = None) -> int:
+    """Take up running jobs whose worker stopped reporting for
+    ``GENERATION_STALE_AFTER_SECONDS``: each is queued again and resumes with the replies
+    still missing (failed with the reason once it has used its attempts). Returns how many."""
+    filters = {"project": project} if project is not None else {}
+    try:
+        return jobs.job_fail_stale(
+            GenerationJob,
+            after_seconds=settings.GENERATION_STALE_AFTER_SECONDS,
+            resume=_enqueue,
+            **filters,
+        )
+    except QueueUnavailable:
+        return 0  # that job is failed with the reason by enqueue_after_commit
 
 
 def generation_job_execute(*, job_id: int) -> None:
-    job = _claim_job(job_id)
+    """Claim the job (once; a redelivery after a crash resumes it), write the replies its
+    prompts still miss under a heartbeat, checking for a cancel before each batch, then
+    pair every stored reply of the version into comparison tasks, also those a dead
+    attempt or a cancelled run stored."""
+    stale_after = settings.GENERATION_STALE_AFTER_SECONDS
+    job = jobs.job_claim(GenerationJob, job_id, stale_after=stale_after)
     if job is None:
         return
+    missing = sum(len(indexes) for indexes in _missing_samples(job).values())
+    if job.attempts == 1 or not job.total:  # a first attempt, or one lost before counting
+        jobs.job_progress(GenerationJob, job.pk, done=0, total=missing)
+    else:  # resumed: what the dead attempt stored counts as done
+        jobs.job_progress(GenerationJob, job.pk, done=max(job.total - missing, 0))
+    status, error = GenerationJob.Status.SUCCEEDED, ""
     try:
-        _generate_all(job)
-        ensure_comparison_tasks(
-            project=job.project, model_version=job.model_version, score=_active_scorer(job)
-        )
-    except Exception as error:
+        with jobs.job_heartbeat(GenerationJob, job.pk, every=max(stale_after / 4, 0.05)):
+            try:
+                _generate_all(job)
+            except jobs.JobCancelled:
+                status = GenerationJob.Status.CANCELLED
+                jobs.job_log(GenerationJob, job.pk, "cancelled; pairing the replies stored")
+            ensure_comparison_tasks(
+                project=job.project, model_version=job.model_version, score=_active_scorer(job)
+            )
+    except Exception as error_:
         logger.exception("Generation job %s failed", job_id)
-        _job_failed(job_id, f"{type(error).__name__}: {error}")
-        return
-    GenerationJob.objects.filter(pk=job_id).update(
-        status=GenerationJob.Status.SUCCEEDED, finished_at=timezone.now()
-    )
+        status, error = GenerationJob.Status.FAILED, f"{type(error_).__name__}: {error_}"
+    jobs.job_finish(GenerationJob, job.pk, status, error)
 
 
 def _active_scorer(job: GenerationJob):
@@ -302,6 +328,8 @@ def _generate_all(job: GenerationJob) -> None:
         params.seed = params.seed + 1000 * sample_index
         todo = [prompts[pk] for pk in sorted(missing) if sample_index in missing[pk]]
         for start in range(0, len(todo), batch_size):
+            if jobs.job_cancel_requested(GenerationJob, job.pk):
+                raise jobs.JobCancelled
             batch = todo[start : start + batch_size]
             started = time.perf_counter()
             replies = _replies(job, model, tokenizer, batch, params, score)
@@ -322,7 +350,7 @@ def _generate_all(job: GenerationJob) -> None:
                 ],
                 ignore_conflicts=True,
             )
-            GenerationJob.objects.filter(pk=job.pk).update(done=F("done") + len(batch))
+            jobs.job_progress(GenerationJob, job.pk, add=len(batch))
 
 
 # --- API keys -------------------------------------------------------------------------

@@ -685,7 +685,7 @@ def test_an_intermediate_stage_is_in_no_model_list_and_never_a_partner(
     project, labeler, pair, stage, client
 ):
     from annotation.arena.selectors import arena_versions
-    from annotation.candidates import ensure_comparison_tasks
+    from annotation.candidates.services import ensure_comparison_tasks
     from annotation.chat.selectors import chat_versions
     from annotation.models import CandidatePolicy, Task
     from models_registry.services import api_key_rotate

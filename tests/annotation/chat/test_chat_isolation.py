@@ -2,7 +2,7 @@
 
 import pytest
 
-from annotation.candidates import ensure_comparison_tasks
+from annotation.candidates.services import ensure_comparison_tasks
 from annotation.errors import ServiceError
 from annotation.models import CHAT_TURN_KEY, Prompt, Response, Task
 from annotation.services import tasks_create

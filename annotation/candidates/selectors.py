@@ -16,14 +16,15 @@ version that is not retired, or a person). The policy picks the partner:
   Without a reward model, round-robin is used.
 
 A version that is the prompt's only author is paired with its own second sample, if any.
+
+These are the reads (which pairs to make); services.py stores them as comparison tasks.
 """
 
 import math
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from annotation.models import CandidatePolicy, Project, Prompt, Response, Task, TaskKind
-from annotation.services import ensure_comparison_task
 from models_registry import selectors as registry_selectors
 from models_registry.models import ModelVersion
 
@@ -180,16 +181,18 @@ def comparison_tasks_expected(
     )
 
 
-def ensure_comparison_tasks(*, project: Project, model_version, score: Score | None = None) -> int:
-    """One comparison task per reply of ``model_version`` in the project's labeling pool,
-    its partner chosen by the project's candidate policy (``score``: the latest reward
-    model, needed by the active policy). Returns how many tasks are new; safe to repeat
-    (a reply already in a comparison task is left alone)."""
+def pending_comparison_pairs(
+    *, project: Project, model_version, score: Score | None = None
+) -> Iterator[tuple[Response, Response, int]]:
+    """(reply, partner, priority) for every reply of ``model_version`` in the project's
+    labeling pool that is in no comparison task yet and has a partner, the partner chosen
+    by the project's candidate policy (``score``: the latest reward model, needed by the
+    active policy). Lazy: a caller that stores each pair before asking for the next keeps
+    the round-robin counts right, as the picker counts the pairs it hands out."""
     own = _own_replies(project, model_version)
     partnered = prompts_with_partners(project=project, model_version=model_version)
     firsts = _firsts(own)
     picker = _Picker(project, model_version, score)
-    created = 0
     unpaired = _unpaired(project, own).select_related("prompt")
     for response in unpaired.order_by("prompt_id", "sample_index"):
         pairing = _pairing(
@@ -201,7 +204,4 @@ def ensure_comparison_tasks(*, project: Project, model_version, score: Score | N
             partner, priority = own.get(prompt=response.prompt, sample_index=0), 0
         else:
             continue
-        created += ensure_comparison_task(
-            project=project, first=response, second=partner, priority=priority
-        )
-    return created
+        yield response, partner, priority

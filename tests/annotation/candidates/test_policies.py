@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 
-from annotation.candidates import ensure_comparison_tasks
+from annotation.candidates.services import ensure_comparison_tasks
 from annotation.models import Response, Task
 from models_registry.models import ModelVersion
 from tests.factories import make_prompt, make_version

@@ -4,7 +4,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation.permissions import MANAGE, project_for
+from annotation.projects.permissions import MANAGE, project_for
 from models_registry import selectors, services
 from models_registry.models import GenerationJob, ModelVersion, StateChange
 
@@ -55,6 +55,9 @@ def job_payload(job: GenerationJob) -> dict:
         "done": job.done,
         "total": job.total,
         "error": job.error,
+        "cancel_requested": job.cancel_requested,
+        "attempts": job.attempts,
+        "heartbeat_at": job.heartbeat_at,
         # None: each prompt got as many samples as its comparisons need (stored as 0).
         "samples_per_prompt": job.samples_per_prompt or None,
         "best_of": job.best_of,
@@ -118,6 +121,7 @@ class GenerationPreviewApi(APIView):
 class GenerationJobApi(APIView):
     def get(self, request, slug):
         project = project_for(user=request.user, slug=slug, capability=MANAGE)
+        services.generation_jobs_fail_stale(project=project)
         return Response([job_payload(job) for job in selectors.generation_jobs(project=project)])
 
     def post(self, request, slug):
@@ -139,6 +143,15 @@ class GenerationJobApi(APIView):
             },
         )
         return Response(job_payload(job), status=201)
+
+
+class GenerationJobCancelApi(APIView):
+    def post(self, request, slug, job_id):
+        """Cancel a queued job now, or a running one before its next batch; 400 once the
+        job has ended."""
+        project = project_for(user=request.user, slug=slug, capability=MANAGE)
+        job = get_object_or_404(GenerationJob, pk=job_id, project=project)
+        return Response(job_payload(services.generation_job_cancel(job=job)))
 
 
 # --- registry ---------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation.permissions import projects_visible_to
+from annotation.projects.permissions import projects_visible_to
 from models_registry import ml, selectors, services
 from models_registry.models import ModelVersion
 from models_registry.serving import GenerationCancelled, ServedModel, default_service

@@ -7,7 +7,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from annotation.errors import ServiceError
-from annotation.permissions import MANAGE, VIEW_DATA, can, project_for
+from annotation.projects.permissions import MANAGE, VIEW_DATA, can, project_for
 from config.celery import QueueUnavailable
 from models_registry import selectors, services
 from models_registry.forms import ModelImportForm, StateChangeForm

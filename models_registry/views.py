@@ -1,14 +1,15 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET, require_http_methods
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from annotation.errors import ServiceError
-from annotation.permissions import MANAGE, project_for
+from annotation.projects.permissions import MANAGE, project_for
 from annotation.selectors import candidate_counts_by_version
 from config.celery import QueueUnavailable
 from models_registry import selectors, services
 from models_registry.forms import GenerationForm, GenerationPreviewForm
+from models_registry.models import GenerationJob
 
 
 def _preview_context(project, data) -> dict:
@@ -34,6 +35,7 @@ def _preview_context(project, data) -> dict:
 
 
 def _models_context(project, form) -> dict:
+    services.generation_jobs_fail_stale(project=project)
     jobs = list(selectors.generation_jobs(project=project))
     counts = candidate_counts_by_version(project=project)
     versions = list(selectors.versions())
@@ -102,6 +104,21 @@ def generation_jobs_fragment(request, slug):
     return render(
         request, "models_registry/models.html#jobs", _models_context(project, GenerationForm())
     )
+
+
+@login_required
+@require_POST
+def generation_job_cancel(request, slug, job_id):
+    """Cancel a generation job; the Models page says what happened (or why not)."""
+    project = project_for(user=request.user, slug=slug, capability=MANAGE)
+    job = get_object_or_404(GenerationJob, pk=job_id, project=project)
+    try:
+        services.generation_job_cancel(job=job)
+    except ServiceError as error:
+        messages.error(request, error.message)
+    else:
+        messages.success(request, f"Generation job {job.pk}: cancel requested.")
+    return redirect("models", slug=project.slug)
 
 
 @login_required

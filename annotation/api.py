@@ -1,50 +1,12 @@
 from rest_framework import serializers
-from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation import exports, selectors, services
+from annotation import services
 from annotation.errors import ServiceError
-from annotation.forms import MAX_IMPORT_BYTES
-from annotation.permissions import LABEL, MANAGE, VIEW_DATA, project_for, projects_visible_to
+from annotation.projects.permissions import LABEL, project_for
 from annotation.rendering import render_markdown
-from annotation.views import export_response, int_or_none
-
-
-class ProjectListApi(APIView):
-    def get(self, request):
-        projects = projects_visible_to(request.user).order_by("slug")
-        return Response(
-            [{"slug": p.slug, "name": p.name, "description": p.description} for p in projects]
-        )
-
-
-class PromptImportApi(APIView):
-    """POST a JSONL or CSV file (field ``file``): its new prompts are added, those already
-    in the project are counted (``existing_count``) and not added again."""
-
-    parser_classes = [MultiPartParser, FormParser]
-
-    def post(self, request, slug):
-        project = project_for(user=request.user, slug=slug, capability=MANAGE)
-        upload = request.FILES.get("file")
-        if upload is None:
-            raise ServiceError("Send the prompts as a multipart file field named 'file'.")
-        if upload.size > MAX_IMPORT_BYTES:
-            raise ServiceError("The file is larger than 20 MB; split it.")
-        batch = services.prompts_import(
-            project=project, file_name=upload.name, content=upload.read(), user=request.user
-        )
-        # prompt_count: the prompts the file added (new_count says the same, by its name).
-        return Response(
-            {
-                "import_id": batch.pk,
-                "prompt_count": batch.prompt_count,
-                "new_count": batch.prompt_count,
-                "existing_count": batch.existing_count,
-            },
-            status=201,
-        )
+from annotation.views import int_or_none
 
 
 def _response_payload(response) -> dict:
@@ -153,26 +115,3 @@ class AssignmentSkipApi(APIView):
             reason=data.validated_data["reason"],
         )
         return Response({"assignment_id": assignment.pk, "status": assignment.status})
-
-
-class PreferenceExportApi(APIView):
-    """GET ?format=dpo|sft|ranking|rating&ai=exclude|trusted|include|only: the JSONL file
-    (no ai: the project's setting, which leaves AI labels out unless an admin chose
-    otherwise); every row carries its source (human, ai, review) and, for AI rows, judge,
-    constitution version and principle."""
-
-    def get(self, request, slug):
-        project = project_for(user=request.user, slug=slug, capability=VIEW_DATA)
-        export_format = request.query_params.get("format", "dpo")
-        if export_format not in exports.FORMATS:
-            raise ServiceError(
-                f"Unknown format {export_format!r}; choose one of {', '.join(exports.FORMATS)}."
-            )
-        selection = exports.ai_selection(project, request.query_params.get("ai") or None)
-        return export_response(project, export_format, selection)
-
-
-class ProjectStatsApi(APIView):
-    def get(self, request, slug):
-        project = project_for(user=request.user, slug=slug, capability=VIEW_DATA)
-        return Response(selectors.project_overview(project=project))

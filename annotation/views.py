@@ -3,23 +3,18 @@ import uuid
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_http_methods
 
-from annotation import exports, selectors, services
+from annotation import selectors, services
 from annotation.errors import ServiceError
-from annotation.forms import ProjectSettingsForm, PromptImportForm, TaskCreateForm
+from annotation.forms import ProjectSettingsForm, TaskCreateForm
 from annotation.judges.trust import ai_label_plan
 from annotation.kinds import KINDS
 from annotation.models import Assignment
-from annotation.permissions import LABEL, MANAGE, VIEW_DATA, can, project_for, projects_visible_to
-
-
-@login_required
-def home(request):
-    projects = projects_visible_to(request.user).order_by("name")
-    return render(request, "annotation/home.html", {"projects": projects})
+from annotation.projects import selectors as project_selectors
+from annotation.projects import services as project_services
+from annotation.projects.permissions import LABEL, MANAGE, VIEW_DATA, can, project_for
 
 
 def _capabilities(user, project) -> dict:
@@ -27,20 +22,6 @@ def _capabilities(user, project) -> dict:
         "can_manage": can(user=user, project=project, capability=MANAGE),
         "can_view_data": can(user=user, project=project, capability=VIEW_DATA),
     }
-
-
-@login_required
-def project_detail(request, slug):
-    project = project_for(user=request.user, slug=slug, capability=LABEL)
-    context = {
-        "project": project,
-        "progress": selectors.labeler_progress(project=project, labeler=request.user),
-        **_capabilities(request.user, project),
-    }
-    if context["can_view_data"]:
-        context["overview"] = selectors.project_overview(project=project)
-        context["recent"] = selectors.recent_judgments(project=project)
-    return render(request, "annotation/project.html", context)
 
 
 SKIP_REASONS = (
@@ -58,7 +39,7 @@ def _task_context(request, project, assignment: Assignment | None) -> dict:
         "assignment": assignment,
         "client_id": uuid.uuid4(),
         "shown_at_ms": int(time.time() * 1000),
-        "progress": selectors.labeler_progress(project=project, labeler=request.user),
+        "progress": project_selectors.labeler_progress(project=project, labeler=request.user),
         "skip_reasons": SKIP_REASONS,
     }
     if assignment is not None:
@@ -146,49 +127,6 @@ def int_or_none(raw):
         return None
 
 
-def _import_message(batch) -> str:
-    if batch.prompt_count == 0:
-        return (
-            f"Nothing new in {batch.file_name}: all {batch.existing_count} prompts were "
-            "already in the project."
-        )
-    return (
-        f"Imported {batch.prompt_count} new prompts from {batch.file_name}; "
-        f"{batch.existing_count} were already in the project."
-    )
-
-
-@login_required
-@require_http_methods(["GET", "POST"])
-def prompts(request, slug):
-    project = project_for(user=request.user, slug=slug, capability=MANAGE)
-    form = PromptImportForm()
-    status = 200
-    if request.method == "POST":
-        form = PromptImportForm(request.POST, request.FILES)
-        if form.is_valid():
-            upload = form.cleaned_data["file"]
-            try:
-                batch = services.prompts_import(
-                    project=project, file_name=upload.name, content=upload.read(), user=request.user
-                )
-            except ServiceError as error:
-                form.add_error("file", error.message)
-            else:
-                messages.success(request, _import_message(batch))
-                return redirect("prompts", slug=project.slug)
-        status = 400
-    context = {
-        "project": project,
-        "form": form,
-        "prompts": selectors.prompts_page(project=project),
-        "imports": selectors.prompt_imports(project=project),
-        "overview": selectors.project_overview(project=project),
-        **_capabilities(request.user, project),
-    }
-    return render(request, "annotation/prompts.html", context, status=status)
-
-
 def _settings_initial(project) -> dict:
     return {
         "overlap_target": project.overlap_target,
@@ -217,7 +155,9 @@ def tasks_page(request, slug):
             if request.POST.get("action") == "settings":
                 settings_form = ProjectSettingsForm(request.POST)
                 if settings_form.is_valid():
-                    services.project_settings_update(project=project, **settings_form.settings())
+                    project_services.project_settings_update(
+                        project=project, **settings_form.settings()
+                    )
                     messages.success(request, "Settings saved.")
                     return redirect("tasks", slug=project.slug)
             else:
@@ -245,54 +185,3 @@ def tasks_page(request, slug):
         **_capabilities(request.user, project),
     }
     return render(request, "annotation/tasks.html", context, status=status)
-
-
-@login_required
-def export_page(request, slug):
-    project = project_for(user=request.user, slug=slug, capability=VIEW_DATA)
-    context = {
-        "project": project,
-        "overview": selectors.project_overview(project=project),
-        "formats": exports.FORMATS,
-        "ai_options": list(exports.AI_LABELS.items()),
-        "ai_plan": ai_label_plan(project=project),
-        **_capabilities(request.user, project),
-    }
-    return render(request, "annotation/export.html", context)
-
-
-EXPORT_NAME_SUFFIX = {
-    "include": "",
-    "exclude": "-no-ai",
-    "only": "-ai-only",
-    "trusted": "-trusted-ai",
-}
-
-
-def export_response(
-    project, export_format: str, ai: exports.AiOption = None
-) -> StreamingHttpResponse:
-    """The JSONL file; ``ai`` None takes the project's setting."""
-    selection = exports.ai_selection(project, ai)
-    rows = exports.preference_rows(project, export_format=export_format, ai=selection)
-    response = StreamingHttpResponse(exports.jsonl_lines(rows), content_type="application/jsonl")
-    filename = f"{project.slug}-{export_format}{EXPORT_NAME_SUFFIX[selection.ai]}.jsonl"
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    return response
-
-
-@login_required
-@require_GET
-def export_download(request, slug):
-    project = project_for(user=request.user, slug=slug, capability=VIEW_DATA)
-    export_format = request.GET.get("format", "dpo")
-    if export_format not in exports.FORMATS:
-        return JsonResponse(
-            {"detail": f"Unknown format {export_format!r}; choose one of {exports.FORMATS}."},
-            status=400,
-        )
-    try:
-        selection = exports.ai_selection(project, request.GET.get("ai") or None)
-    except ServiceError as error:
-        return JsonResponse({"detail": error.message}, status=400)
-    return export_response(project, export_format, selection)

@@ -14,21 +14,21 @@ from training import api as training_api
 from training import views as training_views
 
 pages = [
-    path("", annotation_views.home, name="home"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("healthz", health.healthz, name="healthz"),
-    path("p/<slug:slug>/", annotation_views.project_detail, name="project"),
     path("p/<slug:slug>/label/", annotation_views.label, name="label"),
-    path("p/<slug:slug>/prompts/", annotation_views.prompts, name="prompts"),
     path("p/<slug:slug>/tasks/", annotation_views.tasks_page, name="tasks"),
-    path("p/<slug:slug>/export/", annotation_views.export_page, name="export"),
-    path("p/<slug:slug>/export.jsonl", annotation_views.export_download, name="export_download"),
     path("p/<slug:slug>/models/", registry_views.models_page, name="models"),
     path(
         "p/<slug:slug>/models/jobs/",
         registry_views.generation_jobs_fragment,
         name="generation_jobs",
+    ),
+    path(
+        "p/<slug:slug>/models/jobs/<int:job_id>/cancel/",
+        registry_views.generation_job_cancel,
+        name="generation_job_cancel",
     ),
     path(
         "p/<slug:slug>/models/preview/",
@@ -50,17 +50,6 @@ pages = [
 ]
 
 api = [
-    path("api/projects/", annotation_api.ProjectListApi.as_view(), name="api_projects"),
-    path(
-        "api/projects/<slug:slug>/stats/",
-        annotation_api.ProjectStatsApi.as_view(),
-        name="api_project_stats",
-    ),
-    path(
-        "api/projects/<slug:slug>/prompts/import/",
-        annotation_api.PromptImportApi.as_view(),
-        name="api_prompt_import",
-    ),
     path(
         "api/projects/<slug:slug>/tasks/next/",
         annotation_api.TaskNextApi.as_view(),
@@ -77,11 +66,6 @@ api = [
         name="api_assignment_skip",
     ),
     path(
-        "api/projects/<slug:slug>/export/",
-        annotation_api.PreferenceExportApi.as_view(),
-        name="api_export",
-    ),
-    path(
         "api/projects/<slug:slug>/generation-jobs/",
         registry_api.GenerationJobApi.as_view(),
         name="api_generation_jobs",
@@ -90,6 +74,11 @@ api = [
         "api/projects/<slug:slug>/generation-jobs/preview/",
         registry_api.GenerationPreviewApi.as_view(),
         name="api_generation_preview",
+    ),
+    path(
+        "api/projects/<slug:slug>/generation-jobs/<int:job_id>/cancel/",
+        registry_api.GenerationJobCancelApi.as_view(),
+        name="api_generation_job_cancel",
     ),
     path(
         "api/projects/<slug:slug>/training-runs/",
@@ -121,11 +110,14 @@ urlpatterns = [
     path("favicon.ico", RedirectView.as_view(url=lazy(static, str)("favicon.svg"))),
     *pages,
     *api,
+    path("", include("annotation.projects.urls")),
+    path("", include("annotation.prompts.urls")),
     path("", include("annotation.review.urls")),
     path("", include("annotation.chat.urls")),
     path("", include("annotation.arena.urls")),
     path("", include("annotation.leaderboard.urls")),
     path("", include("annotation.judges.urls")),
+    path("", include("annotation.datasets.urls")),
     path("", include("models_registry.urls")),
     path("", include("models_registry.urls_openai")),
 ]

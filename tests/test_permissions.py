@@ -13,8 +13,11 @@ from dataclasses import dataclass
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
+from annotation.datasets import urls as urls_datasets
 from annotation.leaderboard import urls as urls_leaderboard
 from annotation.models import Assignment, Judgment, Project, Prompt, PromptImport, Role, Task
+from annotation.projects import urls as urls_projects
+from annotation.prompts import urls as urls_prompts
 from annotation.review import urls as urls_quality
 from annotation.services import assignment_next
 from config import urls
@@ -136,6 +139,16 @@ ENDPOINTS = [
     Endpoint("models", "get", "/p/{slug}/models/", MANAGE, 200, api=False),
     Endpoint("models", "post", "/p/{slug}/models/", MANAGE, 400, False, _generation_body),
     Endpoint("generation_jobs", "get", "/p/{slug}/models/jobs/", MANAGE, 200, api=False),
+    # Like a run's: a refused cancel is a message on the Models page it redirects to.
+    Endpoint(
+        "generation_job_cancel",
+        "post",
+        "/p/{slug}/models/jobs/{job}/cancel/",
+        MANAGE,
+        302,
+        api=False,
+        redirect="/p/{slug}/models/",
+    ),
     # A preview without a chosen model is refused as bad input.
     Endpoint("generation_preview", "get", "/p/{slug}/models/preview/", MANAGE, 400, api=False),
     Endpoint("training", "get", "/p/{slug}/training/", MANAGE, 200, api=False),
@@ -189,6 +202,14 @@ ENDPOINTS = [
         400,
         True,
     ),
+    Endpoint(
+        "api_generation_job_cancel",
+        "post",
+        "/api/projects/{slug}/generation-jobs/{job}/cancel/",
+        MANAGE,
+        400,
+        True,
+    ),
     Endpoint("api_training_runs", "get", "/api/projects/{slug}/training-runs/", MANAGE, 200, True),
     Endpoint(
         "api_training_runs",
@@ -229,8 +250,8 @@ def _endpoint_id(endpoint: Endpoint) -> str:
 
 
 def _world(project, holder) -> dict:
-    """A task assigned to `holder`, a base model, and two runs: one running (a cancel would
-    change it) and one finished (a cancel is refused as bad input)."""
+    """A task assigned to `holder`, a base model, and two runs and two generation jobs: one
+    running (a cancel would change it) and one finished (a cancel is refused as bad input)."""
     make_task(project)
     assignment = assignment_next(project=project, labeler=holder)
     base = make_version()
@@ -243,6 +264,10 @@ def _world(project, holder) -> dict:
         )
         for status in (TrainingRun.Status.RUNNING, TrainingRun.Status.SUCCEEDED)
     }
+    jobs = {
+        status: GenerationJob.objects.create(project=project, model_version=base, status=status)
+        for status in (GenerationJob.Status.RUNNING, GenerationJob.Status.SUCCEEDED)
+    }
     return {
         "slug": project.slug,
         "assignment": assignment.pk,
@@ -250,6 +275,8 @@ def _world(project, holder) -> dict:
         "base": base.pk,
         "running_run": runs[TrainingRun.Status.RUNNING].pk,
         "finished_run": runs[TrainingRun.Status.SUCCEEDED].pk,
+        "running_job": jobs[GenerationJob.Status.RUNNING].pk,
+        "finished_job": jobs[GenerationJob.Status.SUCCEEDED].pk,
     }
 
 
@@ -259,7 +286,9 @@ def _stored() -> dict:
         "imports": PromptImport.objects.count(),
         "judgments": Judgment.objects.count(),
         "assignments": sorted(Assignment.objects.values_list("pk", "status")),
-        "generation_jobs": GenerationJob.objects.count(),
+        "generation_jobs": sorted(
+            GenerationJob.objects.values_list("pk", "status", "cancel_requested")
+        ),
         "snapshots": DatasetSnapshot.objects.count(),
         "runs": sorted(TrainingRun.objects.values_list("pk", "status", "cancel_requested")),
         "tasks": Task.objects.count(),
@@ -270,8 +299,10 @@ def _stored() -> dict:
 
 
 def _send(client, endpoint: Endpoint, world: dict, *, allowed: bool):
-    run = world["finished_run"] if allowed and endpoint.method == "post" else world["running_run"]
-    path = endpoint.path.format(run=run, **world)
+    ended = allowed and endpoint.method == "post"
+    run = world["finished_run"] if ended else world["running_run"]
+    job = world["finished_job"] if ended else world["running_job"]
+    path = endpoint.path.format(run=run, job=job, **world)
     headers = {"HX-Request": "true"} if endpoint.htmx else {}
     if endpoint.method == "get":
         return path, client.get(path, headers=headers)
@@ -299,6 +330,9 @@ def test_the_table_covers_every_route_declared_in_config_urls():
         for route in [
             *urls.pages,
             *urls.api,
+            *urls_projects.urlpatterns,
+            *urls_datasets.urlpatterns,
+            *urls_prompts.urlpatterns,
             *urls_quality.urlpatterns,
             *urls_leaderboard.urlpatterns,
         ]

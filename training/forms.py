@@ -5,7 +5,7 @@ import dataclasses
 
 from django import forms
 
-from annotation.exports import AI_LABELS
+from annotation.datasets.selectors import AI_LABELS
 from models_registry.models import ModelVersion
 from training.methods.common import CURRICULA
 from training.services import SFT_FIRST_METHODS, sft_stage_settings

@@ -4,30 +4,32 @@ A run goes queued -> running -> succeeded | failed | cancelled. The worker claim
 a row lock, reports every optimizer step (which is also its heartbeat), writes
 checkpoints, and on success publishes the artifact, evaluates it against its parent and
 registers it as a model version. A run whose worker stopped reporting is failed with the
-reason; a failed or cancelled run with a checkpoint can be resumed from it.
+reason; a failed or cancelled run with a checkpoint can be resumed from it. Claim,
+heartbeat, log, cancel and the stale sweep are the shared lifecycle of config/jobs.py.
 """
 
-import contextlib
 import dataclasses
 import hashlib
 import logging
 import os
 import shutil
 import tempfile
-import threading
-from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
-from django.db import connection, transaction
-from django.db.models import F, Value
-from django.db.models.functions import Concat
+from django.db import transaction
 from django.utils import timezone
 
+from annotation.datasets.selectors import (
+    AiSelection,
+    jsonl_lines,
+    sft_rows,
+    training_preference_rows,
+)
 from annotation.errors import ServiceError
-from annotation.exports import AiSelection, jsonl_lines, sft_rows, training_preference_rows
 from annotation.judges.trust import ai_choice, ai_label_plan
 from annotation.models import Project, Prompt
+from config import jobs
 from config.celery import QueueUnavailable, enqueue_after_commit
 from models_registry import selectors as registry_selectors
 from models_registry.models import GenerationJob, ModelVersion
@@ -120,7 +122,7 @@ def snapshot_create(
     and preferences, ``ai`` is ``exclude`` (people's labels only), ``trusted`` (and the AI
     labels of judges that clear the project's agreement threshold), ``include`` (every AI
     label) or ``only`` (AI labels only); left out, the project's setting
-    (annotation/judges/trust.py). Every row carries its source (annotation/exports.py). The
+    (annotation/judges/trust.py). Every row carries its source (annotation/datasets/). The
     recorded filters always say the ai choice and, unless AI labels were left out, which
     judges' labels went in (``ai_judges``; for ``trusted`` also ``ai_threshold``). The same
     rows give the same snapshot row.
@@ -342,18 +344,12 @@ def _enqueue(run: TrainingRun) -> None:
 
 
 def training_run_cancel(*, run: TrainingRun) -> TrainingRun:
-    with transaction.atomic():
-        run = TrainingRun.objects.select_for_update().get(pk=run.pk)
-        if run.status == TrainingRun.Status.QUEUED:
-            run.status = TrainingRun.Status.CANCELLED
-            run.finished_at = timezone.now()
-            run.save(update_fields=["status", "finished_at"])
-        elif run.status == TrainingRun.Status.RUNNING:
-            run.cancel_requested = True
-            run.save(update_fields=["cancel_requested"])
-        else:
-            raise ServiceError(f"The run has already {run.status}.")
-    return run
+    """A queued run ends cancelled now; a running one stops at its next step."""
+    try:
+        return jobs.job_cancel_request(TrainingRun, run.pk)
+    except jobs.JobNotActive:
+        run.refresh_from_db(fields=["status"])
+        raise ServiceError(f"The run has already {run.status}.") from None
 
 
 def training_run_resume(*, run: TrainingRun, user=None) -> TrainingRun:
@@ -379,22 +375,17 @@ def training_run_resume(*, run: TrainingRun, user=None) -> TrainingRun:
 def training_runs_fail_stale(*, project: Project | None = None) -> int:
     """Fail running runs whose worker stopped reporting (died, lost its connection):
     no step or heartbeat for ``TRAINING_STALE_AFTER_SECONDS``. Returns how many."""
-    cutoff = timezone.now() - timedelta(seconds=settings.TRAINING_STALE_AFTER_SECONDS)
-    stale = TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING, heartbeat_at__lt=cutoff)
-    if project is not None:
-        stale = stale.filter(project=project)
-    failed = 0
-    for run_id in stale.values_list("pk", flat=True):
-        with transaction.atomic():
-            run = TrainingRun.objects.select_for_update().get(pk=run_id)
-            if run.status != TrainingRun.Status.RUNNING or run.heartbeat_at >= cutoff:
-                continue
-            _fail_lost_run(run)
-            failed += 1
-    return failed
+    return jobs.job_fail_stale(
+        TrainingRun,
+        after_seconds=settings.TRAINING_STALE_AFTER_SECONDS,
+        on_lost=_fail_lost_run,
+        **({"project": project} if project is not None else {}),
+    )
 
 
 def _fail_lost_run(run: TrainingRun) -> None:
+    """Fail a locked run whose worker died, naming the checkpoint it can resume from
+    (``config.jobs`` calls it for a silent run and for the redelivery of a lost one)."""
     # The worker may have written a checkpoint it did not live to report; on a shared
     # disk the folder says so, elsewhere the last reported one stands.
     run.checkpoint_step = max(run.checkpoint_step, checkpoint_step(checkpoint_dir(run.pk)))
@@ -422,25 +413,14 @@ def checkpoint_dir(run_id: int) -> Path:
 
 
 def _claim_run(run_id: int) -> TrainingRun | None:
-    with transaction.atomic():
-        run = TrainingRun.objects.select_for_update().filter(pk=run_id).first()
-        if run is None:
-            return None
-        if run.status == TrainingRun.Status.RUNNING:
-            # A redelivered message: the worker that had it died unless it still reports.
-            cutoff = timezone.now() - timedelta(seconds=settings.TRAINING_STALE_AFTER_SECONDS)
-            if run.heartbeat_at is None or run.heartbeat_at < cutoff:
-                _fail_lost_run(run)
-            return None
-        if run.status != TrainingRun.Status.QUEUED:
-            return None  # cancelled while queued, or already done
-        run.status = TrainingRun.Status.RUNNING
-        run.started_at = run.started_at or timezone.now()
-        run.heartbeat_at = timezone.now()
-        run.attempts = F("attempts") + 1
-        run.save(update_fields=["status", "started_at", "heartbeat_at", "attempts"])
-        run.refresh_from_db()
-        return run
+    # A run is not resumable by a redelivery: a lost one is failed with its checkpoint
+    # named, and an admin resumes it (training_run_resume).
+    return jobs.job_claim(
+        TrainingRun,
+        run_id,
+        stale_after=settings.TRAINING_STALE_AFTER_SECONDS,
+        on_lost=_fail_lost_run,
+    )
 
 
 def training_run_execute(*, run_id: int, queue: bool = True) -> None:
@@ -646,9 +626,7 @@ def _register(
 
 
 def _run_finished(run_id: int, status: str, error: str = "") -> None:
-    TrainingRun.objects.filter(pk=run_id).update(
-        status=status, error=error, finished_at=timezone.now()
-    )
+    jobs.job_finish(TrainingRun, run_id, status, error)
 
 
 def _record_step(run_id: int, step: int, total: int, metrics: dict) -> None:
@@ -666,33 +644,14 @@ def _record_step(run_id: int, step: int, total: int, metrics: dict) -> None:
 
 
 def _append_log(run_id: int, message: str) -> None:
-    line = f"{timezone.now():%Y-%m-%d %H:%M:%S} {message}\n"
-    TrainingRun.objects.filter(pk=run_id).update(
-        log=Concat(F("log"), Value(line)), heartbeat_at=timezone.now()
-    )
+    jobs.job_log(TrainingRun, run_id, message)
 
 
 def _cancel_requested(run_id: int) -> bool:
-    return TrainingRun.objects.filter(pk=run_id, cancel_requested=True).exists()
+    return jobs.job_cancel_requested(TrainingRun, run_id)
 
 
-@contextlib.contextmanager
 def _heartbeat(run_id: int):
-    """Keep ``heartbeat_at`` fresh from a side thread while the worker is busy in a long
-    phase that reports no steps (loading, the reference pass, evaluation)."""
-    stop = threading.Event()
-
-    def beat() -> None:
-        try:
-            while not stop.wait(settings.TRAINING_HEARTBEAT_SECONDS):
-                TrainingRun.objects.filter(pk=run_id).update(heartbeat_at=timezone.now())
-        finally:
-            connection.close()  # this thread's own connection
-
-    thread = threading.Thread(target=beat, name=f"heartbeat-run-{run_id}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
+    """Keep ``heartbeat_at`` fresh while the worker is busy in a long phase that reports
+    no steps (loading, the reference pass, evaluation)."""
+    return jobs.job_heartbeat(TrainingRun, run_id, every=settings.TRAINING_HEARTBEAT_SECONDS)

@@ -3,8 +3,8 @@ import uuid
 
 import pytest
 
+from annotation.datasets.selectors import write_jsonl
 from annotation.errors import ServiceError
-from annotation.exports import write_jsonl
 from annotation.kinds import KINDS
 from annotation.kinds.demonstration import (
     create_tasks,

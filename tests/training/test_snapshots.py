@@ -8,7 +8,7 @@ import pytest
 from annotation.errors import ServiceError
 from annotation.models import Response, Role
 from annotation.services import ensure_task
-from tests.annotation.test_export_kinds import _answer
+from tests.annotation.datasets.test_export_kinds import _answer
 from tests.factories import judge_all, make_member, make_prompt, make_task
 from training.models import DatasetSnapshot
 from training.services import snapshot_create

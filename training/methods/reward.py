@@ -13,7 +13,7 @@ https://arxiv.org/abs/2307.09288 Eq. 2) and 0 otherwise, plus
 2023, https://arxiv.org/abs/2312.09244 Eq. 2; TRL's ``center_rewards_coefficient``).
 Metrics are TRL's: loss, accuracy (share of pairs with ``r_chosen > r_rejected``) and
 margin (mean ``r_chosen - r_rejected``). Rankings arrive already expanded to pairs and
-ties already left out (``annotation.exports.training_preference_rows``).
+ties already left out (``annotation.datasets.selectors.training_preference_rows``).
 
 The arithmetic is ``trl.RewardTrainer``'s, but the loop is ours (``common.run_training_loop``)
 for the same reasons as in ``dpo.py``: per-step progress callbacks, cooperative

@@ -3,8 +3,13 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from annotation.exports import AI_OPTIONS, FORMATS, AiSelection, preference_rows, write_jsonl
-from annotation.judges.trust import ai_label_plan
+from annotation.datasets.selectors import (
+    AI_OPTIONS,
+    FORMATS,
+    planned_preference_rows,
+    write_jsonl,
+)
+from annotation.datasets.services import jsonl_file_write
 from annotation.models import Project
 
 
@@ -27,19 +32,13 @@ class Command(BaseCommand):
         target = Project.objects.filter(slug=project).first()
         if target is None:
             raise CommandError(f"No project with slug {project!r}.")
-        plan = ai_label_plan(project=target, ai=ai)
+        plan, rows = planned_preference_rows(project=target, export_format=format, ai=ai)
         self.stderr.write(plan.text)
         for warning in plan.warnings:
             self.stderr.write(f"Warning: {warning}")
-        rows = preference_rows(
-            target, export_format=format, ai=AiSelection(plan.ai, plan.trusted_keys)
-        )
         if output == "-":
             write_jsonl(rows, sys.stdout)
             return
         path = Path(output)
-        partial = path.with_name(path.name + ".part")
-        with partial.open("w", encoding="utf-8") as stream:
-            count = write_jsonl(rows, stream)
-        partial.replace(path)
+        count = jsonl_file_write(rows=rows, path=path)
         self.stderr.write(f"Wrote {count} rows to {path}.")

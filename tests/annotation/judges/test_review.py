@@ -4,8 +4,8 @@ orders disagreed) and reviewers accept, correct or reject them like human judgme
 import pytest
 from django.forms.models import model_to_dict
 
+from annotation.datasets.selectors import dpo_rows
 from annotation.errors import ServiceError
-from annotation.exports import dpo_rows
 from annotation.judges.review import ai_review_queue_fill
 from annotation.models import Judgment, Response, Review, Role
 from annotation.review import selectors as quality

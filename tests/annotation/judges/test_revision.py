@@ -308,7 +308,7 @@ def test_revisions_are_stored_as_responses_demonstrations_and_comparisons(
 
 
 def test_revisions_export_as_sft_rows_and_preferences(project, local_judge):
-    from annotation.exports import dpo_rows, sft_rows
+    from annotation.datasets.selectors import dpo_rows, sft_rows
     from annotation.models import Prompt
 
     prompt = Prompt.objects.create(

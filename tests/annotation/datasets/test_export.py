@@ -4,7 +4,7 @@ import uuid
 import pytest
 from django.core.management import call_command
 
-from annotation.exports import dpo_rows
+from annotation.datasets.selectors import dpo_rows
 from annotation.models import Judgment
 from annotation.services import assignment_next, comparison_submit
 from tests.factories import make_task

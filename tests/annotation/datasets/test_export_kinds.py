@@ -1,6 +1,6 @@
 import uuid
 
-from annotation.exports import preference_rows
+from annotation.datasets.selectors import preference_rows
 from annotation.models import Judgment, Response, Review
 from annotation.services import assignment_next, ensure_task, judgment_submit
 from tests.factories import make_prompt

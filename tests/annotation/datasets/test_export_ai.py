@@ -8,8 +8,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from annotation.errors import ServiceError
-from annotation.exports import (
+from annotation.datasets.selectors import (
     AI_OPTIONS,
     FORMATS,
     dpo_rows,
@@ -17,6 +16,7 @@ from annotation.exports import (
     sft_rows,
     training_preference_rows,
 )
+from annotation.errors import ServiceError
 from annotation.judges.review import ai_review_queue_fill
 from annotation.models import Judgment, Role
 from annotation.review import services as review

@@ -37,7 +37,7 @@ from django.db.models import Q
 
 from annotation.judges.trust import AI_LABELS as AI_LABELS  # re-exported: pages, forms, commands
 from annotation.judges.trust import AI_OPTIONS as AI_OPTIONS
-from annotation.judges.trust import ai_choice, trusted_judges
+from annotation.judges.trust import AiLabelPlan, ai_choice, ai_label_plan, trusted_judges
 from annotation.judges.trust import check_ai as check_ai
 from annotation.models import Judgment, Project, Response, TaskKind
 
@@ -245,6 +245,17 @@ def preference_rows(project: Project, *, export_format: str, ai: AiOption = None
     if export_format not in FORMATS:
         raise ValueError(f"Unknown format {export_format!r}; choose one of {', '.join(FORMATS)}.")
     return ROWS[export_format](project, ai=ai_selection(project, ai))
+
+
+def planned_preference_rows(
+    *, project: Project, export_format: str, ai: str | None = None
+) -> tuple[AiLabelPlan, Iterator[dict]]:
+    """The rows of one format with the plan that says whose AI labels they hold and why
+    (``ai`` None: the project's setting); the rows read the plan's trusted judges, so what
+    a caller shows and what it writes agree."""
+    plan = ai_label_plan(project=project, ai=ai)
+    selection = AiSelection(plan.ai, plan.trusted_keys)
+    return plan, preference_rows(project, export_format=export_format, ai=selection)
 
 
 def jsonl_lines(rows) -> Iterator[str]:

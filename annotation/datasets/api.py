@@ -1,0 +1,25 @@
+"""Export API: a thin caller of annotation/datasets/selectors.py."""
+
+from rest_framework.views import APIView
+
+from annotation.datasets import selectors
+from annotation.datasets.views import export_response
+from annotation.errors import ServiceError
+from annotation.projects.permissions import VIEW_DATA, project_for
+
+
+class PreferenceExportApi(APIView):
+    """GET ?format=dpo|sft|ranking|rating&ai=exclude|trusted|include|only: the JSONL file
+    (no ai: the project's setting, which leaves AI labels out unless an admin chose
+    otherwise); every row carries its source (human, ai, review) and, for AI rows, judge,
+    constitution version and principle."""
+
+    def get(self, request, slug):
+        project = project_for(user=request.user, slug=slug, capability=VIEW_DATA)
+        export_format = request.query_params.get("format", "dpo")
+        if export_format not in selectors.FORMATS:
+            raise ServiceError(
+                f"Unknown format {export_format!r}; choose one of {', '.join(selectors.FORMATS)}."
+            )
+        selection = selectors.ai_selection(project, request.query_params.get("ai") or None)
+        return export_response(project, export_format, selection)

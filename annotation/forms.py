@@ -1,22 +1,7 @@
 from django import forms
 
 from annotation.models import AiLabelPolicy, CandidatePolicy
-from annotation.services import MAX_AI_MIN_COMPARED
-
-MAX_IMPORT_BYTES = 20 * 1024 * 1024
-
-
-class PromptImportForm(forms.Form):
-    file = forms.FileField(
-        help_text="JSONL (one object per line with a 'prompt' or 'text' field) or CSV with a "
-        "'prompt' or 'text' column. Other fields are kept as metadata; 'id' as external id."
-    )
-
-    def clean_file(self):
-        upload = self.cleaned_data["file"]
-        if upload.size > MAX_IMPORT_BYTES:
-            raise forms.ValidationError("The file is larger than 20 MB; split it.")
-        return upload
+from annotation.projects.services import MAX_AI_MIN_COMPARED
 
 
 class ProjectSettingsForm(forms.Form):

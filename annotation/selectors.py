@@ -1,64 +1,9 @@
-"""Reads for the annotation pages and API."""
+"""Reads for the annotation pages and API not yet in a feature package (project reads are in
+annotation/projects/selectors.py, the prompt pool's in annotation/prompts/selectors.py)."""
 
 from django.db.models import Count, F, Q
 
-from annotation.models import Assignment, Judgment, Project, Prompt, PromptImport, Task
-
-
-def project_overview(*, project: Project) -> dict:
-    tasks = Task.objects.filter(project=project, is_gold=False)
-    judgments = Judgment.objects.filter(project=project)
-    return {
-        "prompts": Prompt.objects.labeling().filter(project=project).count(),
-        "tasks": tasks.count(),
-        "open_tasks": tasks.filter(
-            assigned_count__lt=project.overlap_target, flagged=False
-        ).count(),
-        "flagged_tasks": tasks.filter(flagged=True).count(),
-        "judgments": judgments.count(),
-        "decisive_comparisons": judgments.filter(
-            kind="comparison", choice__in=[Judgment.Choice.A, Judgment.Choice.B]
-        ).count(),
-    }
-
-
-def labeler_progress(*, project: Project, labeler) -> dict:
-    judged = Judgment.objects.filter(project=project, labeler=labeler)
-    return {
-        "judged": judged.count(),
-        "pending": Assignment.objects.filter(
-            task__project=project, labeler=labeler, status=Assignment.Status.PENDING
-        ).count(),
-    }
-
-
-def recent_judgments(*, project: Project, limit: int = 20):
-    return (
-        Judgment.objects.filter(project=project)
-        .select_related("labeler", "prompt")
-        .order_by("-created_at")[:limit]
-    )
-
-
-def prompts_page(*, project: Project, limit: int = 50):
-    return (
-        Prompt.objects.labeling()
-        .filter(project=project)
-        .annotate(
-            response_count=Count("responses", distinct=True),
-            judgment_count=Count("judgments", distinct=True),
-        )
-        .order_by("-created_at", "-id")[:limit]
-    )
-
-
-def prompt_imports(*, project: Project, limit: int = 10):
-    """The latest imports, newest first, with how many prompts each added."""
-    return (
-        PromptImport.objects.filter(project=project)
-        .select_related("created_by")
-        .order_by("-created_at", "-id")[:limit]
-    )
+from annotation.models import Project, Prompt, Task
 
 
 def candidate_counts_by_version(*, project: Project) -> dict[int, int]:

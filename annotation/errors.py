@@ -1,16 +1,6 @@
-class ServiceError(Exception):
-    """A request the product refuses, with a message fit to show the user."""
+"""Moved to config/errors.py (shared plumbing). This re-export stays only until the files
+still importing the old path in HEAD are committed with their moves; then it goes."""
 
-    status_code = 400
+from config.errors import Conflict, NotAssigned, ServiceError
 
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
-
-
-class NotAssigned(ServiceError):
-    status_code = 403
-
-
-class Conflict(ServiceError):
-    status_code = 409
+__all__ = ["Conflict", "NotAssigned", "ServiceError"]

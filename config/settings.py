@@ -110,7 +110,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
     + (["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
-    "EXCEPTION_HANDLER": "annotation.api_errors.exception_handler",
+    "EXCEPTION_HANDLER": "config.api_errors.exception_handler",
     # `?format=` names the export format (dpo, ...), not a DRF renderer.
     "URL_FORMAT_OVERRIDE": None,
 }
@@ -150,6 +150,9 @@ TRAINING_STALE_AFTER_SECONDS = env.TRAINING_STALE_AFTER_SECONDS
 TRAINING_HEARTBEAT_SECONDS = env.TRAINING_HEARTBEAT_SECONDS
 # A running generation job silent this long is queued again to resume (config/jobs.py).
 GENERATION_STALE_AFTER_SECONDS = env.GENERATION_STALE_AFTER_SECONDS
+# A silent AI judge job is failed with the reason; a silent battle is queued again.
+JUDGE_JOB_STALE_AFTER_SECONDS = env.JUDGE_JOB_STALE_AFTER_SECONDS
+ARENA_STALE_AFTER_SECONDS = env.ARENA_STALE_AFTER_SECONDS
 # Remote AI judges (OpenAI-compatible endpoints): per-request timeout, tries, first backoff.
 AI_JUDGE_TIMEOUT_S = env.AI_JUDGE_TIMEOUT_S
 AI_JUDGE_MAX_RETRIES = env.AI_JUDGE_MAX_RETRIES

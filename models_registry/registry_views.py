@@ -6,9 +6,9 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from annotation.errors import ServiceError
 from annotation.projects.permissions import MANAGE, VIEW_DATA, can, project_for
 from config.celery import QueueUnavailable
+from config.errors import ServiceError
 from models_registry import selectors, services
 from models_registry.forms import ModelImportForm, StateChangeForm
 from models_registry.models import ModelVersion

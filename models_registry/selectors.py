@@ -106,8 +106,8 @@ def missing_samples(
 
 def check_generation(*, project, model_version, samples_per_prompt: int | None = None) -> None:
     """ServiceError unless ``model_version`` can generate for the project's prompts."""
-    from annotation.errors import ServiceError
     from annotation.models import Prompt
+    from config.errors import ServiceError
 
     if model_version.kind != ModelVersion.Kind.POLICY:
         raise ServiceError("Only policy models generate candidates.")

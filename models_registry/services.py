@@ -15,10 +15,10 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from annotation.candidates.services import ensure_comparison_tasks
-from annotation.errors import ServiceError
 from annotation.models import CandidatePolicy, Project, Prompt, Response
 from config import jobs
 from config.celery import QueueUnavailable, enqueue_after_commit
+from config.errors import ServiceError
 from models_registry import hub, ml, selectors
 from models_registry.models import GenerationJob, ModelVersion, StateChange
 

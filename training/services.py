@@ -26,11 +26,11 @@ from annotation.datasets.selectors import (
     sft_rows,
     training_preference_rows,
 )
-from annotation.errors import ServiceError
 from annotation.judges.trust import ai_choice, ai_label_plan
 from annotation.models import Project, Prompt
 from config import jobs
 from config.celery import QueueUnavailable, enqueue_after_commit
+from config.errors import ServiceError
 from models_registry import selectors as registry_selectors
 from models_registry.models import GenerationJob, ModelVersion
 from models_registry.services import (

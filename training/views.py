@@ -4,10 +4,10 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
-from annotation.errors import ServiceError
 from annotation.judges.trust import ai_label_plan
 from annotation.projects.permissions import MANAGE, project_for
 from config.celery import QueueUnavailable
+from config.errors import ServiceError
 from training import selectors, services
 from training.forms import TrainingRunForm
 from training.models import TrainingRun

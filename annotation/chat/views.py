@@ -11,9 +11,9 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
 from annotation.chat import selectors, services
-from annotation.errors import ServiceError
 from annotation.projects.permissions import LABEL, MANAGE, VIEW_DATA, can, project_for
 from config.celery import QueueUnavailable
+from config.errors import ServiceError
 
 
 def _nav(user, project) -> dict:

@@ -4,8 +4,8 @@ from rest_framework.views import APIView
 
 from annotation.datasets import selectors
 from annotation.datasets.views import export_response
-from annotation.errors import ServiceError
 from annotation.projects.permissions import VIEW_DATA, project_for
+from config.errors import ServiceError
 
 
 class PreferenceExportApi(APIView):

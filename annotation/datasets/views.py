@@ -6,10 +6,10 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from annotation.datasets import selectors
-from annotation.errors import ServiceError
 from annotation.judges.trust import ai_label_plan
 from annotation.projects import selectors as project_selectors
 from annotation.projects.permissions import VIEW_DATA, page_capabilities, project_for
+from config.errors import ServiceError
 
 
 @login_required

@@ -21,7 +21,6 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from annotation.errors import Conflict, ServiceError
 from annotation.judges.backends import BackendError, JudgeBackend, LocalBackend, RemoteBackend
 from annotation.models import (
     Judge,
@@ -32,6 +31,7 @@ from annotation.models import (
     TaskKind,
 )
 from config.celery import enqueue_after_commit
+from config.errors import Conflict, ServiceError
 from models_registry.models import ModelVersion
 
 logger = logging.getLogger(__name__)

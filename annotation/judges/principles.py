@@ -7,7 +7,7 @@ pairwise AI feedback. The default principles are written for what this product j
 replies of a general chat assistant to its users.
 """
 
-from annotation.errors import ServiceError
+from config.errors import ServiceError
 
 PRINCIPLE_FIELDS = ("name", "critique_request", "revision_request", "comparison_question")
 MAX_PRINCIPLES = 50

@@ -19,8 +19,8 @@ import random
 
 from django.db import transaction
 
-from annotation.errors import ServiceError
 from annotation.models import Judge, Judgment, Project
+from config.errors import ServiceError
 
 MODES = ("all", "sample", "unsure", "disagree")
 MODE_LABELS = {

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from django.db.models import Max
 
-from annotation.errors import ServiceError
 from annotation.models import Constitution, Judge, JudgeJob, Judgment, Project
+from config.errors import ServiceError
 
 
 class NotFound(ServiceError):

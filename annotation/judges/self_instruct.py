@@ -39,10 +39,10 @@ from dataclasses import dataclass, field
 
 from django.db import transaction
 
-from annotation.errors import ServiceError
 from annotation.judges.backends import BackendError
 from annotation.judges.prompts import self_instruct_messages
 from annotation.models import Prompt
+from config.errors import ServiceError
 
 MAX_COUNT = 500
 DEFAULT_COUNT = 20

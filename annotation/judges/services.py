@@ -12,9 +12,9 @@ from django.core.validators import URLValidator
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 
-from annotation.errors import Conflict, ServiceError
 from annotation.judges.principles import DEFAULT_CONSTITUTION, check_principles
 from annotation.models import Constitution, Judge
+from config.errors import Conflict, ServiceError
 from models_registry.models import ModelVersion
 
 MAX_NOTE_CHARS = 2_000

@@ -22,9 +22,9 @@ from dataclasses import dataclass, replace
 
 from django.db.models import Count
 
-from annotation.errors import ServiceError
 from annotation.judges.agreement import judge_agreement
 from annotation.models import Constitution, Judge, Judgment, Project
+from config.errors import ServiceError
 
 AI_OPTIONS = ("include", "exclude", "only", "trusted")
 AI_LABELS = {

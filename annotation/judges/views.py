@@ -13,13 +13,13 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation.errors import ServiceError
 from annotation.judges import jobs, selectors, services
 from annotation.judges.principles import DEFAULT_CONSTITUTION
 from annotation.judges.trust import ai_label_plan
 from annotation.models import Judge, JudgeJob
 from annotation.projects.permissions import MANAGE, VIEW_DATA, can, project_for
 from config.celery import QueueUnavailable
+from config.errors import ServiceError
 from models_registry.models import ModelVersion
 
 # Form fields shown again after a refused submission; the API key never is.

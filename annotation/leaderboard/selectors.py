@@ -14,10 +14,10 @@ import math
 from django.core.cache import cache
 from django.db.models import F, Max, QuerySet
 
-from annotation.errors import ServiceError
 from annotation.leaderboard import ratings_math
 from annotation.models import Judgment, Project, Review
 from annotation.projects.permissions import CAPABILITIES, VIEW_DATA
+from config.errors import ServiceError
 from models_registry.models import ModelVersion
 
 SOURCES = {

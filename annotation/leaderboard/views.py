@@ -5,10 +5,10 @@ from django.core.exceptions import PermissionDenied
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from annotation.errors import ServiceError
 from annotation.leaderboard import plots, selectors
 from annotation.models import Project
 from annotation.projects.permissions import MANAGE, VIEW_DATA, can, project_for
+from config.errors import ServiceError
 
 
 def _page(request, *, project, projects, scope_label: str):

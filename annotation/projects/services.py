@@ -4,8 +4,8 @@ import math
 
 from django.db import transaction
 
-from annotation.errors import ServiceError
 from annotation.models import AiLabelPolicy, CandidatePolicy, Membership, Project, Task
+from config.errors import ServiceError
 
 
 def ensure_project(*, slug: str, name: str, description: str = "", overlap_target: int = 1):

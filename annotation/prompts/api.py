@@ -4,10 +4,10 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation.errors import ServiceError
 from annotation.projects.permissions import MANAGE, project_for
 from annotation.prompts import services
 from annotation.prompts.forms import MAX_IMPORT_BYTES
+from config.errors import ServiceError
 
 
 class PromptImportApi(APIView):

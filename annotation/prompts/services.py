@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from django.db import transaction
 
-from annotation.errors import ServiceError
 from annotation.models import Project, Prompt, PromptImport
+from config.errors import ServiceError
 
 MAX_PROMPT_CHARS = 20_000
 MAX_EXTERNAL_ID_CHARS = 200

@@ -5,11 +5,11 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
-from annotation.errors import ServiceError
 from annotation.projects import selectors as project_selectors
 from annotation.projects.permissions import MANAGE, page_capabilities, project_for
 from annotation.prompts import selectors, services
 from annotation.prompts.forms import PromptImportForm
+from config.errors import ServiceError
 
 
 def _import_message(batch) -> str:

@@ -1,9 +1,9 @@
 import pytest
 from django.contrib.auth import get_user_model
 
-from annotation.errors import ServiceError
 from annotation.models import CHAT_TURN_KEY, Prompt, Response, Task
 from config.celery import QueueUnavailable
+from config.errors import ServiceError
 from models_registry.ml import GenerationParams, load_policy
 from models_registry.models import GenerationJob, ModelVersion
 from models_registry.selectors import generation_preview

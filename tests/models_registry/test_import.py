@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
 
-from annotation.errors import ServiceError
+from config.errors import ServiceError
 from models_registry import ml
 from models_registry.models import ModelVersion
 from models_registry.services import model_version_import, reward_scorer

@@ -5,9 +5,9 @@ import re
 
 import pytest
 
-from annotation.errors import ServiceError
 from annotation.leaderboard import ratings_math
 from annotation.models import Judgment, Response, Role
+from config.errors import ServiceError
 from models_registry import selectors
 from models_registry.models import GenerationJob, ModelVersion, StateChange
 from models_registry.services import model_version_promote, model_version_retire

@@ -164,7 +164,7 @@ def test_a_soup_mixes_two_runs_into_a_new_version(project_with_feedback, base):
 def test_runs_that_cannot_work_are_refused_and_store_nothing(
     project_with_feedback, base, method, extra, message
 ):
-    from annotation.errors import ServiceError
+    from config.errors import ServiceError
 
     with pytest.raises(ServiceError) as error:
         training_run_start(project=project_with_feedback, base_version=base, method=method, **extra)
@@ -173,7 +173,7 @@ def test_runs_that_cannot_work_are_refused_and_store_nothing(
 
 
 def test_a_reward_model_cannot_be_a_base_or_a_policy_a_judge(project_with_feedback, base):
-    from annotation.errors import ServiceError
+    from config.errors import ServiceError
 
     member = make_member(project_with_feedback, Role.ADMIN)
     with pytest.raises(ServiceError, match="is not a reward model"):

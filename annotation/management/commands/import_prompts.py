@@ -2,9 +2,9 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from annotation.errors import ServiceError
 from annotation.models import Project
 from annotation.prompts.services import prompts_import
+from config.errors import ServiceError
 
 
 class Command(BaseCommand):

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from annotation.errors import ServiceError
+from config.errors import ServiceError
 from models_registry.models import ModelVersion
 from models_registry.services import model_version_import
 

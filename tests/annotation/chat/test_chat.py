@@ -9,9 +9,9 @@ import pytest
 
 from annotation.chat import selectors, services
 from annotation.chat.tasks import chat_replies_generate_task
-from annotation.errors import Conflict, ServiceError
 from annotation.models import ChatSession, Judgment, Prompt, Response, Role
 from config.celery import QueueUnavailable
+from config.errors import Conflict, ServiceError
 from models_registry.models import ModelVersion
 from models_registry.services import ensure_base_model_from_folder
 from tests.factories import make_member, make_version

@@ -16,10 +16,10 @@ from annotation.datasets.selectors import (
     sft_rows,
     training_preference_rows,
 )
-from annotation.errors import ServiceError
 from annotation.judges.review import ai_review_queue_fill
 from annotation.models import Judgment, Role
 from annotation.review import services as review
+from config.errors import ServiceError
 from tests.annotation.judges.factories import make_ai_judgment, make_constitution, make_remote_judge
 from tests.factories import judge as human_judge
 from tests.factories import make_caller, make_member, make_task, make_version

@@ -7,11 +7,11 @@ import uuid
 import pytest
 from django.db import connection
 
-from annotation.errors import Conflict, ServiceError
 from annotation.judges import jobs, prompts, services
 from annotation.judges.backends import LocalBackend
 from annotation.models import Constitution, Judge, JudgeJob, Judgment, Role
 from config.celery import app as celery_app
+from config.errors import Conflict, ServiceError
 from models_registry.models import ModelVersion
 from models_registry.services import api_key_rotate, ensure_base_model_from_folder
 from tests.annotation.judges.fake_endpoint import Answer, FakeEndpoint, completion, option_text

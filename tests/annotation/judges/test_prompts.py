@@ -3,9 +3,9 @@ constitution (no database)."""
 
 import pytest
 
-from annotation.errors import ServiceError
 from annotation.judges import pairwise, prompts
 from annotation.judges.principles import DEFAULT_CONSTITUTION, check_principles
+from config.errors import ServiceError
 
 PRINCIPLE = DEFAULT_CONSTITUTION["principles"][0]
 CONVERSATION = [

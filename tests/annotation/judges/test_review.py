@@ -5,11 +5,11 @@ import pytest
 from django.forms.models import model_to_dict
 
 from annotation.datasets.selectors import dpo_rows
-from annotation.errors import ServiceError
 from annotation.judges.review import ai_review_queue_fill
 from annotation.models import Judgment, Response, Review, Role
 from annotation.review import selectors as quality
 from annotation.review import services as review
+from config.errors import ServiceError
 from tests.annotation.judges.factories import (
     make_ai_judgment,
     make_constitution,

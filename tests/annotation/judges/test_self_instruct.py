@@ -6,7 +6,6 @@ import time
 
 import pytest
 
-from annotation.errors import ServiceError
 from annotation.judges.self_instruct import (
     SimilarityIndex,
     check_self_instruct_options,
@@ -18,6 +17,7 @@ from annotation.judges.self_instruct import (
     screen_prompts,
     words,
 )
+from config.errors import ServiceError
 
 # --- ROUGE-L --------------------------------------------------------------------------
 

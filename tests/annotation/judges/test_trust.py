@@ -12,10 +12,10 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from annotation.datasets.selectors import dpo_rows
-from annotation.errors import ServiceError
 from annotation.judges.trust import ai_label_plan
 from annotation.models import JudgeJob, Project, Role
 from annotation.projects.services import project_settings_update
+from config.errors import ServiceError
 from tests.annotation.judges.factories import make_ai_judgment, make_constitution, make_judge
 from tests.factories import judge as human_judge
 from tests.factories import make_caller, make_member, make_task, make_version

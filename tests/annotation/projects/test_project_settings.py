@@ -3,8 +3,8 @@ criteria, candidate and AI-label policies)."""
 
 import pytest
 
-from annotation.errors import ServiceError
 from annotation.projects.services import project_settings_update
+from config.errors import ServiceError
 from tests.factories import make_task
 
 

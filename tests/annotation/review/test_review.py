@@ -4,9 +4,9 @@ import pytest
 from django.forms.models import model_to_dict
 
 from annotation.datasets.selectors import dpo_rows
-from annotation.errors import Conflict, ServiceError
 from annotation.models import Judgment, Review, Role, Task, TaskKind
 from annotation.review import selectors, services
+from config.errors import Conflict, ServiceError
 from tests.factories import judge, make_caller, make_kind_task, make_member, make_task
 
 

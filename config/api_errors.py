@@ -1,8 +1,8 @@
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from annotation.errors import ServiceError
 from config.celery import QueueUnavailable
+from config.errors import ServiceError
 
 
 def exception_handler(exc, context):

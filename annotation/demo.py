@@ -9,14 +9,14 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from annotation.judges.services import ensure_default_constitution
-from annotation.models import Judgment, Project, Prompt, Response, Role, TaskKind
-from annotation.projects.services import ensure_membership, ensure_project
-from annotation.services import (
+from annotation.labeling.services import (
     assignment_next,
     comparison_submit,
     ensure_comparison_task,
     ensure_task,
 )
+from annotation.models import Judgment, Project, Prompt, Response, Role, TaskKind
+from annotation.projects.services import ensure_membership, ensure_project
 
 DEMO_DATA = Path(__file__).with_name("demo_data.json")
 DEMO_USERS = {

@@ -5,8 +5,6 @@ from django.urls import include, path
 from django.utils.functional import lazy
 from django.views.generic import RedirectView
 
-from annotation import api as annotation_api
-from annotation import views as annotation_views
 from config import health
 from models_registry import api as registry_api
 from models_registry import views as registry_views
@@ -17,8 +15,6 @@ pages = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("healthz", health.healthz, name="healthz"),
-    path("p/<slug:slug>/label/", annotation_views.label, name="label"),
-    path("p/<slug:slug>/tasks/", annotation_views.tasks_page, name="tasks"),
     path("p/<slug:slug>/models/", registry_views.models_page, name="models"),
     path(
         "p/<slug:slug>/models/jobs/",
@@ -50,21 +46,6 @@ pages = [
 ]
 
 api = [
-    path(
-        "api/projects/<slug:slug>/tasks/next/",
-        annotation_api.TaskNextApi.as_view(),
-        name="api_task_next",
-    ),
-    path(
-        "api/projects/<slug:slug>/judgments/",
-        annotation_api.JudgmentSubmitApi.as_view(),
-        name="api_judgments",
-    ),
-    path(
-        "api/projects/<slug:slug>/assignments/<int:assignment_id>/skip/",
-        annotation_api.AssignmentSkipApi.as_view(),
-        name="api_assignment_skip",
-    ),
     path(
         "api/projects/<slug:slug>/generation-jobs/",
         registry_api.GenerationJobApi.as_view(),
@@ -111,6 +92,7 @@ urlpatterns = [
     *pages,
     *api,
     path("", include("annotation.projects.urls")),
+    path("", include("annotation.labeling.urls")),
     path("", include("annotation.prompts.urls")),
     path("", include("annotation.review.urls")),
     path("", include("annotation.chat.urls")),

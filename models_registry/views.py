@@ -3,10 +3,10 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from annotation.errors import ServiceError
+from annotation.candidates.selectors import candidate_counts_by_version
 from annotation.projects.permissions import MANAGE, project_for
-from annotation.selectors import candidate_counts_by_version
 from config.celery import QueueUnavailable
+from config.errors import ServiceError
 from models_registry import selectors, services
 from models_registry.forms import GenerationForm, GenerationPreviewForm
 from models_registry.models import GenerationJob

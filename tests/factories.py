@@ -9,9 +9,9 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 from django.utils.text import slugify
 
+from annotation.labeling.services import ensure_comparison_task, ensure_task
 from annotation.models import Judgment, Project, Prompt, Response, Role, Task, TaskKind
 from annotation.projects.services import ensure_membership, ensure_project
-from annotation.services import ensure_comparison_task, ensure_task
 from models_registry.models import ModelVersion
 
 _counter = itertools.count(1)
@@ -128,7 +128,7 @@ ROLES = (Role.LABELER, Role.RESEARCHER, Role.ADMIN)
 def judge_all(project: Project, labeler, *, prefer=None, strength: int | None = None) -> int:
     """Work the labeler's whole queue of comparisons. ``prefer(text)`` says whether a
     reply should win (the left one wins when neither or both do); ``strength`` 1-4."""
-    from annotation.services import assignment_next, comparison_submit
+    from annotation.labeling.services import assignment_next, comparison_submit
 
     judged = 0
     while (assignment := assignment_next(project=project, labeler=labeler)) is not None:

@@ -14,12 +14,13 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from annotation.datasets import urls as urls_datasets
+from annotation.labeling import urls as urls_labeling
+from annotation.labeling.services import assignment_next
 from annotation.leaderboard import urls as urls_leaderboard
 from annotation.models import Assignment, Judgment, Project, Prompt, PromptImport, Role, Task
 from annotation.projects import urls as urls_projects
 from annotation.prompts import urls as urls_prompts
 from annotation.review import urls as urls_quality
-from annotation.services import assignment_next
 from config import urls
 from models_registry.models import GenerationJob
 from tests.factories import jsonl_bytes, make_member, make_task, make_user, make_version
@@ -331,6 +332,7 @@ def test_the_table_covers_every_route_declared_in_config_urls():
             *urls.pages,
             *urls.api,
             *urls_projects.urlpatterns,
+            *urls_labeling.urlpatterns,
             *urls_datasets.urlpatterns,
             *urls_prompts.urlpatterns,
             *urls_quality.urlpatterns,

@@ -24,6 +24,8 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
+from django.db.models import Count, Q
+
 from annotation.models import CandidatePolicy, Project, Prompt, Response, Task, TaskKind
 from models_registry import selectors as registry_selectors
 from models_registry.models import ModelVersion
@@ -205,3 +207,14 @@ def pending_comparison_pairs(
         else:
             continue
         yield response, partner, priority
+
+
+def candidate_counts_by_version(*, project: Project) -> dict[int, int]:
+    """How many replies each model version gave to the project's labeling prompts."""
+    rows = (
+        Prompt.objects.labeling()
+        .filter(project=project)
+        .values("responses__model_version")
+        .annotate(n=Count("responses", filter=Q(responses__isnull=False)))
+    )
+    return {row["responses__model_version"]: row["n"] for row in rows if row["n"]}

@@ -2,8 +2,8 @@
 selectors.py)."""
 
 from annotation.candidates.selectors import Score, pending_comparison_pairs
+from annotation.labeling.services import ensure_comparison_task
 from annotation.models import Project
-from annotation.services import ensure_comparison_task
 
 
 def ensure_comparison_tasks(*, project: Project, model_version, score: Score | None = None) -> int:

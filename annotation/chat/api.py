@@ -6,9 +6,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation.chat import selectors, services
-from annotation.errors import ServiceError
+from annotation.labeling.rendering import render_markdown
 from annotation.projects.permissions import LABEL, project_for
-from annotation.rendering import render_markdown
+from config.errors import ServiceError
 
 
 def _reply_payload(response) -> dict:

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 
 from django.http import Http404
 
-from annotation.errors import ServiceError
-from annotation.inputs import whole_number_or_none
+from annotation.labeling.inputs import whole_number_or_none
 from annotation.models import ChatSession, Judgment, Project, Prompt, Response
+from config.errors import ServiceError
 from models_registry import selectors as registry_selectors
 from models_registry.models import ModelVersion
 

@@ -155,7 +155,7 @@ def _comparison_pairs(
 def _ranking_pairs(
     project: Project, *, ai: AiSelection, with_metadata: bool = False
 ) -> Iterator[dict]:
-    from annotation.kinds.ranking import ranking_pairs
+    from annotation.labeling.kinds.ranking import ranking_pairs
 
     for judgment in _current(project, TaskKind.RANKING, ai).iterator(chunk_size=200):
         pairs = ranking_pairs(judgment)

@@ -50,10 +50,9 @@ from dataclasses import dataclass
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 
-from annotation.errors import ServiceError
 from annotation.judges.backends import BackendError
 from annotation.judges.prompts import critique_messages, revision_messages
-from annotation.kinds.demonstration import (
+from annotation.labeling.kinds.demonstration import (
     CONTEXT_KEY,
     MAX_TEXT,
     checked_turns,
@@ -61,6 +60,7 @@ from annotation.kinds.demonstration import (
     normalised_newlines,
 )
 from annotation.models import Judge, Judgment, Response, TaskKind
+from config.errors import ServiceError
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 20

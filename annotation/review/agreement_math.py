@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from itertools import combinations
 
-from annotation.kinds.ranking import kendall_tau
+from annotation.labeling.kinds.ranking import kendall_tau
 
 NOMINAL = "nominal"
 INTERVAL = "interval"

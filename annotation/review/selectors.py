@@ -26,8 +26,8 @@ from itertools import combinations
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from annotation.kinds import KINDS
-from annotation.kinds.ranking import kendall_tau
+from annotation.labeling.kinds import KINDS
+from annotation.labeling.kinds.ranking import kendall_tau
 from annotation.models import Assignment, Judgment, Project, Response, Review, Task, TaskKind
 from annotation.review.agreement_math import (
     INTERVAL,

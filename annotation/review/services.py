@@ -11,9 +11,9 @@ import math
 
 from django.db import IntegrityError, transaction
 
-from annotation.errors import Conflict, ServiceError
-from annotation.kinds import KINDS
+from annotation.labeling.kinds import KINDS
 from annotation.models import Assignment, Judgment, Project, Review, Task, TaskKind
+from config.errors import Conflict, ServiceError
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ def _check_ranking_gold(answer: dict, task: Task) -> None:
 
 
 def _check_rating_gold(answer: dict, task: Task) -> None:
-    from annotation.kinds.rating import FLAGS, MAX_SCORE, MIN_SCORE
+    from annotation.labeling.kinds.rating import FLAGS, MAX_SCORE, MIN_SCORE
 
     _only_keys(answer, {"scores", "flags"}, "rating")
     scores = answer.get("scores")

@@ -10,13 +10,13 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from annotation.errors import ServiceError
 from annotation.judges import review as ai_review
-from annotation.kinds import KINDS
+from annotation.labeling.kinds import KINDS
+from annotation.labeling.views import int_or_none
 from annotation.models import Task
 from annotation.projects.permissions import LABEL, MANAGE, VIEW_DATA, can, project_for
 from annotation.review import selectors, services
-from annotation.views import int_or_none
+from config.errors import ServiceError
 
 GOLD_EXAMPLES = (
     ("comparison", '{"choice": "a"}  (a, b, tie or both_bad; A is the first response)'),

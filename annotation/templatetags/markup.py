@@ -1,7 +1,7 @@
 from django import template
 from django.utils.safestring import mark_safe
 
-from annotation.rendering import render_markdown
+from annotation.labeling.rendering import render_markdown
 
 register = template.Library()
 

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
+from annotation.labeling.services import ensure_task
 from annotation.models import Judgment, Response, Role
-from annotation.services import ensure_task
 from tests.browser.conftest import log_in
 from tests.factories import PASSWORD, make_member, make_project, make_prompt
 

@@ -2,8 +2,8 @@
 
 import pytest
 
+from annotation.labeling.services import ensure_task
 from annotation.models import Assignment, Judgment, Response, Role
-from annotation.services import ensure_task
 from tests.browser.conftest import log_in
 from tests.factories import PASSWORD, make_member, make_project, make_prompt
 from tests.worker_fixtures import wait_for

@@ -17,8 +17,8 @@ from django.db import connection, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
+from annotation.labeling.services import assignment_next, assignment_skip, comparison_submit
 from annotation.models import Assignment, Judgment, Role, Task
-from annotation.services import assignment_next, assignment_skip, comparison_submit
 from tests.factories import make_member, make_project, make_task
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(300)]

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from annotation.errors import ServiceError
+from annotation.labeling.services import ensure_task
 from annotation.models import Response, Role
-from annotation.services import ensure_task
+from config.errors import ServiceError
 from tests.annotation.datasets.test_export_kinds import _answer
 from tests.factories import judge_all, make_member, make_prompt, make_task
 from training.models import DatasetSnapshot

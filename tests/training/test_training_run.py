@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from annotation.errors import ServiceError
-from annotation.services import assignment_next, comparison_submit
+from annotation.labeling.services import assignment_next, comparison_submit
+from config.errors import ServiceError
 from models_registry.models import GenerationJob, ModelVersion
 from models_registry.services import ensure_base_model_from_folder
 from tests.factories import make_task, make_version

@@ -3,9 +3,9 @@
 import pytest
 
 from annotation.candidates.services import ensure_comparison_tasks
-from annotation.errors import ServiceError
+from annotation.labeling.services import tasks_create
 from annotation.models import CHAT_TURN_KEY, Prompt, Response, Task
-from annotation.services import tasks_create
+from config.errors import ServiceError
 from models_registry.selectors import missing_samples
 from models_registry.services import generation_job_start
 from tests.factories import make_prompt, make_version

@@ -5,8 +5,8 @@ import pytest
 from django.core.management import call_command
 
 from annotation.datasets.selectors import dpo_rows
+from annotation.labeling.services import assignment_next, comparison_submit
 from annotation.models import Judgment
-from annotation.services import assignment_next, comparison_submit
 from tests.factories import make_task
 
 

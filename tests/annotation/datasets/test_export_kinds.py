@@ -1,8 +1,8 @@
 import uuid
 
 from annotation.datasets.selectors import preference_rows
+from annotation.labeling.services import assignment_next, ensure_task, judgment_submit
 from annotation.models import Judgment, Response, Review
-from annotation.services import assignment_next, ensure_task, judgment_submit
 from tests.factories import make_prompt
 
 

@@ -5,7 +5,6 @@ import random
 
 import pytest
 
-from annotation.errors import ServiceError
 from annotation.judges.revision import (
     Round,
     check_revision_options,
@@ -14,6 +13,7 @@ from annotation.judges.revision import (
     rationale,
     same_text,
 )
+from config.errors import ServiceError
 
 PRINCIPLES = [
     {
@@ -237,7 +237,7 @@ def _stored(original):
 def test_revisions_are_stored_as_responses_demonstrations_and_comparisons(
     project, local_judge, judge_version, constitution
 ):
-    from annotation.kinds.demonstration import edit_diff
+    from annotation.labeling.kinds.demonstration import edit_diff
     from annotation.models import Judgment, Response
 
     # Given two model replies (one on a prompt where the judge's own model already answered

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from django.core.cache import cache
 
-from annotation.errors import ServiceError
+from annotation.labeling.services import assignment_next, comparison_submit, ensure_comparison_task
 from annotation.leaderboard import ratings_math, selectors
 from annotation.models import Judgment, Response, Role, TaskKind
 from annotation.projects.services import ensure_membership
 from annotation.review.services import judgment_correct, judgment_reject
-from annotation.services import assignment_next, comparison_submit, ensure_comparison_task
+from config.errors import ServiceError
 from tests.factories import make_member, make_project, make_prompt, make_user, make_version
 
 HUMAN, AI, REVIEW = Judgment.Source.HUMAN, Judgment.Source.AI, Judgment.Source.REVIEW

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import kendalltau
 
-from annotation.kinds.ranking import kendall_tau
+from annotation.labeling.kinds.ranking import kendall_tau
 from annotation.review import agreement_math
 
 # Krippendorff (2011), "Computing Krippendorff's Alpha-Reliability", section C: 4 coders,

@@ -6,9 +6,9 @@ from datetime import date, timedelta
 import pytest
 from django.utils import timezone
 
+from annotation.labeling.services import ensure_task
 from annotation.models import ChatSession, Judgment, Response, Review, Role, Task, TaskKind
 from annotation.review import selectors
-from annotation.services import ensure_task
 from tests.factories import (
     judge,
     make_caller,

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from django.utils import timezone
 
-from annotation.models import Judgment, Review, Role, Task, TaskKind
-from annotation.review import agreement_math, selectors
-from annotation.services import (
+from annotation.labeling.services import (
     assignment_next,
     assignment_skip,
     comparison_submit,
 )
+from annotation.models import Judgment, Review, Role, Task, TaskKind
+from annotation.review import agreement_math, selectors
 from tests.factories import (
     judge,
     make_caller,

@@ -3,9 +3,9 @@ import uuid
 
 import pytest
 
-from annotation.errors import Conflict, NotAssigned, ServiceError
+from annotation.labeling.services import assignment_next, comparison_submit
 from annotation.models import Assignment, Judgment, Role
-from annotation.services import assignment_next, comparison_submit
+from config.errors import Conflict, NotAssigned, ServiceError
 from tests.factories import make_member, make_task
 
 

@@ -2,11 +2,11 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation import services
-from annotation.errors import ServiceError
+from annotation.labeling import services
+from annotation.labeling.rendering import render_markdown
+from annotation.labeling.views import int_or_none
 from annotation.projects.permissions import LABEL, project_for
-from annotation.rendering import render_markdown
-from annotation.views import int_or_none
+from config.errors import ServiceError
 
 
 def _response_payload(response) -> dict:

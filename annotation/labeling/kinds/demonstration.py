@@ -24,10 +24,10 @@ from collections.abc import Iterator, Mapping
 
 from django.db import transaction
 
-from annotation.errors import ServiceError
-from annotation.kinds import NO_PROMPTS, KindSpec, TaskBatch, counted, value
+from annotation.labeling.kinds import NO_PROMPTS, KindSpec, TaskBatch, counted, value
+from annotation.labeling.services import ensure_task
 from annotation.models import Judgment, Project, Prompt, Response, Task, TaskKind
-from annotation.services import ensure_task
+from config.errors import ServiceError
 from models_registry.models import ModelVersion
 
 MAX_TEXT = 20_000

@@ -1,8 +1,8 @@
 import pytest
 
-from annotation.errors import ServiceError
+from annotation.labeling.services import tasks_create
 from annotation.models import Response, Task
-from annotation.services import tasks_create
+from config.errors import ServiceError
 from tests.factories import make_prompt, make_version
 
 

@@ -4,11 +4,11 @@ import uuid
 import pytest
 from django.http import QueryDict
 
-from annotation.errors import ServiceError
-from annotation.kinds import KINDS
-from annotation.kinds.ranking import kendall_tau, ranking_pairs
+from annotation.labeling.kinds import KINDS
+from annotation.labeling.kinds.ranking import kendall_tau, ranking_pairs
+from annotation.labeling.services import assignment_next, ensure_task, judgment_submit
 from annotation.models import Assignment, Judgment, Response, Role, Task
-from annotation.services import assignment_next, ensure_task, judgment_submit
+from config.errors import ServiceError
 from tests.factories import make_member, make_prompt, make_user
 
 RANKING = KINDS["ranking"]

@@ -4,16 +4,16 @@ import uuid
 import pytest
 
 from annotation.datasets.selectors import write_jsonl
-from annotation.errors import ServiceError
-from annotation.kinds import KINDS
-from annotation.kinds.demonstration import (
+from annotation.labeling.kinds import KINDS
+from annotation.labeling.kinds.demonstration import (
     create_tasks,
     demonstration_task_for_conversation,
     matches_gold,
     sft_rows,
 )
+from annotation.labeling.services import assignment_next, ensure_task, judgment_submit
 from annotation.models import Assignment, Judgment, Prompt, Response, Role, Task
-from annotation.services import assignment_next, ensure_task, judgment_submit
+from config.errors import ServiceError
 from tests.factories import make_member, make_prompt, make_user, make_version
 
 ORIGINAL = "Paris is the capital of Germany.\nIt has about 2 million people."

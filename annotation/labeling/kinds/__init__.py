@@ -7,7 +7,7 @@ import pkgutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from annotation.errors import ServiceError
+from config.errors import ServiceError
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,9 @@ buttons; JSON bodies may use them too) or, in JSON, as an object `scores`
 their machine names below. The comment is stored as the judgment's rationale.
 """
 
-from annotation.errors import ServiceError
-from annotation.kinds import NO_PROMPTS, KindSpec, TaskBatch, counted, value, values
+from annotation.labeling.kinds import NO_PROMPTS, KindSpec, TaskBatch, counted, value, values
 from annotation.models import Judgment, Prompt, Response, TaskKind
+from config.errors import ServiceError
 
 MIN_SCORE = 1
 MAX_SCORE = 7
@@ -96,7 +96,7 @@ def create_tasks(*, project, options) -> TaskBatch:
     """One rating task per response of the project. Returns the new tasks and why other
     responses got none (already rated; or no prompts or responses at all); safe to repeat.
     No options."""
-    from annotation.services import ensure_task
+    from annotation.labeling.services import ensure_task
 
     if not Prompt.objects.labeling().filter(project=project).exists():
         return TaskBatch(TaskKind.RATING, 0, (NO_PROMPTS,))

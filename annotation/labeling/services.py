@@ -11,8 +11,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from annotation.errors import Conflict, NotAssigned, ServiceError
-from annotation.inputs import check_time_spent, parse_client_id
+from annotation.labeling.inputs import check_time_spent, parse_client_id
 from annotation.models import (
     Assignment,
     Judgment,
@@ -23,6 +22,7 @@ from annotation.models import (
     TaskKind,
     TaskResponse,
 )
+from config.errors import Conflict, NotAssigned, ServiceError
 
 # --- tasks ----------------------------------------------------------------------------
 
@@ -49,7 +49,7 @@ def ensure_task(
     gold_answer=None,
 ) -> tuple[Task, bool]:
     """The task for this exact work, created if new. Gold tasks carry `gold_answer`."""
-    from annotation.kinds import KINDS
+    from annotation.labeling.kinds import KINDS
 
     KINDS[kind].check_responses(len(responses))
     with transaction.atomic():
@@ -252,7 +252,7 @@ def judgment_record(
     *, project: Project, labeler, assignment_id, data: Mapping, client_id, time_spent_ms: int = 0
 ) -> tuple[Judgment, bool]:
     """Store the labeler's judgment of their assignment; `data` holds the kind's own fields
-    (checked by annotation.kinds). Sending the same client_id again, even while the first
+    (checked by annotation.labeling.kinds). Sending the same client_id again, even while the first
     send is still being stored, returns the stored judgment: (judgment, created)."""
     client_uuid = parse_client_id(client_id)
     check_time_spent(time_spent_ms)
@@ -279,7 +279,7 @@ def judgment_record(
 
 
 def _store_judgment(assignment: Assignment, *, data, client_id, time_spent_ms) -> Judgment:
-    from annotation.kinds import KINDS
+    from annotation.labeling.kinds import KINDS
 
     task = assignment.task
     fields = KINDS[task.kind].parse(data, assignment=assignment)
@@ -331,7 +331,7 @@ def tasks_create(*, project: Project, kind: str, options: dict, priority: int = 
     """Create a batch of tasks of one kind from the project's prompts and responses.
     Returns the kind's ``TaskBatch``: the new tasks and why other prompts or responses got
     none (``batch.message`` says both)."""
-    from annotation.kinds import KINDS
+    from annotation.labeling.kinds import KINDS
 
     spec = KINDS.get(kind)
     if spec is None or spec.create_tasks is None:

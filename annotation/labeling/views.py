@@ -6,15 +6,15 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
-from annotation import selectors, services
-from annotation.errors import ServiceError
-from annotation.forms import ProjectSettingsForm, TaskCreateForm
 from annotation.judges.trust import ai_label_plan
-from annotation.kinds import KINDS
+from annotation.labeling import selectors, services
+from annotation.labeling.forms import ProjectSettingsForm, TaskCreateForm
+from annotation.labeling.kinds import KINDS
 from annotation.models import Assignment
 from annotation.projects import selectors as project_selectors
 from annotation.projects import services as project_services
 from annotation.projects.permissions import LABEL, MANAGE, VIEW_DATA, can, project_for
+from config.errors import ServiceError
 
 
 def _capabilities(user, project) -> dict:

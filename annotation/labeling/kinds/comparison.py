@@ -1,9 +1,9 @@
 """Pairwise comparison on Anthropic's 8-point scale (A much better ... B much better), plus
 tie and both-bad, an optional rationale and an optional choice per project criterion."""
 
-from annotation.errors import ServiceError
-from annotation.kinds import KindSpec, value
+from annotation.labeling.kinds import KindSpec, value
 from annotation.models import Judgment, TaskKind
+from config.errors import ServiceError
 
 SIDES = ("left", "right")
 OTHER_CHOICES = ("tie", "both_bad")

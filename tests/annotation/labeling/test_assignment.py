@@ -4,8 +4,8 @@ import pytest
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from annotation.labeling.services import assignment_next
 from annotation.models import Assignment, Role, Task
-from annotation.services import assignment_next
 from tests.factories import make_member, make_project, make_task
 
 

@@ -16,9 +16,9 @@ from itertools import combinations
 
 from django.db.models import Count, Max
 
-from annotation.errors import ServiceError
-from annotation.kinds import NO_PROMPTS, KindSpec, TaskBatch, counted, value, values
+from annotation.labeling.kinds import NO_PROMPTS, KindSpec, TaskBatch, counted, value, values
 from annotation.models import Judgment, Prompt, TaskKind
+from config.errors import ServiceError
 
 MIN_K = 3
 MAX_K = 9
@@ -142,7 +142,7 @@ def create_tasks(*, project, options) -> TaskBatch:
     """For every prompt of the project with at least k responses, one task ranking its k
     newest responses. Returns the new tasks and why other prompts got none (too few
     candidate answers, or already ranked); safe to repeat."""
-    from annotation.services import ensure_task
+    from annotation.labeling.services import ensure_task
 
     k = _k(options)
     pool = (

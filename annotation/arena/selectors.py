@@ -7,9 +7,9 @@ from collections import Counter
 
 from django.http import Http404
 
-from annotation.errors import ServiceError
-from annotation.inputs import whole_number_or_none
+from annotation.labeling.inputs import whole_number_or_none
 from annotation.models import ArenaBattle, Judgment, Project, Prompt
+from config.errors import ServiceError
 from models_registry import selectors as registry_selectors
 from models_registry.models import ModelVersion
 

@@ -8,8 +8,6 @@ from django.views.generic import RedirectView
 from config import health
 from models_registry import api as registry_api
 from models_registry import views as registry_views
-from training import api as training_api
-from training import views as training_views
 
 pages = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
@@ -31,18 +29,6 @@ pages = [
         registry_views.generation_preview_fragment,
         name="generation_preview",
     ),
-    path("p/<slug:slug>/training/", training_views.runs_page, name="training"),
-    path("p/<slug:slug>/training/<int:run_id>/", training_views.run_detail, name="training_run"),
-    path(
-        "p/<slug:slug>/training/<int:run_id>/cancel/",
-        training_views.run_cancel,
-        name="training_run_cancel",
-    ),
-    path(
-        "p/<slug:slug>/training/<int:run_id>/resume/",
-        training_views.run_resume,
-        name="training_run_resume",
-    ),
 ]
 
 api = [
@@ -60,26 +46,6 @@ api = [
         "api/projects/<slug:slug>/generation-jobs/<int:job_id>/cancel/",
         registry_api.GenerationJobCancelApi.as_view(),
         name="api_generation_job_cancel",
-    ),
-    path(
-        "api/projects/<slug:slug>/training-runs/",
-        training_api.TrainingRunListApi.as_view(),
-        name="api_training_runs",
-    ),
-    path(
-        "api/projects/<slug:slug>/training-runs/<int:run_id>/",
-        training_api.TrainingRunDetailApi.as_view(),
-        name="api_training_run",
-    ),
-    path(
-        "api/projects/<slug:slug>/training-runs/<int:run_id>/cancel/",
-        training_api.TrainingRunCancelApi.as_view(),
-        name="api_training_run_cancel",
-    ),
-    path(
-        "api/projects/<slug:slug>/training-runs/<int:run_id>/resume/",
-        training_api.TrainingRunResumeApi.as_view(),
-        name="api_training_run_resume",
     ),
     path("api/model-versions/", registry_api.ModelVersionListApi.as_view(), name="api_versions"),
 ]
@@ -101,5 +67,6 @@ urlpatterns = [
     path("", include("annotation.judges.urls")),
     path("", include("annotation.datasets.urls")),
     path("", include("models_registry.urls")),
+    path("", include("training.urls")),
     path("", include("models_registry.urls_openai")),
 ]

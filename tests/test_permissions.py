@@ -24,6 +24,7 @@ from annotation.review import urls as urls_quality
 from config import urls
 from models_registry.models import GenerationJob
 from tests.factories import jsonl_bytes, make_member, make_task, make_user, make_version
+from training import urls as urls_training
 from training.models import DatasetSnapshot, TrainingRun
 
 # What a caller must hold: LOGIN is any signed-in user; the rest are permissions.py capabilities.
@@ -337,6 +338,7 @@ def test_the_table_covers_every_route_declared_in_config_urls():
             *urls_prompts.urlpatterns,
             *urls_quality.urlpatterns,
             *urls_leaderboard.urlpatterns,
+            *urls_training.urlpatterns,
         ]
     }
 

@@ -489,6 +489,16 @@ class ArenaBattle(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     voted_at = models.DateTimeField(null=True, blank=True)
+    # The job lifecycle (config/jobs.py): the battle row is the replies' job.
+    log = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    # Two replies, each written once (unique per prompt and version), so running the
+    # battle again after a lost worker writes only what is missing: it resumes.
+    resumable = True
+    max_attempts = 3
 
     class Meta:
         constraints = [
@@ -606,6 +616,13 @@ class JudgeJob(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # The job lifecycle (config/jobs.py).
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+
+    # A lost attempt is failed with the reason, never run again by itself: what it stored
+    # stays, and a new job of the same kind skips the pairs and replies already done.
+    resumable = False
 
     class Meta:
         ordering = ["-created_at", "-id"]

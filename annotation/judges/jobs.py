@@ -1,12 +1,18 @@
 """AI judge jobs: start, run on a Celery worker, cancel; and the pairwise runner.
 
-A job row is the unit of work. ``judge_job_start`` validates and queues it (local judges on
-the ``gpu`` queue, remote ones on ``default``); ``judge_job_execute`` claims it under a row
-lock with a status check (a redelivered message does nothing), builds a ``JobContext`` and
-calls the runner of its kind. Runners store every finished item at once, so whatever
-happens later keeps it; they call ``ctx.request()`` before each model request (the budget),
-and look at ``ctx.cancelled()`` between items. Final status: every item done -> succeeded;
-some done, then an error, the budget or failed items -> partial with the reason in
+A job row is the unit of work, on the one job lifecycle (config/jobs.py).
+``judge_job_start`` validates and queues it (local judges on the ``gpu`` queue, remote ones
+on ``default``); ``judge_job_execute`` claims it under a row lock with a status check (a
+redelivered message does nothing), builds a ``JobContext`` and calls the runner of its kind,
+heartbeating while it runs. A job whose worker died (no heartbeat for
+``JUDGE_JOB_STALE_AFTER_SECONDS``, seen by the sweep when its pages or API are read, or by
+the redelivered message) is ended with the reason, never run again by itself: the runners
+count their items from the start (self-instruct cannot tell which new prompts a dead attempt
+stored), while a new pairwise or revision job already skips the pairs and replies judged or
+revised. Runners store every finished item at once, so whatever happens later keeps it;
+they call ``ctx.request()`` before each model request (the budget), and look at
+``ctx.cancelled()`` between items. Final status: every item done -> succeeded; some done,
+then an error, the budget, failed items or a lost worker -> partial with the reason in
 ``error``; none done -> failed; cancel -> cancelled.
 """
 
@@ -30,6 +36,7 @@ from annotation.models import (
     Task,
     TaskKind,
 )
+from config import jobs
 from config.celery import enqueue_after_commit
 from config.errors import Conflict, ServiceError
 from models_registry.models import ModelVersion
@@ -110,7 +117,9 @@ class JobContext:
             if value is not None
         }
         if fields:
-            JudgeJob.objects.filter(pk=self.job.pk).update(**fields)
+            jobs.job_progress(JudgeJob, self.job.pk, done=done, total=total)
+            if failed is not None:
+                JudgeJob.objects.filter(pk=self.job.pk).update(failed=failed)
             for name, value in fields.items():
                 setattr(self.job, name, value)
 
@@ -122,11 +131,13 @@ class JobContext:
         self.log(f"Item failed: {message}")
 
     def log(self, message: str) -> None:
+        # Not config.jobs.job_log: this log masks the API key and keeps its last
+        # MAX_LOG_CHARS. Only this worker writes it; other writers (cancel) touch other
+        # fields. A line is also a heartbeat.
         line = f"{timezone.now():%Y-%m-%d %H:%M:%S} {self.scrub(message)}\n"
-        # Only this worker writes the log; other writers (cancel) touch other fields.
         current = JudgeJob.objects.filter(pk=self.job.pk).values_list("log", flat=True).first()
         text = ((current or "") + line)[-MAX_LOG_CHARS:]
-        JudgeJob.objects.filter(pk=self.job.pk).update(log=text)
+        JudgeJob.objects.filter(pk=self.job.pk).update(log=text, heartbeat_at=timezone.now())
         self.job.log = text
 
 
@@ -386,35 +397,49 @@ def _queue_failed(job_id: int, message: str) -> None:
     )
 
 
-def _claim(job_id: int) -> JudgeJob | None:
-    with transaction.atomic():
-        job = (
-            # Only the job row is locked (PostgreSQL cannot lock the outer join's side).
-            JudgeJob.objects.select_for_update(of=("self",))
-            .select_related("judge__constitution", "judge__model_version", "project")
-            .filter(pk=job_id)
-            .first()
-        )
-        if job is None or job.status != JudgeJob.Status.QUEUED:
-            return None  # a redelivered message, or a job cancelled before it started
-        job.status = JudgeJob.Status.RUNNING
-        job.started_at = timezone.now()
-        job.save(update_fields=["status", "started_at"])
-        return job
+def _job_lost(job: JudgeJob) -> None:
+    """End a locked job whose worker died: partly done when it stored items (they stay),
+    else failed, with the reason."""
+    reason = jobs.lost_reason(settings.JUDGE_JOB_STALE_AFTER_SECONDS)
+    reason = f"{reason[:-1]}; it is not run again. {job.done} of {job.total} items were stored."
+    job.status = JudgeJob.Status.PARTIAL if job.done else JudgeJob.Status.FAILED
+    job.error = reason
+    job.finished_at = timezone.now()
+    line = f"{timezone.now():%Y-%m-%d %H:%M:%S} Finished: {job.get_status_display()} - {reason}"
+    job.log = ((job.log or "") + line + "\n")[-MAX_LOG_CHARS:]
+    job.save(update_fields=["status", "error", "finished_at", "log"])
+
+
+def judge_jobs_fail_stale(*, project: Project | None = None) -> int:
+    """End running jobs whose worker stopped reporting for ``JUDGE_JOB_STALE_AFTER_SECONDS``
+    with the reason (partly done when they stored items). Returns how many."""
+    filters = {"project": project} if project is not None else {}
+    return jobs.job_fail_stale(
+        JudgeJob,
+        after_seconds=settings.JUDGE_JOB_STALE_AFTER_SECONDS,
+        on_lost=_job_lost,
+        **filters,
+    )
 
 
 def judge_job_execute(*, job_id: int, backend: JudgeBackend | None = None) -> JudgeJob | None:
     """Worker side: run a queued job to its end and record how it ended. Safe to repeat:
-    a job that is not queued is left alone (returns None). ``backend`` replaces the judge's
-    own (for callers that already hold one)."""
-    job = _claim(job_id)
-    if job is None:
+    a job that is not queued is left alone (returns None), and the redelivered message of
+    an attempt whose worker died fails the job with the reason. ``backend`` replaces the
+    judge's own (for callers that already hold one)."""
+    stale_after = settings.JUDGE_JOB_STALE_AFTER_SECONDS
+    claimed = jobs.job_claim(JudgeJob, job_id, stale_after=stale_after, on_lost=_job_lost)
+    if claimed is None:
         return None
+    job = JudgeJob.objects.select_related(
+        "judge__constitution", "judge__model_version", "project"
+    ).get(pk=claimed.pk)
     ctx: JobContext | None = None
     reason = ""
     try:
         ctx = JobContext(job, backend=backend)
-        KIND_RUNNERS[job.kind](ctx)
+        with jobs.job_heartbeat(JudgeJob, job.pk, every=max(stale_after / 4, 0.05)):
+            KIND_RUNNERS[job.kind](ctx)
     except BudgetExhausted as error:
         reason = str(error)
     except BackendError as error:
@@ -465,15 +490,14 @@ def judge_job_cancel(*, job: JudgeJob) -> JudgeJob:
     """A queued job is cancelled at once; a running one stops before its next item (what
     it finished stays stored). Conflict for a job that has ended."""
     with transaction.atomic():
-        job = JudgeJob.objects.select_for_update().get(pk=job.pk)
-        if job.status == JudgeJob.Status.QUEUED:
-            job.status = JudgeJob.Status.CANCELLED
-            job.cancel_requested = True
-            job.finished_at = timezone.now()
-            job.save(update_fields=["status", "cancel_requested", "finished_at"])
-        elif job.status == JudgeJob.Status.RUNNING:
+        try:
+            job = jobs.job_cancel_request(JudgeJob, job.pk)
+        except jobs.JobNotActive:
+            ended = JudgeJob.objects.get(pk=job.pk)
+            raise Conflict(
+                f"This job has already ended ({ended.get_status_display().lower()})."
+            ) from None
+        if job.status == JudgeJob.Status.CANCELLED:  # it was queued: ended now, as asked
             job.cancel_requested = True
             job.save(update_fields=["cancel_requested"])
-        else:
-            raise Conflict(f"This job has already ended ({job.get_status_display().lower()}).")
     return job

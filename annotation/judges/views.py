@@ -98,6 +98,7 @@ def _render_judges(request, project, *, error=None, form=None, status=200):
 def judges_page(request, slug):
     """Constitutions, judges and this project's judge jobs; forms for admins."""
     project = project_for(user=request.user, slug=slug, capability=VIEW_DATA)
+    jobs.judge_jobs_fail_stale(project=project)
     return _render_judges(request, project)
 
 
@@ -250,6 +251,7 @@ def _render_job(request, project, job, *, error=None, status=200):
 def judge_job_page(request, slug, job_id):
     """A job's progress (polled by htmx while it runs), log tail, error and latest items."""
     project = project_for(user=request.user, slug=slug, capability=VIEW_DATA)
+    jobs.judge_jobs_fail_stale(project=project)
     return _render_job(request, project, _job_or_404(project, job_id))
 
 
@@ -340,6 +342,7 @@ class JudgeJobListApi(APIView):
 
     def get(self, request, slug):
         project = project_for(user=request.user, slug=slug, capability=VIEW_DATA)
+        jobs.judge_jobs_fail_stale(project=project)
         return Response(
             [selectors.judge_job_payload(j) for j in selectors.judge_jobs_for(project=project)]
         )
@@ -361,6 +364,7 @@ class JudgeJobListApi(APIView):
 class JudgeJobDetailApi(APIView):
     def get(self, request, slug, job_id):
         project = project_for(user=request.user, slug=slug, capability=VIEW_DATA)
+        jobs.judge_jobs_fail_stale(project=project)
         job = selectors.judge_job_for(project=project, job_id=job_id)
         return Response(selectors.judge_job_payload(job))
 

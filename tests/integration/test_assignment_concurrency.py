@@ -1,7 +1,7 @@
 """Assignment under real concurrency on PostgreSQL: many labelers, one project, one pool.
 
 Each labeler runs in its own thread with its own database connection, so the row locks,
-SKIP LOCKED and the constraints in annotation/services.py meet real contention.
+SKIP LOCKED and the constraints in annotation/labeling/services.py meet real contention.
 """
 
 import random

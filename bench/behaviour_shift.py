@@ -22,7 +22,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from models_registry.ml import (  # noqa: E402
+from models_registry.engine.ml import (  # noqa: E402
     GenerationParams,
     convert_gguf_to_safetensors,
     generate_replies,

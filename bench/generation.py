@@ -91,7 +91,7 @@ def own_cpu_seconds() -> float:
 
 def model_path() -> Path:
     """The SmolLM2 safetensors folder, converted from the packaged GGUF file once."""
-    from models_registry import ml
+    from models_registry.engine import ml
 
     for folder in MODEL_DIRS:
         if (folder / "config.json").is_file():
@@ -138,7 +138,7 @@ def measured(name: str, run) -> Mode:
 
 
 def plain(model, tokenizer, convs, params, batch_size: int):
-    from models_registry import ml
+    from models_registry.engine import ml
 
     def run():
         replies = ml.generate_replies(model, tokenizer, convs, params, batch_size=batch_size)
@@ -209,8 +209,8 @@ def main() -> int:
 
     import torch
 
-    from models_registry import ml
-    from models_registry.serving import GenerationService, ServedModel
+    from models_registry.engine import ml
+    from models_registry.engine.serving import GenerationService, ServedModel
 
     torch.set_num_threads(cores())
     began = time.monotonic()

@@ -389,7 +389,7 @@ def children_cpu_seconds() -> float:
 def model_path() -> Path:
     """The SmolLM2 safetensors folder, converted from the packaged GGUF file once."""
     sys.path.insert(0, str(REPO))
-    from models_registry import ml
+    from models_registry.engine import ml
 
     for folder in MODEL_DIRS:
         if (folder / "config.json").is_file():

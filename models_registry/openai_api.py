@@ -23,9 +23,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation.projects.permissions import projects_visible_to
-from models_registry import ml, selectors, services
+from models_registry import selectors, services
+from models_registry.engine import ml
+from models_registry.engine.serving import GenerationCancelled, ServedModel, default_service
 from models_registry.models import ModelVersion
-from models_registry.serving import GenerationCancelled, ServedModel, default_service
 
 MAX_TOKENS_LIMIT = 1024
 DEFAULT_MAX_TOKENS = 256

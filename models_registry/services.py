@@ -19,7 +19,8 @@ from annotation.models import CandidatePolicy, Project, Prompt, Response
 from config import jobs
 from config.celery import QueueUnavailable, enqueue_after_commit
 from config.errors import ServiceError
-from models_registry import hub, ml, selectors
+from models_registry import selectors
+from models_registry.engine import hub, ml
 from models_registry.models import GenerationJob, ModelVersion, StateChange
 
 logger = logging.getLogger(__name__)
@@ -272,7 +273,7 @@ def reward_scorer(version: ModelVersion):
 
 @functools.lru_cache(maxsize=2)
 def _loaded_scorer(base_path: str, adapter_path: str | None):
-    from training.methods.reward import RewardScorer
+    from models_registry.engine.reward import RewardScorer
 
     if adapter_path:
         return RewardScorer.load(adapter_path, base_model_path=base_path)
@@ -502,7 +503,7 @@ def _read_json_object(path: Path) -> dict:
 def _import_paths_from_folder(folder: Path, kind: str) -> tuple[str, str]:
     """``(base_path, adapter_path)`` for a local model folder, verified: full weights, or
     a LoRA adapter on a base model that is itself a local folder."""
-    from training.methods.reward import NORMALIZATION_FILE
+    from models_registry.engine.reward import NORMALIZATION_FILE
 
     try:
         ml.verify_artifact(folder)

@@ -26,7 +26,7 @@ def model_cache_dir() -> Path:
 @pytest.fixture(scope="session")
 def smollm2_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Folder with SmolLM2's tokenizer (chat template and pad token included)."""
-    from models_registry.ml import load_tokenizer_from_gguf, smollm2_gguf_path
+    from models_registry.engine.ml import load_tokenizer_from_gguf, smollm2_gguf_path
 
     tokenizer = load_tokenizer_from_gguf(smollm2_gguf_path())
     folder = tmp_path_factory.mktemp("smollm2-tokenizer")
@@ -70,7 +70,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer_d
 @pytest.fixture(scope="session")
 def smollm2_model_dir() -> Path:
     """SmolLM2-135M-Instruct converted to safetensors once and kept between runs."""
-    from models_registry.ml import convert_gguf_to_safetensors, smollm2_gguf_path
+    from models_registry.engine.ml import convert_gguf_to_safetensors, smollm2_gguf_path
 
     return convert_gguf_to_safetensors(
         smollm2_gguf_path(), model_cache_dir() / "SmolLM2-135M-Instruct"

@@ -72,7 +72,7 @@ def _renormalise(probabilities: dict[str, float]) -> dict[str, float] | None:
 
 
 class LocalBackend:
-    """A policy from the registry, loaded with ``models_registry.ml.load_policy`` (cached per
+    """A policy from the registry, loaded with ``models_registry.engine.ml.load_policy`` (cached per
     process). Completions are greedy at ``temperature=0`` and sampled above it, the n-th
     call with seed ``seed + n`` (so repeated requests differ, and a rerun repeats them);
     choice probabilities come from one forward pass over the chat-templated messages with
@@ -91,7 +91,7 @@ class LocalBackend:
 
     def _model(self) -> tuple[Any, Any]:
         if self._loaded is None:
-            from models_registry import ml
+            from models_registry.engine import ml
 
             try:
                 self._loaded = ml.load_policy(self.base_path, self.adapter_path)
@@ -108,7 +108,7 @@ class LocalBackend:
     def complete(
         self, messages: list[dict], *, max_tokens: int = 256, temperature: float = 0.0
     ) -> str:
-        from models_registry import ml
+        from models_registry.engine import ml
 
         model, tokenizer = self._model()
         sample = temperature > 0

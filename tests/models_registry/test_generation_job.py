@@ -4,7 +4,7 @@ from django.contrib.auth import get_user_model
 from annotation.models import CHAT_TURN_KEY, Prompt, Response, Task
 from config.celery import QueueUnavailable
 from config.errors import ServiceError
-from models_registry.ml import GenerationParams, load_policy
+from models_registry.engine.ml import GenerationParams, load_policy, sample_candidates
 from models_registry.models import GenerationJob, ModelVersion
 from models_registry.selectors import generation_preview
 from models_registry.services import (
@@ -15,7 +15,6 @@ from models_registry.services import (
     reward_scorer,
 )
 from tests.factories import make_member, make_prompt, make_task, make_version
-from training.methods.raft import sample_candidates
 
 
 def test_a_first_round_writes_two_samples_per_prompt_and_pairs_them(project, tiny_model_dir):

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from annotation.models import Response, Task
 from config import jobs
-from models_registry import ml
+from models_registry.engine import ml
 from models_registry.models import GenerationJob
 from models_registry.services import (
     ensure_base_model_from_folder,

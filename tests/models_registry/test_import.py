@@ -9,7 +9,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from config.errors import ServiceError
-from models_registry import ml
+from models_registry.engine import ml
 from models_registry.models import ModelVersion
 from models_registry.services import model_version_import, reward_scorer
 from tests.factories import make_version

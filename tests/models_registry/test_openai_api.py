@@ -9,14 +9,14 @@ import pytest
 from rest_framework.authtoken.models import Token
 
 from annotation.models import Role
-from models_registry import ml
+from models_registry.engine import ml
+from models_registry.engine.serving import default_service
 from models_registry.models import ModelVersion
 from models_registry.services import (
     api_key_rotate,
     ensure_base_model_from_folder,
     model_version_register,
 )
-from models_registry.serving import default_service
 from tests.factories import make_member, make_trained_version, make_user
 
 HELLO = [{"role": "user", "content": "Say hello."}]

@@ -11,7 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from models_registry.ml import GenerationParams, generate_replies, load_policy, verify_artifact
+from models_registry.engine.ml import (
+    GenerationParams,
+    generate_replies,
+    load_policy,
+    verify_artifact,
+)
 from training.methods.common import collate, encode_chat_reply, sequence_logps
 from training.methods.dpo import DPOConfig, TrainingCancelled, train_dpo
 

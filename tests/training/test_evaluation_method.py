@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from models_registry.ml import GenerationParams, generate_replies, load_policy
+from models_registry.engine.ml import GenerationParams, generate_replies, load_policy
 from training.methods.common import holdout_split, prompt_key
 from training.methods.evaluation import (
     WinRate,

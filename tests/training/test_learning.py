@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from models_registry.ml import (
+from models_registry.engine.ml import (
     GenerationParams,
     generate_replies,
     load_policy,

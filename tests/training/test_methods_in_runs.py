@@ -3,7 +3,7 @@
 import pytest
 
 from annotation.models import Role
-from models_registry.ml import GenerationParams, generate_replies, load_policy
+from models_registry.engine.ml import GenerationParams, generate_replies, load_policy
 from models_registry.models import GenerationJob, ModelVersion
 from models_registry.services import ensure_base_model_from_folder
 from tests.factories import make_member, make_preferences, make_version

@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from models_registry.ml import (
+from models_registry.engine.ml import (
     GenerationParams,
     generate_best_of_n,
     generate_replies,

@@ -14,7 +14,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models_registry.ml import GenerationParams, generate_replies, load_policy, verify_artifact
+from models_registry.engine.ml import (
+    GenerationParams,
+    generate_replies,
+    load_policy,
+    verify_artifact,
+)
 from training.methods.common import Hooks
 from training.methods.reward import (
     RewardConfig,
@@ -377,7 +382,7 @@ def test_scorer_rejects_bad_input_and_non_reward_folders(tiny_model_dir, prefere
 def test_methods_import_without_django():
     code = (
         "import sys; sys.modules['django'] = None; "
-        "import training.methods.reward; import models_registry.ml"
+        "import training.methods.reward; import models_registry.engine.ml"
     )
     completed = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120

@@ -13,7 +13,12 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from models_registry.ml import GenerationParams, generate_replies, load_policy, verify_artifact
+from models_registry.engine.ml import (
+    GenerationParams,
+    generate_replies,
+    load_policy,
+    verify_artifact,
+)
 from training.methods.common import IGNORE_INDEX, Hooks, holdout_split, prompt_key
 from training.methods.sft import SFTConfig, TrainingCancelled, load_sft_examples, train_sft
 

@@ -12,7 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from models_registry.ml import GenerationParams, generate_replies, load_policy, verify_artifact
+from models_registry.engine.ml import (
+    GenerationParams,
+    generate_replies,
+    load_policy,
+    verify_artifact,
+)
 from training.methods.soups import SoupResult, mix_adapters
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

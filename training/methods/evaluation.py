@@ -25,7 +25,8 @@ __all__ = ["WinRate", "behaviour_fraction", "held_out_prompts", "win_rate"]
 
 Messages = list[dict[str, str]]
 PathLike = str | os.PathLike[str]
-# (base model folder, LoRA adapter folder or None): what models_registry.ml.load_policy takes.
+# (base model folder, LoRA adapter folder or None): what models_registry.engine.ml.load_policy
+# takes.
 Policy = tuple[PathLike, PathLike | None]
 # score(prompts, replies) -> one number per reply, higher is better.
 Score = Callable[[list[Messages], list[str]], Sequence[float]]
@@ -69,7 +70,7 @@ def win_rate(
     """Greedy replies of ``candidate`` and ``parent`` to ``prompts``, judged by ``score``.
 
     Each policy is ``(base_path, adapter_path or None)``, loaded with
-    ``models_registry.ml.load_policy`` and answering with greedy decoding (deterministic,
+    ``models_registry.engine.ml.load_policy`` and answering with greedy decoding (deterministic,
     so a rerun gives the same figures). The candidate wins a prompt when its score beats
     the parent's by more than ``tie_margin``, loses when it trails by more, and ties
     otherwise or when both replies are the same text (whatever noise the scorer has).
@@ -160,7 +161,7 @@ def _check_prompts(prompts: Any) -> None:
 def _greedy_replies(
     policy: Policy, prompts: list[Messages], max_new_tokens: int, batch_size: int
 ) -> list[str]:
-    from models_registry.ml import GenerationParams, generate_replies, load_policy
+    from models_registry.engine.ml import GenerationParams, generate_replies, load_policy
 
     base_path, adapter_path = policy
     model, tokenizer = load_policy(base_path, adapter_path)

@@ -21,16 +21,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from models_registry.ml import GeneratedReply, GenerationParams, generate_replies
+from models_registry.engine.ml import Candidates as Candidates
+from models_registry.engine.ml import GenerationParams
+from models_registry.engine.ml import Score as Score
+from models_registry.engine.ml import sample_candidates as sample_replies
 from training.methods.common import (
     EncodedReply,
     Hooks,
@@ -66,13 +67,6 @@ __all__ = [
     "sample_candidates",
     "train_raft",
 ]
-
-# score(conversations, replies) -> one reward per reply, higher is better.
-Score = Callable[[list[list[dict[str, str]]], list[str]], list[float]]
-
-# Sequences per generate() call: small enough for CPU memory, large enough to keep a GPU
-# busy with a ~100M model and 64-token replies.
-GENERATION_BATCH = 32
 
 
 @dataclass
@@ -123,33 +117,6 @@ class RAFTResult:
 # --- Sampling and ranking -------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Candidates:
-    """The replies drawn for one prompt and their rewards, in drawing order."""
-
-    prompt: list[dict[str, str]]
-    replies: list[GeneratedReply]
-    rewards: list[float]
-
-    @property
-    def best(self) -> int:
-        """Index of the highest reward (the first one on ties)."""
-        return max(range(len(self.rewards)), key=self.rewards.__getitem__)
-
-
-def checked_rewards(values: Any, count: int) -> list[float]:
-    """The reward function's output as floats; ``ValueError`` unless ``count`` finite numbers."""
-    try:
-        rewards = [float(value) for value in values]
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"score must return a list of numbers: {exc}") from exc
-    if len(rewards) != count:
-        raise ValueError(f"score returned {len(rewards)} values for {count} replies")
-    if not all(math.isfinite(reward) for reward in rewards):
-        raise ValueError("score returned a value that is not a finite number")
-    return rewards
-
-
 def sample_candidates(
     model: Any,
     tokenizer: Any,
@@ -160,32 +127,12 @@ def sample_candidates(
     params: GenerationParams,
     hooks: Hooks | None = None,
 ) -> list[Candidates]:
-    """Draw ``n`` replies to every prompt with ``generate_replies`` and score them.
-
-    Prompts go in chunks of ``GENERATION_BATCH // n`` (each prompt repeated ``n`` times in
-    one batch); chunk ``c`` is sampled with seed ``params.seed + c``, so the draws depend
-    only on the arguments. ``hooks.should_stop`` is checked between chunks.
-    """
-    require(n >= 1, "n must be >= 1")
-    per_chunk = max(1, GENERATION_BATCH // n)
-    candidates = []
-    for chunk_index, start in enumerate(range(0, len(prompts), per_chunk)):
-        if hooks is not None:
-            hooks.check_stop("sampling")
-        chunk = prompts[start : start + per_chunk]
-        conversations = [prompt for prompt in chunk for _ in range(n)]
-        replies = generate_replies(
-            model,
-            tokenizer,
-            conversations,
-            dataclasses.replace(params, seed=params.seed + chunk_index),
-            batch_size=len(conversations),
-        )
-        rewards = checked_rewards(score(conversations, [r.text for r in replies]), len(replies))
-        for i, prompt in enumerate(chunk):
-            window = slice(i * n, (i + 1) * n)
-            candidates.append(Candidates(prompt, replies[window], rewards[window]))
-    return candidates
+    """The engine's ``sample_candidates`` (``n`` scored replies per prompt, drawn in seeded
+    chunks), with ``hooks.should_stop`` checked between chunks."""
+    before_chunk = None if hooks is None else (lambda: hooks.check_stop("sampling"))
+    return sample_replies(
+        model, tokenizer, prompts, n=n, score=score, params=params, before_chunk=before_chunk
+    )
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ base: LoRA's update of a module is ``delta_W = s * B @ A`` (``s`` the scaling), 
 
 so the mix is itself a LoRA adapter of rank ``r_a + r_b``, whose merged weights equal the
 interpolation of the two experts' merged weights (up to float rounding). The result is a
-normal peft adapter folder that ``models_registry.ml.load_policy`` loads like any other.
+normal peft adapter folder that ``models_registry.engine.ml.load_policy`` loads like any other.
 
 Plain torch, safetensors and JSON: nothing here imports Django (``training/services.py``
 registers the folder as a model version).

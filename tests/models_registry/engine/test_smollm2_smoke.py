@@ -6,7 +6,12 @@ import json
 
 import pytest
 
-from models_registry.ml import GenerationParams, generate_replies, load_policy, verify_artifact
+from models_registry.engine.ml import (
+    GenerationParams,
+    generate_replies,
+    load_policy,
+    verify_artifact,
+)
 
 pytestmark = pytest.mark.smoke
 
@@ -42,7 +47,7 @@ def test_smollm2_knows_the_capital_of_france(smollm2_model_dir):
 
 
 def test_conversion_is_idempotent(smollm2_model_dir):
-    from models_registry.ml import convert_gguf_to_safetensors, smollm2_gguf_path
+    from models_registry.engine.ml import convert_gguf_to_safetensors, smollm2_gguf_path
 
     before = (smollm2_model_dir / "model.safetensors").stat().st_mtime_ns
     assert convert_gguf_to_safetensors(smollm2_gguf_path(), smollm2_model_dir) == smollm2_model_dir

@@ -39,7 +39,7 @@ import torch
 from transformers.generation.stopping_criteria import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
-from models_registry import ml
+from models_registry.engine import ml
 
 __all__ = [
     "GenerationCancelled",

@@ -7,23 +7,27 @@ Everything loads from local files (no network at run time).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import importlib.util
 import json
+import math
 import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from training.methods.common import pick_device, prepare_tokenizer
+from models_registry.engine.encoding import pick_device, prepare_tokenizer
 
 __all__ = [
     "ArtifactError",
+    "Candidates",
     "GeneratedReply",
     "GenerationParams",
     "convert_gguf_to_safetensors",
@@ -31,6 +35,7 @@ __all__ = [
     "load_policy",
     "load_tokenizer_from_gguf",
     "pick_device",
+    "sample_candidates",
     "smollm2_gguf_path",
     "verify_artifact",
 ]
@@ -450,6 +455,83 @@ def merge_adapter_into_base(
     return output_dir
 
 
+# --- Best-of-n -------------------------------------------------------------------------
+
+# score(conversations, replies) -> one reward per reply, higher is better.
+Score = Callable[[list[list[dict[str, str]]], list[str]], list[float]]
+
+# Sequences per generate() call: small enough for CPU memory, large enough to keep a GPU
+# busy with a ~100M model and 64-token replies.
+GENERATION_BATCH = 32
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """The replies drawn for one prompt and their rewards, in drawing order."""
+
+    prompt: list[dict[str, str]]
+    replies: list[GeneratedReply]
+    rewards: list[float]
+
+    @property
+    def best(self) -> int:
+        """Index of the highest reward (the first one on ties)."""
+        return max(range(len(self.rewards)), key=self.rewards.__getitem__)
+
+
+def checked_rewards(values: Any, count: int) -> list[float]:
+    """The reward function's output as floats; ``ValueError`` unless ``count`` finite numbers."""
+    try:
+        rewards = [float(value) for value in values]
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"score must return a list of numbers: {exc}") from exc
+    if len(rewards) != count:
+        raise ValueError(f"score returned {len(rewards)} values for {count} replies")
+    if not all(math.isfinite(reward) for reward in rewards):
+        raise ValueError("score returned a value that is not a finite number")
+    return rewards
+
+
+def sample_candidates(
+    model: Any,
+    tokenizer: Any,
+    prompts: list[list[dict[str, str]]],
+    *,
+    n: int,
+    score: Score,
+    params: GenerationParams,
+    before_chunk: Callable[[], None] | None = None,
+) -> list[Candidates]:
+    """Draw ``n`` replies to every prompt with ``generate_replies`` and score them.
+
+    Prompts go in chunks of ``GENERATION_BATCH // n`` (each prompt repeated ``n`` times in
+    one batch); chunk ``c`` is sampled with seed ``params.seed + c``, so the draws depend
+    only on the arguments. ``before_chunk()`` runs before each chunk and may raise to stop
+    (RAFT's cancellation).
+    """
+    if n < 1:
+        raise ValueError("n must be >= 1")
+    per_chunk = max(1, GENERATION_BATCH // n)
+    candidates = []
+    for chunk_index, start in enumerate(range(0, len(prompts), per_chunk)):
+        if before_chunk is not None:
+            before_chunk()
+        chunk = prompts[start : start + per_chunk]
+        conversations = [prompt for prompt in chunk for _ in range(n)]
+        replies = generate_replies(
+            model,
+            tokenizer,
+            conversations,
+            dataclasses.replace(params, seed=params.seed + chunk_index),
+            batch_size=len(conversations),
+        )
+        rewards = checked_rewards(score(conversations, [r.text for r in replies]), len(replies))
+        for i, prompt in enumerate(chunk):
+            window = slice(i * n, (i + 1) * n)
+            candidates.append(Candidates(prompt, replies[window], rewards[window]))
+    return candidates
+
+
 def generate_best_of_n(
     model: Any,
     tokenizer: Any,
@@ -462,10 +544,8 @@ def generate_best_of_n(
     """Best-of-n serving: ``n`` sampled replies per conversation, scored by
     ``score(conversations, replies) -> list[float]`` (a reward model), the best kept.
 
-    Returns ``(reply, reward)`` per conversation, in order; the draws are RAFT's
-    (``training.methods.raft.sample_candidates``), so they repeat for the same inputs.
+    Returns ``(reply, reward)`` per conversation, in order; the draws are
+    ``sample_candidates``' (RAFT's too), so they repeat for the same inputs.
     """
-    from training.methods.raft import sample_candidates
-
     candidates = sample_candidates(model, tokenizer, conversations, n=n, score=score, params=params)
     return [(c.replies[c.best], c.rewards[c.best]) for c in candidates]

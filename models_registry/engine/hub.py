@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from models_registry import ml
+from models_registry.engine import ml
 
 # owner/name or a bare name, as the hub spells model ids
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")

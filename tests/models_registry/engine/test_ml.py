@@ -1,4 +1,4 @@
-"""models_registry.ml: artifact checks and batched generation on a tiny random Llama."""
+"""models_registry.engine.ml: artifact checks and batched generation on a tiny random Llama."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from models_registry.ml import (
+from models_registry.engine.ml import (
     ArtifactError,
     GenerationParams,
     generate_replies,
@@ -20,7 +20,7 @@ from models_registry.ml import (
     verify_artifact,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 CONVERSATIONS = [
     [{"role": "user", "content": "What is the capital of France?"}],
@@ -161,8 +161,11 @@ def test_generation_params_round_trip_and_validation():
         GenerationParams(max_new_tokens=0)
 
 
-def test_ml_imports_without_django():
-    code = "import sys; sys.modules['django'] = None; import models_registry.ml"
+def test_the_engine_imports_without_django():
+    code = (
+        "import sys; sys.modules['django'] = None; import models_registry.engine.ml, "
+        "models_registry.engine.reward, models_registry.engine.serving, models_registry.engine.hub"
+    )
     completed = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
     )

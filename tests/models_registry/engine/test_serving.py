@@ -1,4 +1,4 @@
-"""The in-process generation service (models_registry/serving.py) on a tiny random Llama.
+"""The in-process generation service (models_registry/engine/serving.py) on a tiny random Llama.
 
 No database. Replies are compared with ``ml.generate_replies`` run on one conversation at
 a time (batch size 1), which is what the service must reproduce for greedy requests.
@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
-from models_registry import ml
-from models_registry.serving import (
+from models_registry.engine import ml
+from models_registry.engine.serving import (
     GenerationCancelled,
     GenerationService,
     ServedModel,

@@ -6,10 +6,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation.arena import selectors, services
-from annotation.errors import ServiceError
+from annotation.labeling.rendering import render_markdown
 from annotation.models import ArenaBattle
 from annotation.projects.permissions import LABEL, project_for
-from annotation.rendering import render_markdown
+from config.errors import ServiceError
 
 
 def _reply_payload(response) -> dict | None:
@@ -72,6 +72,7 @@ class BattleListApi(APIView):
 
     def get(self, request, slug):
         project = project_for(user=request.user, slug=slug, capability=LABEL)
+        services.arena_battles_fail_stale(project=project)
         battles = selectors.arena_battles_for(project=project, labeler=request.user, limit=100)
         return Response([battle_payload(b) for b in battles])
 
@@ -90,6 +91,7 @@ class BattleDetailApi(APIView):
 
     def get(self, request, slug, battle_id):
         project = project_for(user=request.user, slug=slug, capability=LABEL)
+        services.arena_battles_fail_stale(project=project)
         return Response(_battle_after(request, project, battle_id))
 
 

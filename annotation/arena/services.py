@@ -4,8 +4,12 @@ or both bad, and only then learns which model was which.
 
 Each battle has its own Prompt row (metadata ``{"arena_battle": id}``), so battle prompts
 and replies stay out of the labeling pool; the battle row is also the generation job,
-claimed by the worker under a row lock. Both replies are written on the Celery ``gpu``
-worker (annotation/arena/tasks.py). The vote is a Judgment of kind ``arena`` linked from
+claimed by the worker under a row lock. Both replies are written on the Celery
+``interactive`` worker (annotation/arena/tasks.py). The battle runs on the one job
+lifecycle (config/jobs.py): claimed once, heartbeating while it generates; a battle whose
+worker died is queued again and resumes (its two replies are written once each, so a rerun
+writes only the missing one), and after ``ArenaBattle.max_attempts`` it is failed with the
+reason, for the labeler to press "Try again". The vote is a Judgment of kind ``arena`` linked from
 the battle. Writes are the ``arena_*`` services here; reads are the ``arena_battle*_for``
 and ``arena_versions``/``arena_pair_counts`` selectors in annotation/arena/selectors.py.
 """
@@ -15,17 +19,19 @@ import logging
 import random
 import time
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from annotation.arena.selectors import WAITING, BattleNotFound, arena_pair_counts, arena_versions
 from annotation.chat.services import MAX_MESSAGE_CHARS
-from annotation.errors import Conflict, ServiceError
-from annotation.inputs import check_time_spent, parse_client_id, whole_number_or_none
+from annotation.labeling.inputs import check_time_spent, parse_client_id, whole_number_or_none
 from annotation.models import ARENA_BATTLE_KEY, ArenaBattle, Judgment, Project, Prompt, TaskKind
 from annotation.models import Response as Reply
-from config.celery import enqueue_after_commit
-from models_registry import ml
+from config import jobs
+from config.celery import QueueUnavailable, enqueue_after_commit
+from config.errors import Conflict, ServiceError
+from models_registry.engine import ml
 from models_registry.models import ModelVersion
 
 logger = logging.getLogger(__name__)
@@ -148,9 +154,27 @@ def arena_battle_retry(*, project: Project, labeler, battle_id) -> ArenaBattle:
             raise Conflict("Only a failed battle can be tried again.")
         battle.status = ArenaBattle.Status.QUEUED
         battle.error = ""
-        battle.save(update_fields=["status", "error"])
+        battle.attempts = 0  # the labeler's "Try again" gets a fresh set of attempts
+        battle.save(update_fields=["status", "error", "attempts"])
         _enqueue_replies(battle.pk)
     return battle
+
+
+def arena_battles_fail_stale(*, project: Project | None = None) -> int:
+    """Take up battles whose worker stopped reporting for ``ARENA_STALE_AFTER_SECONDS``:
+    each is queued again and writes only the reply still missing; after its last attempt it
+    is failed with the reason and a "Try again" for the labeler. Returns how many."""
+    filters = {"project": project} if project is not None else {}
+    try:
+        return jobs.job_fail_stale(
+            ArenaBattle,
+            after_seconds=settings.ARENA_STALE_AFTER_SECONDS,
+            resume=lambda battle: _enqueue_replies(battle.pk),
+            on_lost=_battle_lost,
+            **filters,
+        )
+    except QueueUnavailable:
+        return 0  # that battle is failed with the reason by enqueue_after_commit
 
 
 def _enqueue_replies(battle_id: int) -> None:
@@ -169,31 +193,38 @@ def _battle_failed(battle_id: int, message: str) -> None:
     )
 
 
-def _claim_battle(battle_id: int) -> ArenaBattle | None:
-    with transaction.atomic():
-        battle = ArenaBattle.objects.select_for_update().filter(pk=battle_id).first()
-        if battle is None or battle.status != ArenaBattle.Status.QUEUED:
-            return None  # a redelivered message for a battle already taken
-        battle.status = ArenaBattle.Status.RUNNING
-        battle.save(update_fields=["status"])
-        return battle
+def _battle_lost(battle: ArenaBattle) -> None:
+    """Fail a locked battle whose worker died on its last attempt, saying what to do."""
+    reason = jobs.lost_reason(settings.ARENA_STALE_AFTER_SECONDS)
+    battle.status = ArenaBattle.Status.FAILED
+    battle.error = (
+        f"{reason[:-1]} on attempt {battle.attempts}. "
+        'Press "Try again" to ask both models once more.'
+    )
+    battle.save(update_fields=["status", "error"])
+    jobs.job_log(ArenaBattle, battle.pk, f"failed: {battle.error}")
 
 
 def arena_replies_generate(*, battle_id: int) -> None:
     """Worker side: write one reply per version to the battle's prompt, with the battle's
-    generation parameters (same seed for both), then open the battle for the vote. Safe to
-    repeat; a failure is recorded on the battle with its error, and a retry writes only the
-    replies still missing."""
-    battle = _claim_battle(battle_id)
+    generation parameters (same seed for both), then open the battle for the vote. Claimed
+    once (a redelivered message for a battle whose worker died resumes it, or fails it with
+    the reason after its last attempt) and heartbeating while it generates. Safe to repeat;
+    a failure is recorded on the battle with its error, and a retry writes only the replies
+    still missing."""
+    stale_after = settings.ARENA_STALE_AFTER_SECONDS
+    battle = jobs.job_claim(ArenaBattle, battle_id, stale_after=stale_after, on_lost=_battle_lost)
     if battle is None:
         return
     try:
         battle = ArenaBattle.objects.select_related("prompt", "version_a", "version_b").get(
             pk=battle_id
         )
-        replies = [
-            _ensure_reply(battle, version) for version in (battle.version_a, battle.version_b)
-        ]
+        with jobs.job_heartbeat(ArenaBattle, battle_id, every=max(stale_after / 4, 0.05)):
+            replies = [
+                _ensure_reply(battle, version) for version in (battle.version_a, battle.version_b)
+            ]
+        jobs.job_log(ArenaBattle, battle_id, "both replies written")
         with transaction.atomic():
             ArenaBattle.objects.filter(pk=battle_id, status=ArenaBattle.Status.RUNNING).update(
                 response_a=replies[0],

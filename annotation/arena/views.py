@@ -11,10 +11,10 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
 from annotation.arena import selectors, services
-from annotation.errors import ServiceError
 from annotation.models import ArenaBattle
 from annotation.projects.permissions import LABEL, MANAGE, VIEW_DATA, can, project_for
 from config.celery import QueueUnavailable
+from config.errors import ServiceError
 
 # Keys of each vote, as shown on the page; app.js clicks the button that names the key.
 VOTE_BUTTONS = [
@@ -56,6 +56,7 @@ def arena_page(request, slug):
             error, status = str(down), 503
         else:
             return redirect("arena_battle", slug=project.slug, battle_id=battle.pk)
+    services.arena_battles_fail_stale(project=project)
     context = {
         "project": project,
         "battles": selectors.arena_battles_for(project=project, labeler=request.user),
@@ -92,6 +93,7 @@ def _render_battle(request, project, battle, *, error=None, status=200):
 def arena_battle_page(request, slug, battle_id):
     """One battle; its htmx fragment is polled while the replies are written."""
     project = project_for(user=request.user, slug=slug, capability=LABEL)
+    services.arena_battles_fail_stale(project=project)
     battle = selectors.arena_battle_page_for(
         project=project, labeler=request.user, battle_id=battle_id
     )

@@ -23,11 +23,11 @@ from annotation.chat.selectors import (
     chat_turn_open,
     chat_versions,
 )
-from annotation.errors import Conflict, ServiceError
-from annotation.inputs import check_time_spent, parse_client_id, whole_number_or_none
+from annotation.labeling.inputs import check_time_spent, parse_client_id, whole_number_or_none
 from annotation.models import ChatSession, Judgment, Project, Prompt, Response, TaskKind
 from config.celery import enqueue_after_commit
-from models_registry import ml
+from config.errors import Conflict, ServiceError
+from models_registry.engine import ml
 
 logger = logging.getLogger(__name__)
 

@@ -42,6 +42,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from models_registry.engine.ml import checked_rewards
 from training.methods.common import (
     Hooks,
     LoopResult,
@@ -558,16 +559,8 @@ class Rollout:
 
 def check_scores(values: Any, count: int) -> torch.Tensor:
     """The reward function's output as a float tensor; ``ValueError`` unless it is
-    ``count`` finite numbers."""
-    try:
-        scores = [float(v) for v in values]
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"score must return a list of numbers: {exc}") from exc
-    if len(scores) != count:
-        raise ValueError(f"score returned {len(scores)} values for {count} replies")
-    if not all(math.isfinite(s) for s in scores):
-        raise ValueError("score returned a value that is not a finite number")
-    return torch.tensor(scores, dtype=torch.float32)
+    ``count`` finite numbers (the engine's check, which best-of-n sampling uses too)."""
+    return torch.tensor(checked_rewards(values, count), dtype=torch.float32)
 
 
 class _PPO:

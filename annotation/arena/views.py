@@ -11,8 +11,13 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
 from annotation.arena import selectors, services
+from annotation.labeling.inputs import time_spent_since
 from annotation.models import ArenaBattle
-from annotation.projects.permissions import LABEL, MANAGE, VIEW_DATA, can, project_for
+from annotation.projects.permissions import (
+    LABEL,
+    page_capabilities,
+    project_for,
+)
 from config.celery import QueueUnavailable
 from config.errors import ServiceError
 
@@ -23,13 +28,6 @@ VOTE_BUTTONS = [
     ("tie", "Tie", "3 t"),
     ("both_bad", "Both are bad", "4 x"),
 ]
-
-
-def _nav(user, project) -> dict:
-    return {
-        "can_manage": can(user=user, project=project, capability=MANAGE),
-        "can_view_data": can(user=user, project=project, capability=VIEW_DATA),
-    }
 
 
 def _start_form_prompt(post) -> str | None:
@@ -65,7 +63,7 @@ def arena_page(request, slug):
         "typed": request.POST.get("prompt", "") if error else "",
         "max_prompt_chars": services.MAX_PROMPT_CHARS,
         "error": error,
-        **_nav(request.user, project),
+        **page_capabilities(user=request.user, project=project),
     }
     return render(request, "annotation/arena.html", context, status=status)
 
@@ -83,7 +81,7 @@ def _render_battle(request, project, battle, *, error=None, status=200):
         "error": error,
         "client_id": uuid.uuid4(),
         "shown_at_ms": int(time.time() * 1000),
-        **_nav(request.user, project),
+        **page_capabilities(user=request.user, project=project),
     }
     return render(request, template, context, status=status)
 
@@ -98,14 +96,6 @@ def arena_battle_page(request, slug, battle_id):
         project=project, labeler=request.user, battle_id=battle_id
     )
     return _render_battle(request, project, battle)
-
-
-def _time_spent_ms(raw: str | None) -> int:
-    try:
-        shown_at = int(raw or "")
-    except ValueError:
-        return 0
-    return max(0, min(int(time.time() * 1000) - shown_at, 86_400_000))
 
 
 def _battle_action(request, slug, battle_id, action):
@@ -140,7 +130,7 @@ def arena_vote(request, slug, battle_id):
         services.arena_vote(
             choice=request.POST.get("choice", ""),
             client_id=request.POST.get("client_id"),
-            time_spent_ms=_time_spent_ms(request.POST.get("shown_at_ms")),
+            time_spent_ms=time_spent_since(request.POST.get("shown_at_ms")),
             **where,
         )
 

@@ -11,16 +11,14 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
 from annotation.chat import selectors, services
-from annotation.projects.permissions import LABEL, MANAGE, VIEW_DATA, can, project_for
+from annotation.labeling.inputs import time_spent_since
+from annotation.projects.permissions import (
+    LABEL,
+    page_capabilities,
+    project_for,
+)
 from config.celery import QueueUnavailable
 from config.errors import ServiceError
-
-
-def _nav(user, project) -> dict:
-    return {
-        "can_manage": can(user=user, project=project, capability=MANAGE),
-        "can_view_data": can(user=user, project=project, capability=VIEW_DATA),
-    }
 
 
 @login_required
@@ -46,7 +44,7 @@ def chat_start_page(request, slug):
         "versions": versions,
         "sessions": selectors.chat_sessions_for(project=project, labeler=request.user),
         "error": error,
-        **_nav(request.user, project),
+        **page_capabilities(user=request.user, project=project),
     }
     return render(request, "annotation/chat_start.html", context, status=400 if error else 200)
 
@@ -66,7 +64,7 @@ def _session_context(request, project, session, *, error=None, finishing=False) 
         "client_id": uuid.uuid4(),
         "shown_at_ms": int(time.time() * 1000),
         "ratings": services.RATINGS,
-        **_nav(request.user, project),
+        **page_capabilities(user=request.user, project=project),
     }
 
 
@@ -89,14 +87,6 @@ def chat_session_page(request, slug, session_id):
     project = project_for(user=request.user, slug=slug, capability=LABEL)
     session = _own_session(request, project, session_id)
     return _render_session(request, project, session, finishing=request.GET.get("finish") == "1")
-
-
-def _time_spent_ms(raw: str | None) -> int:
-    try:
-        shown_at = int(raw or "")
-    except ValueError:
-        return 0
-    return max(0, min(int(time.time() * 1000) - shown_at, 86_400_000))
 
 
 def _session_action(request, slug, session_id, action, *, finishing_on_error=False):
@@ -140,7 +130,7 @@ def chat_pick(request, slug, session_id):
         services.chat_reply_pick(
             choice=request.POST.get("choice", ""),
             client_id=request.POST.get("client_id"),
-            time_spent_ms=_time_spent_ms(request.POST.get("shown_at_ms")),
+            time_spent_ms=time_spent_since(request.POST.get("shown_at_ms")),
             **where,
         )
 

@@ -17,7 +17,7 @@ from annotation.judges import jobs, selectors, services
 from annotation.judges.principles import DEFAULT_CONSTITUTION
 from annotation.judges.trust import ai_label_plan
 from annotation.models import Judge, JudgeJob
-from annotation.projects.permissions import MANAGE, VIEW_DATA, can, project_for
+from annotation.projects.permissions import MANAGE, VIEW_DATA, page_capabilities, project_for
 from config.celery import QueueUnavailable
 from config.errors import ServiceError
 from models_registry.models import ModelVersion
@@ -35,13 +35,6 @@ _FORM_FIELDS = (
     "options",
     "max_requests",
 )
-
-
-def _nav(user, project) -> dict:
-    return {
-        "can_manage": can(user=user, project=project, capability=MANAGE),
-        "can_view_data": can(user=user, project=project, capability=VIEW_DATA),
-    }
 
 
 def _principles_json(principles) -> str:
@@ -88,7 +81,7 @@ def _render_judges(request, project, *, error=None, form=None, status=200):
         "form": {key: form.get(key, "") for key in _FORM_FIELDS},
         "error": error,
         "ai_plan": ai_label_plan(project=project),
-        **_nav(request.user, project),
+        **page_capabilities(user=request.user, project=project),
     }
     return render(request, "annotation/ai/judges.html", context, status=status)
 
@@ -142,7 +135,11 @@ def constitution_page(request, slug, constitution_id):
         return render(
             request,
             "annotation/ai/constitution.html",
-            {"project": project, "missing": missing.message, **_nav(request.user, project)},
+            {
+                "project": project,
+                "missing": missing.message,
+                **page_capabilities(user=request.user, project=project),
+            },
             status=404,
         )
     error, status = None, 200
@@ -167,7 +164,7 @@ def constitution_page(request, slug, constitution_id):
         "principles_text": principles_text,
         "note": request.POST.get("note", "") if error else "",
         "error": error,
-        **_nav(request.user, project),
+        **page_capabilities(user=request.user, project=project),
     }
     return render(request, "annotation/ai/constitution.html", context, status=status)
 
@@ -239,7 +236,7 @@ def _render_job(request, project, job, *, error=None, status=200):
         "log_lines": job.log.splitlines()[-40:],
         "judgments": selectors.judge_job_judgments(job=job),
         "error": error,
-        **_nav(request.user, project),
+        **page_capabilities(user=request.user, project=project),
     }
     if not request.htmx:  # the polled status fragment leaves the agreement out
         context["ai_plan"] = ai_label_plan(project=project).of_judge(job.judge_id)

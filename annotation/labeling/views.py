@@ -13,16 +13,13 @@ from annotation.labeling.kinds import KINDS
 from annotation.models import Assignment
 from annotation.projects import selectors as project_selectors
 from annotation.projects import services as project_services
-from annotation.projects.permissions import LABEL, MANAGE, VIEW_DATA, can, project_for
+from annotation.projects.permissions import (
+    LABEL,
+    MANAGE,
+    page_capabilities,
+    project_for,
+)
 from config.errors import ServiceError
-
-
-def _capabilities(user, project) -> dict:
-    return {
-        "can_manage": can(user=user, project=project, capability=MANAGE),
-        "can_view_data": can(user=user, project=project, capability=VIEW_DATA),
-    }
-
 
 SKIP_REASONS = (
     "Needs expertise I don't have",
@@ -182,6 +179,6 @@ def tasks_page(request, slug):
         "create_form": create_form,
         "counts": selectors.task_counts_by_kind(project=project),
         "ai_plan": ai_label_plan(project=project),
-        **_capabilities(request.user, project),
+        **page_capabilities(user=request.user, project=project),
     }
     return render(request, "annotation/tasks.html", context, status=status)

@@ -11,10 +11,17 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from annotation.judges import review as ai_review
+from annotation.labeling.inputs import time_spent_since
 from annotation.labeling.kinds import KINDS
 from annotation.labeling.views import int_or_none
 from annotation.models import Task
-from annotation.projects.permissions import LABEL, MANAGE, VIEW_DATA, can, project_for
+from annotation.projects.permissions import (
+    LABEL,
+    MANAGE,
+    VIEW_DATA,
+    page_capabilities,
+    project_for,
+)
 from annotation.review import selectors, services
 from config.errors import ServiceError
 
@@ -28,11 +35,7 @@ REVIEW_ACTIONS = ("accept", "reject", "correct", "gold")
 
 
 def _base_context(request, project) -> dict:
-    return {
-        "project": project,
-        "can_manage": can(user=request.user, project=project, capability=MANAGE),
-        "can_view_data": can(user=request.user, project=project, capability=VIEW_DATA),
-    }
+    return {"project": project, **page_capabilities(user=request.user, project=project)}
 
 
 # --- quality overview ------------------------------------------------------------------
@@ -127,13 +130,6 @@ def _review_context(request, project, *, judgment_id=None, correcting=False, err
     return context
 
 
-def _time_spent_ms(raw) -> int:
-    shown_at = int_or_none(raw)
-    if shown_at is None:
-        return 0
-    return max(0, min(int(time.time() * 1000) - shown_at, 86_400_000))
-
-
 def _apply_review(request, project, action: str, judgment_id) -> str:
     """Run the reviewer's action; returns what to tell them."""
     note = request.POST.get("note", "")
@@ -154,7 +150,7 @@ def _apply_review(request, project, action: str, judgment_id) -> str:
             reviewer=request.user,
             data=request.POST,
             note=note,
-            time_spent_ms=_time_spent_ms(request.POST.get("shown_at_ms")),
+            time_spent_ms=time_spent_since(request.POST.get("shown_at_ms")),
         )
         return "Corrected."
     if action == "gold":

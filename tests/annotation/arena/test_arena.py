@@ -1,11 +1,8 @@
 """Arena battles: services, the interactive task on tiny models, pages and API, permissions."""
 
 import random
-import subprocess
-import sys
 import uuid
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
@@ -20,16 +17,6 @@ from tests.factories import make_member, make_prompt, make_version
 
 FAST = {"max_new_tokens": 4}
 NAMES = ("tiny-alpha", "tiny-beta")
-DISCOVERY_SCRIPT = """
-import os
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-import django
-django.setup()
-from config.celery import app
-app.loader.import_default_modules()
-task = app.tasks.get("annotation.arena_replies_generate_task")
-print(task is not None, task.queue if task else "")
-"""
 
 
 @pytest.fixture(autouse=True)
@@ -139,20 +126,6 @@ def test_a_full_battle_with_two_tiny_models(
     assert judgment.choice == "b"
     assert judgment.chosen_and_rejected == (battle.response_b, battle.response_a)
     assert judgment.time_spent_ms == 1500
-
-
-def test_the_task_goes_to_the_interactive_queue_and_workers_discover_it():
-    # A fresh process, as a worker starts: only Celery's autodiscovery imports the module.
-    found = subprocess.run(
-        [sys.executable, "-c", DISCOVERY_SCRIPT],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-        cwd=Path(__file__).resolve().parents[3],
-    )
-
-    assert found.stdout.split() == ["True", "interactive"]
 
 
 def test_a_typed_prompt_is_the_battles_prompt(project, labeler, versions):

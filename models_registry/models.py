@@ -65,6 +65,18 @@ class ModelVersion(models.Model):
     seed = models.IntegerField(null=True, blank=True)
     library_versions = models.JSONField(default=dict, blank=True)
     metrics = models.JSONField(default=dict, blank=True)
+    serving_url = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="OpenAI-compatible inference server (vLLM, TGI, SGLang) that serves this "
+        "version, up to /v1; empty to generate in-process from the files.",
+    )
+    served_model_name = models.CharField(
+        max_length=200, blank=True, help_text="The model name that server knows this version by."
+    )
+    serving_api_key = models.CharField(
+        max_length=500, blank=True, help_text="Bearer key for that server; never shown back."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -72,6 +84,11 @@ class ModelVersion(models.Model):
 
     def __str__(self):
         return self.name
+
+    @property
+    def has_endpoint(self) -> bool:
+        """True when an inference server generates for this version instead of this process."""
+        return bool(self.serving_url)
 
     def lineage(self) -> list["ModelVersion"]:
         """This version and its ancestors, root first."""

@@ -4,6 +4,10 @@ from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
 
+# Feature packages' own models, under this app's label.
+from annotation.candidates.models import GenerationJob  # noqa: F401
+from annotation.chat.models import ChatTurn  # noqa: F401
+
 
 def default_criteria() -> list[str]:
     return ["helpful", "harmless", "honest"]

@@ -153,6 +153,8 @@ GENERATION_STALE_AFTER_SECONDS = env.GENERATION_STALE_AFTER_SECONDS
 # A silent AI judge job is failed with the reason; a silent battle is queued again.
 JUDGE_JOB_STALE_AFTER_SECONDS = env.JUDGE_JOB_STALE_AFTER_SECONDS
 ARENA_STALE_AFTER_SECONDS = env.ARENA_STALE_AFTER_SECONDS
+# A chat turn whose worker went silent this long is queued again (then failed, with a retry).
+CHAT_STALE_AFTER_SECONDS = env.CHAT_STALE_AFTER_SECONDS
 # Remote AI judges (OpenAI-compatible endpoints): per-request timeout, tries, first backoff.
 AI_JUDGE_TIMEOUT_S = env.AI_JUDGE_TIMEOUT_S
 AI_JUDGE_MAX_RETRIES = env.AI_JUDGE_MAX_RETRIES

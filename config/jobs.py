@@ -6,8 +6,12 @@ A job is a row. The request creates it queued and sends its message on commit
 (``job_claim``), keeps ``heartbeat_at`` fresh while it works (``job_heartbeat``,
 ``job_progress``), looks for a cancel between batches (``job_cancel_requested``) and ends
 it (``job_finish``). A job whose worker stopped reporting is never left running: a sweep
-(``job_fail_stale``) or the redelivered message of its dead attempt fails it with the
-reason or, for a kind that resumes safely (``resumable``), takes it up again.
+(``job_fail_stale``: every ``JOB_SWEEP_INTERVAL_SECONDS`` by Celery beat through each app's
+``sweep_stale_*_task``, and on page reads) or the redelivered message of its dead attempt
+fails it with the reason or, for a kind that resumes safely (``resumable``), takes it up
+again. While a job
+waits or works, ``job_outlook`` says where it stands: its place in line (``queue_position``)
+and the time it still needs (``eta``), in words for the pages.
 
 The functions work on any model with these fields, whether or not it inherits ``Job``
 (training runs keep their own names for progress: ``step``/``total_steps``). They import
@@ -15,6 +19,7 @@ none of the apps.
 """
 
 import contextlib
+import logging
 import threading
 from collections.abc import Callable
 from datetime import timedelta
@@ -23,6 +28,8 @@ from django.db import connection, models, transaction
 from django.db.models import F, Value
 from django.db.models.functions import Coalesce, Concat
 from django.utils import timezone
+
+logger = logging.getLogger(__name__)
 
 
 class Job(models.Model):
@@ -197,6 +204,20 @@ def job_fail_stale(
     return ended
 
 
+def run_stale_sweeps(sweeps) -> dict[str, int]:
+    """Run each ``(kind, sweep)`` of an app's periodic sweep (its ``*_fail_stale``) and say
+    how many jobs each ended or queued again. One kind's error is logged and does not keep
+    the others from their sweep (its count is then -1)."""
+    counts = {}
+    for kind, sweep in sweeps:
+        try:
+            counts[kind] = sweep()
+        except Exception:
+            logger.exception("The stale sweep of %s failed", kind)
+            counts[kind] = -1
+    return counts
+
+
 @contextlib.contextmanager
 def job_heartbeat(model, job_id: int, *, every: float):
     """Keep ``heartbeat_at`` fresh from a side thread every ``every`` seconds while the
@@ -258,3 +279,126 @@ def job_cancel_request(model, job_id: int):
 def job_finish(model, job_id: int, status: str, error: str = "") -> None:
     """End the job with ``status`` (and the reason, for a failure)."""
     model.objects.filter(pk=job_id).update(status=status, error=error, finished_at=timezone.now())
+
+
+# --- Where a job stands: place in line and time left ----------------------------------------
+
+# How many of the latest succeeded jobs of a kind give its typical duration.
+RECENT_JOBS = 20
+
+
+def queue_position(job, **same_queue) -> int | None:
+    """The job's place in line, 1 for the next to start: its rank by ``created_at`` among
+    the QUEUED jobs of its model (narrowed by ``same_queue`` filters, e.g. the judges that
+    share a Celery queue). None unless it is queued."""
+    if job.status != Job.Status.QUEUED:
+        return None
+    earlier = models.Q(created_at__lt=job.created_at) | models.Q(
+        created_at=job.created_at, pk__lt=job.pk
+    )
+    model = type(job)
+    return model.objects.filter(earlier, status=Job.Status.QUEUED, **same_queue).count() + 1
+
+
+def typical_duration(model, **same_queue) -> float | None:
+    """Mean seconds from start to finish of the latest ``RECENT_JOBS`` succeeded jobs of
+    ``model`` (failed and cancelled ones stop early and would say too little); None when
+    none has succeeded yet."""
+    spans = (
+        model.objects.filter(
+            status=Job.Status.SUCCEEDED,
+            started_at__isnull=False,
+            finished_at__isnull=False,
+            **same_queue,
+        )
+        .order_by("-finished_at")
+        .values_list("started_at", "finished_at")[:RECENT_JOBS]
+    )
+    seconds = [max(0.0, (end - start).total_seconds()) for start, end in spans]
+    return sum(seconds) / len(seconds) if seconds else None
+
+
+def _running_eta(job, done_field: str, total_field: str) -> float | None:
+    done, total = getattr(job, done_field), getattr(job, total_field)
+    if not done or not total or job.started_at is None:
+        return None
+    elapsed = (timezone.now() - job.started_at).total_seconds()
+    return max(0.0, elapsed * (total - done) / done)
+
+
+def eta(job, *, done_field: str = "done", total_field: str = "total", **same_queue):
+    """Seconds until the job ends, or None where there is nothing honest to say.
+
+    A running job: at the pace so far (elapsed time over items done); None before its
+    first item. A queued job: the jobs ahead of it (those running, at their own pace, and
+    those queued before it) and itself, each taking the typical duration of its kind
+    (``typical_duration``); None without a finished job to learn from. The queued estimate
+    assumes the queue runs one job at a time (the gpu worker does); with more workers the
+    wait is shorter. ``done_field``/``total_field`` name a kind's own progress fields
+    (training: ``step``/``total_steps``)."""
+    if job.status == Job.Status.RUNNING:
+        return _running_eta(job, done_field, total_field)
+    position = queue_position(job, **same_queue)
+    if position is None:
+        return None
+    typical = typical_duration(type(job), **same_queue)
+    if typical is None:
+        return None
+    running = type(job).objects.filter(status=Job.Status.RUNNING, **same_queue)
+    running_left = 0.0
+    for other in running:
+        left = _running_eta(other, done_field, total_field)
+        running_left += typical if left is None else left
+    return running_left + position * typical
+
+
+def _ordinal(number: int) -> str:
+    suffix = (
+        "th" if 10 <= number % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(number % 10, "th")
+    )
+    return f"{number}{suffix}"
+
+
+def duration_text(seconds: float) -> str:
+    """A rough duration for people: "under a minute", "about 4 min", "about 2 h 10 min"."""
+    if seconds < 45:
+        return "under a minute"
+    minutes = max(1, round(seconds / 60))
+    if minutes < 90:
+        return f"about {minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"about {hours} h {minutes} min" if minutes else f"about {hours} h"
+
+
+def outlook_text(*, status: str, position: int | None, eta_seconds, done: int, total: int) -> str:
+    """Where an active job stands, in words: "queued — 3rd in line, about 4 min" or
+    "running 8/35 — about 2 min left"; says "unknown" where there is no estimate, and
+    "" for a job that has ended."""
+    if status == Job.Status.QUEUED:
+        place = "next in line" if position == 1 else f"{_ordinal(position or 1)} in line"
+        when = duration_text(eta_seconds) if eta_seconds is not None else "time unknown"
+        return f"queued — {place}, {when}"
+    if status == Job.Status.RUNNING:
+        left = (
+            f"{duration_text(eta_seconds)} left" if eta_seconds is not None else "time left unknown"
+        )
+        return f"running {done}/{total or '?'} — {left}"
+    return ""
+
+
+def job_outlook(job, *, done_field: str = "done", total_field: str = "total", **same_queue) -> dict:
+    """``queue_position``, ``eta_seconds`` (whole seconds or None) and ``text`` of a job,
+    for its page and its API (empty text and None for one that has ended)."""
+    position = queue_position(job, **same_queue)
+    seconds = eta(job, done_field=done_field, total_field=total_field, **same_queue)
+    return {
+        "queue_position": position,
+        "eta_seconds": None if seconds is None else round(seconds),
+        "text": outlook_text(
+            status=job.status,
+            position=position,
+            eta_seconds=seconds,
+            done=getattr(job, done_field),
+            total=getattr(job, total_field),
+        ),
+    }

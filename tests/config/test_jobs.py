@@ -8,9 +8,9 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+from annotation.candidates.models import GenerationJob
 from config import jobs
 from config.jobs import Job
-from models_registry.models import GenerationJob
 from tests.factories import make_version
 
 Status = Job.Status
@@ -247,3 +247,119 @@ def test_a_running_row_that_never_beat_is_judged_by_its_start(project):
 
     assert (_row(old)[0], _row(new)[0]) == (Status.FAILED, Status.RUNNING)
     assert jobs.job_claim(GenerationJob, new.pk, stale_after=120) is None
+
+
+# --- Where a job stands: place in line and time left ----------------------------------------
+
+
+def _queued_at(project, seconds_ago: int, **fields) -> GenerationJob:
+    job = _job(project, **fields)
+    GenerationJob.objects.filter(pk=job.pk).update(created_at=_silent_for(seconds_ago))
+    job.refresh_from_db()
+    return job
+
+
+def _succeeded_in(project, seconds: int) -> GenerationJob:
+    end = _silent_for(600)
+    return _job(
+        project,
+        status=Status.SUCCEEDED,
+        started_at=end - timedelta(seconds=seconds),
+        finished_at=end,
+    )
+
+
+def test_queued_jobs_are_placed_in_line_oldest_first(project):
+    first, second, third = (_queued_at(project, ago) for ago in (30, 20, 10))
+    running = _job(project, status=Status.RUNNING)
+    ended = _job(project, status=Status.SUCCEEDED)
+
+    assert [jobs.queue_position(job) for job in (first, second, third)] == [1, 2, 3]
+    assert jobs.queue_position(running) is None
+    assert jobs.queue_position(ended) is None
+
+
+def test_the_place_in_line_counts_only_the_same_queue(project, other_project):
+    _queued_at(other_project, 30)
+    mine = _queued_at(project, 10)
+
+    assert jobs.queue_position(mine) == 2
+    assert jobs.queue_position(mine, project=project) == 1
+
+
+def test_a_running_job_has_the_time_left_at_its_pace_so_far(project):
+    job = _job(project, status=Status.RUNNING, started_at=_silent_for(60), done=10, total=30)
+
+    assert jobs.eta(job) == pytest.approx(120, abs=2)
+    assert jobs.job_outlook(job)["text"] == "running 10/30 — about 2 min left"
+
+
+def test_a_running_job_before_its_first_item_has_no_estimate(project):
+    job = _job(project, status=Status.RUNNING, started_at=_silent_for(60), done=0, total=30)
+
+    assert jobs.eta(job) is None
+    assert jobs.job_outlook(job) == {
+        "queue_position": None,
+        "eta_seconds": None,
+        "text": "running 0/30 — time left unknown",
+    }
+
+
+def test_a_queued_job_without_history_says_its_wait_is_unknown(project):
+    job = _queued_at(project, 10)
+
+    assert jobs.eta(job) is None
+    assert jobs.job_outlook(job) == {
+        "queue_position": 1,
+        "eta_seconds": None,
+        "text": "queued — next in line, time unknown",
+    }
+
+
+def test_a_queued_job_waits_for_those_ahead_at_the_typical_duration(project):
+    _succeeded_in(project, 60)
+    _succeeded_in(project, 120)  # typical: 90 s
+    _job(project, status=Status.RUNNING, started_at=_silent_for(10))  # no pace yet: 90 s
+    _queued_at(project, 30)  # 90 s
+    _queued_at(project, 20)  # 90 s
+    job = _queued_at(project, 10)  # and its own 90 s
+
+    outlook = jobs.job_outlook(job)
+
+    assert outlook == {
+        "queue_position": 3,
+        "eta_seconds": 360,
+        "text": "queued — 3rd in line, about 6 min",
+    }
+
+
+def test_failed_and_cancelled_jobs_are_not_history(project):
+    end = _silent_for(600)
+    for status in (Status.FAILED, Status.CANCELLED):
+        _job(project, status=status, started_at=end - timedelta(seconds=5), finished_at=end)
+
+    assert jobs.typical_duration(GenerationJob) is None
+
+
+@pytest.mark.parametrize("status", [Status.SUCCEEDED, Status.FAILED, Status.CANCELLED])
+def test_an_ended_job_has_no_outlook(project, status):
+    job = _job(project, status=status, done=3, total=3)
+
+    assert jobs.job_outlook(job) == {"queue_position": None, "eta_seconds": None, "text": ""}
+
+
+@pytest.mark.parametrize(
+    ("seconds", "words"),
+    [(10, "under a minute"), (50, "about 1 min"), (240, "about 4 min"), (7800, "about 2 h 10 min")],
+)
+def test_durations_read_as_rough_words(seconds, words):
+    assert jobs.duration_text(seconds) == words
+
+
+@pytest.mark.parametrize(
+    ("position", "words"), [(2, "2nd"), (3, "3rd"), (4, "4th"), (11, "11th"), (21, "21st")]
+)
+def test_places_in_line_read_as_ordinals(position, words):
+    text = jobs.outlook_text(status="queued", position=position, eta_seconds=None, done=0, total=0)
+
+    assert text == f"queued — {words} in line, time unknown"

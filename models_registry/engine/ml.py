@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import importlib.util
+import itertools
 import json
 import math
 import os
 import shutil
 import tempfile
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,8 +34,10 @@ __all__ = [
     "GenerationParams",
     "convert_gguf_to_safetensors",
     "generate_replies",
+    "PolicyView",
     "load_policy",
     "load_tokenizer_from_gguf",
+    "loaded_bases",
     "pick_device",
     "sample_candidates",
     "smollm2_gguf_path",
@@ -214,42 +218,286 @@ def _is_valid_model(folder: Path) -> bool:
 
 # --- Loading --------------------------------------------------------------------------
 
+# Four bases: an arena battle needs two versions at once, and the queue's generation a third.
+MAX_LOADED_BASES = 4
+# LoRA adapters kept attached to one base, least recently used dropped first. An adapter
+# is small next to its base (r x (in + out) numbers per adapted matrix).
+MAX_ADAPTERS_PER_BASE = 8
 
-# Four: an arena battle needs two versions at once, and the queue's generation a third.
-@functools.lru_cache(maxsize=4)
-def _load_policy_cached(base_path: str, adapter_path: str | None) -> tuple[Any, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+_registry_lock = threading.Lock()
+# (base path, adapter merged into it or None) -> loaded base, least recently used first.
+_loaded_bases: OrderedDict[tuple[str, str | None], _LoadedBase] = OrderedDict()
+# One lock per key while it loads, so a slow load holds up neither other keys nor views.
+_loading_locks: dict[tuple[str, str | None], threading.Lock] = {}
 
-    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
-    tokenizer_source = base_path
-    if adapter_path is not None:
+
+def _load_tokenizer(folder: str) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(folder))
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def _adapter_tokenizer_folder(adapter_path: str) -> str | None:
+    """The adapter's folder when it carries its own tokenizer (a trained chat template)."""
+    return adapter_path if (Path(adapter_path) / "tokenizer_config.json").is_file() else None
+
+
+def _can_share_base(adapter_path: str) -> bool:
+    """Whether peft can run this adapter as one named adapter among others on a shared
+    base without changing the base: plain LoRA does; LoRA that trains the base's biases
+    (``bias`` other than "none") or replicates its layers (``layer_replication``) writes
+    into the base, and other tuners cannot sit beside LoRA in one ``PeftModel``."""
+    try:
+        config = json.loads((Path(adapter_path) / "adapter_config.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return False  # let peft report the problem on the private path
+    return (
+        isinstance(config, dict)
+        and config.get("peft_type") == "LORA"
+        and config.get("bias", "none") in (None, "none")
+        and not config.get("layer_replication")
+    )
+
+
+class _LoadedBase:
+    """One base model in memory and the LoRA adapters attached to it as named peft adapters.
+
+    Attaching the first adapter wraps the model in a ``PeftModel``, which injects LoRA
+    layers into the model's own modules (the base weights stay where they are); later
+    adapters are added with ``load_adapter``. Which adapter is active is state of the
+    shared modules, so ``lock`` is held for every change of it and for the whole of every
+    forward or generate call (``PolicyView.activated``).
+    """
+
+    def __init__(self, model: Any, tokenizer: Any) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.peft: Any = None  # the PeftModel while at least one adapter is attached
+        # adapter path -> (peft adapter name, its view), least recently used first.
+        self.adapters: OrderedDict[str, tuple[str, PolicyView]] = OrderedDict()
+        self.base_view: PolicyView | None = None
+        self.lock = threading.RLock()
+        self.broken = False  # an adapter failed to attach part-way: never use it again
+        self._names = itertools.count()
+
+    def attach(self, key: tuple[str, str | None], adapter_path: str) -> tuple[str, PolicyView]:
+        """The peft name and view of ``adapter_path`` on this base, loading the adapter
+        if it is not attached (the least recently used one goes beyond
+        ``MAX_ADAPTERS_PER_BASE``). Call with ``lock`` held."""
+        if adapter_path in self.adapters:
+            self.adapters.move_to_end(adapter_path)
+            return self.adapters[adapter_path]
         from peft import PeftModel
 
-        # Merging the LoRA weights once makes generation as fast as the base model's.
-        model = PeftModel.from_pretrained(model, adapter_path).merge_and_unload()
-        if (Path(adapter_path) / "tokenizer_config.json").is_file():
-            tokenizer_source = adapter_path
-    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(tokenizer_source))
-    tokenizer.padding_side = "left"
+        tokenizer_folder = _adapter_tokenizer_folder(adapter_path)
+        tokenizer = _load_tokenizer(tokenizer_folder) if tokenizer_folder else self.tokenizer
+        # peft module names may not hold dots, so adapters get names of their own.
+        name = f"version_{next(self._names)}"
+        if self.peft is None:
+            try:
+                self.peft = PeftModel.from_pretrained(self.model, adapter_path, adapter_name=name)
+            except BaseException:
+                # peft may have injected LoRA layers into the base before the weights
+                # failed to load: load the base afresh next time.
+                self.broken = True
+                raise
+        else:
+            try:
+                self.peft.load_adapter(adapter_path, adapter_name=name)
+            except BaseException:
+                self._drop_half_attached(name)
+                raise
+        self.peft.eval()
+        self.adapters[adapter_path] = (name, PolicyView(key, adapter_path, tokenizer))
+        while len(self.adapters) > MAX_ADAPTERS_PER_BASE:
+            self.detach(next(iter(self.adapters)))
+        return self.adapters[adapter_path]
+
+    def _drop_half_attached(self, name: str) -> None:
+        try:
+            if name in self.peft.peft_config:
+                self.peft.delete_adapter(name)
+        except Exception:
+            self.broken = True
+
+    def detach(self, adapter_path: str) -> None:
+        """Delete ``adapter_path``'s adapter from the base. Call with ``lock`` held."""
+        name, _ = self.adapters.pop(adapter_path)
+        if self.adapters:
+            self.peft.delete_adapter(name)
+        else:
+            # peft's delete_adapter leaves the last adapter's emptied LoRA layers in place;
+            # unloading without merging puts the plain base modules back.
+            self.peft.unload()
+            self.peft = None
+
+    def attached(self) -> list[str]:
+        """Paths of the adapters attached, least recently used first."""
+        with self.lock:
+            return list(self.adapters)
+
+
+def _load_base(base_path: str, merged_adapter: str | None) -> _LoadedBase:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
+    tokenizer_folder = base_path
+    if merged_adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, merged_adapter).merge_and_unload()
+        tokenizer_folder = _adapter_tokenizer_folder(merged_adapter) or base_path
     model.to(pick_device())
     model.eval()
-    return model, tokenizer
+    return _LoadedBase(model, _load_tokenizer(tokenizer_folder))
+
+
+def _loaded_base(key: tuple[str, str | None]) -> _LoadedBase:
+    """The base for ``key``, loaded on first use; the least recently used base beyond
+    ``MAX_LOADED_BASES`` is dropped (views still held on it load it again when used)."""
+    loaded = _cached_base(key)
+    if loaded is not None:
+        return loaded
+    with _registry_lock:
+        loading_lock = _loading_locks.setdefault(key, threading.Lock())
+    with loading_lock:
+        loaded = _cached_base(key)  # another thread may have loaded it meanwhile
+        if loaded is not None:
+            return loaded
+        loaded = _load_base(*key)
+        with _registry_lock:
+            _loaded_bases[key] = loaded
+            while len(_loaded_bases) > MAX_LOADED_BASES:
+                _loaded_bases.popitem(last=False)
+        return loaded
+
+
+def _cached_base(key: tuple[str, str | None]) -> _LoadedBase | None:
+    with _registry_lock:
+        loaded = _loaded_bases.get(key)
+        if loaded is None or loaded.broken:
+            return None
+        _loaded_bases.move_to_end(key)
+        return loaded
+
+
+class PolicyView:
+    """A loaded version as a model: a shared base seen with one LoRA adapter active, or
+    with every adapter off (a base-only version, or a LoRA kind peft cannot share, merged
+    into a base copy of its own).
+
+    ``generate`` and calls (forward passes) run with the view's adapter active and the
+    base's lock held; ``activated()`` holds both for longer work and yields the torch
+    module. Other attributes (``config``, ``generation_config``, ``parameters()``,
+    ``device``, ...) are the base model's. The view stays usable when its adapter or base
+    has been evicted meanwhile: it loads them again on use.
+    """
+
+    def __init__(self, key: tuple[str, str | None], adapter_path: str | None, tokenizer: Any):
+        self._key = key
+        self.adapter_path = adapter_path
+        self.tokenizer = tokenizer
+
+    def __repr__(self) -> str:
+        return f"PolicyView(base={self._key[0]!r}, adapter={self.adapter_path or self._key[1]!r})"
+
+    @contextlib.contextmanager
+    def activated(self):
+        """Hold the base's lock with this view's adapter active; yield the torch module."""
+        while True:
+            loaded = _loaded_base(self._key)
+            loaded.lock.acquire()
+            if not loaded.broken:
+                break
+            loaded.lock.release()
+        try:
+            if self.adapter_path is not None:
+                name, _ = loaded.attach(self._key, self.adapter_path)
+                if loaded.peft.active_adapter != name:
+                    loaded.peft.set_adapter(name, inference_mode=True)
+                yield loaded.model
+            elif loaded.peft is not None:
+                with loaded.peft.disable_adapter():
+                    yield loaded.model
+            else:
+                yield loaded.model
+        finally:
+            loaded.lock.release()
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        with self.activated() as module:
+            return module.generate(*args, **kwargs)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with self.activated() as module:
+            return module(*args, **kwargs)
+
+    forward = __call__
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(_loaded_base(self._key).model, name)
+
+
+def _activated(model: Any):
+    """``model.activated()`` for a ``PolicyView``; any other model as it is."""
+    if isinstance(model, PolicyView):
+        return model.activated()
+    return contextlib.nullcontext(model)
 
 
 def load_policy(
     base_path: str | os.PathLike[str], adapter_path: str | os.PathLike[str] | None = None
-) -> tuple[Any, Any]:
+) -> tuple[PolicyView, Any]:
     """Load ``(model, tokenizer)`` for generation, cached per process.
 
-    The model is in eval mode on ``pick_device()``; with ``adapter_path`` the LoRA
-    adapter is merged into the base weights. The tokenizer pads on the left. The cached
+    One copy of a base is loaded per process; a LoRA adapter is attached to it as a
+    named peft adapter, so versions of one base share its weights (LoRA kinds that
+    cannot share are merged into a copy of their own). The model is a ``PolicyView``:
+    ``generate_replies``, ``reply_logprobs``, ``sample_candidates`` and direct
+    ``generate``/forward calls run it with its adapter active under the base's lock. It
+    is in eval mode on ``pick_device()``; the tokenizer pads on the left. The cached
     objects are shared: callers must not modify them (``load_policy.cache_clear()``
     drops the cache).
     """
-    return _load_policy_cached(str(base_path), str(adapter_path) if adapter_path else None)
+    base = str(base_path)
+    adapter = str(adapter_path) if adapter_path else None
+    if adapter is not None and not _can_share_base(adapter):
+        key: tuple[str, str | None] = (base, adapter)
+        adapter = None
+    else:
+        key = (base, None)
+    while True:
+        loaded = _loaded_base(key)
+        with loaded.lock:
+            if loaded.broken:
+                continue
+            if adapter is not None:
+                _, view = loaded.attach(key, adapter)
+            else:
+                if loaded.base_view is None:
+                    loaded.base_view = PolicyView(key, None, loaded.tokenizer)
+                view = loaded.base_view
+            return view, view.tokenizer
 
 
-load_policy.cache_clear = _load_policy_cached.cache_clear  # type: ignore[attr-defined]
+def loaded_bases() -> dict[tuple[str, str | None], list[str]]:
+    """What this process holds: for each loaded base (base path, adapter merged into it
+    or None), the paths of the LoRA adapters attached to it."""
+    with _registry_lock:
+        loaded = dict(_loaded_bases)
+    return {key: base.attached() for key, base in loaded.items()}
+
+
+def _clear_loaded_policies() -> None:
+    with _registry_lock:
+        _loaded_bases.clear()
+
+
+load_policy.cache_clear = _clear_loaded_policies  # type: ignore[attr-defined]
 
 
 # --- Generation -----------------------------------------------------------------------
@@ -354,13 +602,15 @@ def generate_replies(
         encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(
             device
         )
-        torch.manual_seed(params.seed + batch_index)
-        if torch.cuda.is_available():
-            torch.cuda.manual_seed_all(params.seed + batch_index)
-        started = time.perf_counter()
-        with torch.inference_mode():
-            output = model.generate(**encoded, **generate_kwargs)
-        seconds = time.perf_counter() - started
+        # Seeded under the base's lock, so another thread's seed cannot come in between.
+        with _activated(model) as module:
+            torch.manual_seed(params.seed + batch_index)
+            if torch.cuda.is_available():
+                torch.cuda.manual_seed_all(params.seed + batch_index)
+            started = time.perf_counter()
+            with torch.inference_mode():
+                output = module.generate(**encoded, **generate_kwargs)
+            seconds = time.perf_counter() - started
         new_tokens = output[:, encoded["input_ids"].shape[1] :].tolist()
         for tokens in new_tokens:
             end = next((i for i, token in enumerate(tokens) if token in eos_ids), None)
@@ -399,8 +649,8 @@ def reply_logprobs(
         return []
     device = next(model.parameters()).device
     ids = torch.tensor([list(prompt_ids) + list(token_ids)], device=device)
-    with torch.inference_mode():
-        logits = model(input_ids=ids).logits[0, len(prompt_ids) - 1 : -1]
+    with torch.inference_mode(), _activated(model) as module:
+        logits = module(input_ids=ids).logits[0, len(prompt_ids) - 1 : -1]
     logprobs = torch.log_softmax(logits.float(), dim=-1)
     special = set(tokenizer.all_special_ids)
 

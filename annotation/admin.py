@@ -1,6 +1,14 @@
 from django.contrib import admin
 
-from annotation.models import Judgment, Membership, Project, Prompt, Task
+from annotation.models import (
+    ChatTurn,
+    GenerationJob,
+    Judgment,
+    Membership,
+    Project,
+    Prompt,
+    Task,
+)
 
 
 class MembershipInline(admin.TabularInline):
@@ -41,3 +49,21 @@ class JudgmentAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+@admin.register(ChatTurn)
+class ChatTurnAdmin(admin.ModelAdmin):
+    """Read-only: a turn is a job; the worker and the chat's services change it."""
+
+    list_display = ["id", "session", "message_index", "status", "attempts", "heartbeat_at"]
+    list_filter = ["status"]
+    raw_id_fields = ["session", "prompt"]
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(GenerationJob)
+class GenerationJobAdmin(admin.ModelAdmin):
+    list_display = ["id", "project", "model_version", "status", "done", "total", "created_at"]
+    list_filter = ["status"]

@@ -58,6 +58,7 @@ class ChatListApi(APIView):
 
     def get(self, request, slug):
         project = project_for(user=request.user, slug=slug, capability=LABEL)
+        services.chat_turns_fail_stale(project=project)
         sessions = selectors.chat_sessions_for(project=project, labeler=request.user, limit=100)
         return Response([chat_session_payload(s) for s in sessions])
 
@@ -72,13 +73,16 @@ class ChatListApi(APIView):
 
 
 class ChatDetailApi(APIView):
-    """The conversation and the open turn (status queued/running/ready/failed; poll it)."""
+    """The conversation and the open turn (status queued/running/ready/failed; poll it).
+    Reading it also takes up the project's turns whose worker went silent."""
 
     def get(self, request, slug, session_id):
         project = project_for(user=request.user, slug=slug, capability=LABEL)
         session = selectors.chat_session_for(
             project=project, labeler=request.user, session_id=session_id
         )
+        # A turn whose worker went silent is queued again (or failed) before it is shown.
+        services.chat_turns_fail_stale(project=project)
         return Response(chat_session_payload(session))
 
 

@@ -9,13 +9,15 @@ from dataclasses import dataclass, field
 from django.http import Http404
 
 from annotation.labeling.inputs import whole_number_or_none
-from annotation.models import ChatSession, Judgment, Project, Prompt, Response
+from annotation.models import ChatSession, ChatTurn, Judgment, Project, Prompt, Response
 from config.errors import ServiceError
 from models_registry import selectors as registry_selectors
 from models_registry.models import ModelVersion
 
 
 class TurnStatus:
+    """A turn's status in pages and the API (the job's, with "ready" for succeeded)."""
+
     QUEUED = "queued"
     RUNNING = "running"
     READY = "ready"
@@ -61,44 +63,52 @@ def chat_session_page_for(*, project: Project, labeler, session_id) -> ChatSessi
         raise Http404("No such chat.") from None
 
 
-@dataclass
-class ChatTurn:
-    """The open turn: the labeler's latest message and the replies it is waiting for."""
+# The turn's status as pages and the API name it: a succeeded job is "ready" for the pick.
+_STATUS_OF_JOB = {
+    ChatTurn.Status.QUEUED: TurnStatus.QUEUED,
+    ChatTurn.Status.RUNNING: TurnStatus.RUNNING,
+    ChatTurn.Status.SUCCEEDED: TurnStatus.READY,
+    ChatTurn.Status.FAILED: TurnStatus.FAILED,
+    ChatTurn.Status.CANCELLED: TurnStatus.FAILED,
+}
 
-    prompt: Prompt
+
+@dataclass
+class OpenTurn:
+    """The open turn as the page shows it: the labeler's latest message, where its
+    replies stand, and the replies once both exist."""
+
+    job: ChatTurn
     status: str
     error: str = ""
     # The two replies in the order shown (left, right); empty until both exist.
     replies: list[Response] = field(default_factory=list)
 
     @property
+    def prompt(self) -> Prompt:
+        return self.job.prompt
+
+    @property
     def is_waiting(self) -> bool:
         return self.status in (TurnStatus.QUEUED, TurnStatus.RUNNING)
 
 
-def _turn_prompt(session: ChatSession, turn: int) -> Prompt | None:
-    return (
-        Prompt.objects.filter(
-            project_id=session.project_id, metadata__chat_session=session.pk, metadata__turn=turn
-        )
-        .order_by("-id")
-        .first()
-    )
-
-
-def chat_turn_open(*, session: ChatSession) -> ChatTurn | None:
+def chat_turn_open(*, session: ChatSession) -> OpenTurn | None:
     """The turn waiting for replies or for the labeler's pick; None when it is the labeler's
     move (no message yet, or the last reply was picked) or the session is finished."""
     if session.finished or not session.messages or session.messages[-1]["role"] != "user":
         return None
-    prompt = _turn_prompt(session, len(session.messages) - 1)
-    if prompt is None:  # cannot happen through the services; treat as a lost job
+    job = (
+        ChatTurn.objects.select_related("prompt")
+        .filter(session=session, message_index=len(session.messages) - 1)
+        .first()
+    )
+    if job is None:  # cannot happen through the services; treat as a lost job
         raise ServiceError("This turn has no generation job; finish the chat.")
-    meta = prompt.metadata
-    turn = ChatTurn(prompt=prompt, status=meta.get("status", ""), error=meta.get("error", ""))
+    turn = OpenTurn(job=job, status=_STATUS_OF_JOB[job.status], error=job.error)
     if turn.status == TurnStatus.READY:
-        by_id = Response.objects.in_bulk(meta["shown_order"])
-        turn.replies = [by_id[pk] for pk in meta["shown_order"]]
+        by_id = Response.objects.in_bulk(job.shown_order)
+        turn.replies = [by_id[pk] for pk in job.shown_order]
     return turn
 
 

@@ -3,29 +3,44 @@ replies, the labeler picks one (a comparison judgment with the conversation so f
 context) and the conversation goes on from the picked reply; at the end the labeler rates
 the whole conversation 1-7.
 
-Each turn is a Prompt row in the project (text = the labeler's message, metadata
-``{"chat_session": id, "turn": index, "status": ...}``); that row is also the turn's job
-row, claimed by the worker under a row lock, and its two Responses (sample_index 0 and 1)
-are the replies. Writes are the ``chat_*`` services; reads are the ``*_for``/``chat_turn_*``
-selectors in annotation/chat/selectors.py. Model work runs only on the Celery ``gpu``
-worker (annotation/chat/tasks.py).
+Each turn is a ChatTurn row (annotation/chat/models.py): the labeler's message is its own
+Prompt row (metadata ``{"chat_session": id}``, which keeps it out of the labeling pool) and
+its two Responses (sample_index 0 and 1) are the replies. The turn is also the replies' job
+on the one job lifecycle (config/jobs.py): created queued in the request and sent on commit
+to the Celery ``interactive`` worker (annotation/chat/tasks.py), claimed once under a row
+lock, heartbeating while it generates. A turn whose worker died is queued again and resumes
+(its replies are written once, so a rerun stores nothing twice); after
+``ChatTurn.max_attempts`` it is failed with the reason, for the labeler to press "Try
+again". Writes are the ``chat_*`` services here; reads are the ``*_for``/``chat_turn_*``
+selectors in annotation/chat/selectors.py.
 """
 
 import logging
 import random
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from annotation.chat.selectors import (
     ChatNotFound,
-    ChatTurn,
+    OpenTurn,
     TurnStatus,
     chat_turn_open,
     chat_versions,
 )
 from annotation.labeling.inputs import check_time_spent, parse_client_id, whole_number_or_none
-from annotation.models import ChatSession, Judgment, Project, Prompt, Response, TaskKind
-from config.celery import enqueue_after_commit
+from annotation.models import (
+    CHAT_TURN_KEY,
+    ChatSession,
+    ChatTurn,
+    Judgment,
+    Project,
+    Prompt,
+    Response,
+    TaskKind,
+)
+from config import jobs
+from config.celery import QueueUnavailable, enqueue_after_commit
 from config.errors import Conflict, ServiceError
 from models_registry.engine import ml
 
@@ -37,8 +52,10 @@ MAX_TURNS = 50
 RATINGS = range(1, 8)
 SIDES = ("left", "right")
 CHOICES = (*SIDES, "tie", "both_bad")
+REPLIES_PER_TURN = 2
 # Short enough that a CPU worker answers in seconds; the labeler waits on each turn.
 DEFAULT_PARAMS = {"max_new_tokens": 128, "temperature": 0.8, "top_p": 0.95}
+WAITING = (ChatTurn.Status.QUEUED, ChatTurn.Status.RUNNING)
 
 
 def chat_start(*, project: Project, labeler, model_version_id) -> ChatSession:
@@ -72,10 +89,10 @@ def _generation_params(params: dict | None) -> dict:
 
 def chat_message_send(
     *, project: Project, labeler, session_id, text: str, params: dict | None = None
-) -> Prompt:
-    """Add the labeler's message and queue the model's two replies on the gpu worker.
-    Returns the turn's prompt. Refused while the previous turn still waits for replies or
-    a pick. Raises QueueUnavailable (after recording it on the turn) if the broker is down."""
+) -> ChatTurn:
+    """Add the labeler's message and queue the model's two replies on the interactive
+    worker. Returns the turn. Refused while the previous turn still waits for replies or a
+    pick. Raises QueueUnavailable (after recording it on the turn) if the broker is down."""
     text = (text or "").strip() if isinstance(text, str) else ""
     if not text:
         raise ServiceError("Write a message first.")
@@ -88,130 +105,163 @@ def chat_message_send(
             raise Conflict("Pick one of the model's replies before you write again.")
         if len(session.messages) >= 2 * MAX_TURNS:
             raise ServiceError(f"A chat holds at most {MAX_TURNS} turns; finish this one.")
-        turn = len(session.messages)
+        message_index = len(session.messages)
         session.messages = [*session.messages, {"role": "user", "content": text}]
         session.save(update_fields=["messages"])
         prompt = Prompt.objects.create(
-            project=project,
-            text=text,
-            metadata={
-                "chat_session": session.pk,
-                "turn": turn,
-                "status": TurnStatus.QUEUED,
-                "error": "",
-                # The seed is per turn so a turn's two replies can be reproduced.
-                "generation_params": {**generation_params, "seed": random.randrange(2**31)},
-            },
+            project=project, text=text, metadata={CHAT_TURN_KEY: session.pk}
         )
-        _enqueue_replies(prompt.pk)
-    return prompt
+        turn = ChatTurn.objects.create(
+            session=session,
+            prompt=prompt,
+            message_index=message_index,
+            model_version_id=session.model_version_id,
+            # The seed is per turn so a turn's two replies can be reproduced.
+            generation_params={**generation_params, "seed": random.randrange(2**31)},
+            total=REPLIES_PER_TURN,
+        )
+        _enqueue_replies(turn.pk)
+    return turn
 
 
-def chat_replies_retry(*, project: Project, labeler, session_id) -> Prompt:
-    """Queue the open turn's replies again after a failure."""
+def chat_replies_retry(*, project: Project, labeler, session_id) -> ChatTurn:
+    """Queue the open turn's replies again after a failure, with a fresh set of attempts."""
     with transaction.atomic():
         session = _locked_session(project=project, labeler=labeler, session_id=session_id)
-        turn = chat_turn_open(session=session)
-        if turn is None or turn.status != TurnStatus.FAILED:
+        open_turn = chat_turn_open(session=session)
+        if open_turn is None or open_turn.status != TurnStatus.FAILED:
             raise Conflict("Only a failed turn can be tried again.")
-        prompt = Prompt.objects.select_for_update().get(pk=turn.prompt.pk)
-        prompt.metadata = {**prompt.metadata, "status": TurnStatus.QUEUED, "error": ""}
-        prompt.save(update_fields=["metadata"])
-        _enqueue_replies(prompt.pk)
-    return prompt
+        turn = ChatTurn.objects.select_for_update().get(pk=open_turn.job.pk)
+        turn.status = ChatTurn.Status.QUEUED
+        turn.error = ""
+        turn.attempts = 0  # the labeler's "Try again" gets a fresh set of attempts
+        turn.finished_at = None
+        turn.save(update_fields=["status", "error", "attempts", "finished_at"])
+        jobs.job_log(ChatTurn, turn.pk, "queued again by the labeler")
+        _enqueue_replies(turn.pk)
+    return turn
 
 
-def _enqueue_replies(prompt_id: int) -> None:
+def chat_turns_fail_stale(*, project: Project | None = None) -> int:
+    """Take up turns whose worker stopped reporting for ``CHAT_STALE_AFTER_SECONDS``: each
+    is queued again and resumes; after its last attempt it is failed with the reason and a
+    "Try again" for the labeler. Returns how many."""
+    filters = {"session__project": project} if project is not None else {}
+    try:
+        return jobs.job_fail_stale(
+            ChatTurn,
+            after_seconds=settings.CHAT_STALE_AFTER_SECONDS,
+            resume=lambda turn: _enqueue_replies(turn.pk),
+            on_lost=_turn_lost,
+            **filters,
+        )
+    except QueueUnavailable:
+        return 0  # that turn is failed with the reason by enqueue_after_commit
+
+
+def _enqueue_replies(turn_id: int) -> None:
     from annotation.chat.tasks import chat_replies_generate_task
 
     enqueue_after_commit(
         chat_replies_generate_task,
-        job_id=prompt_id,
-        on_failure=lambda message: _turn_failed(prompt_id, message),
+        job_id=turn_id,
+        on_failure=lambda message: _turn_failed(turn_id, message),
     )
 
 
-def _turn_failed(prompt_id: int, message: str) -> None:
+def _turn_failed(turn_id: int, message: str) -> None:
+    """Fail a turn still waiting for its replies, with the reason the labeler sees."""
     with transaction.atomic():
-        prompt = Prompt.objects.select_for_update().filter(pk=prompt_id).first()
-        if prompt is None:
+        turn = ChatTurn.objects.select_for_update().filter(pk=turn_id, status__in=WAITING).first()
+        if turn is None:
             return
-        prompt.metadata = {**prompt.metadata, "status": TurnStatus.FAILED, "error": message}
-        prompt.save(update_fields=["metadata"])
+        jobs.job_finish(ChatTurn, turn_id, ChatTurn.Status.FAILED, error=message)
+        jobs.job_log(ChatTurn, turn_id, f"failed: {message}")
 
 
-def _claim_turn(prompt_id: int) -> Prompt | None:
-    with transaction.atomic():
-        prompt = (
-            Prompt.objects.select_for_update()
-            .filter(pk=prompt_id, metadata__has_key="chat_session")
-            .first()
-        )
-        if prompt is None or prompt.metadata.get("status") != TurnStatus.QUEUED:
-            return None  # a redelivered message for a turn already taken
-        prompt.metadata = {**prompt.metadata, "status": TurnStatus.RUNNING}
-        prompt.save(update_fields=["metadata"])
-        return prompt
+def _turn_lost(turn: ChatTurn) -> None:
+    """Fail a locked turn whose worker died on its last attempt, saying what to do."""
+    reason = jobs.lost_reason(settings.CHAT_STALE_AFTER_SECONDS)
+    message = (
+        f'{reason[:-1]} on attempt {turn.attempts}. Press "Try again" to ask the model once more.'
+    )
+    jobs.job_finish(ChatTurn, turn.pk, ChatTurn.Status.FAILED, error=message)
+    jobs.job_log(ChatTurn, turn.pk, f"failed: {message}")
 
 
-def chat_replies_generate(*, prompt_id: int) -> None:
+def chat_replies_generate(*, turn_id: int) -> None:
     """Worker side: write the turn's two replies (one sampled batch of two) and show them
-    in random order. Safe to repeat; a failure is recorded on the turn with its error."""
-    prompt = _claim_turn(prompt_id)
-    if prompt is None:
+    in random order. Claimed once (a redelivered message for a turn whose worker died
+    resumes it, or fails it with the reason after its last attempt; one for a turn that
+    has ended does nothing) and heartbeating while it generates. A failure is recorded on
+    the turn with its error."""
+    stale_after = settings.CHAT_STALE_AFTER_SECONDS
+    claimed = jobs.job_claim(ChatTurn, turn_id, stale_after=stale_after, on_lost=_turn_lost)
+    if claimed is None:
         return
     try:
-        session = ChatSession.objects.select_related("model_version").get(
-            pk=prompt.metadata["chat_session"]
-        )
-        conversation = [
-            {"role": m["role"], "content": m["content"]}
-            for m in session.messages[: prompt.metadata["turn"] + 1]
-        ]
-        version = session.model_version
-        model, tokenizer = ml.load_policy(version.base_path, version.adapter_path or None)
-        params = ml.GenerationParams(**prompt.metadata["generation_params"])
-        replies = ml.generate_replies(
-            model, tokenizer, [conversation, conversation], params, batch_size=2
-        )
-        _store_replies(prompt, version, params, replies)
+        turn = ChatTurn.objects.select_related("session", "prompt", "model_version").get(pk=turn_id)
+        with jobs.job_heartbeat(ChatTurn, turn_id, every=max(stale_after / 4, 0.05)):
+            replies = _ensure_replies(turn)
+        jobs.job_progress(ChatTurn, turn_id, done=len(replies))
+        _open_for_pick(turn_id, replies)
     except Exception as error:
-        logger.exception("Chat replies for prompt %s failed", prompt_id)
-        _turn_failed(prompt_id, f"{type(error).__name__}: {error}")
+        logger.exception("Chat replies for turn %s failed", turn_id)
+        _turn_failed(turn_id, f"{type(error).__name__}: {error}")
 
 
-def _store_replies(prompt: Prompt, version, params, replies) -> None:
+def _ensure_replies(turn: ChatTurn) -> list[Response]:
+    """The turn's two replies, generated only if they are not stored yet (a resumed turn
+    whose dead worker got as far as storing them generates nothing)."""
+    stored = Response.objects.filter(prompt=turn.prompt, model_version=turn.model_version)
+    if stored.count() < REPLIES_PER_TURN:
+        _generate_and_store(turn)
+        jobs.job_log(ChatTurn, turn.pk, "both replies written")
+    return list(stored.order_by("sample_index"))
+
+
+def _generate_and_store(turn: ChatTurn) -> None:
+    conversation = [
+        {"role": m["role"], "content": m["content"]}
+        for m in turn.session.messages[: turn.message_index + 1]
+    ]
+    version = turn.model_version
+    params = ml.GenerationParams(**turn.generation_params)
+    model, tokenizer = ml.load_policy(version.base_path, version.adapter_path or None)
+    replies = ml.generate_replies(
+        model, tokenizer, [conversation] * REPLIES_PER_TURN, params, batch_size=REPLIES_PER_TURN
+    )
+    # One statement for both, and unique per (prompt, version, sample_index): a rerun
+    # stores nothing twice.
+    Response.objects.bulk_create(
+        [
+            Response(
+                prompt=turn.prompt,
+                model_version=version,
+                sample_index=index,
+                text=reply.text,
+                generation_params=params.as_dict(),
+                completion_tokens=reply.completion_tokens,
+                generation_seconds=reply.seconds,
+                finished=reply.finished,
+            )
+            for index, reply in enumerate(replies)
+        ],
+        ignore_conflicts=True,
+    )
+
+
+def _open_for_pick(turn_id: int, replies: list[Response]) -> None:
+    """End the running turn successfully, its replies in a random order decided once."""
     with transaction.atomic():
-        prompt = Prompt.objects.select_for_update().get(pk=prompt.pk)
-        Response.objects.bulk_create(
-            [
-                Response(
-                    prompt=prompt,
-                    model_version=version,
-                    sample_index=index,
-                    text=reply.text,
-                    generation_params=params.as_dict(),
-                    completion_tokens=reply.completion_tokens,
-                    generation_seconds=reply.seconds,
-                    finished=reply.finished,
-                )
-                for index, reply in enumerate(replies)
-            ],
-            ignore_conflicts=True,
-        )
-        ids = list(
-            Response.objects.filter(prompt=prompt, model_version=version)
-            .order_by("sample_index")
-            .values_list("pk", flat=True)
-        )
+        turn = ChatTurn.objects.select_for_update().get(pk=turn_id)
+        if turn.status != ChatTurn.Status.RUNNING:
+            return  # failed or ended meanwhile: leave it as it is
+        ids = [reply.pk for reply in replies]
         random.shuffle(ids)
-        prompt.metadata = {
-            **prompt.metadata,
-            "status": TurnStatus.READY,
-            "error": "",
-            "shown_order": ids,
-        }
-        prompt.save(update_fields=["metadata"])
+        turn.shown_order = ids
+        turn.save(update_fields=["shown_order"])
+        jobs.job_finish(ChatTurn, turn_id, ChatTurn.Status.SUCCEEDED)
 
 
 def chat_reply_pick(
@@ -257,7 +307,7 @@ def chat_reply_pick(
         return _same_pick_or_conflict(existing, labeler=labeler, session_id=session_id)
 
 
-def _store_pick(session, turn: ChatTurn, side: str, client_id, time_spent_ms) -> Judgment:
+def _store_pick(session, turn: OpenTurn, side: str, client_id, time_spent_ms) -> Judgment:
     left, right = turn.replies
     response_a, response_b = sorted(turn.replies, key=lambda r: r.sample_index)
     if side in SIDES:
@@ -271,7 +321,7 @@ def _store_pick(session, turn: ChatTurn, side: str, client_id, time_spent_ms) ->
         project_id=session.project_id,
         prompt=turn.prompt,
         shown_order=[left.pk, right.pk],
-        context=session.messages[: turn.prompt.metadata["turn"]],
+        context=session.messages[: turn.job.message_index],
         response_a=response_a,
         response_b=response_b,
         choice=choice,

@@ -26,6 +26,7 @@ from config.errors import ServiceError
 def chat_start_page(request, slug):
     """The labeler's chats in the project, and a form to start one with a chosen model."""
     project = project_for(user=request.user, slug=slug, capability=LABEL)
+    services.chat_turns_fail_stale(project=project)
     error = None
     if request.method == "POST":
         try:
@@ -86,6 +87,8 @@ def chat_session_page(request, slug, session_id):
     """The conversation; the htmx fragment of it is polled while the replies are written."""
     project = project_for(user=request.user, slug=slug, capability=LABEL)
     session = _own_session(request, project, session_id)
+    # A turn whose worker went silent is queued again (or failed) before it is shown.
+    services.chat_turns_fail_stale(project=project)
     return _render_session(request, project, session, finishing=request.GET.get("finish") == "1")
 
 

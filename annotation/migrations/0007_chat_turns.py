@@ -10,9 +10,12 @@ from django.db import migrations, models
 
 # The state keys the metadata held before this migration; ``chat_session`` is not one.
 OLD_STATE_KEYS = ("turn", "status", "error", "shown_order", "generation_params")
-# Metadata status -> job status ("ready" meant both replies were written).
+# Metadata status -> job status ("ready" meant both replies were written). A turn still
+# waiting becomes a running one that last reported when it was sent: the message queued for
+# it names its prompt, not its turn, so the stale sweep (annotation/chat/services.py) takes
+# it up and sends a new one.
 STATUS_FROM_METADATA = {
-    "queued": "queued",
+    "queued": "running",
     "running": "running",
     "ready": "succeeded",
     "failed": "failed",

@@ -5,7 +5,7 @@ import re
 import pytest
 
 from annotation.chat.services import chat_start
-from annotation.models import ChatSession, Judgment, Prompt, Response, Role
+from annotation.models import ChatSession, ChatTurn, Judgment, Prompt, Response, Role
 from models_registry.services import ensure_base_model_from_folder
 from tests.browser.conftest import log_in
 from tests.factories import PASSWORD, make_member, make_project, make_version
@@ -91,14 +91,20 @@ def _session_with_replies(project, labeler, message: str, replies: tuple[str, st
     session.messages = [{"role": "user", "content": message}]
     session.save(update_fields=["messages"])
     prompt = Prompt.objects.create(
-        project=project, text=message, metadata={"chat_session": session.pk, "turn": 0}
+        project=project, text=message, metadata={"chat_session": session.pk}
     )
     made = [
         Response.objects.create(prompt=prompt, model_version=version, sample_index=i, text=text)
         for i, text in enumerate(replies)
     ]
-    prompt.metadata.update(status="ready", error="", shown_order=[r.pk for r in made])
-    prompt.save(update_fields=["metadata"])
+    ChatTurn.objects.create(
+        session=session,
+        prompt=prompt,
+        message_index=0,
+        model_version=version,
+        status=ChatTurn.Status.SUCCEEDED,
+        shown_order=[r.pk for r in made],
+    )
     return session
 
 

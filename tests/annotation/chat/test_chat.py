@@ -6,7 +6,7 @@ import pytest
 
 from annotation.chat import selectors, services
 from annotation.chat.tasks import chat_replies_generate_task
-from annotation.models import ChatSession, Judgment, Prompt, Response, Role
+from annotation.models import ChatSession, ChatTurn, Judgment, Prompt, Response, Role
 from config.celery import QueueUnavailable
 from config.errors import Conflict, ServiceError
 from models_registry.models import ModelVersion
@@ -44,8 +44,8 @@ def _send(session, text="Hello there", **extra):
 
 def _say_and_answer(session, text="Hello there"):
     """The labeler's message, then the worker's job run in this process."""
-    prompt = _send(session, text)
-    services.chat_replies_generate(prompt_id=prompt.pk)
+    turn = _send(session, text)
+    services.chat_replies_generate(turn_id=turn.pk)
     session.refresh_from_db()
     return selectors.chat_turn_open(session=session)
 
@@ -106,25 +106,27 @@ def test_a_message_opens_a_turn_and_queues_its_replies_after_commit(
     session, django_capture_on_commit_callbacks
 ):
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        prompt = _send(session, "  What is DPO?  ")
+        sent = _send(session, "  What is DPO?  ")
 
     session.refresh_from_db()
     assert session.messages == [{"role": "user", "content": "What is DPO?"}]
     assert len(callbacks) == 1
+    prompt = sent.prompt
     assert prompt.project == session.project
     assert prompt.text == "What is DPO?"
-    assert prompt.metadata["chat_session"] == session.pk
-    assert prompt.metadata["turn"] == 0
-    assert prompt.metadata["generation_params"]["max_new_tokens"] == 4
+    assert prompt.metadata == {"chat_session": session.pk}
+    assert (sent.session, sent.message_index, sent.status) == (session, 0, "queued")
+    assert sent.generation_params["max_new_tokens"] == 4
     turn = selectors.chat_turn_open(session=session)
     assert (turn.prompt, turn.status, turn.replies) == (prompt, "queued", [])
 
 
 def test_the_task_writes_two_replies_with_a_tiny_model(session, tiny_version):
-    prompt = _send(session)
+    sent = _send(session)
+    prompt = sent.prompt
 
-    chat_replies_generate_task.apply(args=[prompt.pk])
-    chat_replies_generate_task.apply(args=[prompt.pk])  # a redelivered message does nothing
+    chat_replies_generate_task.apply(args=[sent.pk])
+    chat_replies_generate_task.apply(args=[sent.pk])  # a redelivered message does nothing
 
     replies = list(Response.objects.filter(prompt=prompt).order_by("sample_index"))
     assert [r.sample_index for r in replies] == [0, 1]
@@ -361,9 +363,9 @@ def test_a_broken_model_fails_the_turn_and_a_retry_queues_it_again(
 ):
     broken = make_version("broken", path=str(tmp_path))
     session = services.chat_start(project=project, labeler=labeler, model_version_id=broken.pk)
-    prompt = _send(session)
+    sent = _send(session)
 
-    services.chat_replies_generate(prompt_id=prompt.pk)
+    services.chat_replies_generate(turn_id=sent.pk)
 
     session.refresh_from_db()
     turn = selectors.chat_turn_open(session=session)
@@ -500,8 +502,7 @@ def test_the_pick_page_flow_with_htmx(login, project, labeler, session, monkeypa
 
     compose = client.get(base).content.decode()
     sent = client.post(f"{base}message/", {"text": "Hi *there*"}, **htmx)
-    prompt = Prompt.objects.get(metadata__chat_session=session.pk)
-    services.chat_replies_generate(prompt_id=prompt.pk)
+    services.chat_replies_generate(turn_id=ChatTurn.objects.get(session=session).pk)
     ready = client.get(base, **htmx)
     picked = client.post(
         f"{base}pick/", {"choice": "right", "client_id": str(uuid.uuid4())}, **htmx
@@ -578,7 +579,7 @@ def test_finishing_from_the_page_with_rating_keys(login, project, labeler, sessi
 def test_a_failed_turn_shows_the_error_and_the_retry_key(login, project, labeler, tmp_path):
     broken = make_version("broken", path=str(tmp_path))
     session = services.chat_start(project=project, labeler=labeler, model_version_id=broken.pk)
-    services.chat_replies_generate(prompt_id=_send(session).pk)
+    services.chat_replies_generate(turn_id=_send(session).pk)
 
     html = login(labeler).get(f"/p/{project.slug}/chat/{session.pk}/").content.decode()
 
@@ -600,7 +601,7 @@ def test_a_whole_chat_through_the_api(login, project, labeler, tiny_version):
         {"text": "Hi", "params": FAST},
         content_type="application/json",
     )
-    services.chat_replies_generate(prompt_id=Prompt.objects.get().pk)
+    services.chat_replies_generate(turn_id=ChatTurn.objects.get().pk)
     detail = client.get(f"{api}{session_id}/").json()
     pick = {"choice": "left", "client_id": str(uuid.uuid4()), "time_spent_ms": 900}
     picked = client.post(f"{api}{session_id}/picks/", pick, content_type="application/json")

@@ -2,12 +2,11 @@
 
 import pytest
 
-from annotation.candidates.services import ensure_comparison_tasks
+from annotation.candidates.selectors import missing_samples
+from annotation.candidates.services import ensure_comparison_tasks, generation_job_start
 from annotation.labeling.services import tasks_create
 from annotation.models import CHAT_TURN_KEY, Prompt, Response, Task
 from config.errors import ServiceError
-from models_registry.selectors import missing_samples
-from models_registry.services import generation_job_start
 from tests.factories import make_prompt, make_version
 
 

@@ -5,7 +5,8 @@ Any OpenAI client talks to it with ``base_url=<site>/v1`` and an API key from th
 *API key* page (sent as ``Authorization: Bearer <key>``). Errors come in OpenAI's shape,
 ``{"error": {"message", "type", "param", "code"}}``, so clients raise their usual
 exceptions. Generation runs in this process through ``serving.default_service()``,
-which loads each version once and batches concurrent requests.
+which loads each version once and batches concurrent requests; a version registered on
+an inference server (``models_registry/endpoints.py``) is forwarded to that server.
 
 Reference: https://platform.openai.com/docs/api-reference/chat
 """
@@ -24,7 +25,9 @@ from rest_framework.views import APIView
 
 from annotation.projects.permissions import projects_visible_to
 from models_registry import selectors, services
+from models_registry.endpoints import generator_for
 from models_registry.engine import ml
+from models_registry.engine.backends import GenerationBackendError
 from models_registry.engine.serving import GenerationCancelled, ServedModel, default_service
 from models_registry.models import ModelVersion
 
@@ -45,6 +48,13 @@ class BearerTokenAuthentication(TokenAuthentication):
 
 class ModelNotFound(exceptions.NotFound):
     default_code = "model_not_found"
+
+
+class ModelServerFailed(exceptions.APIException):
+    """The inference server a version is registered on failed (502, like a gateway)."""
+
+    status_code = 502
+    default_code = "model_server_error"
 
 
 ERROR_TYPES = {
@@ -282,8 +292,10 @@ class ChatCompletionsApi(OpenAIApi):
         messages = [dict(m) for m in data.validated_data["messages"]]
         n = data.validated_data["n"]
         stream = data.validated_data["stream"]
-        service = default_service()
         params = [data.generation_params(i) for i in range(n)]
+        if version.has_endpoint:
+            return _forwarded(version, data.validated_data, messages, params)
+        service = default_service()
         pending = [service.submit(_served(version), messages, p, stream=stream) for p in params]
         completion = {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
@@ -303,6 +315,63 @@ class ChatCompletionsApi(OpenAIApi):
         if data.validated_data["logprobs"]:
             _add_logprobs(body, version, messages, pending, data.validated_data["top_logprobs"])
         return Response(body)
+
+
+def _forwarded(version: ModelVersion, data: dict, messages: list[dict], params) -> Response:
+    """The completion from the inference server ``version`` is registered on: the n
+    choices are asked concurrently (seeds ``seed``, ``seed + 1``, ... as in-process), stop
+    sequences are applied here, and a stream carries each choice's text in one delta."""
+    if data["logprobs"]:
+        raise exceptions.ValidationError(
+            {"logprobs": f"'{version.model_id}' runs on an inference server: ask without it."}
+        )
+    try:
+        replies = generator_for(version).generate(
+            [messages] * len(params), params[0], batch_size=len(params)
+        )
+    except GenerationBackendError as error:
+        raise ModelServerFailed(str(error)) from None
+    completion = {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "created": int(time.time()),
+        "model": version.model_id,
+        "system_fingerprint": f"loop-{version.pk}-server",
+    }
+    choices = []
+    for index, reply in enumerate(replies):
+        text, stopped = _cut_at_stops(reply.text, data["stop"])
+        choices.append((index, text, _finish_reason(reply, stopped)))
+    tokens = sum(reply.completion_tokens for reply in replies)
+    usage = {"prompt_tokens": 0, "completion_tokens": tokens, "total_tokens": tokens}
+    if not data["stream"]:
+        return Response(
+            {
+                **completion,
+                "object": "chat.completion",
+                "choices": [
+                    {
+                        "index": index,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": finish,
+                        "logprobs": None,
+                    }
+                    for index, text, finish in choices
+                ],
+                "usage": usage,
+            }
+        )
+    chunk = {**completion, "object": "chat.completion.chunk"}
+    events = []
+    for index, text, finish in choices:
+        events.append(_sse({**chunk, "choices": [_delta(index, {"role": "assistant"})]}))
+        events.append(_sse({**chunk, "choices": [_delta(index, {"content": text})]}))
+        events.append(_sse({**chunk, "choices": [{**_delta(index, {}), "finish_reason": finish}]}))
+    if data["stream_options"].get("include_usage"):
+        events.append(_sse({**chunk, "choices": [], "usage": usage}))
+    events.append("data: [DONE]\n\n")
+    response = StreamingHttpResponse(events, content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    return response
 
 
 def _reply(request) -> ml.GeneratedReply:

@@ -31,6 +31,7 @@ from annotation.models import Response as Reply
 from config import jobs
 from config.celery import QueueUnavailable, enqueue_after_commit
 from config.errors import Conflict, ServiceError
+from models_registry.endpoints import generator_for
 from models_registry.engine import ml
 from models_registry.models import ModelVersion
 
@@ -242,12 +243,11 @@ def _ensure_reply(battle: ArenaBattle, version: ModelVersion) -> Reply:
     if existing is not None:
         return existing
     params = ml.GenerationParams(**battle.generation_params)
+    generator = generator_for(version)
     started = time.perf_counter()
-    model, tokenizer = ml.load_policy(version.base_path, version.adapter_path or None)
+    generator.prepare()
     loaded = time.perf_counter()
-    (reply,) = ml.generate_replies(
-        model, tokenizer, [battle.prompt.as_conversation()], params, batch_size=1
-    )
+    (reply,) = generator.generate([battle.prompt.as_conversation()], params, batch_size=1)
     timing = {
         "load_seconds": round(loaded - started, 4),
         "generate_seconds": round(time.perf_counter() - loaded, 4),

@@ -72,29 +72,53 @@ def _renormalise(probabilities: dict[str, float]) -> dict[str, float] | None:
 
 
 class LocalBackend:
-    """A policy from the registry, loaded with ``models_registry.engine.ml.load_policy`` (cached per
-    process). Completions are greedy at ``temperature=0`` and sampled above it, the n-th
-    call with seed ``seed + n`` (so repeated requests differ, and a rerun repeats them);
-    choice probabilities come from one forward pass over the chat-templated messages with
-    the generation prompt."""
+    """A policy from the registry, through the registry's one generation path
+    (``models_registry.engine.backends``): by default its files loaded into this worker
+    (``InProcessGenerator``, cached per process); ``generator`` may instead be the version's
+    inference server (``OpenAIServerGenerator``, see ``models_registry.endpoints.generator_for``).
+    Completions are greedy at ``temperature=0`` and sampled above it, the n-th call with seed
+    ``seed + n`` (so repeated requests differ, and a rerun repeats them); choice
+    probabilities come from one forward pass over the chat-templated messages with the
+    generation prompt, in-process only (a server-backed judge has none: ``None``, and the
+    verdict is read from the completion)."""
 
-    logprobs_supported = True
+    def __init__(
+        self,
+        base_path: str | None = None,
+        adapter_path: str | None = None,
+        *,
+        seed: int = 0,
+        generator: Any = None,
+    ):
+        from models_registry.engine.backends import InProcessGenerator
 
-    def __init__(self, base_path: str, adapter_path: str | None = None, *, seed: int = 0):
-        self.base_path = str(base_path)
-        self.adapter_path = str(adapter_path) if adapter_path else None
+        if generator is None:
+            if not base_path:
+                raise ValueError("Give the model's base_path or a generator")
+            generator = InProcessGenerator(str(base_path), adapter_path)
+        self.generator = generator
+        self._in_process = isinstance(generator, InProcessGenerator)
+        self.logprobs_supported = self._in_process
         self._loaded: tuple[Any, Any] | None = None
         self._seeds = itertools.count(seed)
 
+    @property
+    def base_path(self) -> str | None:
+        return getattr(self.generator, "base_path", None)
+
+    @property
+    def adapter_path(self) -> str | None:
+        return getattr(self.generator, "adapter_path", None)
+
     def __repr__(self) -> str:
-        return f"LocalBackend({self.base_path!r}, adapter_path={self.adapter_path!r})"
+        return f"LocalBackend({self.generator!r})"
 
     def _model(self) -> tuple[Any, Any]:
+        if not self._in_process:
+            raise BackendError(f"{self.generator!r} has no weights in this process.")
         if self._loaded is None:
-            from models_registry.engine import ml
-
             try:
-                self._loaded = ml.load_policy(self.base_path, self.adapter_path)
+                self._loaded = self.generator.load()
             except Exception as error:  # noqa: BLE001 - any loading failure is the same to us
                 raise BackendError(
                     f"The judge model could not be loaded ({type(error).__name__}: {error})."
@@ -109,8 +133,10 @@ class LocalBackend:
         self, messages: list[dict], *, max_tokens: int = 256, temperature: float = 0.0
     ) -> str:
         from models_registry.engine import ml
+        from models_registry.engine.backends import GenerationBackendError
 
-        model, tokenizer = self._model()
+        if self._in_process:
+            self._model()  # a loading failure reads as the judge model's
         sample = temperature > 0
         params = ml.GenerationParams(
             max_new_tokens=max_tokens,
@@ -119,7 +145,11 @@ class LocalBackend:
             do_sample=sample,
             seed=next(self._seeds),
         )
-        return ml.generate_replies(model, tokenizer, [messages], params, batch_size=1)[0].text
+        try:
+            (reply,) = self.generator.generate([messages], params, batch_size=1)
+        except GenerationBackendError as error:
+            raise BackendError(str(error)) from None
+        return reply.text
 
     def choice_token_ids(self, messages: list[dict], choices: list[str]) -> dict[str, int]:
         """The token id each label would start with if the model wrote it right after the
@@ -145,6 +175,9 @@ class LocalBackend:
     ) -> dict[str, float] | None:
         import torch
 
+        if not self._in_process:
+            _check_choices(choices)
+            return None
         model, tokenizer = self._model()
         token_ids = self.choice_token_ids(messages, choices)
         text = self._prompt_text(messages)

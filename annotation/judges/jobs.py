@@ -39,6 +39,7 @@ from annotation.models import (
 from config import jobs
 from config.celery import enqueue_after_commit
 from config.errors import Conflict, ServiceError
+from models_registry.endpoints import generator_for
 from models_registry.models import ModelVersion
 
 logger = logging.getLogger(__name__)
@@ -62,8 +63,7 @@ def backend_for(judge: Judge, *, job_seed: int = 0) -> JudgeBackend:
     and retries come from the settings ``AI_JUDGE_TIMEOUT_S`` (30),
     ``AI_JUDGE_MAX_RETRIES`` (3) and ``AI_JUDGE_BACKOFF_S`` (1.0)."""
     if judge.backend == Judge.Backend.LOCAL:
-        version = judge.model_version
-        return LocalBackend(version.base_path, version.adapter_path or None, seed=job_seed)
+        return LocalBackend(generator=generator_for(judge.model_version), seed=job_seed)
     return RemoteBackend(
         judge.endpoint_url,
         judge.endpoint_model,

@@ -1,0 +1,200 @@
+"""One generation path, two backends: every caller asks a ``Generator`` for replies and does
+not care where the weights live.
+
+- ``InProcessGenerator`` loads the version's files into this process with transformers
+  (``ml.load_policy`` + ``ml.generate_replies``, cached per process): the default.
+- ``OpenAIServerGenerator`` sends each conversation to an OpenAI-compatible inference server
+  (vLLM, TGI, SGLang, or this product's own ``/v1``) at ``{url}/chat/completions``, a few at
+  a time. Transport, auth and timeouts are the ``openai`` client's; the answer's shape is
+  checked here, because servers that are not OpenAI do answer garbage, and every failure
+  becomes one ``GenerationBackendError`` that names the server and the cause.
+
+Plain Python: no Django (an import-linter contract holds it).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol, runtime_checkable
+
+from models_registry.engine import ml
+
+# A message is read by a person on a job page: long server answers are cut.
+_MAX_DETAIL_CHARS = 200
+
+
+class GenerationBackendError(RuntimeError):
+    """A generation backend could not produce a reply: the message says which server (or
+    which files) and why."""
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """Where replies come from. ``generate`` returns one reply per conversation, in order;
+    ``prepare`` makes the backend ready (loads weights) so a caller can time it apart."""
+
+    def prepare(self) -> None: ...
+
+    def generate(
+        self,
+        conversations: list[list[dict[str, str]]],
+        params: ml.GenerationParams,
+        *,
+        batch_size: int = 8,
+    ) -> list[ml.GeneratedReply]: ...
+
+
+class InProcessGenerator:
+    """The version's files, loaded into this process (cached: see ``ml.load_policy``)."""
+
+    def __init__(self, base_path: str, adapter_path: str | None = None) -> None:
+        self.base_path = str(base_path)
+        self.adapter_path = str(adapter_path) if adapter_path else None
+
+    def __repr__(self) -> str:
+        return f"InProcessGenerator({self.base_path!r}, adapter_path={self.adapter_path!r})"
+
+    def load(self) -> tuple[Any, Any]:
+        """``(model, tokenizer)``, for callers that also need the logits."""
+        return ml.load_policy(self.base_path, self.adapter_path)
+
+    def prepare(self) -> None:
+        self.load()
+
+    def generate(
+        self,
+        conversations: list[list[dict[str, str]]],
+        params: ml.GenerationParams,
+        *,
+        batch_size: int = 8,
+    ) -> list[ml.GeneratedReply]:
+        model, tokenizer = self.load()
+        return ml.generate_replies(model, tokenizer, conversations, params, batch_size)
+
+
+class OpenAIServerGenerator:
+    """An OpenAI-compatible server that serves one model under ``served_model_name``.
+
+    ``url`` is the API root (``http://host:8000/v1``). Up to ``batch_size`` conversations
+    are in flight at once (the server batches them itself). Greedy params
+    (``do_sample=False``) are sent as ``temperature=0``; conversation ``i`` gets seed
+    ``params.seed + i`` so several samples of one prompt differ and a rerun repeats them.
+    No retries: a failure is reported at once as ``GenerationBackendError``.
+    """
+
+    def __init__(
+        self, url: str, served_model_name: str, api_key: str = "", timeout_s: float = 120.0
+    ) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("The server URL must start with http:// or https://")
+        if not served_model_name:
+            raise ValueError("The served model name is required")
+        self.url = url.rstrip("/")
+        self.served_model_name = served_model_name
+        self.timeout_s = float(timeout_s)
+        self._api_key = api_key or ""
+        self._client: Any = None
+
+    def __repr__(self) -> str:  # the key stays out
+        return f"OpenAIServerGenerator({self.url!r}, {self.served_model_name!r})"
+
+    def prepare(self) -> None:
+        """Nothing to load here: the server holds the weights."""
+
+    def _openai(self) -> Any:
+        if self._client is None:
+            import openai
+
+            self._client = openai.OpenAI(
+                base_url=self.url,
+                # vLLM's convention for "no key": a server started without --api-key ignores it.
+                api_key=self._api_key or "EMPTY",
+                timeout=self.timeout_s,
+                max_retries=0,
+            )
+        return self._client
+
+    def _fail(self, cause: str) -> GenerationBackendError:
+        if self._api_key:
+            cause = cause.replace(self._api_key, "***")
+        return GenerationBackendError(f"model server {self.url} {cause}")
+
+    def _request(self, conversation: list[dict[str, str]], params: ml.GenerationParams, seed: int):
+        import openai
+
+        sample = params.do_sample
+        try:
+            return self._openai().chat.completions.with_raw_response.create(
+                model=self.served_model_name,
+                messages=conversation,
+                max_tokens=params.max_new_tokens,
+                temperature=params.temperature if sample else 0.0,
+                top_p=params.top_p if sample else 1.0,
+                seed=seed,
+            )
+        except openai.APITimeoutError:
+            raise self._fail(f"did not answer within {self.timeout_s:g} s (timeout)") from None
+        except openai.APIConnectionError as error:
+            cause = error.__cause__ or error
+            raise self._fail(f"could not be reached ({cause})") from None
+        except openai.APIStatusError as error:
+            detail = (error.response.text or "").strip()[:_MAX_DETAIL_CHARS]
+            raise self._fail(f"answered HTTP {error.status_code}: {detail}") from None
+
+    def _reply(self, raw: Any, seconds: float) -> ml.GeneratedReply:
+        body = raw.text
+        try:
+            data = json.loads(body)
+        except ValueError:
+            snippet = body.strip()[:_MAX_DETAIL_CHARS]
+            raise self._fail(f"answered garbage (not JSON): {snippet!r}") from None
+        try:
+            choice = data["choices"][0]
+            content = choice["message"]["content"]
+            if not isinstance(content, str):
+                raise TypeError(type(content).__name__)
+        except (KeyError, IndexError, TypeError):
+            snippet = body.strip()[:_MAX_DETAIL_CHARS]
+            raise self._fail(
+                f"answered garbage (no choices[0].message.content): {snippet!r}"
+            ) from None
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        tokens = usage.get("completion_tokens")
+        return ml.GeneratedReply(
+            text=content.strip(),
+            completion_tokens=tokens if isinstance(tokens, int) else 0,
+            seconds=seconds,
+            finished=choice.get("finish_reason") != "length",
+        )
+
+    def _generate_one(
+        self, conversation: list[dict[str, str]], params: ml.GenerationParams, seed: int
+    ) -> ml.GeneratedReply:
+        started = time.perf_counter()
+        raw = self._request(conversation, params, seed)
+        return self._reply(raw, time.perf_counter() - started)
+
+    def generate(
+        self,
+        conversations: list[list[dict[str, str]]],
+        params: ml.GenerationParams,
+        *,
+        batch_size: int = 8,
+    ) -> list[ml.GeneratedReply]:
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        if not conversations:
+            return []
+        workers = min(batch_size, len(conversations))
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="model-server")
+        try:
+            futures = [
+                pool.submit(self._generate_one, conversation, params, params.seed + index)
+                for index, conversation in enumerate(conversations)
+            ]
+            return [future.result() for future in futures]
+        finally:
+            # After a failure the conversations not yet sent are not sent.
+            pool.shutdown(wait=True, cancel_futures=True)

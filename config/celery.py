@@ -4,9 +4,25 @@ from celery import Celery
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
+from config import env
+
 app = Celery("rlhf")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+# Each app's sweep of the jobs whose worker died (config/jobs.py, job_fail_stale): Celery
+# beat sends them every JOB_SWEEP_INTERVAL_SECONDS, so a job left by a dead worker is ended
+# (or resumed) even when nobody opens its page. Names only: config imports no app. A message
+# the interactive worker has not taken by the next one expires, so they never pile up.
+STALE_SWEEP_TASKS = ("annotation.sweep_stale_jobs_task", "training.sweep_stale_runs_task")
+app.conf.beat_schedule = {
+    name: {
+        "task": name,
+        "schedule": env.JOB_SWEEP_INTERVAL_SECONDS,
+        "options": {"queue": "interactive", "expires": env.JOB_SWEEP_INTERVAL_SECONDS},
+    }
+    for name in STALE_SWEEP_TASKS
+}
 
 
 class QueueUnavailable(Exception):

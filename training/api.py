@@ -10,6 +10,15 @@ from training.models import TrainingRun
 from training.specs import METHODS
 
 
+def _outlook_fields(run: TrainingRun) -> dict:
+    outlook = selectors.run_outlook(run=run)
+    return {
+        "queue_position": outlook["queue_position"],
+        "eta_seconds": outlook["eta_seconds"],
+        "outlook": outlook["text"],
+    }
+
+
 def run_payload(run: TrainingRun, *, with_steps: bool = False) -> dict:
     version = getattr(run, "model_version", None)
     snapshot = run.snapshot
@@ -36,7 +45,7 @@ def run_payload(run: TrainingRun, *, with_steps: bool = False) -> dict:
         "seed": run.seed,
         "step": run.step,
         "total_steps": run.total_steps,
-        "eta_seconds": selectors.run_eta_seconds(run=run),
+        **_outlook_fields(run),
         "checkpoint_step": run.checkpoint_step,
         "can_resume": run.can_resume,
         "attempts": run.attempts,

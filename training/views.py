@@ -38,6 +38,8 @@ def _start_from_form(request, project, form: TrainingRunForm) -> TrainingRun | N
 def runs_page(request, slug):
     project = project_for(user=request.user, slug=slug, capability=MANAGE)
     services.training_runs_fail_stale(project=project)
+    if request.method == "GET" and request.htmx and request.htmx.target == "run-list":
+        return render(request, "training/runs.html#run-list", _runs_context(project))  # polling
     newest = selectors.newest_policy()
     form = TrainingRunForm(
         request.POST or None,
@@ -53,16 +55,21 @@ def runs_page(request, slug):
             return redirect("training_run", slug=project.slug, run_id=run.pk)
         status = 400
     template = "training/runs.html#run-form" if request.htmx and request.method == "GET" else None
-    context = {
-        "project": project,
-        "form": form,
-        "runs": selectors.training_runs(project=project),
-        "can_manage": True,
-        "can_view_data": True,
-    }
+    context = {"form": form, **_runs_context(project)}
     if template is None:  # the method picker's htmx swap shows no AI label summary
         context["ai_plan"] = ai_label_plan(project=project)
     return render(request, template or "training/runs.html", context, status=status)
+
+
+def _runs_context(project) -> dict:
+    runs = selectors.with_outlook(selectors.training_runs(project=project))
+    return {
+        "project": project,
+        "runs": runs,
+        "any_active": any(run.is_active for run in runs),
+        "can_manage": True,
+        "can_view_data": True,
+    }
 
 
 @login_required
@@ -80,7 +87,7 @@ def run_detail(request, slug, run_id):
         "project": project,
         "run": run,
         "charts": selectors.run_charts(run=run),
-        "eta_seconds": selectors.run_eta_seconds(run=run),
+        "outlook": selectors.run_outlook(run=run),
         "held_out": selectors.held_out_metrics(run=run),
         "summary": selectors.run_summary(run=run),
         "log_lines": selectors.log_tail(run=run),

@@ -6,6 +6,7 @@ from __future__ import annotations
 from django.db.models import Max
 
 from annotation.models import Constitution, Judge, JudgeJob, Judgment, Project
+from config import jobs
 from config.errors import ServiceError
 
 
@@ -65,6 +66,20 @@ def judge_job_for(*, project: Project, job_id) -> JudgeJob:
         raise NotFound("No such judge job in this project.") from None
 
 
+def judge_job_outlook(job: JudgeJob) -> dict:
+    """Its place in line and time left (config.jobs.job_outlook) among the jobs that share
+    its Celery queue: a local judge's on ``gpu``, a remote one's on ``default``."""
+    return jobs.job_outlook(job, judge__backend=job.judge.backend)
+
+
+def with_outlook(job_list) -> list[JudgeJob]:
+    """The jobs, each with its ``outlook`` (only active ones cost queries)."""
+    job_list = list(job_list)
+    for job in job_list:
+        job.outlook = judge_job_outlook(job)
+    return job_list
+
+
 def judge_job_judgments(*, job: JudgeJob, limit: int = 20):
     return (
         Judgment.objects.filter(judge_job=job)
@@ -107,6 +122,15 @@ def judge_payload(judge: Judge) -> dict:
     }
 
 
+def _outlook_fields(job: JudgeJob) -> dict:
+    outlook = judge_job_outlook(job)
+    return {
+        "queue_position": outlook["queue_position"],
+        "eta_seconds": outlook["eta_seconds"],
+        "outlook": outlook["text"],
+    }
+
+
 def judge_job_payload(job: JudgeJob) -> dict:
     return {
         "id": job.pk,
@@ -123,6 +147,7 @@ def judge_job_payload(job: JudgeJob) -> dict:
         "done": job.done,
         "failed": job.failed,
         "percent": job.percent,
+        **_outlook_fields(job),
         "max_requests": job.max_requests,
         "requests_made": job.requests_made,
         "cancel_requested": job.cancel_requested,

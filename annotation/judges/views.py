@@ -72,7 +72,6 @@ def _render_judges(request, project, *, error=None, form=None, status=200):
             c.name == DEFAULT_CONSTITUTION["name"] for c in constitutions
         ),
         "judges": selectors.judges_all(),
-        "jobs": selectors.judge_jobs_for(project=project),
         "policy_versions": _policy_versions(),
         "kinds": JudgeJob.Kind.choices,
         "backends": Judge.Backend.choices,
@@ -81,9 +80,20 @@ def _render_judges(request, project, *, error=None, form=None, status=200):
         "form": {key: form.get(key, "") for key in _FORM_FIELDS},
         "error": error,
         "ai_plan": ai_label_plan(project=project),
-        **page_capabilities(user=request.user, project=project),
+        **_jobs_context(request, project),
     }
     return render(request, "annotation/ai/judges.html", context, status=status)
+
+
+def _jobs_context(request, project) -> dict:
+    """What the jobs table needs: the jobs with their place in line and time left."""
+    job_list = selectors.with_outlook(selectors.judge_jobs_for(project=project))
+    return {
+        "project": project,
+        "jobs": job_list,
+        "any_active": any(job.is_active for job in job_list),
+        **page_capabilities(user=request.user, project=project),
+    }
 
 
 @login_required
@@ -92,6 +102,10 @@ def judges_page(request, slug):
     """Constitutions, judges and this project's judge jobs; forms for admins."""
     project = project_for(user=request.user, slug=slug, capability=VIEW_DATA)
     jobs.judge_jobs_fail_stale(project=project)
+    if request.htmx and request.htmx.target == "judge-jobs-table":  # the table's polling
+        return render(
+            request, "annotation/ai/judges.html#jobs-table", _jobs_context(request, project)
+        )
     return _render_judges(request, project)
 
 
@@ -235,6 +249,7 @@ def _render_job(request, project, job, *, error=None, status=200):
         "options_json": json.dumps(job.options),
         "log_lines": job.log.splitlines()[-40:],
         "judgments": selectors.judge_job_judgments(job=job),
+        "outlook": selectors.judge_job_outlook(job),
         "error": error,
         **page_capabilities(user=request.user, project=project),
     }

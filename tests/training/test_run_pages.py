@@ -1,10 +1,15 @@
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
 from annotation.models import Role
 from tests.factories import make_member, make_version
 from training.models import DatasetSnapshot, TrainingRun, TrainingStep
 
 
 def _run(project, **fields):
-    snapshot = DatasetSnapshot.objects.create(
+    snapshot, _ = DatasetSnapshot.objects.get_or_create(
         project=project, format="dpo", content_hash="f" * 64, path="/x", row_count=3
     )
     return TrainingRun.objects.create(
@@ -164,3 +169,130 @@ def test_the_form_gives_the_sft_stage_the_settings_it_shows(login, admin_member,
     assert "Both stages train with the settings below (beta, loss type, nll weight: DPO only)" in (
         form
     )
+
+
+# --- where a run stands: place in line, time left, cancel from the list ---------------------
+
+
+def _succeeded_in(project, seconds: int) -> TrainingRun:
+    end = timezone.now() - timedelta(minutes=30)
+    return _run(
+        project,
+        status=TrainingRun.Status.SUCCEEDED,
+        started_at=end - timedelta(seconds=seconds),
+        finished_at=end,
+    )
+
+
+def test_a_queued_run_shows_its_place_in_line_and_its_wait(login, admin_member, project):
+    _succeeded_in(project, 120)
+    _run(project)  # queued ahead
+    mine = _run(project)
+    client = login(admin_member)
+
+    page = client.get(f"/p/{project.slug}/training/{mine.pk}/").content.decode()
+    payload = client.get(f"/api/projects/{project.slug}/training-runs/{mine.pk}/").json()
+
+    assert "queued — 2nd in line, about 4 min" in page
+    assert (payload["queue_position"], payload["eta_seconds"]) == (2, 240)
+    assert payload["outlook"] == "queued — 2nd in line, about 4 min"
+
+
+def test_a_queued_run_without_history_says_its_wait_is_unknown(login, admin_member, project):
+    _run(project)
+
+    runs = login(admin_member).get(f"/api/projects/{project.slug}/training-runs/").json()
+
+    assert [(r["queue_position"], r["eta_seconds"], r["outlook"]) for r in runs] == [
+        (1, None, "queued — next in line, time unknown")
+    ]
+
+
+def test_a_running_run_shows_its_time_left_at_the_pace_of_its_steps(login, admin_member, project):
+    run = _run(project, status=TrainingRun.Status.RUNNING, step=8, total_steps=35)
+    TrainingStep.objects.create(run=run, step=7, loss=0.8)
+    TrainingStep.objects.create(run=run, step=8, loss=0.7)
+    now = timezone.now()
+    run.steps.filter(step=7).update(created_at=now - timedelta(seconds=5))
+    run.steps.filter(step=8).update(created_at=now)  # 5 s a step, 27 steps left
+    client = login(admin_member)
+
+    fragment = client.get(f"/p/{project.slug}/training/{run.pk}/", HTTP_HX_REQUEST="true")
+    payload = client.get(f"/api/projects/{project.slug}/training-runs/{run.pk}/").json()
+
+    assert "running 8/35 — about 2 min left" in fragment.content.decode()
+    assert payload["queue_position"] is None
+    assert payload["eta_seconds"] == pytest.approx(135, abs=2)
+
+
+def test_the_runs_list_shows_where_runs_stand_and_offers_cancel(login, admin_member, project):
+    queued = _run(project)
+    finished = _run(project, status=TrainingRun.Status.SUCCEEDED)
+
+    html = login(admin_member).get(f"/p/{project.slug}/training/").content.decode()
+
+    assert "queued — next in line, time unknown" in html
+    assert f'action="/p/{project.slug}/training/{queued.pk}/cancel/"' in html
+    assert f"/training/{finished.pk}/cancel/" not in html
+    assert 'hx-trigger="every 2s"' in html
+
+
+POLL = {"HX-Request": "true", "HX-Target": "run-list"}
+
+
+def test_the_runs_list_polls_while_a_run_is_active(login, admin_member, project):
+    run = _run(project)
+    client = login(admin_member)
+
+    polled = client.get(f"/p/{project.slug}/training/", headers=POLL).content.decode().strip()
+    run.status = TrainingRun.Status.CANCELLED
+    run.save(update_fields=["status"])
+    ended = client.get(f"/p/{project.slug}/training/", headers=POLL).content.decode()
+
+    assert polled.startswith('<table id="run-list"')
+    assert 'hx-trigger="every 2s"' in polled
+    assert "queued — next in line" in polled
+    assert "every 2s" not in ended
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("anonymous", 302),
+        ("outsider", 403),
+        ("labeler", 403),
+        ("researcher", 403),
+        ("admin", 200),
+        ("other_admin", 403),
+    ],
+)
+def test_the_runs_list_polls_for_admins_only(
+    login, project, other_project, outsider, labeler, researcher, admin_member, name, expected
+):
+    _run(project)
+    users = {
+        "anonymous": None,
+        "outsider": outsider,
+        "labeler": labeler,
+        "researcher": researcher,
+        "admin": admin_member,
+        "other_admin": make_member(other_project, Role.ADMIN, "other-admin"),
+    }
+
+    response = login(users[name]).get(f"/p/{project.slug}/training/", headers=POLL)
+
+    assert response.status_code == expected
+
+
+def test_cancel_of_an_ended_run_is_refused_and_changes_nothing(login, admin_member, project):
+    run = _run(project, status=TrainingRun.Status.FAILED, error="out of memory")
+    client = login(admin_member)
+
+    page = client.post(f"/p/{project.slug}/training/{run.pk}/cancel/", follow=True)
+    api = client.post(f"/api/projects/{project.slug}/training-runs/{run.pk}/cancel/")
+
+    assert "The run has already failed." in page.content.decode()
+    assert api.status_code == 400
+    assert "The run has already failed." in api.content.decode()
+    run.refresh_from_db()
+    assert (run.status, run.cancel_requested, run.error) == ("failed", False, "out of memory")

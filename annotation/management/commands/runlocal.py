@@ -30,8 +30,9 @@ PR_SET_PDEATHSIG = 1
 
 class Command(BaseCommand):
     help = (
-        "Run the web server and two Celery workers (gpu + default queues; interactive) "
-        "until Ctrl-C or SIGTERM, then stop them all."
+        "Run the web server, two Celery workers (gpu + default queues; interactive) and "
+        "Celery beat (the periodic stale-job sweeps) until Ctrl-C or SIGTERM, then stop "
+        "them all."
     )
 
     def add_arguments(self, parser):
@@ -56,8 +57,12 @@ class Command(BaseCommand):
         # a generation job or a training run; it loads its own copy of the models.
         interactive = [python, "-m", "celery", "-A", "config", "worker", "-Q", "interactive",
                        "--pool", "solo", "--loglevel", "INFO", "-n", "interactive@%h"]  # fmt: skip
+        # Sends each app's sweep of jobs whose worker died (config/celery.py's beat_schedule)
+        # every JOB_SWEEP_INTERVAL_SECONDS; the interactive worker runs them.
+        beat = [python, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO"]
         server = [python, "manage.py", "runserver", "--noreload", addr]
-        for command in (worker, interactive, server):  # one at a time: a signal may come in between
+        # One at a time: a signal may come in between.
+        for command in (worker, interactive, beat, server):
             children.append(subprocess.Popen(command, preexec_fn=_die_with_parent))
         _wait_until_listening(addr, children)
         self.stdout.write(self.style.SUCCESS(f"\nLoop is running at http://{addr}/"))
@@ -66,7 +71,7 @@ class Command(BaseCommand):
             f", broker: {settings.CELERY_BROKER_URL.split('://')[0]}"
             f", data: {settings.DATA_DIR}"
         )
-        self.stdout.write("Press Ctrl-C to stop the server and the workers.\n")
+        self.stdout.write("Press Ctrl-C to stop the server, the workers and beat.\n")
         self.stdout.flush()
         while all(child.poll() is None for child in children):
             time.sleep(0.5)

@@ -2,8 +2,10 @@
 the endpoint key that never comes back."""
 
 import json
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from annotation.judges import jobs, services
 from annotation.models import Constitution, Judge, JudgeJob, Role
@@ -402,3 +404,147 @@ def test_a_labeler_of_the_project_cannot_reach_the_key_through_any_payload(login
         f"/api/projects/{project.slug}/judge-jobs/",
     ):
         assert KEY.encode() not in client.get(url).content
+
+
+# --- where a job stands: place in line, time left, cancel from the list ---------------------
+
+
+def _history(project, judge, *, seconds: int) -> JudgeJob:
+    """A job of the judge that succeeded in ``seconds``: what a queued job's wait is
+    estimated from."""
+    end = timezone.now() - timedelta(minutes=10)
+    return JudgeJob.objects.create(
+        project=project,
+        judge=judge,
+        kind="pairwise",
+        status="succeeded",
+        started_at=end - timedelta(seconds=seconds),
+        finished_at=end,
+    )
+
+
+def test_a_queued_job_shows_its_place_in_line_and_its_wait(login, project, researcher, judge):
+    _history(project, judge, seconds=60)
+    make_task(project)
+    ahead = jobs.judge_job_start(project=project, judge=judge, kind="pairwise")
+    mine = jobs.judge_job_start(project=project, judge=judge, kind="pairwise")
+    client = login(researcher)
+
+    page = client.get(f"/p/{project.slug}/judges/jobs/{mine.pk}/").content.decode()
+    payload = client.get(f"/api/projects/{project.slug}/judge-jobs/{mine.pk}/").json()
+    ahead_payload = client.get(f"/api/projects/{project.slug}/judge-jobs/{ahead.pk}/").json()
+
+    assert "queued — 2nd in line, about 2 min" in page
+    assert (payload["queue_position"], payload["eta_seconds"]) == (2, 120)
+    assert payload["outlook"] == "queued — 2nd in line, about 2 min"
+    assert (ahead_payload["queue_position"], ahead_payload["eta_seconds"]) == (1, 60)
+
+
+def test_a_queued_job_without_history_says_its_wait_is_unknown(login, project, researcher, job):
+    payload = login(researcher).get(f"/api/projects/{project.slug}/judge-jobs/").json()
+
+    assert [(j["queue_position"], j["eta_seconds"], j["outlook"]) for j in payload] == [
+        (1, None, "queued — next in line, time unknown")
+    ]
+
+
+def test_a_running_job_shows_its_time_left(login, project, researcher, job):
+    JudgeJob.objects.filter(pk=job.pk).update(
+        status="running", started_at=timezone.now() - timedelta(seconds=80), done=8, total=20
+    )
+
+    page = login(researcher).get(f"/p/{project.slug}/judges/jobs/{job.pk}/").content.decode()
+    payload = login(researcher).get(f"/api/projects/{project.slug}/judge-jobs/{job.pk}/").json()
+
+    assert "running 8/20 — about 2 min left" in page
+    assert (payload["queue_position"], payload["eta_seconds"]) == (None, 120)
+
+
+def test_an_ended_job_has_no_place_in_line_nor_time_left(login, project, researcher, job):
+    JudgeJob.objects.filter(pk=job.pk).update(status="succeeded", done=3, total=3)
+
+    payload = login(researcher).get(f"/api/projects/{project.slug}/judge-jobs/{job.pk}/").json()
+
+    assert (payload["queue_position"], payload["eta_seconds"], payload["outlook"]) == (
+        None,
+        None,
+        "",
+    )
+
+
+def test_the_jobs_table_offers_cancel_to_admins_only(login, project, researcher, admin_member, job):
+    cancel_url = f"/p/{project.slug}/judges/jobs/{job.pk}/cancel/"
+
+    for_researcher = login(researcher).get(f"/p/{project.slug}/judges/").content.decode()
+    for_admin = login(admin_member).get(f"/p/{project.slug}/judges/").content.decode()
+
+    assert "queued — next in line, time unknown" in for_researcher
+    assert cancel_url not in for_researcher
+    assert f'action="{cancel_url}"' in for_admin
+
+
+def test_cancel_from_the_jobs_table_cancels_and_leads_to_the_job(login, project, admin_member, job):
+    response = login(admin_member).post(f"/p/{project.slug}/judges/jobs/{job.pk}/cancel/")
+
+    assert response["Location"] == f"/p/{project.slug}/judges/jobs/{job.pk}/"
+    job.refresh_from_db()
+    assert job.status == "cancelled"
+
+
+def test_cancel_of_an_ended_job_is_refused_and_changes_nothing(login, project, admin_member, job):
+    JudgeJob.objects.filter(pk=job.pk).update(status="failed", error="The judge's model failed")
+    client = login(admin_member)
+
+    page = client.post(f"/p/{project.slug}/judges/jobs/{job.pk}/cancel/")
+    api = client.post(f"/api/projects/{project.slug}/judge-jobs/{job.pk}/cancel/")
+
+    assert (page.status_code, api.status_code) == (409, 409)
+    assert "This job has already ended (failed)." in page.content.decode()
+    assert api.json()["detail"] == "This job has already ended (failed)."
+    job.refresh_from_db()
+    assert (job.status, job.cancel_requested, job.error) == (
+        "failed",
+        False,
+        "The judge's model failed",
+    )
+
+
+POLL = {"HX-Request": "true", "HX-Target": "judge-jobs-table"}
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("anonymous", 302),
+        ("outsider", 403),
+        ("labeler", 403),
+        ("researcher", 200),
+        ("admin", 200),
+        ("other_admin", 403),
+    ],
+)
+def test_the_jobs_table_polls_for_those_who_see_the_jobs(
+    login, project, other_project, caller, job, name, expected
+):
+    user = (
+        make_member(other_project, Role.ADMIN, "other-admin")
+        if name == "other_admin"
+        else caller[name]
+    )
+
+    response = login(user).get(f"/p/{project.slug}/judges/", headers=POLL)
+
+    assert response.status_code == expected
+    if expected == 200:
+        html = response.content.decode().strip()
+        assert html.startswith('<table class="judge-jobs" id="judge-jobs-table"')
+        assert 'hx-trigger="every 2s"' in html
+        assert "queued — next in line, time unknown" in html
+
+
+def test_the_jobs_table_stops_polling_once_every_job_has_ended(login, project, researcher, job):
+    JudgeJob.objects.filter(pk=job.pk).update(status="succeeded")
+
+    html = login(researcher).get(f"/p/{project.slug}/judges/", headers=POLL).content.decode()
+
+    assert "every 2s" not in html

@@ -520,3 +520,16 @@ def test_members_see_how_a_version_generates_without_the_form(login, researcher)
         not in served_html.split('id="serving-endpoint"')[1].split("</section>")[0]
     )
     assert "Generates in-process from its files." in local_html
+
+
+def test_the_django_admin_never_shows_the_key(login, db):
+    version = make_version("v")
+    serving_endpoint_set(version=version, url="http://h/v1", served_model_name="m", api_key=KEY)
+
+    answer = login(make_user("root", is_superuser=True, is_staff=True)).get(
+        f"/admin/models_registry/modelversion/{version.pk}/change/"
+    )
+
+    assert answer.status_code == 200
+    assert "http://h/v1" in answer.content.decode()
+    assert KEY not in answer.content.decode()

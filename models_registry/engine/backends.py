@@ -187,6 +187,7 @@ class OpenAIServerGenerator:
             raise ValueError("batch_size must be >= 1")
         if not conversations:
             return []
+        self._openai()  # one client, made before the threads share it
         workers = min(batch_size, len(conversations))
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="model-server")
         try:

@@ -215,6 +215,7 @@ def _ensure_replies(turn: ChatTurn) -> list[Response]:
     whose dead worker got as far as storing them generates nothing)."""
     stored = Response.objects.filter(prompt=turn.prompt, model_version=turn.model_version)
     if stored.count() < REPLIES_PER_TURN:
+        jobs.job_log(ChatTurn, turn.pk, "generating both replies")
         _generate_and_store(turn)
         jobs.job_log(ChatTurn, turn.pk, "both replies written")
     return list(stored.order_by("sample_index"))

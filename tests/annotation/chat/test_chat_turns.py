@@ -195,6 +195,7 @@ def test_a_turn_whose_dead_worker_stored_both_replies_resumes_without_generating
     assert (turn.status, turn.error) == ("succeeded", "")
     assert sorted(turn.shown_order) == [r.pk for r in stored]
     assert Response.objects.count() == 2
+    assert "generating" not in turn.log
 
 
 def test_the_redelivered_message_of_a_finished_turn_stores_nothing_twice(

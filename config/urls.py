@@ -6,48 +6,11 @@ from django.utils.functional import lazy
 from django.views.generic import RedirectView
 
 from config import health
-from models_registry import api as registry_api
-from models_registry import views as registry_views
 
 pages = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("healthz", health.healthz, name="healthz"),
-    path("p/<slug:slug>/models/", registry_views.models_page, name="models"),
-    path(
-        "p/<slug:slug>/models/jobs/",
-        registry_views.generation_jobs_fragment,
-        name="generation_jobs",
-    ),
-    path(
-        "p/<slug:slug>/models/jobs/<int:job_id>/cancel/",
-        registry_views.generation_job_cancel,
-        name="generation_job_cancel",
-    ),
-    path(
-        "p/<slug:slug>/models/preview/",
-        registry_views.generation_preview_fragment,
-        name="generation_preview",
-    ),
-]
-
-api = [
-    path(
-        "api/projects/<slug:slug>/generation-jobs/",
-        registry_api.GenerationJobApi.as_view(),
-        name="api_generation_jobs",
-    ),
-    path(
-        "api/projects/<slug:slug>/generation-jobs/preview/",
-        registry_api.GenerationPreviewApi.as_view(),
-        name="api_generation_preview",
-    ),
-    path(
-        "api/projects/<slug:slug>/generation-jobs/<int:job_id>/cancel/",
-        registry_api.GenerationJobCancelApi.as_view(),
-        name="api_generation_job_cancel",
-    ),
-    path("api/model-versions/", registry_api.ModelVersionListApi.as_view(), name="api_versions"),
 ]
 
 urlpatterns = [
@@ -56,10 +19,10 @@ urlpatterns = [
     # name (hashed in production) is known only once the storage is up, hence lazy.
     path("favicon.ico", RedirectView.as_view(url=lazy(static, str)("favicon.svg"))),
     *pages,
-    *api,
     path("", include("annotation.projects.urls")),
     path("", include("annotation.labeling.urls")),
     path("", include("annotation.prompts.urls")),
+    path("", include("annotation.candidates.urls")),
     path("", include("annotation.review.urls")),
     path("", include("annotation.chat.urls")),
     path("", include("annotation.arena.urls")),

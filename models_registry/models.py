@@ -1,8 +1,6 @@
 from django.conf import settings
 from django.db import models
 
-from config.jobs import Job
-
 
 class ModelVersion(models.Model):
     """A model that can generate (policy) or score (reward). Rows exist only for artifacts
@@ -119,34 +117,3 @@ class StateChange(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-
-
-class GenerationJob(Job):
-    """Generate candidate responses for a project's prompts with one model version.
-
-    Its lifecycle is ``config.jobs``'. Resumable: replies are unique per (prompt, version,
-    sample index) and a run writes only the samples still missing, so a lost attempt is
-    taken up again."""
-
-    resumable = True
-
-    project = models.ForeignKey(
-        "annotation.Project", on_delete=models.CASCADE, related_name="generation_jobs"
-    )
-    model_version = models.ForeignKey(
-        ModelVersion, on_delete=models.PROTECT, related_name="generation_jobs"
-    )
-    samples_per_prompt = models.PositiveSmallIntegerField(default=1)
-    best_of = models.PositiveSmallIntegerField(
-        default=1, help_text="Sample this many replies and keep the reward model's best."
-    )
-    reward_version = models.ForeignKey(
-        ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
-    )
-    generation_params = models.JSONField(default=dict)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
-    )
-
-    class Meta(Job.Meta):
-        pass

@@ -1,5 +1,6 @@
-"""Registry pages: a page per model version (promote, retire), the lineage graph and the
-import form. Thin callers of models_registry/selectors.py and services.py."""
+"""Registry pages: a page per model version (promote, retire; its release is
+annotation/candidates/views.py), the lineage graph and the import form. Thin callers of
+models_registry/selectors.py and services.py."""
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -7,18 +8,20 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from annotation.projects.permissions import MANAGE, VIEW_DATA, can, project_for
-from config.celery import QueueUnavailable
 from config.errors import ServiceError
 from models_registry import selectors, services
 from models_registry.forms import ModelImportForm, StateChangeForm
 from models_registry.models import ModelVersion
 
 
-def _form_error(form) -> str:
+def form_error(form) -> str:
     return " ".join(str(error) for errors in form.errors.values() for error in errors)
 
 
-def _version_page(request, project, version_id: int, *, error: str = "", status: int = 200):
+def render_version_page(request, project, version_id: int, *, error: str = "", status: int = 200):
+    """The version page, with ``error`` (a refused action) shown at its top; also used by
+    the release, whose view is annotation/candidates/views.py (a release generates the
+    stage's candidates)."""
     version = selectors.version_detail(version_id=version_id)
     can_manage = can(user=request.user, project=project, capability=MANAGE)
     incumbent = selectors.incumbent()
@@ -58,7 +61,7 @@ def _version_page(request, project, version_id: int, *, error: str = "", status:
 @require_GET
 def version_page(request, slug, version_id):
     project = project_for(user=request.user, slug=slug, capability=VIEW_DATA)
-    return _version_page(request, project, version_id)
+    return render_version_page(request, project, version_id)
 
 
 def _state_change(request, slug, version_id, service, done: str):
@@ -66,11 +69,11 @@ def _state_change(request, slug, version_id, service, done: str):
     version = get_object_or_404(ModelVersion, pk=version_id)
     form = StateChangeForm(request.POST)
     if not form.is_valid():
-        return _version_page(request, project, version.pk, error=_form_error(form), status=400)
+        return render_version_page(request, project, version.pk, error=form_error(form), status=400)
     try:
         service(version=version, user=request.user, note=form.cleaned_data["note"])
     except ServiceError as refusal:
-        return _version_page(request, project, version.pk, error=refusal.message, status=400)
+        return render_version_page(request, project, version.pk, error=refusal.message, status=400)
     messages.success(request, f"{version.name} {done}.")
     return redirect("model_version", slug=project.slug, version_id=version.pk)
 
@@ -87,28 +90,6 @@ def version_promote(request, slug, version_id):
 @require_POST
 def version_retire(request, slug, version_id):
     return _state_change(request, slug, version_id, services.model_version_retire, "is retired")
-
-
-@login_required
-@require_POST
-def version_release(request, slug, version_id):
-    """Release an intermediate stage of a run: it makes candidates and enters battles."""
-    project = project_for(user=request.user, slug=slug, capability=MANAGE)
-    version = get_object_or_404(ModelVersion, pk=version_id)
-    form = StateChangeForm(request.POST)
-    if not form.is_valid():
-        return _version_page(request, project, version.pk, error=_form_error(form), status=400)
-    try:
-        services.model_version_release(
-            version=version, user=request.user, note=form.cleaned_data["note"], project=project
-        )
-    except ServiceError as refusal:
-        return _version_page(request, project, version.pk, error=refusal.message, status=400)
-    except QueueUnavailable as down:  # released; its generation job is failed with the reason
-        messages.error(request, f"{version.name} is released, but no candidates: {down}")
-    else:
-        messages.success(request, f"{version.name} is released: its candidates are queued.")
-    return redirect("model_version", slug=project.slug, version_id=version.pk)
 
 
 @login_required

@@ -1,10 +1,9 @@
-from dataclasses import dataclass
 from pathlib import Path
 
 from django.db.models import F, Prefetch, Q
 from django.shortcuts import get_object_or_404
 
-from models_registry.models import GenerationJob, ModelVersion, StateChange
+from models_registry.models import ModelVersion, StateChange
 
 
 def policy_versions():
@@ -26,118 +25,6 @@ def latest_reward_model() -> ModelVersion | None:
         .exclude(state=ModelVersion.State.RETIRED)
         .order_by("-created_at", "-id")
         .first()
-    )
-
-
-def generation_jobs(*, project, limit: int = 10):
-    return (
-        GenerationJob.objects.filter(project=project)
-        .select_related("model_version", "reward_version")
-        .order_by("-created_at")[:limit]
-    )
-
-
-# --- generation: what a job writes and the comparison tasks it makes --------------------
-
-PAIR = 2  # replies a comparison task shows
-MAX_SAMPLES_PER_PROMPT = 8
-
-
-@dataclass(frozen=True)
-class GenerationPreview:
-    """What a generation job would do if it ran now: the replies it writes, by prompt
-    id (the sample indexes still missing), and how many comparison tasks it creates."""
-
-    samples_per_prompt: int | None  # None: each prompt as many as its pairs need
-    replies_by_prompt: dict[int, list[int]]
-    comparison_tasks: int
-
-    @property
-    def replies(self) -> int:
-        return sum(len(indexes) for indexes in self.replies_by_prompt.values())
-
-    @property
-    def prompts(self) -> int:
-        return len(self.replies_by_prompt)
-
-
-def samples_wanted(*, project, model_version, samples_per_prompt: int | None = None) -> dict:
-    """How many samples of ``model_version`` each pool prompt of the project should hold:
-    ``samples_per_prompt`` if the admin chose it, otherwise as many as the prompt's
-    comparisons need: one where another author's answer is there to pair it with, two
-    where there is none (the version's two samples make the pair)."""
-    from annotation.candidates.selectors import prompts_with_partners
-    from annotation.models import Prompt
-
-    prompt_ids = (
-        Prompt.objects.labeling()
-        .filter(project=project)
-        .order_by("id")
-        .values_list("id", flat=True)
-    )
-    if samples_per_prompt:
-        return {prompt_id: samples_per_prompt for prompt_id in prompt_ids}
-    partnered = prompts_with_partners(project=project, model_version=model_version)
-    return {prompt_id: 1 if prompt_id in partnered else PAIR for prompt_id in prompt_ids}
-
-
-def missing_samples(
-    *, project, model_version, samples_per_prompt: int | None = None
-) -> dict[int, list[int]]:
-    """The samples a generation job still has to write, ``{prompt id: sample indexes}``:
-    those wanted (``samples_wanted``) that the version has not stored yet. A job computes
-    this when it starts, so a resumed job writes only what is missing."""
-    from annotation.models import Response
-
-    wanted = samples_wanted(
-        project=project, model_version=model_version, samples_per_prompt=samples_per_prompt
-    )
-    stored = set(
-        Response.objects.filter(prompt__project=project, model_version=model_version).values_list(
-            "prompt_id", "sample_index"
-        )
-    )
-    missing = {
-        prompt_id: [index for index in range(count) if (prompt_id, index) not in stored]
-        for prompt_id, count in wanted.items()
-    }
-    return {prompt_id: indexes for prompt_id, indexes in missing.items() if indexes}
-
-
-def check_generation(*, project, model_version, samples_per_prompt: int | None = None) -> None:
-    """ServiceError unless ``model_version`` can generate for the project's prompts."""
-    from annotation.models import Prompt
-    from config.errors import ServiceError
-
-    if model_version.kind != ModelVersion.Kind.POLICY:
-        raise ServiceError("Only policy models generate candidates.")
-    if samples_per_prompt is not None and not 1 <= samples_per_prompt <= MAX_SAMPLES_PER_PROMPT:
-        raise ServiceError(f"samples_per_prompt must be between 1 and {MAX_SAMPLES_PER_PROMPT}.")
-    if not Prompt.objects.labeling().filter(project=project).exists():
-        raise ServiceError("The project has no prompts yet: import some first.")
-
-
-def generation_preview(
-    *, project, model_version, samples_per_prompt: int | None = None
-) -> GenerationPreview:
-    """What a generation job of ``model_version`` would write and pair if it started now,
-    counted by the functions the job itself runs (``missing_samples``, then the pairing
-    rules of ``annotation.candidates``). ServiceError where the job would be refused."""
-    from annotation.candidates.selectors import comparison_tasks_expected
-
-    check_generation(
-        project=project, model_version=model_version, samples_per_prompt=samples_per_prompt
-    )
-    missing = missing_samples(
-        project=project, model_version=model_version, samples_per_prompt=samples_per_prompt
-    )
-    tasks = comparison_tasks_expected(
-        project=project, model_version=model_version, new_replies=missing
-    )
-    return GenerationPreview(
-        samples_per_prompt=samples_per_prompt or None,
-        replies_by_prompt=missing,
-        comparison_tasks=tasks,
     )
 
 

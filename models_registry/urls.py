@@ -1,5 +1,6 @@
 """URLs of the model registry's version pages, lineage graph, import and their API
-(included from config/urls.py)."""
+(included from config/urls.py). A version's release, which generates its candidates, and
+the project's Models page are annotation/candidates/urls.py."""
 
 from django.urls import path
 
@@ -14,7 +15,7 @@ urlpatterns = [
     path(version, registry_views.version_page, name="model_version"),
     path(f"{version}promote/", registry_views.version_promote, name="model_version_promote"),
     path(f"{version}retire/", registry_views.version_retire, name="model_version_retire"),
-    path(f"{version}release/", registry_views.version_release, name="model_version_release"),
+    path("api/model-versions/", api.ModelVersionListApi.as_view(), name="api_versions"),
     path(
         "api/model-versions/<int:version_id>/",
         api.ModelVersionDetailApi.as_view(),
@@ -29,7 +30,4 @@ urlpatterns = [
         f"{api_version}promote/", api.ModelVersionPromoteApi.as_view(), name="api_version_promote"
     ),
     path(f"{api_version}retire/", api.ModelVersionRetireApi.as_view(), name="api_version_retire"),
-    path(
-        f"{api_version}release/", api.ModelVersionReleaseApi.as_view(), name="api_version_release"
-    ),
 ]

@@ -31,6 +31,7 @@ def test_a_fresh_worker_process_discovers_each_task_on_its_queue():
     assert json.loads(found.stdout.strip().splitlines()[-1]) == {
         "annotation.arena_replies_generate_task": "interactive",
         "annotation.chat_replies_generate_task": "interactive",
+        "annotation.generation_job_execute_task": "gpu",
         "annotation.judge_job_run_gpu_task": "gpu",
         "annotation.judge_job_run_task": "default",
     }

@@ -1,6 +1,7 @@
 from django.utils import timezone
 
-from models_registry.models import GenerationJob, ModelVersion
+from annotation.candidates.models import GenerationJob
+from models_registry.models import ModelVersion
 from training.models import TrainingRun
 
 # The per-step metrics each method's page charts, in order, with their labels.

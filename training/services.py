@@ -20,6 +20,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from annotation.candidates.models import GenerationJob
+from annotation.candidates.services import generation_job_execute, generation_job_start
 from annotation.datasets.selectors import (
     AiSelection,
     jsonl_lines,
@@ -32,14 +34,8 @@ from config import jobs
 from config.celery import QueueUnavailable, enqueue_after_commit
 from config.errors import ServiceError
 from models_registry import selectors as registry_selectors
-from models_registry.models import GenerationJob, ModelVersion
-from models_registry.services import (
-    ensure_full_weights,
-    generation_job_execute,
-    generation_job_start,
-    model_version_register,
-    reward_scorer,
-)
+from models_registry.models import ModelVersion
+from models_registry.services import ensure_full_weights, model_version_register, reward_scorer
 from training import selectors
 from training.methods.common import TrainingCancelled, checkpoint_step
 from training.models import DatasetSnapshot, TrainingRun, TrainingStep

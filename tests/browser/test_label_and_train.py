@@ -2,8 +2,9 @@
 
 import pytest
 
+from annotation.candidates.models import GenerationJob
 from annotation.models import Assignment, Judgment, Role
-from models_registry.models import GenerationJob, ModelVersion
+from models_registry.models import ModelVersion
 from models_registry.services import ensure_base_model_from_folder
 from tests.browser.conftest import log_in
 from tests.factories import PASSWORD, make_member, make_project, make_task

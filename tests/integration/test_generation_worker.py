@@ -5,8 +5,8 @@ import time
 
 import pytest
 
+from annotation.candidates.models import GenerationJob
 from annotation.models import Response, Role, Task
-from models_registry.models import GenerationJob
 from models_registry.services import ensure_base_model_from_folder
 from tests.factories import make_member, make_project, make_prompt
 from tests.worker_fixtures import start_worker, stop_worker, wait_for

@@ -6,8 +6,9 @@ import uuid
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
+from annotation.candidates.models import GenerationJob
 from annotation.models import Judgment, Response, Role, Task
-from models_registry.models import GenerationJob, ModelVersion
+from models_registry.models import ModelVersion
 from models_registry.services import ensure_base_model_from_folder
 from tests.factories import jsonl_bytes, make_member, make_project
 from tests.worker_fixtures import wait_for

@@ -5,11 +5,12 @@ import re
 
 import pytest
 
+from annotation.candidates.models import GenerationJob
 from annotation.leaderboard import ratings_math
 from annotation.models import Judgment, Response, Role
 from config.errors import ServiceError
 from models_registry import selectors
-from models_registry.models import GenerationJob, ModelVersion, StateChange
+from models_registry.models import ModelVersion, StateChange
 from models_registry.services import model_version_promote, model_version_retire
 from tests.factories import make_member, make_prompt, make_user, make_version
 from training.models import DatasetSnapshot, TrainingRun
@@ -509,6 +510,7 @@ ROUTES = [
         False,
         "incumbent is not an intermediate stage of a run",
     ),
+    ("api_versions", "get", "/api/model-versions/", LOGIN, 200, True, '"incumbent"'),
     ("api_version", "get", "/api/model-versions/{target}/", LOGIN, 200, True, '"incumbent"'),
     (
         "api_version_import",
@@ -568,9 +570,14 @@ def _caller(name, project):
 
 
 def test_the_routes_table_covers_the_registry_url_module():
+    from annotation.candidates import urls as candidates_urls
     from models_registry import urls
 
-    assert {route.name for route in urls.urlpatterns} == {route[0] for route in ROUTES}
+    # A release generates the stage's candidates, so its routes are candidates'; they act
+    # on a version page, so this table checks them with the registry's.
+    release = {"model_version_release", "api_version_release"}
+    assert release <= {route.name for route in candidates_urls.urlpatterns}
+    assert {route.name for route in urls.urlpatterns} | release == {route[0] for route in ROUTES}
 
 
 @pytest.mark.parametrize("route", ROUTES, ids=lambda r: f"{r[1].upper()} {r[0]}")

@@ -2,9 +2,10 @@
 
 import pytest
 
+from annotation.candidates.models import GenerationJob
 from annotation.models import Role
 from models_registry.engine.ml import GenerationParams, generate_replies, load_policy
-from models_registry.models import GenerationJob, ModelVersion
+from models_registry.models import ModelVersion
 from models_registry.services import ensure_base_model_from_folder
 from tests.factories import make_member, make_preferences, make_version
 from training.models import TrainingRun

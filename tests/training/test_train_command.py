@@ -5,8 +5,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db.models.signals import post_save
 
+from annotation.candidates.models import GenerationJob
 from annotation.models import Response
-from models_registry.models import GenerationJob, ModelVersion
+from models_registry.models import ModelVersion
 from models_registry.services import ensure_base_model_from_folder
 from tests.factories import make_preferences, make_version
 from training.models import DatasetSnapshot, TrainingRun, TrainingStep

@@ -5,9 +5,10 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
+from annotation.candidates.models import GenerationJob
 from annotation.labeling.services import assignment_next, comparison_submit
 from config.errors import ServiceError
-from models_registry.models import GenerationJob, ModelVersion
+from models_registry.models import ModelVersion
 from models_registry.services import ensure_base_model_from_folder
 from tests.factories import make_task, make_version
 from training.models import DatasetSnapshot, TrainingRun

@@ -153,10 +153,9 @@ def test_a_lone_author_is_paired_with_its_own_second_sample(project):
 def test_a_generation_job_pairs_by_the_latest_reward_models_doubt(
     project, tiny_model_dir, tiny_reward_dir
 ):
+    from annotation.candidates.services import generation_job_execute, generation_job_start
     from models_registry.services import (
         ensure_base_model_from_folder,
-        generation_job_execute,
-        generation_job_start,
         model_version_register,
         reward_scorer,
     )
@@ -194,6 +193,7 @@ def test_a_generation_job_pairs_by_the_latest_reward_models_doubt(
 def test_active_pairing_asks_the_newest_reward_model_that_is_not_retired(
     project, tiny_model_dir, tiny_reward_dir, monkeypatch
 ):
+    from annotation.candidates import services as candidates_services
     from models_registry import services as registry_services
 
     _set_policy(project, "active")
@@ -219,11 +219,11 @@ def test_active_pairing_asks_the_newest_reward_model_that_is_not_retired(
         lambda version: asked.append(version.name) or real_scorer(version),
     )
     base = registry_services.ensure_base_model_from_folder(name="tiny", path=tiny_model_dir)
-    job = registry_services.generation_job_start(
+    job = candidates_services.generation_job_start(
         project=project, model_version=base, params={"max_new_tokens": 4, "seed": 1}
     )
 
-    registry_services.generation_job_execute(job_id=job.pk)
+    candidates_services.generation_job_execute(job_id=job.pk)
 
     job.refresh_from_db()
     assert job.status == "succeeded", job.error

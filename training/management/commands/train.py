@@ -2,11 +2,12 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
+from annotation.candidates.models import GenerationJob
 from annotation.judges.trust import AI_OPTIONS, ai_label_plan
 from annotation.models import Project
 from config.celery import QueueUnavailable
 from config.errors import ServiceError
-from models_registry.models import GenerationJob, ModelVersion
+from models_registry.models import ModelVersion
 from models_registry.selectors import version_by_reference
 from training import selectors, services
 from training.models import TrainingRun

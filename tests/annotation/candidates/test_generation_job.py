@@ -1,20 +1,22 @@
 import pytest
 from django.contrib.auth import get_user_model
 
+from annotation.candidates.models import GenerationJob
+from annotation.candidates.selectors import generation_preview
+from annotation.candidates.services import generation_job_execute, generation_job_start
 from annotation.models import CHAT_TURN_KEY, Prompt, Response, Task
 from config.celery import QueueUnavailable
 from config.errors import ServiceError
+from models_registry.endpoints import serving_endpoint_set
 from models_registry.engine.ml import GenerationParams, load_policy, sample_candidates
-from models_registry.models import GenerationJob, ModelVersion
-from models_registry.selectors import generation_preview
+from models_registry.models import ModelVersion
 from models_registry.services import (
     ensure_base_model_from_folder,
-    generation_job_execute,
-    generation_job_start,
     model_version_register,
     reward_scorer,
 )
 from tests.factories import make_member, make_prompt, make_task, make_version
+from tests.models_registry.engine.fake_model_server import FakeServer, answering
 
 
 def test_a_first_round_writes_two_samples_per_prompt_and_pairs_them(project, tiny_model_dir):
@@ -443,3 +445,62 @@ def test_the_generation_form_never_defaults_to_an_intermediate_stage(login, admi
     page = login(admin_member).get(f"/p/{project.slug}/models/")
 
     assert page.context["form"].initial["model_version"] == base
+
+
+def _completion(text: str) -> dict:
+    return {
+        "choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7},
+    }
+
+
+def test_a_version_served_by_a_model_server_gets_its_candidates_from_there(project):
+    prompts = [make_prompt(project) for _ in range(2)]
+    server = FakeServer(answering(_completion("from the server")))
+    try:
+        # Its files do not exist: the job must not load them.
+        version = make_version("served", path="/nonexistent")
+        serving_endpoint_set(version=version, url=server.url, served_model_name="served-m")
+        job = generation_job_start(project=project, model_version=version, params={"seed": 1})
+
+        generation_job_execute(job_id=job.pk)
+    finally:
+        server.close()
+
+    job.refresh_from_db()
+    assert (job.status, job.done, job.total) == (GenerationJob.Status.SUCCEEDED, 4, 4)
+    replies = Response.objects.filter(model_version=version)
+    assert sorted(replies.values_list("prompt_id", "sample_index", "text")) == sorted(
+        (prompt.pk, index, "from the server") for prompt in prompts for index in (0, 1)
+    )
+    assert Task.objects.filter(project=project).count() == 2
+
+
+def test_a_model_server_answering_garbage_fails_only_its_job_with_the_reason(
+    project, tiny_model_dir
+):
+    make_prompt(project)
+    server = FakeServer(answering(b"<html>502 Bad Gateway</html>", content_type="text/html"))
+    try:
+        version = make_version("broken-served")
+        serving_endpoint_set(version=version, url=server.url, served_model_name="m")
+        job = generation_job_start(project=project, model_version=version)
+        in_process = ensure_base_model_from_folder(name="tiny", path=tiny_model_dir)
+        other = generation_job_start(
+            project=project, model_version=in_process, params={"max_new_tokens": 3}
+        )
+
+        generation_job_execute(job_id=job.pk)
+        generation_job_execute(job_id=other.pk)
+    finally:
+        server.close()
+
+    job.refresh_from_db()
+    other.refresh_from_db()
+    assert job.status == GenerationJob.Status.FAILED
+    assert job.error.startswith(
+        f"GenerationBackendError: model server {server.url} answered garbage (not JSON)"
+    )
+    assert not Response.objects.filter(model_version=version).exists()
+    assert other.status == GenerationJob.Status.SUCCEEDED, other.error
+    assert Response.objects.filter(model_version=in_process).count() == 2

@@ -7,17 +7,17 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from annotation.models import Response, Task
-from config import jobs
-from models_registry.engine import ml
-from models_registry.models import GenerationJob
-from models_registry.services import (
-    ensure_base_model_from_folder,
+from annotation.candidates.models import GenerationJob
+from annotation.candidates.services import (
     generation_job_cancel,
     generation_job_execute,
     generation_job_start,
     generation_jobs_fail_stale,
 )
+from annotation.models import Response, Task
+from config import jobs
+from models_registry.engine import ml
+from models_registry.services import ensure_base_model_from_folder
 from tests.factories import make_prompt, make_version
 
 Status = GenerationJob.Status

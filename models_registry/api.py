@@ -6,6 +6,11 @@ from rest_framework.views import APIView
 
 from annotation.projects.permissions import MANAGE, project_for
 from models_registry import selectors, services
+from models_registry.endpoints import (
+    serving_endpoint_clear,
+    serving_endpoint_set,
+    serving_endpoint_summary,
+)
 from models_registry.models import ModelVersion, StateChange
 
 
@@ -30,6 +35,7 @@ def version_payload(version: ModelVersion) -> dict:
         "imported_from": version.imported_from,
         "training_run": version.training_run_id,
         "children": [child.pk for child in version.children.all()],
+        "serving_endpoint": serving_endpoint_summary(version),
     }
 
 
@@ -108,3 +114,40 @@ class ModelVersionImportApi(APIView):
         data.is_valid(raise_exception=True)
         version = services.model_version_import(**data.validated_data)
         return Response(version_payload(version), status=201)
+
+
+# --- serving endpoint -------------------------------------------------------------------
+
+
+class ServingEndpointInputSerializer(serializers.Serializer):
+    url = serializers.CharField(max_length=500, allow_blank=True)
+    served_model_name = serializers.CharField(max_length=200, allow_blank=True)
+    # Omitted: the key already set stays; "": no key.
+    api_key = serializers.CharField(
+        max_length=500, required=False, allow_blank=True, trim_whitespace=True
+    )
+
+
+class ModelVersionEndpointApi(APIView):
+    def put(self, request, slug, version_id):
+        """Generate this version on an OpenAI-compatible server: ``{"url",
+        "served_model_name", "api_key"?}`` (``api_key`` omitted keeps the one set). The
+        answer shows whether a key is set, never the key; 400 with a detail if refused."""
+        project_for(user=request.user, slug=slug, capability=MANAGE)
+        version = get_object_or_404(ModelVersion, pk=version_id)
+        data = ServingEndpointInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        serving_endpoint_set(
+            version=version,
+            url=data.validated_data["url"],
+            served_model_name=data.validated_data["served_model_name"],
+            api_key=data.validated_data.get("api_key"),
+        )
+        return Response(version_payload(selectors.version_detail(version_id=version.pk)))
+
+    def delete(self, request, slug, version_id):
+        """Generate this version in-process from its files again."""
+        project_for(user=request.user, slug=slug, capability=MANAGE)
+        version = get_object_or_404(ModelVersion, pk=version_id)
+        serving_endpoint_clear(version=version)
+        return Response(version_payload(selectors.version_detail(version_id=version.pk)))

@@ -25,3 +25,24 @@ class StateChangeForm(forms.Form):
     note = forms.CharField(
         required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 2})
     )
+
+
+class ServingEndpointForm(forms.Form):
+    url = forms.CharField(
+        max_length=500,
+        label="Server URL",
+        help_text="The OpenAI-compatible API root, e.g. http://gpu-host:8000/v1.",
+    )
+    served_model_name = forms.CharField(
+        max_length=200,
+        label="Served model name",
+        help_text="What the server calls this version (vllm serve --served-model-name, or the "
+        "LoRA module's name).",
+    )
+    api_key = forms.CharField(
+        max_length=500,
+        required=False,
+        label="API key",
+        widget=forms.PasswordInput(render_value=False),
+        help_text="Leave empty to keep the key already set.",
+    )

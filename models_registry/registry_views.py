@@ -10,7 +10,12 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from annotation.projects.permissions import MANAGE, VIEW_DATA, can, project_for
 from config.errors import ServiceError
 from models_registry import selectors, services
-from models_registry.forms import ModelImportForm, StateChangeForm
+from models_registry.endpoints import (
+    serving_endpoint_clear,
+    serving_endpoint_set,
+    serving_endpoint_summary,
+)
+from models_registry.forms import ModelImportForm, ServingEndpointForm, StateChangeForm
 from models_registry.models import ModelVersion
 
 
@@ -18,7 +23,9 @@ def form_error(form) -> str:
     return " ".join(str(error) for errors in form.errors.values() for error in errors)
 
 
-def render_version_page(request, project, version_id: int, *, error: str = "", status: int = 200):
+def render_version_page(
+    request, project, version_id: int, *, error: str = "", status: int = 200, endpoint_form=None
+):
     """The version page, with ``error`` (a refused action) shown at its top; also used by
     the release, whose view is annotation/candidates/views.py (a release generates the
     stage's candidates)."""
@@ -50,6 +57,8 @@ def render_version_page(request, project, version_id: int, *, error: str = "", s
         and can_manage
         and (run is None or run.project_id == project.pk),
         "form": StateChangeForm(),
+        "endpoint": serving_endpoint_summary(version),
+        "endpoint_form": endpoint_form or _endpoint_form_for(version),
         "error": error,
         "can_manage": can_manage,
         "can_view_data": True,
@@ -134,3 +143,48 @@ def _readable_metrics(metrics) -> list[tuple[str, str]]:
         (name, f"{value:.4g}" if isinstance(value, float) else str(value))
         for name, value in sorted(metrics.items())
     ]
+
+
+def _endpoint_form_for(version: ModelVersion) -> ServingEndpointForm:
+    """The endpoint form, filled with the endpoint set (never the key)."""
+    return ServingEndpointForm(
+        initial={"url": version.serving_url, "served_model_name": version.served_model_name}
+    )
+
+
+@login_required
+@require_POST
+def version_endpoint(request, slug, version_id):
+    """Generate this version on an OpenAI-compatible inference server (admins)."""
+    project = project_for(user=request.user, slug=slug, capability=MANAGE)
+    version = get_object_or_404(ModelVersion, pk=version_id)
+    form = ServingEndpointForm(request.POST)
+    if not form.is_valid():
+        return render_version_page(
+            request, project, version.pk, error=form_error(form), status=400, endpoint_form=form
+        )
+    try:
+        serving_endpoint_set(
+            version=version,
+            url=form.cleaned_data["url"],
+            served_model_name=form.cleaned_data["served_model_name"],
+            # An empty key field keeps the key already set.
+            api_key=form.cleaned_data["api_key"] or None,
+        )
+    except ServiceError as refusal:
+        return render_version_page(
+            request, project, version.pk, error=refusal.message, status=400, endpoint_form=form
+        )
+    messages.success(request, f"{version.name} now generates on {version.serving_url}.")
+    return redirect("model_version", slug=project.slug, version_id=version.pk)
+
+
+@login_required
+@require_POST
+def version_endpoint_clear(request, slug, version_id):
+    """Generate this version in-process from its files again (admins)."""
+    project = project_for(user=request.user, slug=slug, capability=MANAGE)
+    version = get_object_or_404(ModelVersion, pk=version_id)
+    serving_endpoint_clear(version=version)
+    messages.success(request, f"{version.name} generates in-process again.")
+    return redirect("model_version", slug=project.slug, version_id=version.pk)

@@ -30,4 +30,15 @@ urlpatterns = [
         f"{api_version}promote/", api.ModelVersionPromoteApi.as_view(), name="api_version_promote"
     ),
     path(f"{api_version}retire/", api.ModelVersionRetireApi.as_view(), name="api_version_retire"),
+    path(f"{version}endpoint/", registry_views.version_endpoint, name="model_version_endpoint"),
+    path(
+        f"{version}endpoint/clear/",
+        registry_views.version_endpoint_clear,
+        name="model_version_endpoint_clear",
+    ),
+    path(
+        f"{api_version}endpoint/",
+        api.ModelVersionEndpointApi.as_view(),
+        name="api_version_endpoint",
+    ),
 ]

@@ -1,6 +1,7 @@
 """Registry pages and API: version page, promotion with the head-to-head evidence,
 retirement, lineage graph; who may see and do what."""
 
+import json
 import re
 
 import pytest
@@ -548,14 +549,60 @@ ROUTES = [
         True,
         '{"detail":"incumbent is not an intermediate stage of a run',
     ),
+    (
+        "model_version_endpoint",
+        "post",
+        "/p/{slug}/models/{target}/endpoint/",
+        MANAGE,
+        400,
+        False,
+        "This field is required.",
+    ),
+    (
+        "model_version_endpoint_clear",
+        "post",
+        "/p/{slug}/models/{target}/endpoint/clear/",
+        MANAGE,
+        302,
+        False,
+        "",
+    ),
+    (
+        "api_version_endpoint",
+        "put",
+        "/api/projects/{slug}/model-versions/{target}/endpoint/",
+        MANAGE,
+        400,
+        True,
+        '{"url":["This field is required."]',
+    ),
+    (
+        "api_version_endpoint",
+        "delete",
+        "/api/projects/{slug}/model-versions/{target}/endpoint/",
+        MANAGE,
+        200,
+        True,
+        '"serving_endpoint":null',
+    ),
 ]
+
+# What a missing check on the endpoint routes would store (the page form, the API body).
+SNEAKY_ENDPOINT = {"url": "http://sneaky:1/v1", "served_model_name": "sneaky"}
 
 
 def _stored():
     return (
-        sorted(ModelVersion.objects.values_list("name", "state", "promoted_at")),
+        sorted(ModelVersion.objects.values_list("name", "state", "promoted_at", "serving_url")),
         StateChange.objects.count(),
     )
+
+
+def _send(client, method, path, body):
+    """A write: form-encoded POST as pages send it, JSON for PUT and DELETE."""
+    if method == "post":
+        return client.post(path, body)
+    return getattr(client, method)(path, json.dumps(body), content_type="application/json")
 
 
 def _caller(name, project):
@@ -597,9 +644,10 @@ def test_each_caller_reaches_exactly_what_its_role_allows(
     if method == "get":
         answer = client.get(path)
     elif allowed:
-        answer = client.post(path, {})
+        answer = _send(client, method, path, {})
     else:  # well-formed input that a missing check would carry out
-        answer = client.post(path, {"name": "sneaky", "source": str(tiny_model_dir)})
+        sneaky = {"name": "sneaky", "source": str(tiny_model_dir), **SNEAKY_ENDPOINT}
+        answer = _send(client, method, path, sneaky)
 
     if allowed:
         assert answer.status_code == ok_status
@@ -638,7 +686,8 @@ def test_an_admin_of_another_project_is_refused_here(
     if method == "get":
         answer = client.get(path)
     else:
-        answer = client.post(path, {"name": "sneaky", "source": str(tiny_model_dir)})
+        sneaky = {"name": "sneaky", "source": str(tiny_model_dir), **SNEAKY_ENDPOINT}
+        answer = _send(client, method, path, sneaky)
 
     assert answer.status_code == 403
     assert _stored() == before

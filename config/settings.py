@@ -141,6 +141,8 @@ CELERY_TASK_ROUTES = {
     "training.tasks.*": {"queue": "gpu"},
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Celery beat's record of when each periodic task last ran.
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 
 BASE_MODEL_NAME = env.BASE_MODEL_NAME
 GENERATION_BATCH_SIZE = env.GENERATION_BATCH_SIZE
@@ -152,6 +154,8 @@ GENERATION_STALE_AFTER_SECONDS = env.GENERATION_STALE_AFTER_SECONDS
 # A silent AI judge job is failed with the reason; a silent battle is queued again.
 JUDGE_JOB_STALE_AFTER_SECONDS = env.JUDGE_JOB_STALE_AFTER_SECONDS
 ARENA_STALE_AFTER_SECONDS = env.ARENA_STALE_AFTER_SECONDS
+# Celery beat runs every app's stale sweep this often (config/celery.py).
+JOB_SWEEP_INTERVAL_SECONDS = env.JOB_SWEEP_INTERVAL_SECONDS
 # A chat turn whose worker went silent this long is queued again (then failed, with a retry).
 CHAT_STALE_AFTER_SECONDS = env.CHAT_STALE_AFTER_SECONDS
 # Remote AI judges (OpenAI-compatible endpoints): per-request timeout, tries, first backoff.

@@ -1,6 +1,7 @@
 from django.utils import timezone
 
 from annotation.candidates.models import GenerationJob
+from config import jobs
 from models_registry.models import ModelVersion
 from training.models import TrainingRun
 
@@ -108,6 +109,32 @@ def run_eta_seconds(*, run: TrainingRun) -> float | None:
     per_step = (last_at - first_at).total_seconds() / max(1, last_step - first_step)
     since_last = (timezone.now() - last_at).total_seconds()
     return max(0.0, per_step * (run.total_steps - last_step) - since_last)
+
+
+def run_outlook(*, run: TrainingRun) -> dict:
+    """Its place in line and time left (config.jobs.job_outlook) among the runs, which share
+    the gpu queue; a running run's time left is at the pace of its last steps
+    (``run_eta_seconds``), a truer clock than the whole run's pace, which counts loading."""
+    outlook = jobs.job_outlook(run, done_field="step", total_field="total_steps")
+    if run.status == TrainingRun.Status.RUNNING:
+        seconds = run_eta_seconds(run=run)
+        outlook["eta_seconds"] = None if seconds is None else round(seconds)
+        outlook["text"] = jobs.outlook_text(
+            status=run.status,
+            position=None,
+            eta_seconds=seconds,
+            done=run.step,
+            total=run.total_steps,
+        )
+    return outlook
+
+
+def with_outlook(runs) -> list[TrainingRun]:
+    """The runs, each with its ``outlook`` (only active ones cost queries)."""
+    runs = list(runs)
+    for run in runs:
+        run.outlook = run_outlook(run=run)
+    return runs
 
 
 def held_out_metrics(*, run: TrainingRun) -> list[tuple[str, float]]:

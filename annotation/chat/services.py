@@ -42,6 +42,7 @@ from annotation.models import (
 from config import jobs
 from config.celery import QueueUnavailable, enqueue_after_commit
 from config.errors import Conflict, ServiceError
+from models_registry.endpoints import generator_for
 from models_registry.engine import ml
 
 logger = logging.getLogger(__name__)
@@ -228,9 +229,9 @@ def _generate_and_store(turn: ChatTurn) -> None:
     ]
     version = turn.model_version
     params = ml.GenerationParams(**turn.generation_params)
-    model, tokenizer = ml.load_policy(version.base_path, version.adapter_path or None)
-    replies = ml.generate_replies(
-        model, tokenizer, [conversation] * REPLIES_PER_TURN, params, batch_size=REPLIES_PER_TURN
+    # The version's inference server when one is registered, else its files in this process.
+    replies = generator_for(version).generate(
+        [conversation] * REPLIES_PER_TURN, params, batch_size=REPLIES_PER_TURN
     )
     # One statement for both, and unique per (prompt, version, sample_index): a rerun
     # stores nothing twice.

@@ -2,6 +2,11 @@
 
 No Django here: ``models_registry/services.py`` calls these functions and owns the rows.
 Everything loads from local files (no network at run time).
+
+LoRA versions of one base share it in memory as named peft adapters (``load_adapter``,
+``set_adapter``, ``disable_adapter``, ``delete_adapter``). The per-process cache around
+them, its evictions and the per-base lock are ours: peft's active adapter is state of the
+shared modules, and peft leaves threads to the caller.
 """
 
 from __future__ import annotations

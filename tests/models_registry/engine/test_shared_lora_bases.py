@@ -289,3 +289,31 @@ def test_a_lora_that_trains_the_base_biases_gets_a_merged_copy_of_its_own(
         (str(base_dir), None): [str(adapters[0])],
     }
     assert _texts(model, tokenizer) == _texts(_separate_copy(base_dir, biased), tokenizer)
+
+
+def test_forward_passes_and_logprobs_run_with_the_views_adapter(base_dir, adapters):
+    # given: a reply of the second version, and the merged copies' figures for it
+    first, tokenizer = load_policy(base_dir, adapters[0])
+    second, _ = load_policy(base_dir, adapters[1])
+    messages = CONVERSATIONS[1]
+    [reply] = generate_replies(second, tokenizer, [messages], GREEDY)
+    encoded = tokenizer("Hello there", return_tensors="pt").to(ml.pick_device())
+    merged = {
+        view: _separate_copy(base_dir, adapter)
+        for view, adapter in ((first, adapters[0]), (second, adapters[1]))
+    }
+
+    for view in (first, second, first):
+        # when
+        with torch.inference_mode():
+            logits = view(**encoded).logits
+            expected_logits = merged[view](**encoded).logits
+        logprobs = ml.reply_logprobs(view, tokenizer, messages, reply.token_ids, top=2)
+        expected = ml.reply_logprobs(merged[view], tokenizer, messages, reply.token_ids, top=2)
+
+        # then: the same up to the rounding that merging changes
+        torch.testing.assert_close(logits, expected_logits, rtol=1e-4, atol=1e-4)
+        assert [e["token"] for e in logprobs] == [e["token"] for e in expected]
+        assert [e["logprob"] for e in logprobs] == pytest.approx(
+            [e["logprob"] for e in expected], abs=1e-4
+        )

@@ -5,7 +5,9 @@ from celery import shared_task
 
 from annotation.arena.services import arena_battles_fail_stale
 from annotation.arena.tasks import arena_replies_generate_task
+from annotation.candidates.services import generation_jobs_fail_stale
 from annotation.candidates.tasks import generation_job_execute_task
+from annotation.chat.services import chat_turns_fail_stale
 from annotation.chat.tasks import chat_replies_generate_task
 from annotation.judges.jobs import judge_jobs_fail_stale
 from annotation.judges.tasks import judge_job_run_gpu_task, judge_job_run_task
@@ -25,6 +27,8 @@ __all__ = [
 STALE_SWEEPS = (
     ("judge jobs", judge_jobs_fail_stale),
     ("arena battles", arena_battles_fail_stale),
+    ("generation jobs", generation_jobs_fail_stale),
+    ("chat turns", chat_turns_fail_stale),
 )
 
 

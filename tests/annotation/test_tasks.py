@@ -5,7 +5,7 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from annotation.models import ArenaBattle, Judge, JudgeJob
+from annotation.models import ArenaBattle, ChatSession, ChatTurn, GenerationJob, Judge, JudgeJob
 from annotation.tasks import STALE_SWEEPS, sweep_stale_jobs_task
 from tests.annotation.judges.factories import make_judge
 from tests.factories import make_prompt, make_version
@@ -54,7 +54,7 @@ def test_the_sweep_fails_a_silent_judge_job_and_battle_with_the_reason(project, 
 
     counts = sweep_stale_jobs_task.apply().get()
 
-    assert counts == {"judge jobs": 1, "arena battles": 1}
+    assert counts == {"judge jobs": 1, "arena battles": 1, "generation jobs": 0, "chat turns": 0}
     lost_job.refresh_from_db()
     assert lost_job.status == JudgeJob.Status.PARTIAL
     assert lost_job.error == (
@@ -83,6 +83,47 @@ def test_one_kind_failing_its_sweep_leaves_the_others_to_theirs(project, monkeyp
 
     counts = sweep_stale_jobs_task.apply().get()
 
-    assert counts == {"broken": -1, "judge jobs": 1, "arena battles": 0}
+    assert counts == {
+        "broken": -1,
+        "judge jobs": 1,
+        "arena battles": 0,
+        "generation jobs": 0,
+        "chat turns": 0,
+    }
     lost_job.refresh_from_db()
     assert lost_job.status == JudgeJob.Status.FAILED
+
+
+def test_the_sweep_ends_a_silent_chat_turn_and_generation_job_on_their_last_attempt(
+    project, labeler, settings
+):
+    settings.CHAT_STALE_AFTER_SECONDS = 60
+    settings.GENERATION_STALE_AFTER_SECONDS = 60
+    version = make_version("swept")
+    session = ChatSession.objects.create(project=project, labeler=labeler, model_version=version)
+    last_attempt = {
+        "status": "running",
+        "attempts": 3,
+        "started_at": _silent_for(61),
+        "heartbeat_at": _silent_for(61),
+    }
+    turn = ChatTurn.objects.create(
+        session=session,
+        prompt=make_prompt(project, "Chat prompt"),
+        model_version=version,
+        message_index=0,
+        total=2,
+        **last_attempt,
+    )
+    job = GenerationJob.objects.create(project=project, model_version=version, **last_attempt)
+
+    counts = sweep_stale_jobs_task.apply().get()
+
+    assert counts == {"judge jobs": 0, "arena battles": 0, "generation jobs": 1, "chat turns": 1}
+    turn.refresh_from_db()
+    job.refresh_from_db()
+    assert (turn.status, job.status) == ("failed", "failed")
+    assert turn.error.startswith(
+        "The worker stopped reporting (no heartbeat for 60 s) on attempt 3"
+    )
+    assert job.error.startswith("The worker stopped reporting (no heartbeat for 60 s) on attempt 3")

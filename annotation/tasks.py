@@ -6,7 +6,10 @@ from celery import shared_task
 from annotation.arena.services import arena_battles_fail_stale
 from annotation.arena.tasks import arena_replies_generate_task
 from annotation.candidates.services import generation_jobs_fail_stale
-from annotation.candidates.tasks import generation_job_execute_task
+from annotation.candidates.tasks import (
+    generation_job_execute_task,
+    generation_job_execute_task_queued_before_the_move,
+)
 from annotation.chat.services import chat_turns_fail_stale
 from annotation.chat.tasks import chat_replies_generate_task
 from annotation.judges.jobs import judge_jobs_fail_stale
@@ -17,6 +20,7 @@ __all__ = [
     "arena_replies_generate_task",
     "chat_replies_generate_task",
     "generation_job_execute_task",
+    "generation_job_execute_task_queued_before_the_move",
     "judge_job_run_gpu_task",
     "judge_job_run_task",
     "sweep_stale_jobs_task",

@@ -1,6 +1,7 @@
-"""Workers find every task of the annotation app, on its queue, by Celery's autodiscovery
-alone: the feature packages' task modules are imported only through annotation/tasks.py. Beat's
-schedule names only tasks a worker has, on the interactive queue."""
+"""Workers find every task of the annotation app (and the registry's old name of the
+generation task), on its queue, by Celery's autodiscovery alone: the feature packages' task
+modules are imported only through annotation/tasks.py. Beat's schedule names only tasks a
+worker has, on the interactive queue."""
 
 import json
 import os
@@ -17,7 +18,7 @@ import django
 django.setup()
 from config.celery import app
 app.loader.import_default_modules()
-names = [name for name in app.tasks if name.startswith("annotation.")]
+names = [name for name in app.tasks if name.startswith(("annotation.", "models_registry."))]
 beat = {
     key: {
         "registered": entry["task"] in app.tasks,
@@ -54,6 +55,8 @@ def test_a_fresh_worker_process_discovers_each_task_on_its_queue(discovered):
         "annotation.judge_job_run_gpu_task": "gpu",
         "annotation.judge_job_run_task": "default",
         "annotation.sweep_stale_jobs_task": "interactive",
+        # Messages queued before generation jobs moved from the registry still run.
+        "models_registry.tasks.generation_job_execute_task": "gpu",
     }
 
 

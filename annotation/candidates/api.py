@@ -31,6 +31,16 @@ def job_payload(job: GenerationJob) -> dict:
         "best_of": job.best_of,
         "reward_version": job.reward_version_id,
         "generation_params": job.generation_params,
+        **_outlook_payload(job),
+    }
+
+
+def _outlook_payload(job: GenerationJob) -> dict:
+    outlook = selectors.generation_job_outlook(job)
+    return {
+        "queue_position": outlook["queue_position"],
+        "eta_seconds": outlook["eta_seconds"],
+        "outlook": outlook["text"],
     }
 
 

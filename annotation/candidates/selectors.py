@@ -30,6 +30,7 @@ from django.db.models import Count, Q
 
 from annotation.candidates.models import GenerationJob
 from annotation.models import CandidatePolicy, Project, Prompt, Response, Task, TaskKind
+from config import jobs
 from config.errors import ServiceError
 from models_registry import selectors as registry_selectors
 from models_registry.models import ModelVersion
@@ -230,12 +231,27 @@ PAIR = 2  # replies a comparison task shows
 MAX_SAMPLES_PER_PROMPT = 8
 
 
-def generation_jobs(*, project: Project, limit: int = 10):
-    return (
+def generation_jobs(*, project: Project, limit: int = 10) -> list[GenerationJob]:
+    """The project's latest jobs, newest first, each with its ``outlook``."""
+    latest = (
         GenerationJob.objects.filter(project=project)
         .select_related("model_version", "reward_version")
         .order_by("-created_at")[:limit]
     )
+    return [_with_outlook(job) for job in latest]
+
+
+def _with_outlook(job: GenerationJob) -> GenerationJob:
+    job.outlook = generation_job_outlook(job)
+    return job
+
+
+def generation_job_outlook(job: GenerationJob) -> dict:
+    """Its place in line and time left (config.jobs.job_outlook) among every project's
+    generation jobs: they share the gpu worker."""
+    if not job.is_active:
+        return {"queue_position": None, "eta_seconds": None, "text": ""}
+    return jobs.job_outlook(job)
 
 
 @dataclass(frozen=True)

@@ -9,3 +9,10 @@ from annotation.candidates import services
 @shared_task(name="annotation.generation_job_execute_task", queue="gpu", acks_late=True)
 def generation_job_execute_task(job_id: int) -> None:
     services.generation_job_execute(job_id=job_id)
+
+
+# Messages queued before generation jobs moved here from the registry (issue 12) name the
+# registry's old task; a worker of this version still runs them.
+@shared_task(name="models_registry.tasks.generation_job_execute_task", queue="gpu", acks_late=True)
+def generation_job_execute_task_queued_before_the_move(job_id: int) -> None:
+    services.generation_job_execute(job_id=job_id)

@@ -253,3 +253,42 @@ def test_the_models_page_offers_cancel_for_active_jobs_only(login, admin_member,
     assert f'action="/p/{slug}/models/jobs/{running.pk}/cancel/"' in html
     assert f'action="/p/{slug}/models/jobs/{ended.pk}/cancel/"' not in html
     assert "Cancelling…" in html
+
+
+def test_the_page_and_api_say_each_active_jobs_place_in_line_and_time_left(
+    login, admin_member, project, other_project
+):
+    now = timezone.now()
+    finished = _job(other_project, Status.SUCCEEDED)  # every project's jobs share the worker
+    GenerationJob.objects.filter(pk=finished.pk).update(
+        started_at=now - timedelta(seconds=600), finished_at=now - timedelta(seconds=360)
+    )
+    running = _job(project, Status.RUNNING)
+    GenerationJob.objects.filter(pk=running.pk).update(
+        done=10, total=20, started_at=now - timedelta(seconds=120), heartbeat_at=now
+    )
+    first, second = _job(other_project, Status.QUEUED), _job(project, Status.QUEUED)
+    client = login(admin_member)
+
+    listed = client.get(f"/api/projects/{project.slug}/generation-jobs/").json()
+    html = client.get(f"/p/{project.slug}/models/").content.decode()
+
+    by_id = {job["id"]: job for job in listed}
+    assert by_id[second.pk]["queue_position"] == 2
+    # 120 s left of the running job, then the one ahead and this one at 240 s each.
+    assert abs(by_id[second.pk]["eta_seconds"] - 600) <= 2
+    assert by_id[second.pk]["outlook"] == "queued — 2nd in line, about 10 min"
+    assert by_id[running.pk]["queue_position"] is None
+    assert abs(by_id[running.pk]["eta_seconds"] - 120) <= 2
+    assert by_id[running.pk]["outlook"] == "running 10/20 — about 2 min left"
+    assert first.pk not in by_id
+    assert "queued — 2nd in line, about 10 min" in html
+    assert "running 10/20 — about 2 min left" in html
+
+
+def test_an_ended_job_has_no_place_in_line_or_time_left(login, admin_member, project):
+    _job(project, Status.SUCCEEDED)
+
+    (listed,) = login(admin_member).get(f"/api/projects/{project.slug}/generation-jobs/").json()
+
+    assert (listed["queue_position"], listed["eta_seconds"], listed["outlook"]) == (None, None, "")

@@ -65,11 +65,11 @@ def arena_page(request, slug):
         "error": error,
         **page_capabilities(user=request.user, project=project),
     }
-    return render(request, "annotation/arena.html", context, status=status)
+    return render(request, "annotation/arena/arena.html", context, status=status)
 
 
 def _render_battle(request, project, battle, *, error=None, status=200):
-    template = "annotation/arena_battle.html"
+    template = "annotation/arena/battle.html"
     if request.htmx:
         template += "#task"
     context = {

@@ -20,7 +20,7 @@ from models_registry import selectors as registry_selectors
 from models_registry.forms import StateChangeForm
 from models_registry.models import ModelVersion
 
-MODELS_PAGE = "annotation/models.html"
+MODELS_PAGE = "annotation/candidates/models.html"
 
 
 def _preview_context(project, data) -> dict:

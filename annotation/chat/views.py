@@ -47,7 +47,7 @@ def chat_start_page(request, slug):
         "error": error,
         **page_capabilities(user=request.user, project=project),
     }
-    return render(request, "annotation/chat_start.html", context, status=400 if error else 200)
+    return render(request, "annotation/chat/start.html", context, status=400 if error else 200)
 
 
 def _session_context(request, project, session, *, error=None, finishing=False) -> dict:
@@ -70,7 +70,7 @@ def _session_context(request, project, session, *, error=None, finishing=False) 
 
 
 def _render_session(request, project, session, *, error=None, finishing=False, status=200):
-    template = "annotation/chat.html#task" if request.htmx else "annotation/chat.html"
+    template = "annotation/chat/chat.html#task" if request.htmx else "annotation/chat/chat.html"
     context = _session_context(request, project, session, error=error, finishing=finishing)
     return render(request, template, context, status=status)
 

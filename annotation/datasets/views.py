@@ -23,7 +23,7 @@ def export_page(request, slug):
         "ai_plan": ai_label_plan(project=project),
         **page_capabilities(user=request.user, project=project),
     }
-    return render(request, "annotation/export.html", context)
+    return render(request, "annotation/datasets/export.html", context)
 
 
 EXPORT_NAME_SUFFIX = {

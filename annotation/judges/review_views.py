@@ -26,7 +26,7 @@ def judges_agreement_page(request, slug):
         "can_view_data": True,
         "rows": agreement.judge_agreement(project=project),
     }
-    return render(request, "annotation/judges_agreement.html", context)
+    return render(request, "annotation/judges/agreement.html", context)
 
 
 class JudgesAgreementApi(APIView):

@@ -82,7 +82,7 @@ def _render_judges(request, project, *, error=None, form=None, status=200):
         "ai_plan": ai_label_plan(project=project),
         **_jobs_context(request, project),
     }
-    return render(request, "annotation/ai/judges.html", context, status=status)
+    return render(request, "annotation/judges/judges.html", context, status=status)
 
 
 def _jobs_context(request, project) -> dict:
@@ -104,7 +104,7 @@ def judges_page(request, slug):
     jobs.judge_jobs_fail_stale(project=project)
     if request.htmx and request.htmx.target == "judge-jobs-table":  # the table's polling
         return render(
-            request, "annotation/ai/judges.html#jobs-table", _jobs_context(request, project)
+            request, "annotation/judges/judges.html#jobs-table", _jobs_context(request, project)
         )
     return _render_judges(request, project)
 
@@ -148,7 +148,7 @@ def constitution_page(request, slug, constitution_id):
     except ServiceError as missing:
         return render(
             request,
-            "annotation/ai/constitution.html",
+            "annotation/judges/constitution.html",
             {
                 "project": project,
                 "missing": missing.message,
@@ -180,7 +180,7 @@ def constitution_page(request, slug, constitution_id):
         "error": error,
         **page_capabilities(user=request.user, project=project),
     }
-    return render(request, "annotation/ai/constitution.html", context, status=status)
+    return render(request, "annotation/judges/constitution.html", context, status=status)
 
 
 @login_required
@@ -240,7 +240,7 @@ def _job_or_404(project, job_id) -> JudgeJob:
 
 
 def _render_job(request, project, job, *, error=None, status=200):
-    template = "annotation/ai/job.html"
+    template = "annotation/judges/job.html"
     if request.htmx:
         template += "#status"
     context = {

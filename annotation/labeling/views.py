@@ -21,6 +21,7 @@ from annotation.projects.permissions import (
 )
 from config.errors import ServiceError
 
+LABEL_PAGE = "annotation/labeling/label.html"
 SKIP_REASONS = (
     "Needs expertise I don't have",
     "The prompt is unclear or broken",
@@ -92,7 +93,7 @@ def label(request, slug):
     if current is not None and after is None:
         upcoming = services.assignment_next(project=project, labeler=request.user, after=current.pk)
         context["upcoming"] = _task_context(request, project, upcoming)
-    template = "annotation/label.html#task" if request.htmx else "annotation/label.html"
+    template = f"{LABEL_PAGE}#task" if request.htmx else LABEL_PAGE
     return render(request, template, context)
 
 
@@ -105,7 +106,7 @@ def _answer(request, project):
             return redirect("label", slug=project.slug)
         return render(
             request,
-            "annotation/label.html#refused",
+            f"{LABEL_PAGE}#refused",
             {"error": refused.message, "project": project},
             status=400,
         )
@@ -113,7 +114,7 @@ def _answer(request, project):
         return redirect("label", slug=project.slug)
     after = int_or_none(request.POST.get("after"))
     upcoming = services.assignment_next(project=project, labeler=request.user, after=after)
-    return render(request, "annotation/label.html#task", _task_context(request, project, upcoming))
+    return render(request, f"{LABEL_PAGE}#task", _task_context(request, project, upcoming))
 
 
 def int_or_none(raw):
@@ -181,4 +182,4 @@ def tasks_page(request, slug):
         "ai_plan": ai_label_plan(project=project),
         **page_capabilities(user=request.user, project=project),
     }
-    return render(request, "annotation/tasks.html", context, status=status)
+    return render(request, "annotation/labeling/tasks.html", context, status=status)

@@ -25,7 +25,7 @@ def _page(request, *, project, projects, scope_label: str):
         source = selectors.parse_source(request.GET.get("source"))
     except ServiceError as error:
         context["error"] = error.message
-        return render(request, "annotation/leaderboard.html", context, status=400)
+        return render(request, "annotation/leaderboard/leaderboard.html", context, status=400)
     board = selectors.leaderboard(projects=projects, source=source)
     counts = selectors.battle_counts(projects=projects)
     context.update(
@@ -40,10 +40,8 @@ def _page(request, *, project, projects, scope_label: str):
         elo_plot=plots.elo_plot(board),
         win_rate_rows=plots.win_rate_rows(board),
     )
-    template = (
-        "annotation/leaderboard.html#board" if request.htmx else "annotation/leaderboard.html"
-    )
-    return render(request, template, context)
+    template = "annotation/leaderboard/leaderboard.html"
+    return render(request, f"{template}#board" if request.htmx else template, context)
 
 
 @login_required

@@ -15,7 +15,7 @@ from annotation.projects.permissions import (
 @login_required
 def home(request):
     projects = projects_visible_to(request.user).order_by("name")
-    return render(request, "annotation/home.html", {"projects": projects})
+    return render(request, "annotation/projects/home.html", {"projects": projects})
 
 
 @login_required
@@ -29,4 +29,4 @@ def project_detail(request, slug):
     if context["can_view_data"]:
         context["overview"] = selectors.project_overview(project=project)
         context["recent"] = selectors.recent_judgments(project=project)
-    return render(request, "annotation/project.html", context)
+    return render(request, "annotation/projects/project.html", context)

@@ -52,4 +52,4 @@ def prompts(request, slug):
         "overview": project_selectors.project_overview(project=project),
         **page_capabilities(user=request.user, project=project),
     }
-    return render(request, "annotation/prompts.html", context, status=status)
+    return render(request, "annotation/prompts/prompts.html", context, status=status)

@@ -59,7 +59,7 @@ def _quality_context(request, project, **extra) -> dict:
 def quality_page(request, slug):
     """Admins and researchers browse agreement; only admins see gold answers and act."""
     project = project_for(user=request.user, slug=slug, capability=VIEW_DATA)
-    return render(request, "annotation/quality/quality.html", _quality_context(request, project))
+    return render(request, "annotation/review/quality.html", _quality_context(request, project))
 
 
 @login_required
@@ -98,7 +98,7 @@ def quality_gold(request, slug):
         context = _quality_context(
             request, project, gold_error=error.message, gold_form=request.POST
         )
-        return render(request, "annotation/quality/quality.html", context, status=400)
+        return render(request, "annotation/review/quality.html", context, status=400)
     messages.success(request, f"Task {task.pk} is a gold item now.")
     return redirect("quality", slug=project.slug)
 
@@ -167,7 +167,7 @@ def review_page(request, slug):
     """One queued judgment at a time with its task; keys decide, htmx swaps in the next."""
     project = project_for(user=request.user, slug=slug, capability=MANAGE)
     template = (
-        "annotation/quality/review.html#item" if request.htmx else "annotation/quality/review.html"
+        "annotation/review/review.html#item" if request.htmx else "annotation/review/review.html"
     )
     if request.method == "GET":
         context = _review_context(
@@ -256,7 +256,7 @@ def review_ai_fill(request, slug):
             "ai_fill_error": error.message,
             "ai_fill_form": request.POST,
         }
-        return render(request, "annotation/quality/review.html", context, status=400)
+        return render(request, "annotation/review/review.html", context, status=400)
     messages.success(
         request, f"{count} AI judgment{'' if count == 1 else 's'} sent to the review queue."
     )
@@ -274,4 +274,4 @@ def my_work_page(request, slug):
         **_base_context(request, project),
         "work": selectors.my_work(project=project, labeler=request.user),
     }
-    return render(request, "annotation/quality/my_work.html", context)
+    return render(request, "annotation/review/my_work.html", context)

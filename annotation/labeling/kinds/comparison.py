@@ -87,7 +87,7 @@ def matches_gold(judgment: Judgment, gold_answer: dict) -> bool:
 
 SPEC = KindSpec(
     kind=TaskKind.COMPARISON,
-    template="annotation/tasks/_comparison.html",
+    template="annotation/labeling/kinds/_comparison.html",
     parse=parse,
     matches_gold=matches_gold,
     min_responses=2,

@@ -274,7 +274,7 @@ def sft_rows(project: Project) -> Iterator[dict]:
 
 SPEC = KindSpec(
     kind=TaskKind.DEMONSTRATION,
-    template="annotation/tasks/_demonstration.html",
+    template="annotation/labeling/kinds/_demonstration.html",
     parse=parse,
     matches_gold=matches_gold,
     min_responses=0,

@@ -185,7 +185,7 @@ def create_tasks(*, project, options) -> TaskBatch:
 
 SPEC = KindSpec(
     kind=TaskKind.RANKING,
-    template="annotation/tasks/_ranking.html",
+    template="annotation/labeling/kinds/_ranking.html",
     parse=parse,
     matches_gold=matches_gold,
     min_responses=MIN_K,

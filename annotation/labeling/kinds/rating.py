@@ -124,7 +124,7 @@ def create_tasks(*, project, options) -> TaskBatch:
 
 SPEC = KindSpec(
     kind=TaskKind.RATING,
-    template="annotation/tasks/_rating.html",
+    template="annotation/labeling/kinds/_rating.html",
     parse=parse,
     matches_gold=matches_gold,
     min_responses=1,

@@ -447,4 +447,4 @@ def test_the_kind_is_registered_with_its_task_creation_hook():
     assert (spec.min_responses, spec.max_responses) == (0, 1)
     assert spec.create_tasks is create_tasks
     assert '"mode": "edit"' in spec.create_help
-    assert json.dumps(spec.template) == '"annotation/tasks/_demonstration.html"'
+    assert json.dumps(spec.template) == '"annotation/labeling/kinds/_demonstration.html"'

@@ -3,7 +3,7 @@ review queue, the judges' agreement report (included from config/urls.py)."""
 
 from django.urls import path
 
-from annotation.judges import review_views, views
+from annotation.judges import views
 from annotation.review.views import review_ai_fill
 
 page = "p/<slug:slug>/judges/"
@@ -43,17 +43,17 @@ urlpatterns = [
     path("p/<slug:slug>/review/ai/", review_ai_fill, name="review_ai_fill"),
     path(
         "p/<slug:slug>/judges/agreement/",
-        review_views.judges_agreement_page,
+        views.judges_agreement_page,
         name="judges_agreement",
     ),
     path(
         "api/projects/<slug:slug>/review/ai/",
-        review_views.ReviewAiFillApi.as_view(),
+        views.ReviewAiFillApi.as_view(),
         name="api_review_ai_fill",
     ),
     path(
         "api/projects/<slug:slug>/judges/agreement/",
-        review_views.JudgesAgreementApi.as_view(),
+        views.JudgesAgreementApi.as_view(),
         name="api_judges_agreement",
     ),
 ]

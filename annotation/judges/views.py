@@ -1,5 +1,7 @@
-"""Pages and API of the AI judges: thin callers of annotation/judges/services.py, jobs.py and
-selectors.py. Seeing needs VIEW_DATA, changing needs MANAGE. A judge's API key is accepted
+"""Pages and API of the AI judges: thin callers of annotation/judges/services.py, jobs.py,
+selectors.py, agreement.py (each judge against the people) and send_to_review.py (AI labels
+to the human review queue; the Review page's own form for it is annotation/review/views.py's
+review_ai_fill). Seeing needs VIEW_DATA, changing needs MANAGE. A judge's API key is accepted
 on create and never rendered or returned."""
 
 from __future__ import annotations
@@ -13,11 +15,18 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation.judges import jobs, selectors, services
+from annotation.judges import agreement, jobs, selectors, send_to_review, services
 from annotation.judges.principles import DEFAULT_CONSTITUTION
 from annotation.judges.trust import ai_label_plan
 from annotation.models import Judge, JudgeJob
-from annotation.projects.permissions import MANAGE, VIEW_DATA, page_capabilities, project_for
+from annotation.projects.permissions import (
+    MANAGE,
+    VIEW_DATA,
+    can,
+    page_capabilities,
+    project_for,
+)
+from annotation.review.views import parse_ai_fill
 from config.celery import QueueUnavailable
 from config.errors import ServiceError
 from models_registry.models import ModelVersion
@@ -386,3 +395,40 @@ class JudgeJobCancelApi(APIView):
         project = project_for(user=request.user, slug=slug, capability=MANAGE)
         job = jobs.judge_job_cancel(job=selectors.judge_job_for(project=project, job_id=job_id))
         return Response(selectors.judge_job_payload(job), status=202)
+
+
+@login_required
+@require_GET
+def judges_agreement_page(request, slug):
+    """Researchers and admins: each judge and constitution version against the people."""
+    project = project_for(user=request.user, slug=slug, capability=VIEW_DATA)
+    context = {
+        "project": project,
+        "can_manage": can(user=request.user, project=project, capability=MANAGE),
+        "can_view_data": True,
+        "rows": agreement.judge_agreement(project=project),
+    }
+    return render(request, "annotation/judges/agreement.html", context)
+
+
+class JudgesAgreementApi(APIView):
+    """GET: one object per (judge, constitution version): judgments, compared, pairs,
+    agreed, accuracy, kappa, position_bias_rate, mean_confidence, left_out."""
+
+    def get(self, request, slug):
+        project = project_for(user=request.user, slug=slug, capability=VIEW_DATA)
+        return Response(
+            {"project": project.slug, "judges": agreement.judge_agreement(project=project)}
+        )
+
+
+class ReviewAiFillApi(APIView):
+    """POST {mode: all|sample|unsure|disagree, rate, threshold, judge}: flag AI judgments
+    for human review; answers how many were newly sent and how many now wait."""
+
+    def post(self, request, slug):
+        project = project_for(user=request.user, slug=slug, capability=MANAGE)
+        fields = parse_ai_fill(request.data)
+        flagged = send_to_review.ai_review_queue_fill(project=project, **fields)
+        waiting = send_to_review.ai_review_waiting(project=project)
+        return Response({"flagged": flagged, "waiting": waiting, **fields})

@@ -467,7 +467,7 @@ class QueueEntry:
 
 
 def _ai_queue(*, project: Project, reviewed: set[int]) -> list[QueueEntry]:
-    """AI judgments sent to review (annotation/judges/review.py) that no one has decided on,
+    """AI judgments sent to review (annotation/judges/send_to_review.py) that no one has decided on,
     by task then id; an AI judgment of no task (a revision pair) comes last."""
     rows = Judgment.objects.filter(
         project=project,

@@ -10,7 +10,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from annotation.judges import review as ai_review
+from annotation.judges import send_to_review
 from annotation.labeling.inputs import time_spent_since
 from annotation.labeling.kinds import KINDS
 from annotation.labeling.views import int_or_none
@@ -120,7 +120,7 @@ def _review_context(request, project, *, judgment_id=None, correcting=False, err
         "shown_at_ms": int(time.time() * 1000),
     }
     if not request.htmx:
-        context["ai_fill"] = ai_review.ai_review_summary(project=project)
+        context["ai_fill"] = send_to_review.ai_review_summary(project=project)
     if context["correcting"]:
         task = item["task"]
         context["assignment"] = services.assignment_for_review(task=task, reviewer=request.user)
@@ -236,8 +236,8 @@ def parse_ai_fill(data) -> dict:
         raise ServiceError("seed must be a whole number.")
     return {
         "mode": data.get("mode") or "",
-        "rate": number("rate", ai_review.DEFAULT_RATE),
-        "threshold": number("threshold", ai_review.DEFAULT_THRESHOLD),
+        "rate": number("rate", send_to_review.DEFAULT_RATE),
+        "threshold": number("threshold", send_to_review.DEFAULT_THRESHOLD),
         "judge": judge,
         "seed": seed,
     }
@@ -249,7 +249,7 @@ def review_ai_fill(request, slug):
     """The Review page's form: send AI labels to the review queue."""
     project = project_for(user=request.user, slug=slug, capability=MANAGE)
     try:
-        count = ai_review.ai_review_queue_fill(project=project, **parse_ai_fill(request.POST))
+        count = send_to_review.ai_review_queue_fill(project=project, **parse_ai_fill(request.POST))
     except ServiceError as error:
         context = {
             **_review_context(request, project),

@@ -16,7 +16,7 @@ from annotation.datasets.selectors import (
     sft_rows,
     training_preference_rows,
 )
-from annotation.judges.review import ai_review_queue_fill
+from annotation.judges.send_to_review import ai_review_queue_fill
 from annotation.models import Judgment, Role
 from annotation.review import services as review
 from config.errors import ServiceError

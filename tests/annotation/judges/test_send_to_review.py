@@ -5,7 +5,7 @@ import pytest
 from django.forms.models import model_to_dict
 
 from annotation.datasets.selectors import dpo_rows
-from annotation.judges.review import ai_review_queue_fill
+from annotation.judges.send_to_review import ai_review_queue_fill
 from annotation.models import Judgment, Response, Review, Role
 from annotation.review import selectors as quality
 from annotation.review import services as review

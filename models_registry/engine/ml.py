@@ -38,6 +38,7 @@ __all__ = [
     "GeneratedReply",
     "GenerationParams",
     "convert_gguf_to_safetensors",
+    "activated_policy",
     "generate_replies",
     "PolicyView",
     "load_policy",
@@ -447,8 +448,9 @@ class PolicyView:
         return getattr(_loaded_base(self._key).model, name)
 
 
-def _activated(model: Any):
-    """``model.activated()`` for a ``PolicyView``; any other model as it is."""
+def activated_policy(model: Any):
+    """``model.activated()`` for a ``PolicyView`` (its adapter active, its base's lock held);
+    any other model as it is. Seed torch inside it: another thread may seed in between."""
     if isinstance(model, PolicyView):
         return model.activated()
     return contextlib.nullcontext(model)
@@ -608,7 +610,7 @@ def generate_replies(
             device
         )
         # Seeded under the base's lock, so another thread's seed cannot come in between.
-        with _activated(model) as module:
+        with activated_policy(model) as module:
             torch.manual_seed(params.seed + batch_index)
             if torch.cuda.is_available():
                 torch.cuda.manual_seed_all(params.seed + batch_index)
@@ -654,7 +656,7 @@ def reply_logprobs(
         return []
     device = next(model.parameters()).device
     ids = torch.tensor([list(prompt_ids) + list(token_ids)], device=device)
-    with torch.inference_mode(), _activated(model) as module:
+    with torch.inference_mode(), activated_policy(model) as module:
         logits = module(input_ids=ids).logits[0, len(prompt_ids) - 1 : -1]
     logprobs = torch.log_softmax(logits.float(), dim=-1)
     special = set(tokenizer.all_special_ids)

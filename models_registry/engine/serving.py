@@ -452,11 +452,13 @@ class GenerationService:
             else:
                 # Override sampling defaults a model's generation_config may carry.
                 kwargs.update(temperature=None, top_p=None, top_k=None)
-            torch.manual_seed(params.seed)
-            if torch.cuda.is_available():
-                torch.cuda.manual_seed_all(params.seed)
-            with torch.inference_mode():
-                model.generate(**encoded, **kwargs)
+            # Seeded under the base's lock: another thread's generation on the same base
+            # could otherwise reseed torch between the seed and this batch.
+            with torch.inference_mode(), ml.activated_policy(model) as module:
+                torch.manual_seed(params.seed)
+                if torch.cuda.is_available():
+                    torch.cuda.manual_seed_all(params.seed)
+                module.generate(**encoded, **kwargs)
         except Exception as exc:
             for request in requests:
                 request._fail(exc)

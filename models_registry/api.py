@@ -1,3 +1,7 @@
+"""The registry's API: versions, their import and serving endpoint. Promotion and
+retirement, which record a version's head-to-head against the incumbent, are
+annotation/leaderboard/api.py; a release is annotation/candidates/api.py."""
+
 from django.shortcuts import get_object_or_404
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
@@ -75,29 +79,10 @@ class ModelVersionDetailApi(APIView):
 
 
 class StateChangeInputSerializer(serializers.Serializer):
+    """The body of a promotion, retirement or release (annotation/leaderboard/api.py,
+    annotation/candidates/api.py)."""
+
     note = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
-
-
-def _state_change(request, slug, version_id, service):
-    project_for(user=request.user, slug=slug, capability=MANAGE)
-    version = get_object_or_404(ModelVersion, pk=version_id)
-    data = StateChangeInputSerializer(data=request.data)
-    data.is_valid(raise_exception=True)
-    change = service(version=version, user=request.user, note=data.validated_data["note"])
-    payload = version_payload(selectors.version_detail(version_id=version.pk))
-    return Response({**payload, "change": change_payload(change)})
-
-
-class ModelVersionPromoteApi(APIView):
-    def post(self, request, slug, version_id):
-        """Promote a policy to serving (the new incumbent); 400 with a detail if refused."""
-        return _state_change(request, slug, version_id, services.model_version_promote)
-
-
-class ModelVersionRetireApi(APIView):
-    def post(self, request, slug, version_id):
-        """Retire a version; the last serving policy is refused with 400."""
-        return _state_change(request, slug, version_id, services.model_version_retire)
 
 
 class ModelVersionImportInputSerializer(serializers.Serializer):

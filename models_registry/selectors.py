@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from django.db.models import F, Prefetch, Q
+from django.db.models import F, Prefetch
 from django.shortcuts import get_object_or_404
 
 from models_registry.models import ModelVersion, StateChange
@@ -52,11 +52,7 @@ def api_key_of(*, user):
     return Token.objects.filter(user=user).first()
 
 
-# --- registry: incumbent, lineage, head-to-head -----------------------------------------
-
-HEAD_TO_HEAD_ROUNDS = 2000
-HEAD_TO_HEAD_SEED = 0
-HEAD_TO_HEAD_SOURCE = "human"
+# --- registry: incumbent, version page, lineage ----------------------------------------
 
 
 def incumbent() -> ModelVersion | None:
@@ -115,62 +111,6 @@ def artifacts(version: ModelVersion) -> dict:
         "base": _file_sizes(version.base_path),
         "adapter": _file_sizes(version.adapter_path) if version.adapter_path else None,
     }
-
-
-def head_to_head_evidence(version: ModelVersion, incumbent: ModelVersion | None) -> dict:
-    """How often ``version`` beat ``incumbent`` in battles judged by people, over every
-    project, with a 95% interval: ``{"incumbent", "incumbent_name", "win_rate", "low",
-    "high", "battles", "source"}``, rates None without battles. JSON-ready: it is stored
-    with a promotion as the evidence the admin saw.
-
-    A battle is what the leaderboard counts (annotation/leaderboard/selectors.py): a
-    current comparison or arena judgment between replies of the two versions; a tie or
-    both-bad counts half. The interval is
-    ``annotation.leaderboard.ratings_math.head_to_head``'s (seeded, so the page and the
-    stored record agree)."""
-    from annotation.leaderboard import ratings_math
-    from annotation.leaderboard.selectors import battle_judgments
-    from annotation.models import Project
-
-    if incumbent is None:
-        return {}
-    evidence = {
-        "incumbent": incumbent.pk,
-        "incumbent_name": incumbent.name,
-        "win_rate": None,
-        "low": None,
-        "high": None,
-        "battles": 0,
-        "source": HEAD_TO_HEAD_SOURCE,
-    }
-    if incumbent.pk == version.pk:
-        return evidence
-    pair = Q(response_a__model_version=version, response_b__model_version=incumbent) | Q(
-        response_a__model_version=incumbent, response_b__model_version=version
-    )
-    rows = list(
-        battle_judgments(projects=Project.objects.all(), source=HEAD_TO_HEAD_SOURCE)
-        .filter(pair)
-        .values_list("response_a__model_version_id", "choice")
-    )
-    if not rows:
-        return evidence
-    battles = ratings_math.Battles.of(
-        [version.name, incumbent.name],
-        [0 if first == version.pk else 1 for first, _ in rows],
-        [1 if first == version.pk else 0 for first, _ in rows],
-        [ratings_math.OUTCOMES[choice] for _, choice in rows],
-    )
-    win_rate, low, high, n = ratings_math.head_to_head(
-        battles, 0, 1, rounds=HEAD_TO_HEAD_ROUNDS, seed=HEAD_TO_HEAD_SEED
-    )
-    evidence.update(
-        win_rate=round(float(win_rate), 4),
-        low=round(float(low), 4),
-        high=round(float(high), 4),
-        battles=int(n),
-    )
-    return evidence
 
 
 LINEAGE_COLUMN = 240  # px between generations (left to right)

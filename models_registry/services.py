@@ -191,10 +191,14 @@ def _lock_serving_policies() -> list[ModelVersion]:
     )
 
 
-def model_version_promote(*, version: ModelVersion, user=None, note: str = "") -> StateChange:
+def model_version_promote(
+    *, version: ModelVersion, evidence: dict | None = None, user=None, note: str = ""
+) -> StateChange:
     """Make a policy serving and the incumbent (its ``promoted_at`` becomes now). The
-    state change records the incumbent it replaced and the head-to-head record against it
-    at that moment: the win rate, interval and number of battles the admin saw."""
+    state change records the incumbent it replaced and ``evidence``, the head-to-head
+    record against it that the admin saw (the caller reads it:
+    annotation/leaderboard/services.py). Evidence against another incumbent than the one
+    replaced is refused: the incumbent changed since it was read."""
     with transaction.atomic():
         _lock_serving_policies()
         version = ModelVersion.objects.select_for_update().get(pk=version.pk)
@@ -210,7 +214,7 @@ def model_version_promote(*, version: ModelVersion, user=None, note: str = "") -
         current = selectors.incumbent()
         if current is not None and current.pk == version.pk:
             raise ServiceError(f"{version.name} is already the incumbent.")
-        evidence = selectors.head_to_head_evidence(version, current)
+        _check_evidence(evidence, current)
         from_state = version.state
         version.state = ModelVersion.State.SERVING
         version.promoted_at = timezone.now()
@@ -220,15 +224,19 @@ def model_version_promote(*, version: ModelVersion, user=None, note: str = "") -
             from_state=from_state,
             to_state=ModelVersion.State.SERVING,
             incumbent=current,
-            evidence=evidence,
+            evidence=evidence or {},
             note=note.strip(),
             user=user,
         )
 
 
-def model_version_retire(*, version: ModelVersion, user=None, note: str = "") -> StateChange:
-    """Retire a version: the labeling queue, the arena and the API stop using it. The last
-    serving policy cannot be retired (something must answer); promote another first."""
+def model_version_retire(
+    *, version: ModelVersion, evidence: dict | None = None, user=None, note: str = ""
+) -> StateChange:
+    """Retire a version: the labeling queue, the arena and the API stop using it. The
+    state change records the incumbent and ``evidence``, the version's head-to-head record
+    against it (as for a promotion). The last serving policy cannot be retired (something
+    must answer); promote another first."""
     with transaction.atomic():
         serving = _lock_serving_policies()
         version = ModelVersion.objects.select_for_update().get(pk=version.pk)
@@ -240,11 +248,7 @@ def model_version_retire(*, version: ModelVersion, user=None, note: str = "") ->
                 "retiring it, so that labeling and the arena still have a model to ask."
             )
         current = selectors.incumbent()
-        evidence = (
-            selectors.head_to_head_evidence(version, current)
-            if version.kind == ModelVersion.Kind.POLICY and current and current.pk != version.pk
-            else {}
-        )
+        _check_evidence(evidence, current)
         from_state = version.state
         version.state = ModelVersion.State.RETIRED
         version.save(update_fields=["state"])
@@ -253,9 +257,22 @@ def model_version_retire(*, version: ModelVersion, user=None, note: str = "") ->
             from_state=from_state,
             to_state=ModelVersion.State.RETIRED,
             incumbent=current,
-            evidence=evidence,
+            evidence=evidence or {},
             note=note.strip(),
             user=user,
+        )
+
+
+def _check_evidence(evidence: dict | None, current: ModelVersion | None) -> None:
+    """Refuse evidence read against another incumbent than ``current`` (another admin
+    promoted in between): stored as it is, it would pass one version's record off as
+    another's."""
+    if not evidence:
+        return
+    if current is None or evidence.get("incumbent") != current.pk:
+        now = current.name if current else "no version"
+        raise ServiceError(
+            f"The incumbent changed to {now} since its record was read: look again and retry."
         )
 
 

@@ -1,12 +1,118 @@
-"""The API key page (the key for the OpenAI-compatible API). The project's Models page and
-its generation jobs are annotation/candidates/views.py; the version pages are
-registry_views.py."""
+"""Registry pages: the lineage graph, the import form and the API key page (the key for
+the OpenAI-compatible API), plus ``version_page_context``, what a version's page shows of
+the registry. Thin callers of selectors.py and services.py.
 
+The version page itself, and its promote, retire and serving-endpoint forms, are
+annotation/leaderboard/versions.py: the page shows the version's record against the
+incumbent in battles, which annotation counts. A version's release, which generates its
+candidates, is annotation/candidates/views.py; the project's Models page too."""
+
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.shortcuts import render
-from django.views.decorators.http import require_http_methods
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods
 
+from annotation.projects.permissions import MANAGE, VIEW_DATA, can, project_for
+from config.errors import ServiceError
 from models_registry import selectors, services
+from models_registry.endpoints import serving_endpoint_summary
+from models_registry.forms import ModelImportForm, ServingEndpointForm, StateChangeForm
+from models_registry.models import ModelVersion
+
+
+def form_error(form) -> str:
+    return " ".join(str(error) for errors in form.errors.values() for error in errors)
+
+
+def version_page_context(
+    request, project, version_id: int, *, error: str = "", endpoint_form=None
+) -> dict:
+    """What the version page (templates/models_registry/version.html) shows of the
+    registry: the version, its lineage, children, state history, artifacts, metrics,
+    serving endpoint and the actions the user may take, with ``error`` (a refused action)
+    at its top. The page's view adds the record against the incumbent (``evidence``).
+    Http404 for an unknown version."""
+    version = selectors.version_detail(version_id=version_id)
+    can_manage = can(user=request.user, project=project, capability=MANAGE)
+    incumbent = selectors.incumbent()
+    is_policy = version.kind == ModelVersion.Kind.POLICY
+    is_incumbent = incumbent is not None and incumbent.pk == version.pk
+    run = version.training_run
+    return {
+        "project": project,
+        "version": version,
+        "lineage": version.lineage(),
+        "children": list(version.children.all()),
+        "changes": list(version.changes.all()),
+        "artifacts": selectors.artifacts(version),
+        "metrics": _readable_metrics(version.metrics),
+        "incumbent": incumbent,
+        "is_incumbent": is_incumbent,
+        "can_promote": is_policy and not is_incumbent,
+        "can_retire": version.state != ModelVersion.State.RETIRED,
+        "evidence": None,
+        "run_here": run is not None and run.project_id == project.pk and can_manage,
+        "can_release": version.intermediate
+        and can_manage
+        and (run is None or run.project_id == project.pk),
+        "form": StateChangeForm(),
+        "endpoint": serving_endpoint_summary(version),
+        "endpoint_form": endpoint_form or _endpoint_form_for(version),
+        "error": error,
+        "can_manage": can_manage,
+        "can_view_data": True,
+    }
+
+
+def _readable_metrics(metrics) -> list[tuple[str, str]]:
+    """Metric names and values, numbers to 4 significant digits."""
+    if not isinstance(metrics, dict):
+        return []
+    return [
+        (name, f"{value:.4g}" if isinstance(value, float) else str(value))
+        for name, value in sorted(metrics.items())
+    ]
+
+
+def _endpoint_form_for(version: ModelVersion) -> ServingEndpointForm:
+    """The endpoint form, filled with the endpoint set (never the key)."""
+    return ServingEndpointForm(
+        initial={"url": version.serving_url, "served_model_name": version.served_model_name}
+    )
+
+
+@login_required
+@require_GET
+def lineage_page(request, slug):
+    project = project_for(user=request.user, slug=slug, capability=VIEW_DATA)
+    context = {
+        "project": project,
+        "graph": selectors.lineage_graph(),
+        "incumbent": selectors.incumbent(),
+        "can_manage": can(user=request.user, project=project, capability=MANAGE),
+        "can_view_data": True,
+    }
+    return render(request, "models_registry/lineage.html", context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def import_page(request, slug):
+    project = project_for(user=request.user, slug=slug, capability=MANAGE)
+    form = ModelImportForm(request.POST if request.method == "POST" else None)
+    status = 200
+    if request.method == "POST":
+        status = 400
+        if form.is_valid():
+            try:
+                version = services.model_version_import(**form.cleaned_data)
+            except ServiceError as refusal:
+                form.add_error(None, refusal.message)
+            else:
+                messages.success(request, f"Imported {version.name} as a candidate.")
+                return redirect("model_version", slug=project.slug, version_id=version.pk)
+    context = {"project": project, "form": form, "can_manage": True, "can_view_data": True}
+    return render(request, "models_registry/import.html", context, status=status)
 
 
 @login_required

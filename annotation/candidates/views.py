@@ -1,8 +1,8 @@
 """Pages of candidates: the project's Models page (its versions, how many candidates each
 gave here, the generation form with its preview, the generation jobs) and the release of
 a run's intermediate stage, which generates its candidates. Thin callers of services.py
-and selectors.py; the registry's own pages (a version, the lineage, the import) are
-models_registry/registry_views.py."""
+and selectors.py; a version's page is annotation/leaderboard/versions.py, the lineage
+and the import models_registry/views.py."""
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -12,13 +12,14 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from annotation.candidates import selectors, services
 from annotation.candidates.forms import GenerationForm, GenerationPreviewForm
 from annotation.candidates.models import GenerationJob
+from annotation.leaderboard.versions import render_version_page
 from annotation.projects.permissions import MANAGE, project_for
 from config.celery import QueueUnavailable
 from config.errors import ServiceError
-from models_registry import registry_views
 from models_registry import selectors as registry_selectors
 from models_registry.forms import StateChangeForm
 from models_registry.models import ModelVersion
+from models_registry.views import form_error
 
 MODELS_PAGE = "annotation/candidates/models.html"
 
@@ -142,17 +143,13 @@ def version_release(request, slug, version_id):
     version = get_object_or_404(ModelVersion, pk=version_id)
     form = StateChangeForm(request.POST)
     if not form.is_valid():
-        return registry_views.render_version_page(
-            request, project, version.pk, error=registry_views.form_error(form), status=400
-        )
+        return render_version_page(request, project, version.pk, error=form_error(form), status=400)
     try:
         services.model_version_release(
             version=version, user=request.user, note=form.cleaned_data["note"], project=project
         )
     except ServiceError as refusal:
-        return registry_views.render_version_page(
-            request, project, version.pk, error=refusal.message, status=400
-        )
+        return render_version_page(request, project, version.pk, error=refusal.message, status=400)
     except QueueUnavailable as down:  # released; its generation job is failed with the reason
         messages.error(request, f"{version.name} is released, but no candidates: {down}")
     else:

@@ -1,10 +1,16 @@
-"""Leaderboard API: a thin caller of annotation/leaderboard/selectors.py."""
+"""Leaderboard API: the project's leaderboard, and a version's promotion and retirement,
+which record its head-to-head against the incumbent (services.py). Thin callers of
+selectors.py and services.py; the rest of the version API is models_registry/api.py."""
 
+from django.shortcuts import get_object_or_404
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation.leaderboard import selectors
-from annotation.projects.permissions import VIEW_DATA, project_for
+from annotation.leaderboard import selectors, services
+from annotation.projects.permissions import MANAGE, VIEW_DATA, project_for
+from models_registry import selectors as registry_selectors
+from models_registry.api import StateChangeInputSerializer, change_payload, version_payload
+from models_registry.models import ModelVersion
 
 
 class ProjectLeaderboardApi(APIView):
@@ -16,3 +22,29 @@ class ProjectLeaderboardApi(APIView):
         source = selectors.parse_source(request.query_params.get("source"))
         board = selectors.project_leaderboard(project=project, source=source)
         return Response({"project": project.slug, **board})
+
+
+# --- a version against the incumbent --------------------------------------------------
+
+
+def _state_change(request, slug, version_id, service):
+    project_for(user=request.user, slug=slug, capability=MANAGE)
+    version = get_object_or_404(ModelVersion, pk=version_id)
+    data = StateChangeInputSerializer(data=request.data)
+    data.is_valid(raise_exception=True)
+    change = service(version=version, user=request.user, note=data.validated_data["note"])
+    payload = version_payload(registry_selectors.version_detail(version_id=version.pk))
+    return Response({**payload, "change": change_payload(change)})
+
+
+class ModelVersionPromoteApi(APIView):
+    def post(self, request, slug, version_id):
+        """Promote a policy to serving (the new incumbent), recording its head-to-head
+        against the incumbent it replaces; 400 with a detail if refused."""
+        return _state_change(request, slug, version_id, services.promote_with_evidence)
+
+
+class ModelVersionRetireApi(APIView):
+    def post(self, request, slug, version_id):
+        """Retire a version; the last serving policy is refused with 400."""
+        return _state_change(request, slug, version_id, services.retire_with_evidence)

@@ -12,12 +12,13 @@ import hashlib
 import math
 
 from django.core.cache import cache
-from django.db.models import F, Max, QuerySet
+from django.db.models import F, Max, Q, QuerySet
 
 from annotation.leaderboard import ratings_math
 from annotation.models import Judgment, Project, Review
 from annotation.projects.permissions import CAPABILITIES, VIEW_DATA
 from config.errors import ServiceError
+from models_registry import selectors as registry_selectors
 from models_registry.models import ModelVersion
 
 SOURCES = {
@@ -188,3 +189,71 @@ def leaderboard(*, projects, source: str, rounds: int = ROUNDS) -> dict:
 
 def project_leaderboard(*, project: Project, source: str) -> dict:
     return leaderboard(projects=Project.objects.filter(pk=project.pk), source=source)
+
+
+# --- a version against the incumbent (its page, promotion, retirement) ------------------
+
+HEAD_TO_HEAD_ROUNDS = 2000
+HEAD_TO_HEAD_SEED = 0
+HEAD_TO_HEAD_SOURCE = "human"
+
+
+def head_to_head_evidence(version: ModelVersion, incumbent: ModelVersion | None) -> dict:
+    """How often ``version`` beat ``incumbent`` in battles judged by people, over every
+    project, with a 95% interval: ``{"incumbent", "incumbent_name", "win_rate", "low",
+    "high", "battles", "source"}``, rates None without battles; ``{}`` without an
+    incumbent. JSON-ready: it is stored with a promotion as the evidence the admin saw.
+
+    A battle is what the leaderboard counts (``battle_judgments``): a current comparison
+    or arena judgment between replies of the two versions; a tie or both-bad counts half.
+    The interval is ``ratings_math.head_to_head``'s (seeded, so the page and the stored
+    record agree)."""
+    if incumbent is None:
+        return {}
+    evidence = {
+        "incumbent": incumbent.pk,
+        "incumbent_name": incumbent.name,
+        "win_rate": None,
+        "low": None,
+        "high": None,
+        "battles": 0,
+        "source": HEAD_TO_HEAD_SOURCE,
+    }
+    if incumbent.pk == version.pk:
+        return evidence
+    pair = Q(response_a__model_version=version, response_b__model_version=incumbent) | Q(
+        response_a__model_version=incumbent, response_b__model_version=version
+    )
+    rows = list(
+        battle_judgments(projects=Project.objects.all(), source=HEAD_TO_HEAD_SOURCE)
+        .filter(pair)
+        .values_list("response_a__model_version_id", "choice")
+    )
+    if not rows:
+        return evidence
+    battles = ratings_math.Battles.of(
+        [version.name, incumbent.name],
+        [0 if first == version.pk else 1 for first, _ in rows],
+        [1 if first == version.pk else 0 for first, _ in rows],
+        [ratings_math.OUTCOMES[choice] for _, choice in rows],
+    )
+    win_rate, low, high, n = ratings_math.head_to_head(
+        battles, 0, 1, rounds=HEAD_TO_HEAD_ROUNDS, seed=HEAD_TO_HEAD_SEED
+    )
+    evidence.update(
+        win_rate=round(float(win_rate), 4),
+        low=round(float(low), 4),
+        high=round(float(high), 4),
+        battles=int(n),
+    )
+    return evidence
+
+
+def evidence_against_incumbent(version: ModelVersion) -> dict:
+    """The record a promotion or retirement of ``version`` keeps, and its page shows: the
+    head-to-head against the registry's incumbent when ``version`` is a policy other than
+    the incumbent; ``{}`` otherwise."""
+    incumbent = registry_selectors.incumbent()
+    if version.kind != ModelVersion.Kind.POLICY or incumbent is None or incumbent == version:
+        return {}
+    return head_to_head_evidence(version, incumbent)

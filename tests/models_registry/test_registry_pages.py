@@ -1,38 +1,20 @@
-"""Registry pages and API: version page, promotion with the head-to-head evidence,
-retirement, lineage graph; who may see and do what."""
+"""Registry pages and API: the version page's registry parts, promotion and retirement
+(storing the evidence they are given), lineage graph, import, intermediate stages; who may
+see and do what on every version route. The record against the incumbent, and the pages
+and API that show and store it, are tests/annotation/leaderboard/test_versions.py."""
 
 import json
-import re
 
 import pytest
 
 from annotation.candidates.models import GenerationJob
-from annotation.leaderboard import ratings_math
-from annotation.models import Judgment, Response, Role
+from annotation.models import Response, Role
 from config.errors import ServiceError
 from models_registry import selectors
 from models_registry.models import ModelVersion, StateChange
 from models_registry.services import model_version_promote, model_version_retire
 from tests.factories import make_member, make_prompt, make_user, make_version
 from training.models import DatasetSnapshot, TrainingRun
-
-
-def battle(project, labeler, first, second, choice, *, source="human", kind="comparison"):
-    """A judgment between replies of ``first`` (shown as A) and ``second`` (B)."""
-    prompt = make_prompt(project)
-    a = Response.objects.create(prompt=prompt, model_version=first, text="reply a")
-    b = Response.objects.create(prompt=prompt, model_version=second, text="reply b")
-    return Judgment.objects.create(
-        kind=kind,
-        project=project,
-        prompt=prompt,
-        shown_order=[a.pk, b.pk],
-        response_a=a,
-        response_b=b,
-        choice=choice,
-        labeler=labeler,
-        source=source,
-    )
 
 
 @pytest.fixture
@@ -43,49 +25,6 @@ def pair(db):
         "candidate", state=ModelVersion.State.CANDIDATE, method="dpo", parent=incumbent
     )
     return incumbent, candidate
-
-
-@pytest.fixture
-def known_battles(project, other_project, labeler, pair):
-    """Candidate vs incumbent, counted: 6 wins, 2 losses, 2 draws (win rate 0.7 over 10),
-    from either side of the screen and in two projects; plus judgments that must not count."""
-    incumbent, candidate = pair
-    for _ in range(3):
-        battle(project, labeler, candidate, incumbent, "a")
-    battle(other_project, labeler, candidate, incumbent, "a", kind="arena")
-    battle(project, labeler, incumbent, candidate, "b")
-    battle(project, labeler, incumbent, candidate, "b", kind="arena")
-    battle(project, labeler, candidate, incumbent, "b")
-    battle(project, labeler, incumbent, candidate, "a")
-    battle(project, labeler, incumbent, candidate, "both_bad")
-    wrong = battle(project, labeler, candidate, incumbent, "b")
-    correction = battle(project, labeler, candidate, incumbent, "tie", source="review")
-    correction.supersedes = wrong
-    correction.save(update_fields=["supersedes"])
-    # Not battles between the two: an AI judge, a third model, one model against itself,
-    # a person's reply, and a vote without a choice.
-    battle(project, labeler, candidate, incumbent, "a", source="ai")
-    battle(project, labeler, candidate, make_version("third", state="candidate"), "a")
-    prompt = make_prompt(project)
-    Judgment.objects.create(
-        kind="comparison",
-        project=project,
-        prompt=prompt,
-        response_a=Response.objects.create(prompt=prompt, model_version=candidate, text="x"),
-        response_b=Response.objects.create(prompt=prompt, author="person", text="y"),
-        choice="a",
-        labeler=labeler,
-    )
-    battle(project, labeler, candidate, incumbent, "")
-    return incumbent, candidate
-
-
-def _expected_interval() -> tuple[int, int]:
-    records = [("c", "i", "a")] * 6 + [("c", "i", "b")] * 2 + [("c", "i", "tie")] * 2
-    _, low, high, _ = ratings_math.head_to_head(
-        ratings_math.Battles.from_records(records), "c", "i", rounds=2000, seed=0
-    )
-    return round(round(low, 4) * 100), round(round(high, 4) * 100)
 
 
 # --- selectors and services -------------------------------------------------------------
@@ -103,65 +42,6 @@ def test_the_incumbent_is_the_serving_policy_promoted_last(db):
     assert selectors.incumbent() == first
 
 
-def test_the_head_to_head_counts_only_current_human_battles_between_the_two(known_battles):
-    incumbent, candidate = known_battles
-    low, high = _expected_interval()
-
-    evidence = selectors.head_to_head_evidence(candidate, incumbent)
-
-    assert evidence["battles"] == 10
-    assert evidence["win_rate"] == 0.7
-    assert (round(evidence["low"] * 100), round(evidence["high"] * 100)) == (low, high)
-    assert 0.40 < evidence["low"] < 0.5 < 0.85 < evidence["high"] < 0.95
-    assert (evidence["incumbent"], evidence["incumbent_name"]) == (incumbent.pk, "incumbent")
-    reverse = selectors.head_to_head_evidence(incumbent, candidate)
-    assert (reverse["win_rate"], reverse["battles"]) == (0.3, 10)
-
-
-def test_promotion_records_the_evidence_and_changes_the_incumbent(known_battles, admin_member):
-    incumbent, candidate = known_battles
-
-    change = model_version_promote(version=candidate, user=admin_member, note=" beats it ")
-
-    candidate.refresh_from_db()
-    assert candidate.state == "serving"
-    assert candidate.promoted_at is not None
-    assert selectors.incumbent() == candidate
-    assert ModelVersion.objects.get(pk=incumbent.pk).state == "serving"
-    assert (change.from_state, change.to_state, change.incumbent) == (
-        "candidate",
-        "serving",
-        incumbent,
-    )
-    assert (change.user, change.note) == (admin_member, "beats it")
-    assert change.evidence == {
-        "incumbent": incumbent.pk,
-        "incumbent_name": "incumbent",
-        "win_rate": 0.7,
-        "low": change.evidence["low"],
-        "high": change.evidence["high"],
-        "battles": 10,
-        "source": "human",
-    }
-    assert (
-        round(change.evidence["low"] * 100),
-        round(change.evidence["high"] * 100),
-    ) == _expected_interval()
-
-
-def test_promotion_without_battles_records_none_and_with_no_incumbent_records_nothing(db):
-    first = make_version("first", state=ModelVersion.State.CANDIDATE)
-
-    no_incumbent = model_version_promote(version=first)
-    second = make_version("second", state=ModelVersion.State.CANDIDATE)
-    no_battles = model_version_promote(version=second)
-
-    assert (no_incumbent.incumbent, no_incumbent.evidence) == (None, {})
-    assert no_battles.incumbent == first
-    assert no_battles.evidence["battles"] == 0
-    assert no_battles.evidence["win_rate"] is None
-
-
 def test_refused_promotions_change_nothing(pair):
     incumbent, candidate = pair
     reward = make_version("rm", kind="reward", state=ModelVersion.State.CANDIDATE)
@@ -174,6 +54,34 @@ def test_refused_promotions_change_nothing(pair):
     assert StateChange.objects.count() == 0
     assert ModelVersion.objects.get(pk=reward.pk).state == "candidate"
     assert selectors.incumbent() == incumbent
+
+
+def test_a_promotion_and_a_retirement_store_the_evidence_they_are_given(pair):
+    incumbent, candidate = pair
+    evidence = {"incumbent": incumbent.pk, "incumbent_name": "incumbent", "battles": 3}
+
+    promoted = model_version_promote(version=candidate, evidence=evidence)
+    retired = model_version_retire(
+        version=incumbent, evidence={**evidence, "incumbent": candidate.pk}
+    )
+
+    assert (promoted.incumbent, promoted.evidence) == (incumbent, evidence)
+    assert (retired.incumbent, retired.evidence["incumbent"]) == (candidate, candidate.pk)
+
+
+def test_evidence_against_another_incumbent_is_refused_and_changes_nothing(pair):
+    incumbent, candidate = pair
+    newer = make_version("newer", state=ModelVersion.State.CANDIDATE)
+    read_before = {"incumbent": incumbent.pk, "incumbent_name": "incumbent", "battles": 3}
+    model_version_promote(version=newer)  # another admin promotes in between
+
+    with pytest.raises(ServiceError, match="The incumbent changed to newer since its record"):
+        model_version_promote(version=candidate, evidence=read_before)
+    with pytest.raises(ServiceError, match="The incumbent changed to newer since its record"):
+        model_version_retire(version=candidate, evidence=read_before)
+
+    assert ModelVersion.objects.get(pk=candidate.pk).state == "candidate"
+    assert StateChange.objects.count() == 1
 
 
 def test_the_last_serving_policy_cannot_be_retired(pair):
@@ -197,20 +105,6 @@ def test_the_last_serving_policy_cannot_be_retired(pair):
         model_version_retire(version=incumbent)
     with pytest.raises(ServiceError, match="candidate is the last serving policy"):
         model_version_retire(version=candidate)
-
-
-def test_retiring_the_incumbent_hands_over_to_the_previous_serving_policy(known_battles):
-    incumbent, candidate = known_battles
-    model_version_promote(version=candidate)
-
-    handed_over = model_version_retire(version=candidate)
-    model_version_promote(version=candidate)
-    with_evidence = model_version_retire(version=incumbent)
-
-    assert (handed_over.incumbent, handed_over.evidence) == (candidate, {})
-    assert with_evidence.incumbent == candidate
-    assert (with_evidence.evidence["win_rate"], with_evidence.evidence["battles"]) == (0.3, 10)
-    assert selectors.incumbent() == candidate
 
 
 def test_candidates_and_reward_models_retire_and_a_retired_policy_can_return(pair):
@@ -256,72 +150,6 @@ def test_the_lineage_graph_lays_out_a_forest_left_to_right(db):
 
 
 # --- pages ---------------------------------------------------------------------------
-
-
-def test_the_promote_panel_shows_the_win_rate_before_the_click(login, admin_member, known_battles):
-    incumbent, candidate = known_battles
-    low, high = _expected_interval()
-
-    page = login(admin_member).get(f"/p/alpha/models/{candidate.pk}/").content.decode()
-
-    assert "<strong data-win-rate>70%</strong>" in page
-    assert "<strong data-battles>10</strong> battles" in page
-    assert f"<span data-interval>{low}% – {high}%</span>" in page
-    assert "The interval includes 50%" in page
-    assert f'action="/p/alpha/models/{candidate.pk}/promote/"' in page
-
-
-def test_the_promote_panel_says_when_there_are_no_battles(login, admin_member, pair):
-    incumbent, candidate = pair
-    client = login(admin_member)
-
-    page = client.get(f"/p/alpha/models/{candidate.pk}/").content.decode()
-    incumbent_page = client.get(f"/p/alpha/models/{incumbent.pk}/").content.decode()
-
-    assert "No battles yet against incumbent: send it to the arena first." in page
-    assert 'id="promote"' not in incumbent_page
-    assert 'id="incumbent-mark"' in incumbent_page
-
-
-def test_promoting_from_the_page_records_and_shows_the_change(login, admin_member, known_battles):
-    incumbent, candidate = known_battles
-    client = login(admin_member)
-
-    answer = client.post(f"/p/alpha/models/{candidate.pk}/promote/", {"note": "wins"})
-
-    assert answer.status_code == 302
-    assert answer["Location"] == f"/p/alpha/models/{candidate.pk}/"
-    assert selectors.incumbent() == candidate
-    page = client.get(answer["Location"]).content.decode()
-    assert "candidate is now serving." in page
-    row = re.search(r'<tr data-to-state="serving">(.*?)</tr>', page, re.S).group(1)
-    assert "Candidate → Serving" in row
-    assert "adm" in row
-    assert "70% of 10" in row
-    assert "wins" in row
-
-
-def test_a_refused_retirement_on_the_page_says_why_and_changes_nothing(login, admin_member, pair):
-    incumbent, _ = pair
-
-    answer = login(admin_member).post(f"/p/alpha/models/{incumbent.pk}/retire/", {"note": ""})
-
-    assert answer.status_code == 400
-    assert "incumbent is the last serving policy" in answer.content.decode()
-    assert ModelVersion.objects.get(pk=incumbent.pk).state == "serving"
-    assert StateChange.objects.count() == 0
-
-
-def test_a_too_long_note_is_refused(login, admin_member, pair):
-    _, candidate = pair
-
-    answer = login(admin_member).post(
-        f"/p/alpha/models/{candidate.pk}/promote/", {"note": "x" * 2001}
-    )
-
-    assert answer.status_code == 400
-    assert "at most 2000 characters" in answer.content.decode()
-    assert ModelVersion.objects.get(pk=candidate.pk).state == "candidate"
 
 
 def test_the_version_page_shows_lineage_artifacts_metrics_and_provenance(
@@ -376,18 +204,6 @@ def test_the_version_page_shows_lineage_artifacts_metrics_and_provenance(
     assert f"/p/beta/training/{run.pk}/" not in elsewhere
 
 
-def test_a_researcher_sees_the_page_without_actions(login, researcher, known_battles):
-    _, candidate = known_battles
-
-    answer = login(researcher).get(f"/p/alpha/models/{candidate.pk}/")
-
-    page = answer.content.decode()
-    assert answer.status_code == 200
-    assert 'id="promote"' not in page
-    assert 'id="retire"' not in page
-    assert "candidate" in page
-
-
 def test_the_lineage_page_draws_every_version(login, researcher, db):
     base = make_version("base")
     versions = [base, make_version("sft", method="sft", parent=base, state="candidate")]
@@ -434,32 +250,6 @@ def test_the_version_api_has_state_promotion_import_and_children(login, outsider
     assert payload["imported_from"] == ""
     assert payload["changes"] == []
     assert login(outsider).get("/api/model-versions/999999/").status_code == 404
-
-
-def test_promote_and_retire_through_the_api(login, admin_member, known_battles):
-    incumbent, candidate = known_battles
-    client = login(admin_member)
-    base = "/api/projects/alpha/model-versions"
-
-    promoted = client.post(f"{base}/{candidate.pk}/promote/", {"note": "api"})
-    again = client.post(f"{base}/{candidate.pk}/promote/")
-    retired = client.post(f"{base}/{incumbent.pk}/retire/")
-    last = client.post(f"{base}/{candidate.pk}/retire/")
-    missing = client.post(f"{base}/999999/retire/")
-
-    assert promoted.status_code == 200
-    assert promoted.json()["state"] == "serving"
-    assert promoted.json()["change"]["evidence"]["win_rate"] == 0.7
-    assert promoted.json()["change"]["user"] == "adm"
-    assert (again.status_code, again.json()) == (
-        400,
-        {"detail": "candidate is already the incumbent."},
-    )
-    assert (retired.status_code, retired.json()["state"]) == (200, "retired")
-    assert last.status_code == 400
-    assert last.json()["detail"].startswith("candidate is the last serving policy")
-    assert missing.status_code == 404
-    assert StateChange.objects.count() == 2
 
 
 # --- permissions -------------------------------------------------------------------------
@@ -616,15 +406,33 @@ def _caller(name, project):
     return make_member(project, role, name)
 
 
+# Version routes served above the registry (tests/test_permissions.py leaves them to this
+# table): a release generates the stage's candidates, so its routes are candidates'; the
+# version page and its promote, retire and endpoint forms, and the promotion and
+# retirement API, show or store the version's record against the incumbent, so they are
+# the leaderboard's. They act on a version page, so this table checks them with the
+# registry's.
+RELEASE = {"model_version_release", "api_version_release"}
+VERSION_PAGE = {
+    "model_version",
+    "model_version_promote",
+    "model_version_retire",
+    "model_version_endpoint",
+    "model_version_endpoint_clear",
+    "api_version_promote",
+    "api_version_retire",
+}
+
+
 def test_the_routes_table_covers_the_registry_url_module():
     from annotation.candidates import urls as candidates_urls
+    from annotation.leaderboard import urls as leaderboard_urls
     from models_registry import urls
 
-    # A release generates the stage's candidates, so its routes are candidates'; they act
-    # on a version page, so this table checks them with the registry's.
-    release = {"model_version_release", "api_version_release"}
-    assert release <= {route.name for route in candidates_urls.urlpatterns}
-    assert {route.name for route in urls.urlpatterns} | release == {route[0] for route in ROUTES}
+    assert {route.name for route in candidates_urls.urlpatterns} >= RELEASE
+    assert {route.name for route in leaderboard_urls.urlpatterns} >= VERSION_PAGE
+    registry = {route.name for route in urls.urlpatterns}
+    assert registry | RELEASE | VERSION_PAGE == {route[0] for route in ROUTES}
 
 
 @pytest.mark.parametrize("route", ROUTES, ids=lambda r: f"{r[1].upper()} {r[0]}")

@@ -1,0 +1,24 @@
+"""Promotion and retirement with their record: the version's head-to-head against the
+incumbent (selectors.py) is read here and handed to the registry's services, which store
+it with the state change. The registry reads nothing of annotation, so the battles are
+counted on this side."""
+
+from annotation.leaderboard.selectors import evidence_against_incumbent
+from models_registry import services as registry_services
+from models_registry.models import ModelVersion, StateChange
+
+
+def promote_with_evidence(*, version: ModelVersion, user=None, note: str = "") -> StateChange:
+    """Promote ``version`` to serving (the new incumbent), recording its head-to-head
+    against the incumbent it replaces."""
+    return registry_services.model_version_promote(
+        version=version, evidence=evidence_against_incumbent(version), user=user, note=note
+    )
+
+
+def retire_with_evidence(*, version: ModelVersion, user=None, note: str = "") -> StateChange:
+    """Retire ``version``, recording its head-to-head against the incumbent (a policy
+    other than the incumbent; nothing otherwise)."""
+    return registry_services.model_version_retire(
+        version=version, evidence=evidence_against_incumbent(version), user=user, note=note
+    )

@@ -1,0 +1,105 @@
+"""A model version's page and its forms: promote, retire and its serving endpoint. The page
+is the registry's (models_registry.views.version_page_context) plus the version's record
+against the incumbent in battles (selectors.py), which is why it lives on this side: the
+registry reads nothing of annotation. A release is annotation/candidates/views.py. Thin
+callers of services.py and the registry's services."""
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from annotation.leaderboard import services
+from annotation.leaderboard.selectors import evidence_against_incumbent
+from annotation.projects.permissions import MANAGE, VIEW_DATA, project_for
+from config.errors import ServiceError
+from models_registry.endpoints import serving_endpoint_clear, serving_endpoint_set
+from models_registry.forms import ServingEndpointForm, StateChangeForm
+from models_registry.models import ModelVersion
+from models_registry.views import form_error, version_page_context
+
+
+def render_version_page(
+    request, project, version_id: int, *, error: str = "", status: int = 200, endpoint_form=None
+):
+    """The version page, with ``error`` (a refused action) shown at its top; also used by
+    the release (annotation/candidates/views.py)."""
+    context = version_page_context(
+        request, project, version_id, error=error, endpoint_form=endpoint_form
+    )
+    if context["can_promote"]:
+        context["evidence"] = evidence_against_incumbent(context["version"])
+    return render(request, "models_registry/version.html", context, status=status)
+
+
+@login_required
+@require_GET
+def version_page(request, slug, version_id):
+    project = project_for(user=request.user, slug=slug, capability=VIEW_DATA)
+    return render_version_page(request, project, version_id)
+
+
+def _state_change(request, slug, version_id, service, done: str):
+    project = project_for(user=request.user, slug=slug, capability=MANAGE)
+    version = get_object_or_404(ModelVersion, pk=version_id)
+    form = StateChangeForm(request.POST)
+    if not form.is_valid():
+        return render_version_page(request, project, version.pk, error=form_error(form), status=400)
+    try:
+        service(version=version, user=request.user, note=form.cleaned_data["note"])
+    except ServiceError as refusal:
+        return render_version_page(request, project, version.pk, error=refusal.message, status=400)
+    messages.success(request, f"{version.name} {done}.")
+    return redirect("model_version", slug=project.slug, version_id=version.pk)
+
+
+@login_required
+@require_POST
+def version_promote(request, slug, version_id):
+    return _state_change(
+        request, slug, version_id, services.promote_with_evidence, "is now serving"
+    )
+
+
+@login_required
+@require_POST
+def version_retire(request, slug, version_id):
+    return _state_change(request, slug, version_id, services.retire_with_evidence, "is retired")
+
+
+@login_required
+@require_POST
+def version_endpoint(request, slug, version_id):
+    """Generate this version on an OpenAI-compatible inference server (admins)."""
+    project = project_for(user=request.user, slug=slug, capability=MANAGE)
+    version = get_object_or_404(ModelVersion, pk=version_id)
+    form = ServingEndpointForm(request.POST)
+    if not form.is_valid():
+        return render_version_page(
+            request, project, version.pk, error=form_error(form), status=400, endpoint_form=form
+        )
+    try:
+        serving_endpoint_set(
+            version=version,
+            url=form.cleaned_data["url"],
+            served_model_name=form.cleaned_data["served_model_name"],
+            # An empty key field keeps the key already set.
+            api_key=form.cleaned_data["api_key"] or None,
+        )
+    except ServiceError as refusal:
+        return render_version_page(
+            request, project, version.pk, error=refusal.message, status=400, endpoint_form=form
+        )
+    messages.success(request, f"{version.name} now generates on {version.serving_url}.")
+    return redirect("model_version", slug=project.slug, version_id=version.pk)
+
+
+@login_required
+@require_POST
+def version_endpoint_clear(request, slug, version_id):
+    """Generate this version in-process from its files again (admins)."""
+    project = project_for(user=request.user, slug=slug, capability=MANAGE)
+    version = get_object_or_404(ModelVersion, pk=version_id)
+    serving_endpoint_clear(version=version)
+    messages.success(request, f"{version.name} generates in-process again.")
+    return redirect("model_version", slug=project.slug, version_id=version.pk)

@@ -1,4 +1,4 @@
-// Behaviour of the arena pages (templates/annotation/arena*.html), which load this file.
+// Behaviour of the arena pages (templates/annotation/arena/*.html), which load this file.
 (() => {
   // A refusal (400/409) or a broker outage (503) comes back as the battle fragment with
   // the message in it: show it instead of htmx's default of dropping error responses.

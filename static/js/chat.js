@@ -1,4 +1,4 @@
-// Behaviour of the chat page (templates/annotation/chat.html). Loaded on every page, so
+// Behaviour of the chat page (templates/annotation/chat/chat.html). Loaded on every page, so
 // everything is delegated from document and does nothing outside #task[data-chat].
 (() => {
   const chatTask = () => document.querySelector("#task[data-chat]");

@@ -1,5 +1,5 @@
-// Demonstration tasks (templates/annotation/tasks/_demonstration.html): focus the text box
-// whenever a task appears (first load, htmx swaps, and app.js showing the prefetched task),
+// Demonstration tasks (templates/annotation/labeling/kinds/_demonstration.html): focus the
+// text box whenever a task appears (first load, htmx swaps, and app.js showing the prefetched task),
 // Ctrl+Enter / Cmd+Enter submits, a live character count, a word-level diff preview for
 // edits, and a draft kept per assignment in sessionStorage so a refused or reloaded task
 // does not lose what was typed. Everything hangs off document, so it survives swaps.

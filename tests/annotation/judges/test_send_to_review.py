@@ -7,7 +7,7 @@ from django.forms.models import model_to_dict
 from annotation.datasets.selectors import dpo_rows
 from annotation.judges.send_to_review import ai_review_queue_fill
 from annotation.models import Judgment, Response, Review, Role
-from annotation.review import selectors as quality
+from annotation.review import selectors as review_selectors
 from annotation.review import services as review
 from config.errors import ServiceError
 from tests.annotation.judges.factories import (
@@ -48,7 +48,8 @@ def _flagged() -> list[int]:
 
 
 def _queued(project, reviewer) -> list[int]:
-    return [e.judgment_id for e in quality.review_queue(project=project, reviewer=reviewer)]
+    entries = review_selectors.review_queue(project=project, reviewer=reviewer)
+    return [entry.judgment_id for entry in entries]
 
 
 def _stored() -> dict:
@@ -162,7 +163,7 @@ def test_the_queue_lists_flagged_ai_labels_after_human_disagreements(project, ai
     bob = human_judge(task, make_member(project, Role.LABELER, "bob"), choice="b")
     ai_review_queue_fill(project=project, mode="disagree")
 
-    entries = quality.review_queue(project=project, reviewer=admin_member)
+    entries = review_selectors.review_queue(project=project, reviewer=admin_member)
 
     assert [e.judgment_id for e in entries] == [ann.pk, bob.pk, ai[1].pk]
     assert entries[-1].reasons == ("AI label sent for review", "the two orders disagreed")
@@ -222,11 +223,11 @@ def test_ai_labels_have_no_labeler_and_any_reviewer_may_review_them(project, ai,
     ai_review_queue_fill(project=project, mode="all")
 
     made = review.judgment_accept(project=project, judgment_id=ai[2].pk, reviewer=researcher)
-    figures = quality.labeler_quality(project=project)
+    figures = review_selectors.labeler_quality(project=project)
 
     assert made.decision == "accepted"
     assert figures["labelers"] == []
-    assert quality.low_trust_labeler_ids(project=project) == set()
+    assert review_selectors.low_trust_labeler_ids(project=project) == set()
 
 
 def test_an_ai_label_of_no_task_can_be_accepted_but_not_corrected(project, ai_judge, admin_member):
@@ -240,7 +241,7 @@ def test_an_ai_label_of_no_task_can_be_accepted_but_not_corrected(project, ai_ju
     )  # fmt: skip
     ai_review_queue_fill(project=project, mode="all")
 
-    item = quality.review_item(project=project, reviewer=admin_member)
+    item = review_selectors.review_item(project=project, reviewer=admin_member)
     with pytest.raises(ServiceError, match="Only judgments of tasks can be corrected here."):
         review.judgment_correct(
             project=project, judgment_id=pair.pk, reviewer=admin_member, data={"choice": "left"}

@@ -1,6 +1,6 @@
 """The demo data that `make run` loads."""
 
-from annotation.demo import demo_load
+from annotation.management.demo import demo_load
 from annotation.models import Constitution, Judgment, Project
 
 

@@ -2,7 +2,7 @@ import os
 
 from django.core.management.base import BaseCommand
 
-from annotation.demo import DEMO_USERS, demo_load
+from annotation.management.demo import DEMO_USERS, demo_load
 from annotation.models import Judgment, Prompt
 
 

@@ -409,65 +409,7 @@ def test_bad_api_input_is_a_400_with_the_reason_and_stores_nothing(login, admin_
     assert _endpoint_fields(version) == ("", "", "")
 
 
-CALLERS = ["anonymous", "outsider", "labeler", "researcher", "admin", "superuser", "other-admin"]
-ALLOWED = {"admin", "superuser"}
-
-
-def _caller(name, project, other_project):
-    if name == "anonymous":
-        return None
-    if name == "outsider":
-        return make_user("outsider")
-    if name == "superuser":
-        return make_user("root", is_superuser=True)
-    if name == "other-admin":
-        return make_member(other_project, Role.ADMIN, "adm2")
-    role = {"labeler": Role.LABELER, "researcher": Role.RESEARCHER, "admin": Role.ADMIN}[name]
-    return make_member(project, role, name)
-
-
-@pytest.mark.parametrize("caller_name", CALLERS)
-@pytest.mark.parametrize("method", ["put", "delete"])
-def test_only_admins_change_the_endpoint_through_the_api(
-    login, project, other_project, caller_name, method
-):
-    version = make_version("v")
-    serving_endpoint_set(version=version, url="http://old/v1", served_model_name="old")
-    client = login(_caller(caller_name, project, other_project))
-
-    answer = _api(client, method, version, GOOD)
-
-    if caller_name in ALLOWED:
-        assert answer.status_code == 200
-        assert _endpoint_fields(version) != ("http://old/v1", "old", "")
-    else:
-        assert answer.status_code == (401 if caller_name == "anonymous" else 403)
-        assert _endpoint_fields(version) == ("http://old/v1", "old", "")
-
-
 # --- the version page ------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("caller_name", CALLERS)
-@pytest.mark.parametrize("action", ["endpoint/", "endpoint/clear/"])
-def test_only_admins_change_the_endpoint_from_the_page(
-    login, project, other_project, caller_name, action
-):
-    version = make_version("v")
-    serving_endpoint_set(version=version, url="http://old/v1", served_model_name="old")
-    client = login(_caller(caller_name, project, other_project))
-
-    answer = client.post(f"/p/alpha/models/{version.pk}/{action}", GOOD)
-
-    if caller_name in ALLOWED:
-        assert answer.status_code == 302
-        assert answer["Location"] == f"/p/alpha/models/{version.pk}/"
-        assert _endpoint_fields(version) != ("http://old/v1", "old", "")
-    else:
-        assert answer.status_code == (302 if caller_name == "anonymous" else 403)
-        if caller_name == "anonymous":
-            assert answer["Location"].startswith("/login/")
-        assert _endpoint_fields(version) == ("http://old/v1", "old", "")
 
 
 def test_an_admin_sets_the_endpoint_from_the_page(login, admin_member):

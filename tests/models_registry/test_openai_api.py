@@ -357,6 +357,44 @@ def test_only_project_members_with_a_key_reach_the_api(client, project, tiny, ro
         assert "no project" in answer.json()["error"]["message"]
 
 
+# Every /v1 route, by URL name: (method, path). A member's request is let in and refused
+# as bad input where it has no body; tests/models_registry/test_permissions.py checks this
+# set against the registry's URLs, so that coverage is checked in one place.
+KEY_AUTH_ROUTES = {
+    "openai_models": ("get", "/v1/models"),
+    "openai_model": ("get", "/v1/models/tiny-chat"),
+    "openai_chat_completions": ("post", "/v1/chat/completions"),
+    "openai_rewards": ("post", "/v1/rewards"),
+    "openai_unknown": ("get", "/v1/no-such-route"),
+}
+
+
+@pytest.mark.parametrize("route", list(KEY_AUTH_ROUTES))
+@pytest.mark.parametrize("role", ["anonymous", "outsider", "labeler"])
+def test_every_v1_route_needs_a_members_key(client, project, tiny, role, route):
+    method, path = KEY_AUTH_ROUTES[route]
+    if role == "anonymous":
+        headers = {}
+    elif role == "outsider":
+        headers = _bearer(api_key_rotate(user=make_user("outsider")).key)
+    else:
+        headers = _bearer(api_key_rotate(user=make_member(project, role, role)).key)
+
+    if method == "get":
+        answer = client.get(path, headers=headers)
+    else:
+        answer = client.post(path, {}, content_type="application/json", headers=headers)
+
+    if role == "anonymous":
+        assert answer.status_code == 401
+        assert answer.json()["error"]["type"] == "authentication_error"
+    elif role == "outsider":
+        assert answer.status_code == 403
+        assert "no project" in answer.json()["error"]["message"]
+    else:
+        assert answer.status_code not in (401, 403)
+
+
 def test_a_logged_in_browser_session_also_reaches_the_api(client, login, project, tiny):
     login(make_member(project, Role.RESEARCHER, "browser"))
 

@@ -1,9 +1,9 @@
 """Registry pages and API: the version page's registry parts, promotion and retirement
-(storing the evidence they are given), lineage graph, import, intermediate stages; who may
-see and do what on every version route. The record against the incumbent, and the pages
-and API that show and store it, are tests/annotation/leaderboard/test_versions.py."""
-
-import json
+(storing the evidence they are given), lineage graph, import, intermediate stages. Who may
+see and do what on every route is tests/models_registry/test_permissions.py (and
+tests/annotation/test_permissions.py for the version page's routes). The record against
+the incumbent, and the pages and API that show and store it, are
+tests/annotation/leaderboard/test_versions.py."""
 
 import pytest
 
@@ -13,7 +13,8 @@ from config.errors import ServiceError
 from models_registry import selectors
 from models_registry.models import ModelVersion, StateChange
 from models_registry.services import model_version_promote, model_version_retire
-from tests.factories import make_member, make_prompt, make_user, make_version
+from tests.factories import make_member, make_prompt, make_version
+from tests.permissions import caller as make_caller
 from training.models import DatasetSnapshot, TrainingRun
 
 
@@ -252,253 +253,8 @@ def test_the_version_api_has_state_promotion_import_and_children(login, outsider
     assert login(outsider).get("/api/model-versions/999999/").status_code == 404
 
 
-# --- permissions -------------------------------------------------------------------------
-
-LOGIN, VIEW_DATA, MANAGE = "login", "view_data", "manage"
-GRANTS = {
-    "anonymous": set(),
-    "outsider": {LOGIN},
-    "labeler": {LOGIN},
-    "researcher": {LOGIN, VIEW_DATA},
-    "admin": {LOGIN, VIEW_DATA, MANAGE},
-    "superuser": {LOGIN, VIEW_DATA, MANAGE},
-}
-
-# (name, method, path, needs, status of the allowed safe request, api, what its answer
-# says). In a path,
-# {target} is the incumbent for an allowed caller (promoting it again, or retiring the
-# last serving policy, is refused as bad input) and a candidate for a denied one (a
-# missing check would promote or retire it).
-ROUTES = [
-    ("model_version", "get", "/p/{slug}/models/{target}/", VIEW_DATA, 200, False, ""),
-    ("model_lineage", "get", "/p/{slug}/models/lineage/", VIEW_DATA, 200, False, ""),
-    ("model_import", "get", "/p/{slug}/models/import/", MANAGE, 200, False, ""),
-    ("model_import", "post", "/p/{slug}/models/import/", MANAGE, 400, False, "field is required"),
-    (
-        "model_version_promote",
-        "post",
-        "/p/{slug}/models/{target}/promote/",
-        MANAGE,
-        400,
-        False,
-        "incumbent is already the incumbent.",
-    ),
-    (
-        "model_version_retire",
-        "post",
-        "/p/{slug}/models/{target}/retire/",
-        MANAGE,
-        400,
-        False,
-        "incumbent is the last serving policy",
-    ),
-    (
-        "model_version_release",
-        "post",
-        "/p/{slug}/models/{target}/release/",
-        MANAGE,
-        400,
-        False,
-        "incumbent is not an intermediate stage of a run",
-    ),
-    ("api_versions", "get", "/api/model-versions/", LOGIN, 200, True, '"incumbent"'),
-    ("api_version", "get", "/api/model-versions/{target}/", LOGIN, 200, True, '"incumbent"'),
-    (
-        "api_version_import",
-        "post",
-        "/api/projects/{slug}/model-versions/import/",
-        MANAGE,
-        400,
-        True,
-        '{"name":["This field is required."],"source":["This field is required."]}',
-    ),
-    (
-        "api_version_promote",
-        "post",
-        "/api/projects/{slug}/model-versions/{target}/promote/",
-        MANAGE,
-        400,
-        True,
-        '{"detail":"incumbent is already the incumbent."}',
-    ),
-    (
-        "api_version_retire",
-        "post",
-        "/api/projects/{slug}/model-versions/{target}/retire/",
-        MANAGE,
-        400,
-        True,
-        '{"detail":"incumbent is the last serving policy',
-    ),
-    (
-        "api_version_release",
-        "post",
-        "/api/projects/{slug}/model-versions/{target}/release/",
-        MANAGE,
-        400,
-        True,
-        '{"detail":"incumbent is not an intermediate stage of a run',
-    ),
-    (
-        "model_version_endpoint",
-        "post",
-        "/p/{slug}/models/{target}/endpoint/",
-        MANAGE,
-        400,
-        False,
-        "This field is required.",
-    ),
-    (
-        "model_version_endpoint_clear",
-        "post",
-        "/p/{slug}/models/{target}/endpoint/clear/",
-        MANAGE,
-        302,
-        False,
-        "",
-    ),
-    (
-        "api_version_endpoint",
-        "put",
-        "/api/projects/{slug}/model-versions/{target}/endpoint/",
-        MANAGE,
-        400,
-        True,
-        '{"url":["This field is required."]',
-    ),
-    (
-        "api_version_endpoint",
-        "delete",
-        "/api/projects/{slug}/model-versions/{target}/endpoint/",
-        MANAGE,
-        200,
-        True,
-        '"serving_endpoint":null',
-    ),
-]
-
-# What a missing check on the endpoint routes would store (the page form, the API body).
-SNEAKY_ENDPOINT = {"url": "http://sneaky:1/v1", "served_model_name": "sneaky"}
-
-
-def _stored():
-    return (
-        sorted(ModelVersion.objects.values_list("name", "state", "promoted_at", "serving_url")),
-        StateChange.objects.count(),
-    )
-
-
-def _send(client, method, path, body):
-    """A write: form-encoded POST as pages send it, JSON for PUT and DELETE."""
-    if method == "post":
-        return client.post(path, body)
-    return getattr(client, method)(path, json.dumps(body), content_type="application/json")
-
-
-def _caller(name, project):
-    if name == "anonymous":
-        return None
-    if name == "outsider":
-        return make_user("outsider")
-    if name == "superuser":
-        return make_user("root", is_superuser=True)
-    role = {"labeler": Role.LABELER, "researcher": Role.RESEARCHER, "admin": Role.ADMIN}[name]
-    return make_member(project, role, name)
-
-
-# Version routes served above the registry (tests/test_permissions.py leaves them to this
-# table): a release generates the stage's candidates, so its routes are candidates'; the
-# version page and its promote, retire and endpoint forms, and the promotion and
-# retirement API, show or store the version's record against the incumbent, so they are
-# the leaderboard's. They act on a version page, so this table checks them with the
-# registry's.
-RELEASE = {"model_version_release", "api_version_release"}
-VERSION_PAGE = {
-    "model_version",
-    "model_version_promote",
-    "model_version_retire",
-    "model_version_endpoint",
-    "model_version_endpoint_clear",
-    "api_version_promote",
-    "api_version_retire",
-}
-
-
-def test_the_routes_table_covers_the_registry_url_module():
-    from annotation.candidates import urls as candidates_urls
-    from annotation.leaderboard import urls as leaderboard_urls
-    from models_registry import urls
-
-    assert {route.name for route in candidates_urls.urlpatterns} >= RELEASE
-    assert {route.name for route in leaderboard_urls.urlpatterns} >= VERSION_PAGE
-    registry = {route.name for route in urls.urlpatterns}
-    assert registry | RELEASE | VERSION_PAGE == {route[0] for route in ROUTES}
-
-
-@pytest.mark.parametrize("route", ROUTES, ids=lambda r: f"{r[1].upper()} {r[0]}")
-@pytest.mark.parametrize("caller_name", list(GRANTS))
-def test_each_caller_reaches_exactly_what_its_role_allows(
-    login, project, pair, tiny_model_dir, caller_name, route
-):
-    name, method, template, needs, ok_status, api, says = route
-    incumbent, candidate = pair
-    caller = _caller(caller_name, project)
-    allowed = needs in GRANTS[caller_name]
-    target = incumbent if allowed else candidate
-    path = template.format(slug=project.slug, target=target.pk)
-    client = login(caller)
-    before = _stored()
-
-    if method == "get":
-        answer = client.get(path)
-    elif allowed:
-        answer = _send(client, method, path, {})
-    else:  # well-formed input that a missing check would carry out
-        sneaky = {"name": "sneaky", "source": str(tiny_model_dir), **SNEAKY_ENDPOINT}
-        answer = _send(client, method, path, sneaky)
-
-    if allowed:
-        assert answer.status_code == ok_status
-        assert says in answer.content.decode()
-    elif caller is None and api:
-        assert answer.status_code == 401
-        assert answer.json() == {"detail": "Authentication credentials were not provided."}
-    elif caller is None:
-        assert answer.status_code == 302
-        assert answer["Location"] == f"/login/?next={path}"
-    else:
-        assert answer.status_code == 403
-        if api:
-            detail = (
-                "You are not a member of this project."
-                if caller_name == "outsider"
-                else f"Your role in this project ({caller_name}) does not allow this."
-            )
-            assert answer.json() == {"detail": detail}
-    assert _stored() == before
-
-
-@pytest.mark.parametrize(
-    "route", [r for r in ROUTES if "{slug}" in r[2]], ids=lambda r: f"{r[1].upper()} {r[0]}"
-)
-def test_an_admin_of_another_project_is_refused_here(
-    login, project, other_project, pair, tiny_model_dir, route
-):
-    _, method, template, *_ = route
-    _, candidate = pair
-    admin_elsewhere = make_member(other_project, Role.ADMIN, "adm2")
-    path = template.format(slug=project.slug, target=candidate.pk)
-    before = _stored()
-
-    client = login(admin_elsewhere)
-    if method == "get":
-        answer = client.get(path)
-    else:
-        sneaky = {"name": "sneaky", "source": str(tiny_model_dir), **SNEAKY_ENDPOINT}
-        answer = _send(client, method, path, sneaky)
-
-    assert answer.status_code == 403
-    assert _stored() == before
+# --- permissions: every route for every caller is in tests/models_registry/test_permissions.py
+# (registry routes) and tests/annotation/test_permissions.py (a version's page and forms).
 
 
 def test_unknown_versions_and_projects_are_404(login, admin_member, db):
@@ -668,7 +424,7 @@ def test_only_an_admin_of_the_project_releases_a_stage(
     if caller_name == "admin elsewhere":
         caller = make_member(other_project, Role.ADMIN, "adm2")
     else:
-        caller = _caller(caller_name, project)
+        caller = make_caller(caller_name, project)
     prefix = "/api/projects/alpha/model-versions" if api else "/p/alpha/models"
 
     answer = login(caller).post(f"{prefix}/{stage.pk}/release/", {"note": "go"})

@@ -255,35 +255,6 @@ def test_the_runs_list_polls_while_a_run_is_active(login, admin_member, project)
     assert "every 2s" not in ended
 
 
-@pytest.mark.parametrize(
-    ("name", "expected"),
-    [
-        ("anonymous", 302),
-        ("outsider", 403),
-        ("labeler", 403),
-        ("researcher", 403),
-        ("admin", 200),
-        ("other_admin", 403),
-    ],
-)
-def test_the_runs_list_polls_for_admins_only(
-    login, project, other_project, outsider, labeler, researcher, admin_member, name, expected
-):
-    _run(project)
-    users = {
-        "anonymous": None,
-        "outsider": outsider,
-        "labeler": labeler,
-        "researcher": researcher,
-        "admin": admin_member,
-        "other_admin": make_member(other_project, Role.ADMIN, "other-admin"),
-    }
-
-    response = login(users[name]).get(f"/p/{project.slug}/training/", headers=POLL)
-
-    assert response.status_code == expected
-
-
 def test_cancel_of_an_ended_run_is_refused_and_changes_nothing(login, admin_member, project):
     run = _run(project, status=TrainingRun.Status.FAILED, error="out of memory")
     client = login(admin_member)

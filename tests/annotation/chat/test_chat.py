@@ -462,30 +462,70 @@ def test_starting_without_a_model_shows_the_error(login, project, labeler):
 
 
 def _session_urls(project, session) -> dict:
+    """The routes of one chat by URL name (the finish form is a second GET of the chat's
+    page): (method, url, body)."""
     base = f"/p/{project.slug}/chat/{session.pk}/"
+    api = f"/api/projects/{project.slug}/chats/{session.pk}/"
+    pick = {"choice": "left", "client_id": str(uuid.uuid4())}
     return {
-        "page": ("get", base, None),
-        "finish-form": ("get", f"{base}?finish=1", None),
-        "message": ("post", f"{base}message/", {"text": "Hello"}),
-        "pick": ("post", f"{base}pick/", {"choice": "left", "client_id": str(uuid.uuid4())}),
-        "retry": ("post", f"{base}retry/", {}),
-        "finish": ("post", f"{base}finish/", {"rating": "4"}),
+        "chat_session": ("get", base, None),
+        "chat_session?finish=1": ("get", f"{base}?finish=1", None),
+        "chat_message": ("post", f"{base}message/", {"text": "Hello"}),
+        "chat_pick": ("post", f"{base}pick/", pick),
+        "chat_retry": ("post", f"{base}retry/", {}),
+        "chat_finish": ("post", f"{base}finish/", {"rating": "4"}),
+        "api_chat": ("get", api, None),
+        "api_chat_message": ("post_json", f"{api}messages/", {"text": "Hello"}),
+        "api_chat_pick": ("post_json", f"{api}picks/", pick),
+        "api_chat_retry": ("post_json", f"{api}retry/", {}),
+        "api_chat_finish": ("post_json", f"{api}finish/", {"rating": 4}),
     }
 
 
-@pytest.mark.parametrize("url_name", ["page", "finish-form", "message", "pick", "retry", "finish"])
+SESSION_ROUTES = [
+    "chat_session",
+    "chat_session?finish=1",
+    "chat_message",
+    "chat_pick",
+    "chat_retry",
+    "chat_finish",
+    "api_chat",
+    "api_chat_message",
+    "api_chat_pick",
+    "api_chat_retry",
+    "api_chat_finish",
+]
+# Every chat route, each checked here for every caller (tests/annotation/test_permissions.py
+# holds the annotation table and checks this set against the chat URLs): the start page and
+# its form, the chat list API, and the routes of one chat.
+CHAT_ROUTES_FOR_EVERY_CALLER = {"chat", "api_chats"} | {
+    name.split("?")[0] for name in SESSION_ROUTES
+}
+
+
+@pytest.mark.parametrize("url_name", SESSION_ROUTES)
 @pytest.mark.parametrize("name", CALLERS)
 def test_a_chat_is_open_to_its_owner_only(login, project, caller, session, name, url_name):
     _send(session)
     method, url, data = _session_urls(project, session)[url_name]
     client = login(caller[name])
 
-    response = getattr(client, method)(url, data) if data is not None else client.get(url)
+    if method == "get":
+        response = client.get(url)
+    elif method == "post_json":
+        response = client.post(url, data, content_type="application/json")
+    else:
+        response = client.post(url, data)
 
-    expected = {"anonymous": 302, "outsider": 403, "owner": None}.get(name, 404)
+    is_api = url.startswith("/api/")
+    expected = {"anonymous": 401 if is_api else 302, "outsider": 403, "owner": None}.get(name, 404)
     if expected is None:
-        # The owner is let in: a page, a redirect after a POST, never a refusal.
-        assert response.status_code in (200, 302)
+        # The owner is let in: a page, a redirect after a POST, or an answer about the
+        # chat's state (the first message waits for its replies), never a refusal.
+        if is_api:
+            assert response.status_code not in (401, 403, 404)
+        else:
+            assert response.status_code in (200, 302)
     else:
         assert response.status_code == expected
         session.refresh_from_db()

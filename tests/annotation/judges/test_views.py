@@ -1,5 +1,5 @@
-"""Judges pages and API: every route for every caller, the flows an admin goes through, and
-the endpoint key that never comes back."""
+"""Judges pages and API: the flows an admin goes through, and the endpoint key that never
+comes back. Every route for every caller is in tests/annotation/test_permissions.py."""
 
 import json
 from datetime import timedelta
@@ -12,8 +12,6 @@ from annotation.models import Constitution, Judge, JudgeJob, Role
 from tests.factories import make_member, make_task
 
 KEY = "sk-page-secret-key-9876543210"
-
-CALLERS = ("anonymous", "outsider", "labeler", "researcher", "admin")
 
 
 @pytest.fixture
@@ -48,80 +46,6 @@ def judge(constitution):
 def job(project, judge):
     make_task(project)
     return jobs.judge_job_start(project=project, judge=judge, kind="pairwise", max_requests=10)
-
-
-def _routes(slug, constitution_id, job_id) -> dict:
-    """(method, url, body, capability, status for an allowed caller). Bodies of writes are
-    empty: a refusal (400) the caller is allowed to hear, except cancel, which cancels."""
-    page = f"/p/{slug}/judges/"
-    api = f"/api/projects/{slug}/"
-    return {
-        "judges": ("get", page, None, "view", 200),
-        "judge-create": ("post", f"{page}new/", {}, "manage", 400),
-        "constitution-create": ("post", f"{page}constitutions/", {}, "manage", 400),
-        # The default exists already (fixture): ensuring it again changes nothing.
-        "constitution-default": ("post", f"{page}constitutions/default/", {}, "manage", 302),
-        "constitution": ("get", f"{page}constitutions/{constitution_id}/", None, "view", 200),
-        "constitution-edit": ("post", f"{page}constitutions/{constitution_id}/", {}, "manage", 400),
-        "job-start": ("post", f"{page}jobs/", {}, "manage", 400),
-        "job": ("get", f"{page}jobs/{job_id}/", None, "view", 200),
-        "job-cancel": ("post", f"{page}jobs/{job_id}/cancel/", {}, "manage", 302),
-        "api-judges": ("get", f"{api}judges/", None, "view", 200),
-        "api-judge-create": ("post_json", f"{api}judges/", {}, "manage", 400),
-        "api-constitutions": ("get", f"{api}constitutions/", None, "view", 200),
-        "api-constitution-create": ("post_json", f"{api}constitutions/", {}, "manage", 400),
-        "api-constitution": ("get", f"{api}constitutions/{constitution_id}/", None, "view", 200),
-        "api-constitution-edit": (
-            "post_json",
-            f"{api}constitutions/{constitution_id}/",
-            {},
-            "manage",
-            400,
-        ),
-        "api-jobs": ("get", f"{api}judge-jobs/", None, "view", 200),
-        "api-job-start": ("post_json", f"{api}judge-jobs/", {}, "manage", 400),
-        "api-job": ("get", f"{api}judge-jobs/{job_id}/", None, "view", 200),
-        "api-job-cancel": ("post_json", f"{api}judge-jobs/{job_id}/cancel/", {}, "manage", 202),
-    }
-
-
-def _call(client, method, url, body):
-    if method == "get":
-        return client.get(url)
-    if method == "post_json":
-        return client.post(url, body, content_type="application/json")
-    return client.post(url, body)
-
-
-ALLOWED = {"view": {"researcher", "admin"}, "manage": {"admin"}}
-
-
-@pytest.mark.parametrize("route", list(_routes("x", 1, 1)))
-@pytest.mark.parametrize("name", CALLERS)
-def test_every_route_for_every_caller(login, project, caller, constitution, job, name, route):
-    method, url, body, capability, allowed = _routes(project.slug, constitution.pk, job.pk)[route]
-    client = login(caller[name])
-
-    response = _call(client, method, url, body)
-
-    is_api = url.startswith("/api/")
-    if name == "anonymous":
-        expected = 401 if is_api else 302
-    else:
-        expected = allowed if name in ALLOWED[capability] else 403
-    assert response.status_code == expected
-    if name == "anonymous" and not is_api:
-        assert response["Location"].startswith("/login/")
-    assert KEY.encode() not in response.content
-    # Refusals and bad input store nothing; only an admin's cancel changes the job.
-    assert (Constitution.objects.count(), Judge.objects.count(), JudgeJob.objects.count()) == (
-        1,
-        1,
-        1,
-    )
-    job.refresh_from_db()
-    cancelled = name == "admin" and route in ("job-cancel", "api-job-cancel")
-    assert job.status == ("cancelled" if cancelled else "queued")
 
 
 def test_a_job_of_another_project_is_not_found(login, other_project, admin_member, judge):

@@ -8,6 +8,10 @@ by key); their machinery is tests/permissions.py. A new route without a row fail
 
 from collections import Counter
 
+from django.http import HttpResponse
+from django.urls import path
+
+from config import urls as config_urls
 from tests.annotation import test_permissions as annotation_table
 from tests.models_registry import test_permissions as registry_table
 from tests.permissions import every_named_route
@@ -24,12 +28,17 @@ TABLES = {
 }
 
 
+def _routes_in_no_table() -> dict:
+    listed = {name for names in TABLES.values() for name in names}
+    return {name: pattern for name, pattern in every_named_route() if name not in listed}
+
+
 def test_every_named_route_is_in_exactly_one_permission_table():
     served = Counter(name for name, _ in every_named_route())
     listed = Counter(name for names in TABLES.values() for name in names)
 
     assert {name for name, count in served.items() if count > 1} == set()  # names are unique
-    assert {name: pattern for name, pattern in every_named_route() if name not in listed} == {}
+    assert _routes_in_no_table() == {}
     assert {name for name, count in listed.items() if count > 1} == set()
     assert set(listed) - set(served) == set()  # no row for a route that is gone
 
@@ -42,3 +51,16 @@ def test_the_walk_reaches_routes_of_every_include():
     )
     assert served["openai_unknown"] == "v1/<path:rest>"
     assert not any(pattern.startswith("admin/") for pattern in served.values())
+
+
+# The project's routes and one more, as a new feature would add it without a table row.
+urlpatterns = [
+    *config_urls.urlpatterns,
+    path("p/<slug:slug>/brand-new/", lambda request, slug: HttpResponse(), name="brand_new"),
+]
+
+
+def test_a_new_route_without_a_row_is_caught(settings):
+    settings.ROOT_URLCONF = __name__
+
+    assert _routes_in_no_table() == {"brand_new": "p/<slug:slug>/brand-new/"}

@@ -415,6 +415,18 @@ def test_cancel_from_the_jobs_table_cancels_and_leads_to_the_job(login, project,
     assert job.status == "cancelled"
 
 
+def test_the_api_cancels_a_queued_job(login, project, admin_member, job):
+    response = login(admin_member).post(
+        f"/api/projects/{project.slug}/judge-jobs/{job.pk}/cancel/",
+        {},
+        content_type="application/json",
+    )
+
+    assert response.status_code == 202
+    job.refresh_from_db()
+    assert job.status == "cancelled"
+
+
 def test_cancel_of_an_ended_job_is_refused_and_changes_nothing(login, project, admin_member, job):
     JudgeJob.objects.filter(pk=job.pk).update(status="failed", error="The judge's model failed")
     client = login(admin_member)

@@ -15,6 +15,8 @@ class ModelVersion(models.Model):
         SFT = "sft", "SFT"
         REWARD = "reward", "Reward model"
         DPO = "dpo", "DPO"
+        KTO = "kto", "KTO"
+        RRHF = "rrhf", "RRHF"
         PPO = "ppo", "PPO"
         RAFT = "raft", "RAFT"
         SOUP = "soup", "Rewarded soup"

@@ -28,6 +28,8 @@ class TrainingRun(models.Model):
         SFT = "sft", "SFT (supervised fine-tuning)"
         REWARD = "reward", "Reward model"
         DPO = "dpo", "DPO (direct preference optimisation)"
+        KTO = "kto", "KTO (from unpaired good/bad feedback)"
+        RRHF = "rrhf", "RRHF (rank k responses per prompt)"
         PPO = "ppo", "PPO against a reward model"
         RAFT = "raft", "RAFT (reward-ranked fine-tuning)"
         SOUP = "soup", "Rewarded soup (mix two runs)"

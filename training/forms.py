@@ -140,7 +140,7 @@ class TrainingRunForm(forms.Form):
             self.fields["min_margin"] = forms.IntegerField(
                 required=False, min_value=0, help_text="Leave out pairs with a weaker margin."
             )
-        if self.spec.dataset in ("sft", "preferences"):
+        if self.spec.dataset in ("sft", "preferences", "rankings"):
             self.fields["ai"] = forms.ChoiceField(
                 choices=[
                     (value, f"{label} (project default)" if value == ai_default else label)

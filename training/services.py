@@ -25,6 +25,7 @@ from annotation.candidates.services import generation_job_execute, generation_jo
 from annotation.datasets.selectors import (
     AiSelection,
     jsonl_lines,
+    rrhf_rows,
     sft_rows,
     training_preference_rows,
 )
@@ -43,7 +44,7 @@ from training.specs import MethodSpec, method_spec
 
 logger = logging.getLogger(__name__)
 
-DATASETS = ("sft", "preferences", "prompts")
+DATASETS = ("sft", "preferences", "prompts", "rankings")
 EVAL_MAX_PROMPTS = 32
 
 
@@ -56,6 +57,7 @@ def _clean_filters(dataset: str, filters: dict | None) -> dict:
         "sft": {"include_chosen", "ai"},
         "preferences": {"min_margin", "ai"},
         "prompts": set(),
+        "rankings": {"ai"},
     }
     unknown = sorted(set(filters) - allowed[dataset])
     if unknown:
@@ -71,7 +73,7 @@ def _clean_filters(dataset: str, filters: dict | None) -> dict:
 
 
 PROVENANCE = ("source", "judge", "constitution", "principle")
-AI_DATASETS = ("sft", "preferences")
+AI_DATASETS = ("sft", "preferences", "rankings")
 # Snapshots recorded before the ai choice was written down always, with "ai" absent, were
 # made with every AI label: "include" was the default then and left unrecorded.
 LEGACY_AI = "include"
@@ -101,6 +103,8 @@ def _dataset_rows(project: Project, dataset: str, filters: dict, ai: AiSelection
         for row in training_preference_rows(project, ai=ai):
             if minimum is None or (row.get("margin") or 0) >= minimum:
                 yield row
+    elif dataset == "rankings":
+        yield from rrhf_rows(project, ai=ai)
     else:
         prompts = Prompt.objects.labeling().filter(project=project).order_by("id")
         for prompt in prompts.iterator(chunk_size=1000):
@@ -114,7 +118,9 @@ def snapshot_create(
 
     ``dataset`` is ``sft`` (demonstrations; ``include_chosen`` adds the chosen reply of
     every preference pair), ``preferences`` (comparison and ranking pairs with margin and
-    agreement; ``min_margin`` drops weak ones) or ``prompts`` (for PPO and RAFT). For sft
+    agreement; ``min_margin`` drops weak ones), ``prompts`` (for PPO and RAFT) or
+    ``rankings`` (RRHF: each prompt's responses with scores from rankings, comparisons or
+    ratings, its demonstrations the best; see ``rrhf_rows``). For sft
     and preferences, ``ai`` is ``exclude`` (people's labels only), ``trusted`` (and the AI
     labels of judges that clear the project's agreement threshold), ``include`` (every AI
     label) or ``only`` (AI labels only); left out, the project's setting
@@ -164,6 +170,9 @@ EMPTY_DATASET = {
     "preferences": "There are no decisive comparisons to train on yet (ties and both-bad "
     "are left out).",
     "prompts": "The project has no prompts yet: import some first.",
+    "rankings": "There is nothing to rank yet: RRHF needs a prompt with at least two "
+    "differently scored responses (a ranking, decisive comparisons or ratings of "
+    "different replies).",
 }
 
 

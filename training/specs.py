@@ -36,7 +36,7 @@ class MethodSpec:
     label: str
     module: str
     config_name: str
-    dataset: str | None  # snapshot dataset: "sft", "preferences", "prompts"; None for soups
+    dataset: str | None  # snapshot dataset (services.DATASETS); None: soups
     produces: str  # ModelVersion kind: "policy" or "reward"
     needs_reward_model: bool = False
     mixes_two_versions: bool = False
@@ -84,6 +84,16 @@ METHODS: dict[str, MethodSpec] = {
             dataset="preferences",
             produces="policy",
             help="Direct preference optimisation on comparisons, with an NLL term on chosen.",
+        ),
+        MethodSpec(
+            "rrhf",
+            "RRHF",
+            "training.methods.rrhf",
+            "RRHFConfig",
+            dataset="rankings",
+            produces="policy",
+            help="Rank each prompt's scored responses (rankings, comparisons, ratings, "
+            "demonstrations) by length-normalised log-probability, plus SFT on the best.",
         ),
         MethodSpec(
             "ppo",

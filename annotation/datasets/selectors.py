@@ -237,6 +237,123 @@ def rating_rows(project: Project, *, ai: AiOption = None) -> Iterator[dict]:
         }
 
 
+# --- Ranked responses per prompt (RRHF) ---------------------------------------------
+
+
+def _conversation_key(conversation: list[dict]) -> str:
+    return json.dumps(conversation, sort_keys=True, ensure_ascii=False)
+
+
+def _ranking_lists(project: Project, selection: AiSelection) -> Iterator[tuple]:
+    """Labelers' rankings, each its own list: score = k - position (best k, worst 1).
+    Rankings have no ties; an all-bad ranking says no order, so it gives none."""
+    rankings = _current(project, TaskKind.RANKING, selection).filter(all_bad=False)
+    for judgment in rankings.iterator(chunk_size=200):
+        k = len(judgment.ranking)
+        scores = {pk: float(k - place) for place, pk in enumerate(judgment.ranking)}
+        yield _conversation(judgment), "ranking", scores, [judgment]
+
+
+def _comparison_lists(project: Project, selection: AiSelection) -> Iterator[tuple]:
+    """Decisive comparisons merged per prompt: a response scores wins - losses."""
+    merged: dict[str, tuple] = {}
+    decisive = _current(project, TaskKind.COMPARISON, selection).filter(
+        choice__in=[Judgment.Choice.A, Judgment.Choice.B]
+    )
+    for judgment in decisive.iterator(chunk_size=500):
+        conversation = _conversation(judgment)
+        entry = merged.setdefault(
+            _conversation_key(conversation), (conversation, "comparisons", Counter(), [])
+        )
+        winner, loser = judgment.response_a_id, judgment.response_b_id
+        if judgment.choice == Judgment.Choice.B:
+            winner, loser = loser, winner
+        entry[2][winner] += 1
+        entry[2][loser] -= 1
+        entry[3].append(judgment)
+    for conversation, scored_by, counts, judgments in merged.values():
+        yield conversation, scored_by, {pk: float(n) for pk, n in counts.items()}, judgments
+
+
+def _rating_lists(project: Project, selection: AiSelection) -> Iterator[tuple]:
+    """Ratings merged per prompt: a response's mean rating (the mean over its criteria,
+    averaged over its current ratings)."""
+    rated: dict[str, tuple] = {}
+    for judgment in _current(project, TaskKind.RATING, selection).iterator(chunk_size=500):
+        values = [v for v in (judgment.scores or {}).values() if isinstance(v, int | float)]
+        if not values or judgment.rated_response_id is None:
+            continue
+        conversation = _conversation(judgment)
+        entry = rated.setdefault(
+            _conversation_key(conversation), (conversation, "ratings", defaultdict(list), [])
+        )
+        entry[2][judgment.rated_response_id].append(sum(values) / len(values))
+        entry[3].append(judgment)
+    for conversation, scored_by, ratings, judgments in rated.values():
+        means = {pk: sum(v) / len(v) for pk, v in ratings.items()}
+        yield conversation, scored_by, means, judgments
+
+
+def _merged_provenance(judgments: list[Judgment]) -> dict:
+    """The provenance keys of a row built from several judgments: the source they all
+    share (else "mixed"), and the distinct judges, constitutions, principles comma-joined."""
+    each = [_provenance(judgment) for judgment in judgments]
+    sources = {p["source"] for p in each}
+    merged = {"source": sources.pop() if len(sources) == 1 else "mixed"}
+    for key in ("judge", "constitution", "principle"):
+        merged[key] = ", ".join(sorted({p[key] for p in each if p[key]}))
+    return merged
+
+
+def rrhf_rows(project: Project, *, ai: AiOption = None) -> Iterator[dict]:
+    """Responses to one prompt with scores, for RRHF: ``{prompt, responses, scores,
+    scored_by, demonstrations, source, judge, constitution, principle}``, best first
+    (a higher score is better).
+
+    - ``scored_by`` "ranking": one row per labeler's ranking, score = k - position
+      (the best of k scores k, the worst 1).
+    - "comparisons": one row per prompt merging its decisive comparisons; a response
+      scores its wins minus its losses (ties and both-bad count for neither).
+    - "ratings": one row per prompt; a response's mean rating (mean over the criteria,
+      averaged over its ratings).
+    The prompt's current demonstrations (same conversation) join each of its rows as its
+    best responses: score = the row's best + 1. A text met twice keeps its higher score.
+    Rows with fewer than two distinct scores are left out (nothing to rank), so a prompt
+    with demonstrations only gives no row. The ``ai`` choice applies to every source.
+    """
+    selection = ai_selection(project, ai)
+    demonstrations: dict[str, list[Judgment]] = defaultdict(list)
+    written = _current(project, TaskKind.DEMONSTRATION, selection).exclude(text="")
+    for demonstration in written.iterator(chunk_size=500):
+        demonstrations[_conversation_key(_conversation(demonstration))].append(demonstration)
+    lists = [
+        *_ranking_lists(project, selection),
+        *_comparison_lists(project, selection),
+        *_rating_lists(project, selection),
+    ]
+    texts = Response.objects.in_bulk({pk for _, _, scores, _ in lists for pk in scores})
+    for conversation, scored_by, scores, judgments in lists:
+        by_text: dict[str, float] = {}
+        for pk, score in scores.items():
+            text = texts[pk].text
+            by_text[text] = max(score, by_text.get(text, score))
+        demos = demonstrations.get(_conversation_key(conversation), [])
+        best = max(by_text.values()) + 1
+        for demonstration in demos:
+            by_text[demonstration.text] = best
+        if len(set(by_text.values())) < 2:
+            continue
+        ordered = sorted(by_text.items(), key=lambda item: -item[1])
+        yield {
+            "prompt": conversation,
+            "responses": [text for text, _ in ordered],
+            "scores": [score for _, score in ordered],
+            "scored_by": scored_by,
+            "demonstrations": len(demos),
+            **_merged_provenance([*judgments, *demos]),
+        }
+
+
 ROWS = {"dpo": dpo_rows, "sft": sft_rows, "ranking": ranking_rows, "rating": rating_rows}
 
 

@@ -91,7 +91,7 @@ class Command(BaseCommand):
             "min_margin": options["min_margin"],
             "ai": options["ai"],
         }
-        if METHODS[options["method"]].dataset in ("sft", "preferences"):
+        if METHODS[options["method"]].dataset in ("sft", "preferences", "rankings"):
             self._say_ai_labels(project, options["ai"])
         try:
             run = services.training_run_start(

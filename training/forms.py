@@ -5,7 +5,7 @@ import dataclasses
 
 from django import forms
 
-from annotation.datasets.selectors import AI_LABELS
+from annotation.datasets.selectors import AI_LABELS, DEFAULT_RATING_THRESHOLD
 from models_registry.models import ModelVersion
 from training.methods.common import CURRICULA
 from training.services import SFT_FIRST_METHODS, sft_stage_settings
@@ -27,6 +27,8 @@ PRIMARY_FIELDS = {
     "iterations",
     "init_kl_coef",
     "weight",
+    "desirable_weight",
+    "undesirable_weight",
 }
 CHOICES = {
     "curriculum": [("", "none (shuffle)")] + [(c, c) for c in CURRICULA],
@@ -140,7 +142,15 @@ class TrainingRunForm(forms.Form):
             self.fields["min_margin"] = forms.IntegerField(
                 required=False, min_value=0, help_text="Leave out pairs with a weaker margin."
             )
-        if self.spec.dataset in ("sft", "preferences", "rankings"):
+        if self.spec.dataset == "unpaired":
+            self.fields["rating_threshold"] = forms.FloatField(
+                required=False,
+                min_value=1,
+                max_value=7,
+                help_text="A rated reply is desirable when the mean of its scores (1-7) is at "
+                f"least this; left empty, {DEFAULT_RATING_THRESHOLD:g}.",
+            )
+        if self.spec.dataset in ("sft", "preferences", "rankings", "unpaired"):
             self.fields["ai"] = forms.ChoiceField(
                 choices=[
                     (value, f"{label} (project default)" if value == ai_default else label)
@@ -165,7 +175,7 @@ class TrainingRunForm(forms.Form):
 
     def setup_fields(self):
         names = ("method", "base_version", "reward_version", "mix_with")
-        names += ("sft_first", "include_chosen", "min_margin", "ai")
+        names += ("sft_first", "include_chosen", "min_margin", "rating_threshold", "ai")
         return [self[name] for name in names if name in self.fields]
 
     def config(self) -> dict:
@@ -182,7 +192,7 @@ class TrainingRunForm(forms.Form):
     def filters(self) -> dict:
         return {
             name: self.cleaned_data[name]
-            for name in ("include_chosen", "min_margin", "ai")
+            for name in ("include_chosen", "min_margin", "rating_threshold", "ai")
             if name in self.cleaned_data and self.cleaned_data[name] not in (None, False, "")
         }
 

@@ -23,8 +23,10 @@ from django.utils import timezone
 from annotation.candidates.models import GenerationJob
 from annotation.candidates.services import generation_job_execute, generation_job_start
 from annotation.datasets.selectors import (
+    DEFAULT_RATING_THRESHOLD,
     AiSelection,
     jsonl_lines,
+    kto_rows,
     rrhf_rows,
     sft_rows,
     training_preference_rows,
@@ -44,7 +46,7 @@ from training.specs import MethodSpec, method_spec
 
 logger = logging.getLogger(__name__)
 
-DATASETS = ("sft", "preferences", "prompts", "rankings")
+DATASETS = ("sft", "preferences", "prompts", "unpaired", "rankings")
 EVAL_MAX_PROMPTS = 32
 
 
@@ -57,6 +59,7 @@ def _clean_filters(dataset: str, filters: dict | None) -> dict:
         "sft": {"include_chosen", "ai"},
         "preferences": {"min_margin", "ai"},
         "prompts": set(),
+        "unpaired": {"rating_threshold", "ai"},
         "rankings": {"ai"},
     }
     unknown = sorted(set(filters) - allowed[dataset])
@@ -69,11 +72,18 @@ def _clean_filters(dataset: str, filters: dict | None) -> dict:
         isinstance(margin, bool) or not isinstance(margin, int | float) or margin < 0
     ):
         raise ServiceError("min_margin must be a number >= 0.")
+    if dataset == "unpaired":
+        threshold = filters.get("rating_threshold", DEFAULT_RATING_THRESHOLD)
+        if isinstance(threshold, bool) or not isinstance(threshold, int | float):
+            raise ServiceError("rating_threshold must be a number from 1 to 7.")
+        if not 1 <= threshold <= 7:
+            raise ServiceError("rating_threshold must be a number from 1 to 7.")
+        filters["rating_threshold"] = float(threshold)  # recorded even when left out
     return {key: value for key, value in filters.items() if value not in (None, False)}
 
 
 PROVENANCE = ("source", "judge", "constitution", "principle")
-AI_DATASETS = ("sft", "preferences", "rankings")
+AI_DATASETS = ("sft", "preferences", "unpaired", "rankings")
 # Snapshots recorded before the ai choice was written down always, with "ai" absent, were
 # made with every AI label: "include" was the default then and left unrecorded.
 LEGACY_AI = "include"
@@ -103,6 +113,8 @@ def _dataset_rows(project: Project, dataset: str, filters: dict, ai: AiSelection
         for row in training_preference_rows(project, ai=ai):
             if minimum is None or (row.get("margin") or 0) >= minimum:
                 yield row
+    elif dataset == "unpaired":
+        yield from kto_rows(project, ai=ai, rating_threshold=filters.get("rating_threshold"))
     elif dataset == "rankings":
         yield from rrhf_rows(project, ai=ai)
     else:
@@ -118,7 +130,9 @@ def snapshot_create(
 
     ``dataset`` is ``sft`` (demonstrations; ``include_chosen`` adds the chosen reply of
     every preference pair), ``preferences`` (comparison and ranking pairs with margin and
-    agreement; ``min_margin`` drops weak ones), ``prompts`` (for PPO and RAFT) or
+    agreement; ``min_margin`` drops weak ones), ``prompts`` (for PPO and RAFT),
+    ``unpaired`` (KTO: single replies labelled desirable or not, from ratings against
+    ``rating_threshold``, default 5 of 7, comparisons and rankings; see ``kto_rows``) or
     ``rankings`` (RRHF: each prompt's responses with scores from rankings, comparisons or
     ratings, its demonstrations the best; see ``rrhf_rows``). For sft
     and preferences, ``ai`` is ``exclude`` (people's labels only), ``trusted`` (and the AI
@@ -170,6 +184,8 @@ EMPTY_DATASET = {
     "preferences": "There are no decisive comparisons to train on yet (ties and both-bad "
     "are left out).",
     "prompts": "The project has no prompts yet: import some first.",
+    "unpaired": "There is no feedback to train KTO on yet: it needs rated replies, "
+    "comparisons with a winner (or both bad) or rankings.",
     "rankings": "There is nothing to rank yet: RRHF needs a prompt with at least two "
     "differently scored responses (a ranking, decisive comparisons or ratings of "
     "different replies).",

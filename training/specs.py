@@ -86,6 +86,16 @@ METHODS: dict[str, MethodSpec] = {
             help="Direct preference optimisation on comparisons, with an NLL term on chosen.",
         ),
         MethodSpec(
+            "kto",
+            "KTO",
+            "training.methods.kto",
+            "KTOConfig",
+            dataset="unpaired",
+            produces="policy",
+            help="Kahneman-Tversky optimisation on single replies marked good or bad: ratings "
+            "against a threshold, comparisons' winners and losers, rankings' best and worst.",
+        ),
+        MethodSpec(
             "rrhf",
             "RRHF",
             "training.methods.rrhf",

@@ -5,6 +5,8 @@
 - sft: TRL's conversational language-modeling rows {messages}, from demonstrations.
 - ranking: {prompt, responses (best first), all_bad}, for listwise methods (RRHF).
 - rating: {prompt, response, scores, flags}.
+- kto: TRL's unpaired rows {prompt, completion, label} from ratings (against a threshold),
+  comparisons (winner and loser, both of a both-bad) and rankings (best and worst).
 Only current judgments count: superseded and rejected ones are left out. AI judgments sent
 to review and not yet reviewed stay in (a review that rejects one takes it out; one that
 corrects it puts the reviewer's judgment in its place).
@@ -27,6 +29,7 @@ rows and text later fails to load):
   judgment, 1.0 for a hard choice (a person's, or an AI judgment without one).
 """
 
+import itertools
 import json
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -41,7 +44,7 @@ from annotation.judges.trust import AiLabelPlan, ai_choice, ai_label_plan, trust
 from annotation.judges.trust import check_ai as check_ai
 from annotation.models import Judgment, Project, Response, TaskKind
 
-FORMATS = ("dpo", "sft", "ranking", "rating")
+FORMATS = ("dpo", "sft", "ranking", "rating", "kto")
 
 
 @dataclass(frozen=True)
@@ -237,6 +240,93 @@ def rating_rows(project: Project, *, ai: AiOption = None) -> Iterator[dict]:
         }
 
 
+# KTO's default line between a desirable and an undesirable rated reply: the mean of its
+# criterion scores on the 1-7 scale (annotation/labeling/kinds/rating.py); 5 is the first
+# score above the middle (4, "neither good nor bad"). A snapshot records the one it used.
+DEFAULT_RATING_THRESHOLD = 5.0
+
+
+def _unpaired(judgment: Judgment, text: str, label: bool, feedback: str) -> dict:
+    return {
+        "prompt": _conversation(judgment),
+        "completion": _reply(text),
+        "label": label,
+        "feedback": feedback,
+        **_provenance(judgment),
+    }
+
+
+def _rated_unpaired(project: Project, selection: AiSelection, threshold: float) -> Iterator[dict]:
+    ratings = _current(project, TaskKind.RATING, selection).select_related("rated_response")
+    for judgment in ratings.iterator(chunk_size=500):
+        scores = [s for s in (judgment.scores or {}).values() if isinstance(s, int | float)]
+        if scores and judgment.rated_response_id:
+            desirable = sum(scores) / len(scores) >= threshold
+            yield _unpaired(judgment, judgment.rated_response.text, desirable, "rating")
+
+
+def _compared_unpaired(project: Project, selection: AiSelection) -> Iterator[dict]:
+    comparisons = _current(project, TaskKind.COMPARISON, selection).filter(
+        choice__in=[Judgment.Choice.A, Judgment.Choice.B, Judgment.Choice.BOTH_BAD]
+    )
+    for judgment in comparisons.select_related("response_a", "response_b").iterator(chunk_size=500):
+        if judgment.choice == Judgment.Choice.BOTH_BAD:
+            for response in (judgment.response_a, judgment.response_b):
+                yield _unpaired(judgment, response.text, False, "comparison")
+            continue
+        chosen, rejected = judgment.chosen_and_rejected
+        yield _unpaired(judgment, chosen.text, True, "comparison")
+        yield _unpaired(judgment, rejected.text, False, "comparison")
+
+
+def _ranked_unpaired(project: Project, selection: AiSelection) -> Iterator[dict]:
+    for judgment in _current(project, TaskKind.RANKING, selection).iterator(chunk_size=200):
+        order = list(judgment.ranking or [])
+        if judgment.all_bad:
+            ids = order or list(judgment.shown_order)
+            texts = Response.objects.in_bulk(ids)
+            for pk in ids:
+                yield _unpaired(judgment, texts[pk].text, False, "ranking")
+        elif len(order) >= 2:
+            texts = Response.objects.in_bulk([order[0], order[-1]])
+            yield _unpaired(judgment, texts[order[0]].text, True, "ranking")
+            yield _unpaired(judgment, texts[order[-1]].text, False, "ranking")
+
+
+def kto_rows(
+    project: Project, *, ai: AiOption = None, rating_threshold: float | None = None
+) -> Iterator[dict]:
+    """TRL's conversational unpaired preference form, {prompt, completion, label}, which
+    KTOTrainer reads unchanged, from feedback that has no pair to train DPO on:
+
+    - a rating: desirable when the mean of its criterion scores is at least
+      ``rating_threshold`` (default ``DEFAULT_RATING_THRESHOLD``), else undesirable;
+    - a comparison: the winner desirable and the loser undesirable; "both bad" makes both
+      replies undesirable (a clear verdict on each), a tie says nothing and is left out;
+    - a ranking: the best reply desirable and the worst undesirable (the middle ones carry
+      no verdict of their own); "all bad" makes every ranked reply undesirable.
+
+    ``feedback`` says which kind a row came from. A (prompt, completion, label) seen twice
+    is kept once; the same reply judged both ways by different people keeps both rows.
+    """
+    selection = ai_selection(project, ai)
+    threshold = DEFAULT_RATING_THRESHOLD if rating_threshold is None else rating_threshold
+    seen = set()
+    for row in itertools.chain(
+        _rated_unpaired(project, selection, threshold),
+        _compared_unpaired(project, selection),
+        _ranked_unpaired(project, selection),
+    ):
+        key = (
+            json.dumps(row["prompt"], sort_keys=True),
+            row["completion"][0]["content"],
+            row["label"],
+        )
+        if key not in seen:
+            seen.add(key)
+            yield row
+
+
 # --- Ranked responses per prompt (RRHF) ---------------------------------------------
 
 
@@ -354,7 +444,13 @@ def rrhf_rows(project: Project, *, ai: AiOption = None) -> Iterator[dict]:
         }
 
 
-ROWS = {"dpo": dpo_rows, "sft": sft_rows, "ranking": ranking_rows, "rating": rating_rows}
+ROWS = {
+    "dpo": dpo_rows,
+    "sft": sft_rows,
+    "ranking": ranking_rows,
+    "rating": rating_rows,
+    "kto": kto_rows,
+}
 
 
 def preference_rows(project: Project, *, export_format: str, ai: AiOption = None) -> Iterator[dict]:

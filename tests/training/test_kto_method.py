@@ -375,6 +375,52 @@ def test_a_kto_run_trains_and_registers_a_kto_policy(project, labeler, tiny_mode
     assert reply.completion_tokens >= 1
 
 
+def test_a_cancelled_kto_run_resumes_from_its_checkpoint_through_the_service(
+    project, labeler, tiny_model_dir
+):
+    from django.db.models.signals import post_save
+
+    from models_registry.services import ensure_base_model_from_folder
+    from tests.factories import make_preferences
+    from training.models import TrainingRun, TrainingStep
+    from training.services import (
+        training_run_cancel,
+        training_run_execute,
+        training_run_resume,
+        training_run_start,
+    )
+
+    # given: a run whose admin cancels it once step 2 (a checkpoint) is reported
+    make_preferences(project, labeler, 3)
+    base = ensure_base_model_from_folder(name="tiny", path=tiny_model_dir)
+    config = {**SMALL, "max_steps": 4, "checkpoint_every": 2, "eval_fraction": 0.0}
+    run = training_run_start(project=project, base_version=base, method="kto", config=config)
+
+    def cancel_at_step_two(sender, instance, **kwargs):
+        if instance.step == 2:
+            training_run_cancel(run=TrainingRun.objects.get(pk=instance.run_id))
+
+    post_save.connect(cancel_at_step_two, sender=TrainingStep, weak=False)
+    try:
+        training_run_execute(run_id=run.pk, queue=False)
+    finally:
+        post_save.disconnect(cancel_at_step_two, sender=TrainingStep)
+    run.refresh_from_db()
+    assert (run.status, run.step, run.checkpoint_step) == ("cancelled", 2, 2)
+    assert run.can_resume
+
+    # when
+    training_run_resume(run=run)
+    training_run_execute(run_id=run.pk, queue=False)
+
+    # then: it went on from step 2 and registered its version
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.error
+    assert list(run.steps.values_list("step", flat=True)) == [1, 2, 3, 4]
+    assert "resuming from checkpoint-2" in run.log
+    assert run.model_version.method == "kto"
+
+
 def test_a_kto_run_without_unpaired_feedback_is_refused_and_stores_nothing(project, labeler):
     from config.errors import ServiceError
     from tests.factories import judge, make_task, make_version

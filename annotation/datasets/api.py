@@ -9,7 +9,7 @@ from config.errors import ServiceError
 
 
 class PreferenceExportApi(APIView):
-    """GET ?format=dpo|sft|ranking|rating&ai=exclude|trusted|include|only: the JSONL file
+    """GET ?format=dpo|sft|ranking|rating|kto&ai=exclude|trusted|include|only: the JSONL file
     (no ai: the project's setting, which leaves AI labels out unless an admin chose
     otherwise); every row carries its source (human, ai, review) and, for AI rows, judge,
     constitution version and principle."""

@@ -187,6 +187,21 @@ def test_a_bad_unpaired_line_is_named(tiny_model_dir, tmp_path, line, message):
         )
 
 
+def test_kto_imports_without_django():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['django'] = None; import training.methods.kto; "
+        "from trl import KTOTrainer"
+    )
+    root = Path(__file__).resolve().parents[2]
+    completed = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    assert completed.returncode == 0, completed.stderr
+
+
 # --- The rows a project's feedback gives ----------------------------------------------------
 
 

@@ -27,7 +27,7 @@ from tests.annotation.judges.factories import (
     make_constitution,
     make_remote_judge,
 )
-from tests.factories import judge, make_kind_task, make_preferences, make_task
+from tests.factories import judge, make_kind_task, make_preferences, make_task, make_version
 from training.methods.common import Hooks
 from training.methods.rrhf import (
     RRHFConfig,
@@ -370,4 +370,46 @@ def test_a_project_with_nothing_to_rank_is_refused_and_no_run_is_stored(project,
 
     with pytest.raises(ServiceError, match="nothing to rank yet"):
         training_run_start(project=project, base_version=base, method="rrhf")
+    assert TrainingRun.objects.count() == 0
+
+
+def test_the_run_form_and_the_api_start_rrhf_runs(login, project, labeler, admin_member):
+    # given: four prompts, each with a decisive comparison
+    make_preferences(project, labeler, 4)
+    base = make_version("base-policy")
+    client = login(admin_member)
+
+    # when
+    form = client.get("/p/alpha/training/?method=rrhf").content.decode()
+    posted = client.post(
+        "/p/alpha/training/",
+        {"method": "rrhf", "base_version": base.pk, "ai": "exclude", "seed": "0"},
+    )
+    api = client.post(
+        "/api/projects/alpha/training-runs/",
+        {"method": "rrhf", "base_version": base.pk, "config": {"max_responses": 3}},
+        content_type="application/json",
+    )
+
+    # then
+    assert 'name="ai"' in form and 'name="max_responses"' in form
+    assert posted.status_code == 302
+    assert api.status_code == 201, api.content
+    runs = list(TrainingRun.objects.order_by("id"))
+    assert [run.method for run in runs] == ["rrhf", "rrhf"]
+    assert {run.snapshot.format for run in runs} == {"rankings"}
+    assert runs[1].config["max_responses"] == 3
+
+
+def test_the_api_refuses_a_project_with_nothing_to_rank(login, project, admin_member):
+    base = make_version("base-policy")
+
+    answer = login(admin_member).post(
+        "/api/projects/alpha/training-runs/",
+        {"method": "rrhf", "base_version": base.pk},
+        content_type="application/json",
+    )
+
+    assert answer.status_code == 400
+    assert "nothing to rank yet" in answer.json()["detail"]
     assert TrainingRun.objects.count() == 0

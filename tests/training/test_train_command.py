@@ -52,6 +52,10 @@ def test_train_now_trains_in_this_process_and_prints_the_run(project, labeler, t
         ),
         (["--project", "alpha", "--method", "dpo", "--base", "tiny", "--set", "beta"], "key=value"),
         (["--project", "alpha", "--method", "ppo", "--base", "tiny"], "needs a reward model"),
+        (
+            ["--project", "alpha", "--method", "kto", "--base", "tiny", "--rating-threshold", "9"],
+            "rating_threshold must be a number from 1 to 7",
+        ),
     ],
 )
 def test_bad_arguments_fail_clearly_and_store_nothing(project, labeler, arguments, message):
@@ -161,3 +165,22 @@ def test_train_now_exits_non_zero_when_the_sft_stage_fails(project, labeler, tmp
     run = TrainingRun.objects.get()  # the DPO stage never started
     assert (run.method, run.status) == ("sft", "failed")
     assert not GenerationJob.objects.exists()
+
+
+def test_a_kto_run_takes_its_rating_threshold_from_the_command(project, labeler, tiny_model_dir):
+    make_preferences(project, labeler, 2)
+    ensure_base_model_from_folder(name="tiny", path=tiny_model_dir)
+    err = StringIO()
+
+    call_command(
+        "train",
+        *["--project", project.slug, "--method", "kto", "--base", "tiny"],
+        *["--rating-threshold", "6"],
+        stdout=StringIO(),
+        stderr=err,
+    )
+
+    run = TrainingRun.objects.get()
+    assert (run.method, run.snapshot.format) == ("kto", "unpaired")
+    assert run.snapshot.filters["rating_threshold"] == 6.0
+    assert err.getvalue().startswith("AI labels: excluded")

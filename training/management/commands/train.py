@@ -70,6 +70,11 @@ class Command(BaseCommand):
         )
         parser.add_argument("--min-margin", type=int, help="Leave out weaker preference pairs.")
         parser.add_argument(
+            "--rating-threshold",
+            type=float,
+            help="KTO: a rated reply whose mean score (1-7) reaches this is desirable; default 5.",
+        )
+        parser.add_argument(
             "--ai",
             choices=AI_OPTIONS,
             help="AI judges' labels: exclude, trusted (judges that clear the project's "
@@ -89,9 +94,10 @@ class Command(BaseCommand):
         filters = {
             "include_chosen": options["include_chosen"],
             "min_margin": options["min_margin"],
+            "rating_threshold": options["rating_threshold"],
             "ai": options["ai"],
         }
-        if METHODS[options["method"]].dataset in ("sft", "preferences", "rankings"):
+        if METHODS[options["method"]].dataset in ("sft", "preferences", "rankings", "unpaired"):
             self._say_ai_labels(project, options["ai"])
         try:
             run = services.training_run_start(

@@ -1,6 +1,8 @@
 from django.conf import settings
 from django.db import models
 
+from config.paths import DataDirPathField
+
 
 class ModelVersion(models.Model):
     """A model that can generate (policy) or score (reward). Rows exist only for artifacts
@@ -44,9 +46,15 @@ class ModelVersion(models.Model):
     parent = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children"
     )
-    base_path = models.CharField(max_length=500, help_text="Folder of the full base weights.")
-    adapter_path = models.CharField(
-        max_length=500, blank=True, help_text="LoRA adapter folder, empty for a full model."
+    base_path = DataDirPathField(
+        max_length=500,
+        help_text="Folder of the full base weights; stored relative to DATA_DIR when under it.",
+    )
+    adapter_path = DataDirPathField(
+        max_length=500,
+        blank=True,
+        help_text="LoRA adapter folder, empty for a full model; stored relative to DATA_DIR "
+        "when under it.",
     )
     training_run = models.OneToOneField(
         "training.TrainingRun",

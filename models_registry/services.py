@@ -357,7 +357,7 @@ def _import_paths_from_folder(folder: Path, kind: str) -> tuple[str, str]:
         ml.verify_artifact(base)
     except ml.ArtifactError as error:
         raise ServiceError(f"The adapter's base model was rejected: {error}") from None
-    return str(base), str(folder)
+    return str(Path(base).resolve()), str(folder)
 
 
 def _import_target(name: str) -> Path:
@@ -392,7 +392,8 @@ def model_version_import(
     path = Path(source).expanduser()
     written: Path | None = None
     if path.is_dir():
-        base_path, adapter_path = _import_paths_from_folder(path, kind)
+        # Absolute: a relative path would be read as relative to DATA_DIR once stored.
+        base_path, adapter_path = _import_paths_from_folder(path.resolve(), kind)
     elif path.is_file() and path.suffix.lower() == ".gguf":
         if kind != ModelVersion.Kind.POLICY:
             raise ServiceError("A GGUF file imports as a policy; reward models come as folders.")

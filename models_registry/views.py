@@ -14,6 +14,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from annotation.projects.permissions import MANAGE, VIEW_DATA, can, project_for
 from config.errors import ServiceError
+from config.paths import is_under_data_dir
 from models_registry import selectors, services
 from models_registry.endpoints import serving_endpoint_summary
 from models_registry.forms import ModelImportForm, ServingEndpointForm, StateChangeForm
@@ -22,6 +23,17 @@ from models_registry.models import ModelVersion
 
 def form_error(form) -> str:
     return " ".join(str(error) for errors in form.errors.values() for error in errors)
+
+
+def _artifacts_marked(version: ModelVersion) -> dict:
+    """The version's artifact folders, each marked ``outside_data_dir`` when it lies outside
+    DATA_DIR (a folder imported in place): its path is stored absolute, so only a machine
+    with that same folder can load it."""
+    artifacts = selectors.artifacts(version)
+    for folder in (artifacts["base"], artifacts["adapter"]):
+        if folder is not None:
+            folder["outside_data_dir"] = not is_under_data_dir(folder["path"])
+    return artifacts
 
 
 def version_page_context(
@@ -44,7 +56,7 @@ def version_page_context(
         "lineage": version.lineage(),
         "children": list(version.children.all()),
         "changes": list(version.changes.all()),
-        "artifacts": selectors.artifacts(version),
+        "artifacts": _artifacts_marked(version),
         "metrics": _readable_metrics(version.metrics),
         "incumbent": incumbent,
         "is_incumbent": is_incumbent,

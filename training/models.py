@@ -1,6 +1,8 @@
 from django.conf import settings
 from django.db import models
 
+from config.paths import DataDirPathField
+
 
 class DatasetSnapshot(models.Model):
     """An immutable training file: its content hash names it."""
@@ -10,7 +12,9 @@ class DatasetSnapshot(models.Model):
     )
     format = models.CharField(max_length=20)
     content_hash = models.CharField(max_length=64)
-    path = models.CharField(max_length=500)
+    path = DataDirPathField(
+        max_length=500, help_text="The JSONL file; stored relative to DATA_DIR."
+    )
     row_count = models.PositiveIntegerField()
     filters = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -76,6 +76,12 @@ def _merged_state_of_base(base: Path) -> dict[str, torch.Tensor]:
     return AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32).state_dict()
 
 
+def _delta(tensors: dict[str, torch.Tensor], module: str) -> torch.Tensor | float:
+    """``B @ A`` of one module of a saved adapter (unscaled), 0 where it has none."""
+    a = tensors.get(f"{module}.lora_A.weight")
+    return 0.0 if a is None else tensors[f"{module}.lora_B.weight"] @ a
+
+
 @pytest.fixture(scope="module")
 def adapters(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     """Two adapters of different ranks, scalings (one rsLoRA) and partly different modules,
@@ -158,17 +164,22 @@ def test_mix_writes_a_stacked_adapter_that_loads_and_generates(adapters, tiny_mo
     tensors = load_file(str(output_dir / "adapter_model.safetensors"))
     sources = [load_file(str(folder / "adapter_model.safetensors")) for folder in (first, second)]
     q = "base_model.model.model.layers.0.self_attn.q_proj"
-    a, b = tensors[f"{q}.lora_A.weight"], tensors[f"{q}.lora_B.weight"]
-    assert a.shape == (12, 32) and b.shape == (32, 12)
-    assert torch.equal(a[:4], sources[0][f"{q}.lora_A.weight"])
-    assert torch.equal(a[4:], sources[1][f"{q}.lora_A.weight"])
-    # New scaling 12 / 12 = 1; A's was 8 / 4 = 2, B's (rsLoRA) 4 / sqrt(8).
-    assert torch.allclose(b[:, :4], 0.3 * 2 * sources[0][f"{q}.lora_B.weight"])
-    assert torch.allclose(b[:, 4:], 0.7 * 4 / math.sqrt(8) * sources[1][f"{q}.lora_B.weight"])
-    # A module only A trains: its rows, then zero padding up to the rank.
-    gate_a = tensors["base_model.model.model.layers.0.mlp.gate_proj.lora_A.weight"]
-    assert gate_a.shape == (12, 32)
-    assert torch.count_nonzero(gate_a[4:]) == 0
+    assert tensors[f"{q}.lora_A.weight"].shape == (12, 32)
+    assert tensors[f"{q}.lora_B.weight"].shape == (32, 12)
+    # Every module's delta is the interpolation of the experts' deltas: the soup's scaling
+    # is 12 / 12 = 1, A's 8 / 4 = 2, B's (rsLoRA) 4 / sqrt(8); a module one expert lacks
+    # counts as a zero delta there.
+    modules = {key.rsplit(".lora_", 1)[0] for key in tensors if ".lora_" in key}
+    assert len(modules) == 10
+    for module in modules:
+        expected = sum(
+            share * scaling * _delta(source, module)
+            for source, share, scaling in (
+                (sources[0], 0.3, 2.0),
+                (sources[1], 0.7, 4 / math.sqrt(8)),
+            )
+        )
+        assert torch.allclose(_delta(tensors, module), expected, atol=1e-5), module
     assert (output_dir / "tokenizer_config.json").is_file()
     soup = json.loads((output_dir / "soup.json").read_text())
     assert soup["weight"] == 0.3
@@ -208,6 +219,33 @@ def test_mix_into_an_existing_empty_folder(adapters, tmp_path):
         "tokenizer_config.json",
     ]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
+
+
+@pytest.mark.parametrize(("weight", "expert"), [(1.0, 0), (0.0, 1)])
+def test_mix_at_an_end_weight_answers_like_that_expert(
+    adapters, tiny_model_dir, tmp_path, weight, expert
+):
+    # given
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    first, second, _ = adapters
+    inputs = torch.tensor([[1, 5, 9, 13, 17, 21]])
+
+    def logits(adapter: Path) -> torch.Tensor:
+        model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32)
+        model = PeftModel.from_pretrained(model, str(adapter)).eval()
+        with torch.no_grad():
+            return model(input_ids=inputs).logits
+
+    # when
+    result = mix_adapters(first, second, weight=weight, output_dir=tmp_path / "soup")
+
+    # then
+    mixed, expected = logits(result.output_dir), logits((first, second)[expert])
+    other = logits((first, second)[1 - expert])
+    assert torch.allclose(mixed, expected, atol=1e-5)
+    assert not torch.allclose(mixed, other, atol=1e-3)  # the experts answer differently
 
 
 @pytest.mark.parametrize("weight", [-0.1, 1.5, math.nan, True, "0.5"])

@@ -6,17 +6,21 @@ expert per objective (helpful, harmless, ...) from a shared initialisation, then
 ``lambda * theta_a + (1 - lambda) * theta_b`` for a user-chosen ``lambda``.
 
 For LoRA experts the interpolation is done in weight space without merging into the
-base: LoRA's update of a module is ``delta_W = s * B @ A`` (``s`` the scaling), and
+base, by peft: ``PeftModel.add_weighted_adapter(combination_type="cat")`` stacks
+``w_i * s_i * A_i`` and concatenates the ``B_i`` (``s_i`` each adapter's scaling, zero
+padding where a module is in one adapter only) into an adapter of rank ``r_a + r_b`` and
+scaling 1, whose delta is exactly ``w * delta_W_a + (1 - w) * delta_W_b``. Its merged
+weights therefore equal the interpolation of the two experts' merged weights (up to float
+rounding). This needs the base model loaded on the CPU (peft injects into it).
 
-    w * s_a * B_a @ A_a + (1 - w) * s_b * B_b @ A_b
-        = s * [w * s_a / s * B_a, (1 - w) * s_b / s * B_b] @ [A_a; A_b],
+Ours, around peft: the checks that make the mix exact and fail clearly (weight in [0, 1],
+same base, plain LoRA only, matching module shapes), the linear interpolation of
+``modules_to_save`` tensors (peft refuses to combine those), and the folder: a normal peft
+adapter folder with adapter A's tokenizer files and ``soup.json`` (the sources and weight),
+written atomically, that ``models_registry.engine.ml.load_policy`` loads like any other.
 
-so the mix is itself a LoRA adapter of rank ``r_a + r_b``, whose merged weights equal the
-interpolation of the two experts' merged weights (up to float rounding). The result is a
-normal peft adapter folder that ``models_registry.engine.ml.load_policy`` loads like any other.
-
-Plain torch, safetensors and JSON: nothing here imports Django (``training/services.py``
-registers the folder as a model version).
+Nothing here imports Django (``training/services.py`` registers the folder as a model
+version).
 """
 
 from __future__ import annotations
@@ -101,7 +105,6 @@ class _LoraFactors:
     b_key: str
     a: torch.Tensor
     b: torch.Tensor
-    scaling: float
 
     @property
     def rank(self) -> int:
@@ -122,8 +125,8 @@ def mix_adapters(
 ) -> SoupResult:
     """Write the rewarded soup ``weight * A + (1 - weight) * B`` as a LoRA adapter folder.
 
-    The folder holds ``adapter_config.json`` (rank ``r_a + r_b``, alpha ``alpha_a +
-    alpha_b``, target modules named by path), ``adapter_model.safetensors``, adapter A's
+    The folder holds ``adapter_config.json`` (rank ``r_a + r_b``, alpha equal to the
+    rank, target modules named by path), ``adapter_model.safetensors``, adapter A's
     tokenizer files when it has them, and ``soup.json`` recording both sources (path and
     SHA-256 of their weights), the weight and the library versions. Merged into the base,
     the mix equals ``weight * merged(A) + (1 - weight) * merged(B)`` for every weight
@@ -143,11 +146,8 @@ def mix_adapters(
     second = _read_adapter(Path(adapter_b), "adapter B")
     _check_compatible(first, second)
 
-    rank = max(
-        _rank_of(first, name) + _rank_of(second, name) for name in _module_names(first, second)
-    )
-    alpha = first.config["lora_alpha"] + second.config["lora_alpha"]
-    tensors = _mixed_lora_tensors(first, second, weight=weight, rank=rank, scaling=alpha / rank)
+    tensors, rank = _mixed_lora_tensors(first, second, weight=weight)
+    alpha = rank  # peft's combined adapter has scaling alpha / r = 1
     tensors.update(_mixed_other_tensors(first, second, weight=weight))
     config = _mixed_config(first, second, rank=rank, alpha=alpha)
     counts = _module_counts(first, second)
@@ -261,16 +261,8 @@ def _split_tensors(
             b_key=keys["B"],
             a=a,
             b=b,
-            scaling=_scaling(config, a.shape[0]),
         )
     return modules, other
-
-
-def _scaling(config: dict[str, Any], rank: int) -> float:
-    """peft's LoRA scaling for a module of ``rank`` (which ``rank_pattern`` may set per
-    module; the saved tensor shape is the truth): alpha / r, or alpha / sqrt(r) (rsLoRA)."""
-    alpha = float(config["lora_alpha"])
-    return alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
 
 
 def _same_base(first: _Adapter, second: _Adapter) -> bool:
@@ -321,16 +313,11 @@ def _check_compatible(first: _Adapter, second: _Adapter) -> None:
             raise ValueError(f"adapters disagree on the shape of non-LoRA tensor {key!r}")
 
 
-# --- Mixing -----------------------------------------------------------------------------
+# --- Mixing ---------------------------------------------------------------------------
 
 
 def _module_names(first: _Adapter, second: _Adapter) -> list[str]:
     return list(first.modules) + [name for name in second.modules if name not in first.modules]
-
-
-def _rank_of(adapter: _Adapter, module: str) -> int:
-    factors = adapter.modules.get(module)
-    return factors.rank if factors is not None else 0
 
 
 def _module_counts(first: _Adapter, second: _Adapter) -> dict[str, int]:
@@ -338,29 +325,65 @@ def _module_counts(first: _Adapter, second: _Adapter) -> dict[str, int]:
     return {"both": len(a & b), "only_a": len(a - b), "only_b": len(b - a)}
 
 
+def _lora_config(adapter: _Adapter) -> Any:
+    """The adapter's peft config with its modules named by path (so that the two configs'
+    target sets are of one type and peft can join them) and no ``modules_to_save`` (peft
+    refuses to combine those; we interpolate them ourselves)."""
+    from dataclasses import replace
+
+    from peft import LoraConfig
+
+    config = LoraConfig.from_pretrained(str(adapter.path))
+    return replace(
+        config,
+        target_modules=sorted(adapter.modules),
+        layers_to_transform=None,
+        layers_pattern=None,
+        exclude_modules=None,
+        modules_to_save=None,
+        inference_mode=True,
+    )
+
+
+def _load_base(first: _Adapter) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    base = first.config.get("base_model_name_or_path")
+    try:
+        return AutoModelForCausalLM.from_pretrained(str(base), dtype="auto")
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot load the adapters' base model {base!r}: {exc}") from exc
+
+
 def _mixed_lora_tensors(
-    first: _Adapter, second: _Adapter, *, weight: float, rank: int, scaling: float
-) -> dict[str, torch.Tensor]:
-    """Stacked A and rescaled, concatenated B of every module, zero-padded to ``rank``."""
-    tensors = {}
-    for name in _module_names(first, second):
-        parts = [
-            (factors, share * factors.scaling / scaling)
-            for adapter, share in ((first, weight), (second, 1.0 - weight))
-            if (factors := adapter.modules.get(name)) is not None
-        ]
-        a_parts = [factors.a.float() for factors, _ in parts]
-        b_parts = [factors.b.float() * coefficient for factors, coefficient in parts]
-        padding = rank - sum(part.shape[0] for part in a_parts)
-        if padding:
-            # Zero rows of A with zero columns of B add nothing to the delta.
-            a_parts.append(a_parts[0].new_zeros((padding, *a_parts[0].shape[1:])))
-            b_shape = b_parts[0].shape
-            b_parts.append(b_parts[0].new_zeros((b_shape[0], padding, *b_shape[2:])))
-        a_key, b_key = parts[0][0].a_key, parts[0][0].b_key
-        tensors[a_key] = torch.cat(a_parts, dim=0).contiguous()
-        tensors[b_key] = torch.cat(b_parts, dim=1).contiguous()
-    return tensors
+    first: _Adapter, second: _Adapter, *, weight: float
+) -> tuple[dict[str, torch.Tensor], int]:
+    """peft's ``cat`` combination of the two adapters, as saved tensors and its rank.
+
+    peft stacks ``weight_i * s_i * A_i`` and concatenates the ``B_i`` (zero-padded where a
+    module is in one adapter only) under scaling ``alpha / r = 1``, so the combined delta
+    is exactly ``w * dW_a + (1 - w) * dW_b``.
+    """
+    from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+
+    model = get_peft_model(_load_base(first), _lora_config(first), adapter_name="source_a")
+    model.add_adapter("source_b", _lora_config(second))
+    for name, adapter in (("source_a", first), ("source_b", second)):
+        state = {}
+        for factors in adapter.modules.values():
+            state[factors.a_key], state[factors.b_key] = factors.a, factors.b
+        loaded = set_peft_model_state_dict(model, state, adapter_name=name)
+        if loaded.unexpected_keys:
+            raise ValueError(f"{adapter.label}: peft did not place {loaded.unexpected_keys[0]!r}")
+    model.add_weighted_adapter(
+        adapters=["source_a", "source_b"],
+        weights=[weight, 1.0 - weight],
+        adapter_name="soup",
+        combination_type="cat",
+    )
+    tensors = get_peft_model_state_dict(model, adapter_name="soup")
+    tensors = {key: value.detach().float().contiguous() for key, value in tensors.items()}
+    return tensors, model.peft_config["soup"].r
 
 
 def _mixed_other_tensors(

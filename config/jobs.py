@@ -29,6 +29,8 @@ from django.db.models import F, Value
 from django.db.models.functions import Coalesce, Concat
 from django.utils import timezone
 
+from config.celery import QueueUnavailable
+
 logger = logging.getLogger(__name__)
 
 
@@ -189,19 +191,28 @@ def job_fail_stale(
     )
     ended = 0
     for job_id in stale.values_list("pk", flat=True):
-        with transaction.atomic():
-            job = model.objects.select_for_update().get(pk=job_id)
-            if job.status != Job.Status.RUNNING or not _is_stale(job, after_seconds):
-                continue
-            if resume is not None and _may_resume(model, job):
-                job.status = Job.Status.QUEUED
-                job.save(update_fields=["status"])
-                job_log(model, job.pk, f"{lost_reason(after_seconds)} Queued again to resume.")
-                resume(job)
-            else:
-                _fail_lost(job, after_seconds, on_lost)
+        try:
+            ended += _end_stale(model, job_id, after_seconds, resume, on_lost)
+        except QueueUnavailable:
+            # The resume's message was refused on commit: enqueue_after_commit's on_failure
+            # has failed that job with the reason. The other stale jobs still get their turn.
             ended += 1
     return ended
+
+
+def _end_stale(model, job_id: int, after_seconds: int, resume, on_lost) -> int:
+    with transaction.atomic():
+        job = model.objects.select_for_update().get(pk=job_id)
+        if job.status != Job.Status.RUNNING or not _is_stale(job, after_seconds):
+            return 0
+        if resume is not None and _may_resume(model, job):
+            job.status = Job.Status.QUEUED
+            job.save(update_fields=["status"])
+            job_log(model, job.pk, f"{lost_reason(after_seconds)} Queued again to resume.")
+            resume(job)
+        else:
+            _fail_lost(job, after_seconds, on_lost)
+        return 1
 
 
 def run_stale_sweeps(sweeps) -> dict[str, int]:

@@ -29,7 +29,7 @@ from annotation.labeling.inputs import check_time_spent, parse_client_id, whole_
 from annotation.models import ARENA_BATTLE_KEY, ArenaBattle, Judgment, Project, Prompt, TaskKind
 from annotation.models import Response as Reply
 from config import jobs
-from config.celery import QueueUnavailable, enqueue_after_commit
+from config.celery import enqueue_after_commit
 from config.errors import Conflict, ServiceError
 from models_registry.endpoints import generator_for
 from models_registry.engine import ml
@@ -166,16 +166,13 @@ def arena_battles_fail_stale(*, project: Project | None = None) -> int:
     each is queued again and writes only the reply still missing; after its last attempt it
     is failed with the reason and a "Try again" for the labeler. Returns how many."""
     filters = {"project": project} if project is not None else {}
-    try:
-        return jobs.job_fail_stale(
-            ArenaBattle,
-            after_seconds=settings.ARENA_STALE_AFTER_SECONDS,
-            resume=lambda battle: _enqueue_replies(battle.pk),
-            on_lost=_battle_lost,
-            **filters,
-        )
-    except QueueUnavailable:
-        return 0  # that battle is failed with the reason by enqueue_after_commit
+    return jobs.job_fail_stale(
+        ArenaBattle,
+        after_seconds=settings.ARENA_STALE_AFTER_SECONDS,
+        resume=lambda battle: _enqueue_replies(battle.pk),
+        on_lost=_battle_lost,
+        **filters,
+    )
 
 
 def _enqueue_replies(battle_id: int) -> None:

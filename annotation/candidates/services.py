@@ -18,7 +18,7 @@ from annotation.candidates.selectors import Score, pending_comparison_pairs
 from annotation.labeling.services import ensure_comparison_task
 from annotation.models import CandidatePolicy, Project, Prompt, Response
 from config import jobs
-from config.celery import QueueUnavailable, enqueue_after_commit
+from config.celery import enqueue_after_commit
 from config.errors import ServiceError
 from models_registry import selectors as registry_selectors
 from models_registry import services as registry_services
@@ -118,15 +118,12 @@ def generation_jobs_fail_stale(*, project: Project | None = None) -> int:
     ``GENERATION_STALE_AFTER_SECONDS``: each is queued again and resumes with the replies
     still missing (failed with the reason once it has used its attempts). Returns how many."""
     filters = {"project": project} if project is not None else {}
-    try:
-        return jobs.job_fail_stale(
-            GenerationJob,
-            after_seconds=settings.GENERATION_STALE_AFTER_SECONDS,
-            resume=_enqueue,
-            **filters,
-        )
-    except QueueUnavailable:
-        return 0  # that job is failed with the reason by enqueue_after_commit
+    return jobs.job_fail_stale(
+        GenerationJob,
+        after_seconds=settings.GENERATION_STALE_AFTER_SECONDS,
+        resume=_enqueue,
+        **filters,
+    )
 
 
 def generation_job_execute(*, job_id: int) -> None:

@@ -40,7 +40,7 @@ from annotation.models import (
     TaskKind,
 )
 from config import jobs
-from config.celery import QueueUnavailable, enqueue_after_commit
+from config.celery import enqueue_after_commit
 from config.errors import Conflict, ServiceError
 from models_registry.endpoints import generator_for
 from models_registry.engine import ml
@@ -148,16 +148,13 @@ def chat_turns_fail_stale(*, project: Project | None = None) -> int:
     is queued again and resumes; after its last attempt it is failed with the reason and a
     "Try again" for the labeler. Returns how many."""
     filters = {"session__project": project} if project is not None else {}
-    try:
-        return jobs.job_fail_stale(
-            ChatTurn,
-            after_seconds=settings.CHAT_STALE_AFTER_SECONDS,
-            resume=lambda turn: _enqueue_replies(turn.pk),
-            on_lost=_turn_lost,
-            **filters,
-        )
-    except QueueUnavailable:
-        return 0  # that turn is failed with the reason by enqueue_after_commit
+    return jobs.job_fail_stale(
+        ChatTurn,
+        after_seconds=settings.CHAT_STALE_AFTER_SECONDS,
+        resume=lambda turn: _enqueue_replies(turn.pk),
+        on_lost=_turn_lost,
+        **filters,
+    )
 
 
 def _enqueue_replies(turn_id: int) -> None:

@@ -363,3 +363,21 @@ def test_places_in_line_read_as_ordinals(position, words):
     text = jobs.outlook_text(status="queued", position=position, eta_seconds=None, done=0, total=0)
 
     assert text == f"queued — {words} in line, time unknown"
+
+
+def test_a_resume_the_broker_refuses_fails_its_job_and_the_sweep_goes_on(
+    transactional_db, project, unreachable_broker
+):
+    # autocommit, as in production: each resume's message is sent (and refused) in the sweep
+    from annotation.candidates.services import generation_jobs_fail_stale
+
+    silent = [
+        _job(project, status="running", attempts=1, heartbeat_at=_silent_for(600)) for _ in range(2)
+    ]
+
+    assert generation_jobs_fail_stale() == 2
+
+    for job in silent:
+        job.refresh_from_db()
+        assert job.status == "failed"
+        assert "task queue could not be reached" in job.error

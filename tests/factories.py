@@ -167,3 +167,15 @@ def make_trained_version(parent: ModelVersion, *, method: str, project) -> Model
         parent=parent,
         training_run=run,
     )
+
+
+# A version's inference-server endpoint, as the page, the API and the command set it.
+GOOD_ENDPOINT = {"url": "http://gpu-host:8000/v1", "served_model_name": "tiny-lora", "api_key": "k"}
+
+
+def endpoint_fields(version) -> tuple[str, str, str]:
+    """The endpoint a version holds in the database now: (url, served name, key)."""
+    from models_registry.models import ModelVersion
+
+    stored = ModelVersion.objects.get(pk=version.pk)
+    return (stored.serving_url, stored.served_model_name, stored.serving_api_key)

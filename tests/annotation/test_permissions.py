@@ -24,10 +24,9 @@ from annotation.projects import urls as urls_projects
 from annotation.prompts import urls as urls_prompts
 from annotation.review import urls as urls_review
 from models_registry.endpoints import serving_endpoint_set
-from models_registry.models import ModelVersion
 from tests.annotation.arena.test_arena import ARENA_ROUTES_FOR_EVERY_CALLER
 from tests.annotation.chat.test_chat import CHAT_ROUTES_FOR_EVERY_CALLER
-from tests.factories import make_member, make_version
+from tests.factories import GOOD_ENDPOINT, endpoint_fields, make_member, make_version
 from tests.permissions import (
     GRANTS,
     LABEL,
@@ -440,13 +439,6 @@ def test_a_member_of_one_project_is_refused_everywhere_in_another(
 
 # --- a version's serving endpoint, set from its page (moved from test_endpoints.py) --------
 
-GOOD_ENDPOINT = {"url": "http://gpu-host:8000/v1", "served_model_name": "tiny-lora", "api_key": "k"}
-
-
-def _endpoint_fields(version):
-    version = ModelVersion.objects.get(pk=version.pk)
-    return (version.serving_url, version.served_model_name, version.serving_api_key)
-
 
 @pytest.mark.parametrize("caller_name", [*GRANTS, "other-admin"])
 @pytest.mark.parametrize("action", ["endpoint/", "endpoint/clear/"])
@@ -465,9 +457,9 @@ def test_only_admins_change_the_endpoint_from_the_page(
     if caller_name in {"admin", "superuser"}:
         assert answer.status_code == 302
         assert answer["Location"] == f"/p/alpha/models/{version.pk}/"
-        assert _endpoint_fields(version) != ("http://old/v1", "old", "")
+        assert endpoint_fields(version) != ("http://old/v1", "old", "")
     else:
         assert answer.status_code == (302 if caller_name == "anonymous" else 403)
         if caller_name == "anonymous":
             assert answer["Location"].startswith("/login/")
-        assert _endpoint_fields(version) == ("http://old/v1", "old", "")
+        assert endpoint_fields(version) == ("http://old/v1", "old", "")

@@ -21,7 +21,7 @@ from models_registry.engine import ml
 from models_registry.engine.backends import InProcessGenerator, OpenAIServerGenerator
 from models_registry.models import ModelVersion
 from models_registry.services import api_key_rotate, ensure_base_model_from_folder
-from tests.factories import make_member, make_user, make_version
+from tests.factories import endpoint_fields, make_member, make_user, make_version
 from tests.models_registry.engine.fake_model_server import FakeServer, answering, silent_server
 
 PROMPTS = ["Say hello.", "What is two plus two?", "Name a colour.", "Write a haiku about rain."]
@@ -75,11 +75,6 @@ def serve():
     yield _serve
     for server in servers:
         server.close()
-
-
-def _endpoint_fields(version):
-    version.refresh_from_db()
-    return (version.serving_url, version.served_model_name, version.serving_api_key)
 
 
 # --- one generation path, two backends -----------------------------------------------------
@@ -278,7 +273,7 @@ def test_bad_endpoints_are_refused_and_store_nothing(db, url, name, says):
     with pytest.raises(ServiceError, match=says):
         serving_endpoint_set(version=version, url=url, served_model_name=name, api_key=KEY)
 
-    assert _endpoint_fields(version) == ("", "", "")
+    assert endpoint_fields(version) == ("", "", "")
 
 
 def test_a_reward_model_is_not_served_from_a_generation_server(db):
@@ -287,17 +282,17 @@ def test_a_reward_model_is_not_served_from_a_generation_server(db):
     with pytest.raises(ServiceError, match="only policies generate from a server"):
         serving_endpoint_set(version=version, url="http://h/v1", served_model_name="rm")
 
-    assert _endpoint_fields(version) == ("", "", "")
+    assert endpoint_fields(version) == ("", "", "")
 
 
 def test_a_new_url_keeps_the_key_unless_one_is_given(db):
     version = make_version("v")
     serving_endpoint_set(version=version, url="http://a/v1/", served_model_name="m", api_key=KEY)
     serving_endpoint_set(version=version, url="http://b/v1", served_model_name="n")
-    assert _endpoint_fields(version) == ("http://b/v1", "n", KEY)
+    assert endpoint_fields(version) == ("http://b/v1", "n", KEY)
 
     serving_endpoint_set(version=version, url="http://b/v1", served_model_name="n", api_key="")
-    assert _endpoint_fields(version) == ("http://b/v1", "n", "")
+    assert endpoint_fields(version) == ("http://b/v1", "n", "")
 
 
 def test_the_command_registers_and_clears_an_endpoint(db, monkeypatch, capsys):
@@ -314,11 +309,11 @@ def test_the_command_registers_and_clears_an_endpoint(db, monkeypatch, capsys):
         "--key-env",
         "UPSTREAM_KEY",
     )
-    registered = _endpoint_fields(version)
+    registered = endpoint_fields(version)
     call_command("serve_endpoint", str(version.pk), "--clear")
 
     assert registered == ("http://gpu-host:8000/v1", "tiny-dpo-lora", KEY)
-    assert _endpoint_fields(version) == ("", "", "")
+    assert endpoint_fields(version) == ("", "", "")
     out = capsys.readouterr().out
     assert "Tiny DPO now generates on http://gpu-host:8000/v1 as 'tiny-dpo-lora'" in out
     assert KEY not in out
@@ -340,7 +335,7 @@ def test_the_command_refuses_bad_input_and_stores_nothing(db, monkeypatch, argum
     with pytest.raises(CommandError, match=says):
         call_command("serve_endpoint", *arguments)
 
-    assert _endpoint_fields(version) == ("", "", "")
+    assert endpoint_fields(version) == ("", "", "")
 
 
 # --- the API ---------------------------------------------------------------------------
@@ -377,7 +372,7 @@ def test_an_admin_sets_and_clears_the_endpoint_and_never_sees_the_key(login, adm
     assert '<span id="endpoint-key">API key set</span>' in html
     assert deleted.status_code == 200
     assert deleted.json()["serving_endpoint"] is None
-    assert _endpoint_fields(version) == ("", "", "")
+    assert endpoint_fields(version) == ("", "", "")
 
 
 @pytest.mark.parametrize(
@@ -406,7 +401,7 @@ def test_bad_api_input_is_a_400_with_the_reason_and_stores_nothing(login, admin_
         assert answer.json() == says
     else:
         assert says in answer.json()["detail"]
-    assert _endpoint_fields(version) == ("", "", "")
+    assert endpoint_fields(version) == ("", "", "")
 
 
 # --- the version page ------------------------------------------------------------------
@@ -423,7 +418,7 @@ def test_an_admin_sets_the_endpoint_from_the_page(login, admin_member):
     assert "v now generates on http://gpu-host:8000/v1." in html
     assert '<span id="endpoint-key">API key set</span>' in html
     assert KEY not in html
-    assert _endpoint_fields(version) == ("http://gpu-host:8000/v1", "tiny-lora", KEY)
+    assert endpoint_fields(version) == ("http://gpu-host:8000/v1", "tiny-lora", KEY)
 
 
 @pytest.mark.parametrize(
@@ -444,7 +439,7 @@ def test_bad_input_on_the_page_is_a_400_with_the_reason_and_stores_nothing(
     assert answer.status_code == 400
     assert says in answer.content.decode()
     assert KEY not in answer.content.decode()
-    assert _endpoint_fields(version) == ("", "", "")
+    assert endpoint_fields(version) == ("", "", "")
 
 
 def test_members_see_how_a_version_generates_without_the_form(login, researcher):

@@ -16,8 +16,7 @@ from annotation.models import Role
 from models_registry import urls as urls_registry
 from models_registry import urls_openai
 from models_registry.endpoints import serving_endpoint_set
-from models_registry.models import ModelVersion
-from tests.factories import make_member, make_version
+from tests.factories import GOOD_ENDPOINT, endpoint_fields, make_member, make_version
 from tests.models_registry.test_openai_api import KEY_AUTH_ROUTES
 from tests.permissions import (
     GRANTS,
@@ -149,13 +148,6 @@ def test_a_member_of_one_project_is_refused_everywhere_in_another(
 
 # --- a version's serving endpoint, set through the API (moved from test_endpoints.py) -----
 
-GOOD_ENDPOINT = {"url": "http://gpu-host:8000/v1", "served_model_name": "tiny-lora", "api_key": "k"}
-
-
-def _endpoint_fields(version):
-    version = ModelVersion.objects.get(pk=version.pk)
-    return (version.serving_url, version.served_model_name, version.serving_api_key)
-
 
 def _endpoint_api(client, method, version, body):
     path = f"/api/projects/alpha/model-versions/{version.pk}/endpoint/"
@@ -180,7 +172,7 @@ def test_only_admins_change_the_endpoint_through_the_api(
 
     if caller_name in {"admin", "superuser"}:
         assert answer.status_code == 200
-        assert _endpoint_fields(version) != ("http://old/v1", "old", "")
+        assert endpoint_fields(version) != ("http://old/v1", "old", "")
     else:
         assert answer.status_code == (401 if caller_name == "anonymous" else 403)
-        assert _endpoint_fields(version) == ("http://old/v1", "old", "")
+        assert endpoint_fields(version) == ("http://old/v1", "old", "")

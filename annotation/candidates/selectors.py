@@ -248,9 +248,7 @@ def _with_outlook(job: GenerationJob) -> GenerationJob:
 
 def generation_job_outlook(job: GenerationJob) -> dict:
     """Its place in line and time left (config.jobs.job_outlook) among every project's
-    generation jobs: they share the gpu worker."""
-    if not job.is_active:
-        return {"queue_position": None, "eta_seconds": None, "text": ""}
+    generation jobs: they share the gpu worker (nothing, and no query, for one that ended)."""
     return jobs.job_outlook(job)
 
 

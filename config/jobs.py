@@ -413,3 +413,12 @@ def job_outlook(job, *, done_field: str = "done", total_field: str = "total", **
             total=getattr(job, total_field),
         ),
     }
+
+
+def outlook_fields(outlook: dict) -> dict:
+    """A ``job_outlook`` as a job's API payload shows it."""
+    return {
+        "queue_position": outlook["queue_position"],
+        "eta_seconds": outlook["eta_seconds"],
+        "outlook": outlook["text"],
+    }

@@ -4,19 +4,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation.projects.permissions import MANAGE, project_for
+from config import jobs
 from models_registry.models import ModelVersion
 from training import selectors, services
 from training.models import TrainingRun
 from training.specs import METHODS
-
-
-def _outlook_fields(run: TrainingRun) -> dict:
-    outlook = selectors.run_outlook(run=run)
-    return {
-        "queue_position": outlook["queue_position"],
-        "eta_seconds": outlook["eta_seconds"],
-        "outlook": outlook["text"],
-    }
 
 
 def run_payload(run: TrainingRun, *, with_steps: bool = False) -> dict:
@@ -45,7 +37,7 @@ def run_payload(run: TrainingRun, *, with_steps: bool = False) -> dict:
         "seed": run.seed,
         "step": run.step,
         "total_steps": run.total_steps,
-        **_outlook_fields(run),
+        **jobs.outlook_fields(selectors.run_outlook(run=run)),
         "checkpoint_step": run.checkpoint_step,
         "can_resume": run.can_resume,
         "attempts": run.attempts,

@@ -10,6 +10,7 @@ from rest_framework.views import APIView
 from annotation.candidates import selectors, services
 from annotation.candidates.models import GenerationJob
 from annotation.projects.permissions import MANAGE, project_for
+from config import jobs
 from models_registry import api as registry_api
 from models_registry import selectors as registry_selectors
 from models_registry.models import ModelVersion
@@ -31,16 +32,7 @@ def job_payload(job: GenerationJob) -> dict:
         "best_of": job.best_of,
         "reward_version": job.reward_version_id,
         "generation_params": job.generation_params,
-        **_outlook_payload(job),
-    }
-
-
-def _outlook_payload(job: GenerationJob) -> dict:
-    outlook = selectors.generation_job_outlook(job)
-    return {
-        "queue_position": outlook["queue_position"],
-        "eta_seconds": outlook["eta_seconds"],
-        "outlook": outlook["text"],
+        **jobs.outlook_fields(selectors.generation_job_outlook(job)),
     }
 
 

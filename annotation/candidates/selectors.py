@@ -231,19 +231,20 @@ PAIR = 2  # replies a comparison task shows
 MAX_SAMPLES_PER_PROMPT = 8
 
 
-def generation_jobs(*, project: Project, limit: int = 10) -> list[GenerationJob]:
-    """The project's latest jobs, newest first, each with its ``outlook``."""
-    latest = (
+def generation_jobs(*, project: Project, limit: int = 10):
+    return (
         GenerationJob.objects.filter(project=project)
         .select_related("model_version", "reward_version")
         .order_by("-created_at")[:limit]
     )
-    return [_with_outlook(job) for job in latest]
 
 
-def _with_outlook(job: GenerationJob) -> GenerationJob:
-    job.outlook = generation_job_outlook(job)
-    return job
+def with_outlook(job_list) -> list[GenerationJob]:
+    """The jobs, each with its ``outlook`` (only active ones cost queries)."""
+    job_list = list(job_list)
+    for job in job_list:
+        job.outlook = generation_job_outlook(job)
+    return job_list
 
 
 def generation_job_outlook(job: GenerationJob) -> dict:

@@ -48,7 +48,7 @@ def _preview_context(project, data) -> dict:
 
 def _models_context(project, form) -> dict:
     services.generation_jobs_fail_stale(project=project)
-    jobs = list(selectors.generation_jobs(project=project))
+    jobs = selectors.with_outlook(selectors.generation_jobs(project=project))
     counts = selectors.candidate_counts_by_version(project=project)
     versions = list(registry_selectors.versions())
     for version in versions:

@@ -122,15 +122,6 @@ def judge_payload(judge: Judge) -> dict:
     }
 
 
-def _outlook_fields(job: JudgeJob) -> dict:
-    outlook = judge_job_outlook(job)
-    return {
-        "queue_position": outlook["queue_position"],
-        "eta_seconds": outlook["eta_seconds"],
-        "outlook": outlook["text"],
-    }
-
-
 def judge_job_payload(job: JudgeJob) -> dict:
     return {
         "id": job.pk,
@@ -147,7 +138,7 @@ def judge_job_payload(job: JudgeJob) -> dict:
         "done": job.done,
         "failed": job.failed,
         "percent": job.percent,
-        **_outlook_fields(job),
+        **jobs.outlook_fields(judge_job_outlook(job)),
         "max_requests": job.max_requests,
         "requests_made": job.requests_made,
         "cancel_requested": job.cancel_requested,

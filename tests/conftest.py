@@ -1,5 +1,6 @@
 import os
 
+import kombu.pools
 import pytest
 
 from annotation.models import Role
@@ -86,9 +87,12 @@ def login(client):
 
 
 def _drop_broker_connections():
-    """Forget pooled broker connections so the next send dials the configured URL."""
-    if celery_app._pool is not None:
-        celery_app._pool.force_close_all()
+    """Forget pooled broker connections so the next send dials the configured URL.
+
+    kombu keeps its pools in process-wide registries keyed by URL; closing the app's pool
+    without clearing them left a closed pool for the real broker's URL, and every later send
+    to it failed with "Acquire on closed pool". ``kombu.pools.reset`` closes and forgets them."""
+    kombu.pools.reset()
     celery_app._pool = None
     celery_app.amqp._producer_pool = None
 

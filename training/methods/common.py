@@ -220,11 +220,43 @@ class MethodConfig:
         return dataclasses.asdict(self)
 
 
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+
+
+@dataclass
+class RuntimeConfig(MethodConfig):
+    """The settings of how a run computes, shared by every config trained on a Trainer.
+
+    - ``mixed_precision="auto"``: bf16 on a CUDA device that has it and on CPUs with
+      native bf16 (AVX512-BF16/AMX, as TRL's configs default to), fp16 on older GPUs,
+      float32 elsewhere. Master weights stay float32 (autocast), as in transformers.
+    - ``gradient_checkpointing``: recompute activations in the backward pass, trading
+      about a third more compute for much less memory; off by default (TRL's default is
+      on), since LoRA on small models fits without it.
+    - ``qlora``: load the base weights in 4 bits (bitsandbytes NF4) under the LoRA adapter;
+      CUDA only, refused at run creation elsewhere.
+    """
+
+    mixed_precision: str = "auto"
+    gradient_checkpointing: bool = False
+    qlora: bool = False
+
+    def validate(self) -> None:
+        require(
+            self.mixed_precision in PRECISIONS,
+            f"mixed_precision must be one of {list(PRECISIONS)}, got {self.mixed_precision!r}",
+        )
+        require(
+            not self.qlora or getattr(self, "lora_r", 1) >= 1,
+            "qlora trains a LoRA adapter over 4-bit base weights: set lora_r >= 1",
+        )
+
+
 CURRICULA = ("margin", "agreement", "length")
 
 
 @dataclass
-class TrainingConfig(MethodConfig):
+class TrainingConfig(RuntimeConfig):
     """The optimisation, LoRA, evaluation and checkpoint settings every method shares.
 
     Subclasses add their own fields and may redeclare these with other defaults.
@@ -254,6 +286,7 @@ class TrainingConfig(MethodConfig):
     curriculum: str | None = None
 
     def validate(self) -> None:
+        super().validate()
         require(self.learning_rate > 0, "learning_rate must be > 0")
         require(self.epochs >= 1, "epochs must be >= 1")
         require(

@@ -17,10 +17,9 @@ What is ours: the config the run form shows (``KTOConfig``, validated with clear
 messages, mapped onto TRL's config in ``trl_config``), reading and checking the snapshot
 file, the held-out split by prompt (the one ``evaluation.held_out_prompts`` repeats), the
 seeded shuffle (TRL keeps rows in order, which its KL pairing needs, so we shuffle once
-up front), and ``_RunBridge``, a ``TrainerCallback`` that carries each optimizer step's
-metrics to ``Hooks.on_step`` (the run's progress rows and heartbeat), turns a cancel request
-into ``control.should_training_stop``, and marks each checkpoint in the folder the way
-``common.checkpoint_step`` reads it, so the run page and a resume see it.
+up front). The bridge to the run (per-step metrics, heartbeat, cancel, checkpoint marks,
+main-process-only artifacts) and the precision settings are ``trl_runtime``'s, shared with
+SFT, the reward model and DPO.
 
 Nothing here imports Django; ``training/tasks.py`` is the bridge.
 """
@@ -35,31 +34,34 @@ from pathlib import Path
 from typing import Any
 
 from training.methods.common import (
-    CHECKPOINT_INFO,
     Hooks,
-    LoopResult,
-    MethodConfig,
+    RuntimeConfig,
     TrainingCancelled,
     check_messages,
     holdout_split,
     library_versions,
     lora_config,
-    pick_device,
     prepare_tokenizer,
     prompt_key,
     read_jsonl,
     require,
-    save_artifact,
     seed_everything,
     training_record,
-    write_json,
+)
+from training.methods.trl_runtime import (
+    load_base_model,
+    run_bridge,
+    save_trained,
+    step_metrics,
+    train_with_bridge,
+    trainer_arguments,
 )
 
 __all__ = ["KTOConfig", "KTOResult", "TrainingCancelled", "read_unpaired_rows", "train_kto"]
 
 
 @dataclass
-class KTOConfig(MethodConfig):
+class KTOConfig(RuntimeConfig):
     """Hyperparameters of a LoRA KTO run; invalid values raise ``ValueError``.
 
     Each maps onto ``trl.KTOConfig`` (see ``trl_config``): ``beta``, ``desirable_weight``,
@@ -98,6 +100,7 @@ class KTOConfig(MethodConfig):
     checkpoint_every: int = 50
 
     def validate(self) -> None:
+        super().validate()
         require(self.learning_rate > 0, "learning_rate must be > 0")
         require(self.epochs >= 1, "epochs must be >= 1")
         require(
@@ -159,109 +162,18 @@ def read_unpaired_rows(dataset_path: str | Path) -> list[dict[str, Any]]:
 
 
 def trl_config(config: KTOConfig, *, output_dir: Path, save: bool) -> Any:
-    """TRL's ``KTOConfig`` for our config: float32 (bfloat16 on a GPU that has it), no
-    gradient checkpointing (small models), a log line and a progress report every step."""
-    import torch
+    """TRL's ``KTOConfig`` for our config (``trl_runtime.trainer_arguments`` plus KTO's own
+    settings), with the reference log-probs computed once before training."""
     from trl import KTOConfig as TRLKTOConfig
 
-    bf16 = pick_device() == "cuda" and torch.cuda.is_bf16_supported()
     return TRLKTOConfig(
-        output_dir=str(output_dir),
-        learning_rate=config.learning_rate,
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps or -1,
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        max_length=config.max_length,
+        **trainer_arguments(config, output_dir=output_dir, save=save),
         beta=config.beta,
         desirable_weight=config.desirable_weight,
         undesirable_weight=config.undesirable_weight,
-        warmup_steps=config.warmup_ratio,  # a float below 1 is a share of the steps
-        lr_scheduler_type="linear",
-        max_grad_norm=1.0,
-        weight_decay=0.0,
-        seed=config.seed,
-        data_seed=config.seed,
         precompute_ref_log_probs=True,
-        activation_checkpointing=False,  # TRL's default is on: slower, needless here
-        bf16=bf16,
-        fp16=False,
-        logging_steps=1,
-        save_strategy="steps" if save else "no",
-        save_steps=config.checkpoint_every,
-        save_total_limit=1,
-        eval_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        dataloader_pin_memory=pick_device() == "cuda",
         remove_unused_columns=False,
     )
-
-
-def _bridge_class():
-    from transformers import TrainerCallback
-
-    class RunBridge(TrainerCallback):
-        """Carries the Trainer's steps to ``Hooks`` (see the module docstring)."""
-
-        def __init__(self, hooks: Hooks, checkpoint_dir: Path | None):
-            self.hooks, self.checkpoint_dir = hooks, checkpoint_dir
-            self.cancelled = False
-            self._pending: tuple[int, int, dict[str, float]] | None = None
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step >= state.max_steps:
-                control.should_save = False  # the artifact is saved next; no checkpoint
-            return control
-
-        def _report(self, report: tuple[int, int, dict[str, float]], control) -> None:
-            """Report a finished step, then ask whether to go on: the Trainer checks
-            ``should_training_stop`` right after logging and saving, before the next step."""
-            self.hooks.step_done(*report)
-            if self.hooks.should_stop is not None and self.hooks.should_stop():
-                self.cancelled = True
-                control.should_training_stop = True
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if not logs or "loss" not in logs:
-                return control  # the summary at the end of training, not a step
-            metrics = _step_metrics(logs)
-            report = (state.global_step, state.max_steps, metrics)
-            if control.should_save and self.checkpoint_dir is not None:
-                self._pending = report  # reported once the checkpoint it names exists
-            else:
-                self._report(report, control)
-            return control
-
-        def on_save(self, args, state, control, **kwargs):
-            if self.checkpoint_dir is not None:
-                write_json(self.checkpoint_dir / CHECKPOINT_INFO, {"step": state.global_step})
-            if self._pending is not None:
-                self._report(self._pending, control)
-                self._pending = None
-            return control
-
-    return RunBridge
-
-
-def _step_metrics(logs: dict[str, Any]) -> dict[str, float]:
-    """A Trainer log entry as our metrics: numbers only, "rewards/chosen" as
-    "rewards_chosen"."""
-    return {
-        key.replace("/", "_"): float(value)
-        for key, value in logs.items()
-        if isinstance(value, int | float) and not isinstance(value, bool)
-    }
-
-
-def _last_checkpoint(folder: Path | None) -> str | None:
-    if folder is None or not folder.is_dir():
-        return None
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(folder))
 
 
 def _shuffled(rows: list[dict[str, Any]], indices: list[int], seed: int) -> list[dict]:
@@ -290,9 +202,8 @@ def train_kto(
     there every ``checkpoint_every`` steps, and a run that finds one there resumes from it.
     Same config, data and seed give the same adapter on the same hardware.
     """
-    import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
     from trl import KTOTrainer
 
     hooks = hooks or Hooks(on_step=on_step, should_stop=should_stop)
@@ -313,14 +224,13 @@ def train_kto(
     hooks.check_stop("KTO training")
 
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(str(base_model_path)))
-    model = AutoModelForCausalLM.from_pretrained(str(base_model_path), dtype=torch.float32)
+    model = load_base_model(base_model_path, config)
     checkpoints = hooks.checkpoint_dir
-    resume_from = _last_checkpoint(checkpoints)
     with tempfile.TemporaryDirectory(prefix="kto-") as scratch:
         args = trl_config(
             config, output_dir=checkpoints or Path(scratch), save=checkpoints is not None
         )
-        bridge = _bridge_class()(hooks, checkpoints)
+        bridge = run_bridge(hooks)
         trainer = KTOTrainer(
             model=model,
             args=args,
@@ -329,21 +239,13 @@ def train_kto(
             peft_config=lora_config(config),
             callbacks=[bridge],
         )
-        if resume_from is not None:
-            hooks.say(f"resuming from {Path(resume_from).name}")
-        trainer.train(resume_from_checkpoint=resume_from)
-        if bridge.cancelled:
-            raise TrainingCancelled("KTO training cancelled")
-        state = trainer.state
-        # The Trainer's log history survives a resume, so it holds every step's metrics.
-        history = [_step_metrics(entry) for entry in state.log_history if "loss" in entry]
-        loop = LoopResult(steps=state.global_step, total_steps=state.max_steps, history=history)
+        loop = train_with_bridge(trainer, bridge, hooks=hooks, what="KTO training")
         final = loop.last
         if len(held_out) >= 2:
             evaluation = trainer.evaluate(
                 Dataset.from_list([rows[i] for i in held_out]), metric_key_prefix="eval"
             )
-            final.update(_step_metrics(evaluation))
+            final.update(step_metrics(evaluation))
             final["eval_replies"] = float(len(held_out))
         final["train_loss"] = loop.mean("loss")
         final["train_seconds"] = time.perf_counter() - started
@@ -351,7 +253,7 @@ def train_kto(
         record = training_record(
             method="kto", config=config, loop=loop, metrics=final, base_model=base_model_path
         )
-        save_artifact(trainer.model, tokenizer, output_dir, record)
+        save_trained(trainer, tokenizer, output_dir, record)
     return KTOResult(
         steps=loop.steps,
         metrics=final,

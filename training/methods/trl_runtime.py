@@ -245,3 +245,18 @@ def save_trained(
         trainer.accelerator.wait_for_everyone()
         return
     save_artifact(trainer.model, tokenizer, output_dir, record)
+
+
+def in_given_order(trainer_class: type) -> type:
+    """``trainer_class`` visiting the training rows in the order given, not shuffled: for a
+    curriculum (``common.curriculum_order``), whose rows the caller sorts easiest first.
+    Under several processes each rank takes its share of every batch in that order."""
+    from torch.utils.data import SequentialSampler
+
+    class InGivenOrder(trainer_class):
+        def _get_train_sampler(self, *args, **kwargs):
+            dataset = args[0] if args else kwargs.get("train_dataset", self.train_dataset)
+            return SequentialSampler(dataset if dataset is not None else self.train_dataset)
+
+    InGivenOrder.__name__ = f"{trainer_class.__name__}InGivenOrder"
+    return InGivenOrder

@@ -115,7 +115,8 @@ def test_train_reward_saves_an_artifact_the_scorer_loads(tiny_model_dir, prefere
     # then: 6 pairs in batches of 2 for 2 epochs
     assert result.steps == 6
     assert [step for step, _, _ in steps_seen] == [1, 2, 3, 4, 5, 6]
-    expected_keys = {"loss", "accuracy", "margin", "chosen_reward", "rejected_reward"}
+    # TRL's RewardTrainer metrics
+    expected_keys = {"loss", "accuracy", "margin", "min_reward", "mean_reward", "max_reward"}
     for _, total, metrics in steps_seen:
         assert total == 6
         assert expected_keys <= metrics.keys()
@@ -123,8 +124,7 @@ def test_train_reward_saves_an_artifact_the_scorer_loads(tiny_model_dir, prefere
     # The small score head starts every reward near 0: the loss starts at ~log 2.
     first = steps_seen[0][2]
     assert first["loss"] == pytest.approx(math.log(2), abs=0.05)
-    assert abs(first["chosen_reward"]) < 0.5
-    assert abs(first["rejected_reward"]) < 0.5
+    assert -0.5 < first["min_reward"] <= first["max_reward"] < 0.5
 
     verify_artifact(output_dir)
     assert (output_dir / "adapter_model.safetensors").is_file()

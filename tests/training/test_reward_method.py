@@ -20,7 +20,7 @@ from models_registry.engine.ml import (
     load_policy,
     verify_artifact,
 )
-from training.methods.common import Hooks
+from training.methods.common import Hooks, checkpoint_step, holdout_split, prompt_key
 from training.methods.reward import (
     RewardConfig,
     RewardScorer,
@@ -264,6 +264,121 @@ def test_reward_model_learns_a_preference_pattern(tiny_model_dir, tmp_path):
     chosen = scorer.score(conversations, [row["chosen"][0]["content"] for row in fresh])
     rejected = scorer.score(conversations, [row["rejected"][0]["content"] for row in fresh])
     assert sum(c > r for c, r in zip(chosen, rejected, strict=True)) >= 9
+
+
+def test_the_scorer_reads_the_reward_where_training_put_it(
+    tiny_model_dir, preference_file, tmp_path
+):
+    # given: half the prompts held out, all of them in one evaluation batch, in float32 as
+    # the scorer on CPU; SmolLM2's pad token is its EOS, which ends every encoded reply
+    config = RewardConfig(
+        learning_rate=1e-2,
+        max_steps=3,
+        batch_size=8,
+        lora_r=4,
+        eval_fraction=0.5,
+        mixed_precision="fp32",
+        **QUICK,
+    )
+
+    # when
+    result = _train(config, preference_file, tiny_model_dir, tmp_path / "rm")
+
+    # then: the loaded scorer's rewards of the held-out pairs give TRL's held-out margin and
+    # accuracy (the head is read at the same token in training and in scoring)
+    rows = [json.loads(line) for line in preference_file.read_text().splitlines()]
+    _, held_out = holdout_split(
+        [prompt_key(row["prompt"]) for row in rows], fraction=0.5, seed=config.seed
+    )
+    pairs = [rows[i] for i in held_out]
+    scorer = RewardScorer.load(tmp_path / "rm")
+    conversations = [row["prompt"] for row in pairs]
+    chosen = scorer.score_raw(conversations, [row["chosen"][0]["content"] for row in pairs])
+    rejected = scorer.score_raw(conversations, [row["rejected"][0]["content"] for row in pairs])
+    gaps = [c - r for c, r in zip(chosen, rejected, strict=True)]
+    assert result.metrics["eval_pairs"] == len(pairs) >= 2
+    assert abs(result.metrics["eval_margin"]) > 1e-3  # the head moved
+    assert statistics.fmean(gaps) == pytest.approx(result.metrics["eval_margin"], abs=1e-4)
+    assert statistics.fmean(g > 0 for g in gaps) == pytest.approx(result.metrics["eval_accuracy"])
+
+
+def test_a_cancelled_reward_run_resumes_from_its_checkpoint_to_the_same_model(
+    tiny_model_dir, preference_file, tmp_path
+):
+    # given: an uninterrupted run, and the same run cancelled after its step-2 checkpoint
+    config = RewardConfig(
+        learning_rate=1e-3,
+        max_steps=4,
+        batch_size=2,
+        lora_r=4,
+        lora_alpha=8,
+        eval_fraction=0,
+        checkpoint_every=2,
+        **QUICK,
+    )
+    _train(config, preference_file, tiny_model_dir, tmp_path / "straight")
+    checkpoints = tmp_path / "checkpoints"
+    seen = []
+    with pytest.raises(TrainingCancelled):
+        _train(
+            config,
+            preference_file,
+            tiny_model_dir,
+            tmp_path / "first",
+            on_step=lambda step, total, metrics: seen.append(step),
+            should_stop=lambda: len(seen) >= 2,
+            checkpoint_dir=checkpoints,
+        )
+    assert checkpoint_step(checkpoints) == 2
+    assert not (tmp_path / "first").exists()
+
+    # when: it runs again with the same checkpoint folder
+    resumed_steps = []
+    result = _train(
+        config,
+        preference_file,
+        tiny_model_dir,
+        tmp_path / "resumed",
+        on_step=lambda step, total, metrics: resumed_steps.append(step),
+        checkpoint_dir=checkpoints,
+    )
+
+    # then: it did only the remaining steps and ends where the uninterrupted run ended
+    assert resumed_steps == [3, 4]
+    assert result.steps == 4
+    record = json.loads((tmp_path / "resumed" / "training_result.json").read_text())
+    assert len(record["history"]) == 4
+    from safetensors.torch import load_file
+
+    expected = load_file(str(tmp_path / "straight" / "adapter_model.safetensors"))
+    actual = load_file(str(tmp_path / "resumed" / "adapter_model.safetensors"))
+    assert expected.keys() == actual.keys()
+    assert any("score" in name for name in actual)  # the head is saved with the adapter
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], rtol=1e-4, atol=1e-5)
+
+
+def test_a_margin_curriculum_trains_on_the_clearest_pairs_first(tiny_model_dir, tmp_path):
+    # given: one pair per step; the weaker the labelers' preference, the longer the reply,
+    # so each step's token count tells which pair it trained on
+    rows = [
+        _pair(f"Question {i}?", "Yes" + " indeed" * (5 - margin), "No.", margin=float(margin))
+        for i, margin in enumerate([1, 4, 2, 3])
+    ]
+    path = _write_jsonl(tmp_path / "pairs.jsonl", rows)
+    config = RewardConfig(
+        max_steps=4, batch_size=1, lora_r=4, eval_fraction=0, curriculum="margin", **QUICK
+    )
+    history = []
+
+    # when
+    _train(config, path, tiny_model_dir, tmp_path / "rm", on_step=lambda s, t, m: history.append(m))
+
+    # then: margins 4, 3, 2, 1 in that order (TRL counts the tokens trained on so far)
+    totals = [m["num_tokens"] for m in history]
+    per_step = [b - a for a, b in zip([0.0, *totals], totals, strict=False)]
+    assert per_step == sorted(per_step)
+    assert len(set(per_step)) == 4
 
 
 def test_full_fine_tuning_saves_a_full_model(tiny_model_dir, preference_file, tmp_path):

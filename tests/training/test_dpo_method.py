@@ -1,4 +1,4 @@
-"""training.methods.dpo on a tiny random Llama, CPU only, no Django."""
+"""training.methods.dpo (TRL's DPOTrainer) on a tiny random Llama, CPU only, no Django."""
 
 from __future__ import annotations
 
@@ -17,7 +17,13 @@ from models_registry.engine.ml import (
     load_policy,
     verify_artifact,
 )
-from training.methods.common import collate, encode_chat_reply, sequence_logps
+from training.methods.common import (
+    Hooks,
+    checkpoint_step,
+    collate,
+    encode_chat_reply,
+    sequence_logps,
+)
 from training.methods.dpo import DPOConfig, TrainingCancelled, train_dpo
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -86,6 +92,19 @@ def test_train_dpo_saves_a_loadable_adapter(tiny_model_dir, preference_file, tmp
         assert all(isinstance(value, float) and math.isfinite(value) for value in metrics.values())
     # The adapter starts at zero, so the first step's policy is the reference exactly.
     assert steps_seen[0][2]["dpo_loss"] == pytest.approx(math.log(2), abs=1e-4)
+    for _, _, metrics in steps_seen:
+        # The loss is the DPO loss plus nll_weight (1.0) times the NLL on the chosen replies,
+        assert metrics["loss"] == pytest.approx(metrics["dpo_loss"] + metrics["nll_loss"], rel=1e-4)
+        # and our metric names carry the same numbers as TRL's.
+        assert metrics["reward_accuracy"] == metrics["rewards_accuracies"]
+        assert metrics["reward_margin"] == metrics["rewards_margins"]
+    # One of the 6 prompts is held out and evaluated after training.
+    assert (result.metrics["pairs"], result.metrics["eval_pairs"]) == (5.0, 1.0)
+    for key in ("eval_loss", "eval_dpo_loss", "eval_reward_accuracy", "eval_reward_margin"):
+        assert math.isfinite(result.metrics[key]), key
+    assert result.metrics["train_loss"] == pytest.approx(
+        sum(metrics["loss"] for _, _, metrics in steps_seen) / 6
+    )
     assert (output_dir / "adapter_config.json").is_file()
     assert (output_dir / "adapter_model.safetensors").is_file()
     verify_artifact(output_dir)
@@ -170,6 +189,131 @@ def test_should_stop_cancels_training(tiny_model_dir, preference_file, tmp_path)
         )
     assert steps == [1, 2]
     assert not (tmp_path / "out" / "adapter_model.safetensors").exists()
+
+
+def _adapter_weights(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "adapter_model.safetensors"))
+
+
+def test_a_cancelled_dpo_run_resumes_from_its_checkpoint_to_the_same_adapter(
+    tiny_model_dir, preference_file, tmp_path
+):
+    # given: an uninterrupted run, and the same run cancelled after its step-2 checkpoint
+    config = DPOConfig(
+        learning_rate=1e-3, max_steps=4, batch_size=2, lora_r=4, checkpoint_every=2, eval_fraction=0
+    )
+    straight = tmp_path / "straight"
+    train_dpo(
+        config, dataset_path=preference_file, base_model_path=tiny_model_dir, output_dir=straight
+    )
+    checkpoints = tmp_path / "checkpoints"
+    seen = []
+    with pytest.raises(TrainingCancelled):
+        train_dpo(
+            config,
+            dataset_path=preference_file,
+            base_model_path=tiny_model_dir,
+            output_dir=tmp_path / "first",
+            hooks=Hooks(
+                on_step=lambda step, total, metrics: seen.append(step),
+                should_stop=lambda: len(seen) >= 2,
+                checkpoint_dir=checkpoints,
+            ),
+        )
+    assert seen == [1, 2]
+    assert checkpoint_step(checkpoints) == 2
+    assert not (tmp_path / "first").exists()
+
+    # when: it runs again with the same checkpoint folder
+    resumed_steps, log = [], []
+    resumed = tmp_path / "resumed"
+    result = train_dpo(
+        config,
+        dataset_path=preference_file,
+        base_model_path=tiny_model_dir,
+        output_dir=resumed,
+        hooks=Hooks(
+            on_step=lambda step, total, metrics: resumed_steps.append(step),
+            log=log.append,
+            checkpoint_dir=checkpoints,
+        ),
+    )
+
+    # then: it did only the remaining steps and ends where the uninterrupted run ended
+    assert resumed_steps == [3, 4]
+    assert "resuming from checkpoint-2" in log
+    assert result.steps == 4
+    record = json.loads((resumed / "training_result.json").read_text())
+    assert len(record["history"]) == 4  # the steps before the checkpoint are kept
+    expected, got = _adapter_weights(straight), _adapter_weights(resumed)
+    assert expected.keys() == got.keys()
+    for name, tensor in expected.items():
+        torch.testing.assert_close(got[name], tensor, msg=name)
+
+
+def test_length_curriculum_trains_short_pairs_first(tiny_model_dir, tmp_path):
+    # given: pairs whose chosen replies grow with i, written in a scrambled order
+    order = [4, 0, 5, 2, 1, 3]
+    path = _write_jsonl(
+        tmp_path / "lengths.jsonl",
+        [_pair("Count.", " ".join(["word"] * (i + 1)), "no") for i in order],
+    )
+
+    def pair_tokens_per_step(curriculum: str | None) -> list[float]:
+        seen = []
+        config = DPOConfig(epochs=1, batch_size=1, lora_r=4, eval_fraction=0, curriculum=curriculum)
+        train_dpo(
+            config,
+            dataset_path=path,
+            base_model_path=tiny_model_dir,
+            output_dir=tmp_path / str(curriculum),
+            on_step=lambda s, t, metrics: seen.append(metrics["num_tokens"]),
+        )
+        # num_tokens counts the tokens trained so far: one pair per step here
+        return [after - before for before, after in zip([0.0, *seen], seen, strict=False)]
+
+    # when
+    curriculum = pair_tokens_per_step("length")
+    shuffled = pair_tokens_per_step(None)
+
+    # then: the same prompt and rejected reply each time, and one word is one token here
+    shortest = curriculum[0]
+    assert curriculum == [shortest + i for i in range(6)]
+    assert sorted(shuffled) == curriculum
+    assert shuffled != curriculum
+
+
+def test_pairs_with_a_prompt_over_max_prompt_length_are_left_out(tiny_model_dir, tmp_path):
+    # given: 4 short prompts and 2 of about 100 tokens, with a 64-token prompt limit
+    rows = [_pair(f"Short question {i}?", "yes", "no") for i in range(4)]
+    rows += [_pair("word " * 100 + str(i), "yes", "no") for i in range(2)]
+    path = _write_jsonl(tmp_path / "mixed.jsonl", rows)
+    log = []
+
+    # when
+    result = train_dpo(
+        DPOConfig(max_steps=1, batch_size=2, lora_r=4, eval_fraction=0, max_prompt_length=64),
+        dataset_path=path,
+        base_model_path=tiny_model_dir,
+        output_dir=tmp_path / "out",
+        hooks=Hooks(log=log.append),
+    )
+
+    # then
+    assert result.metrics["pairs"] == 4.0
+    assert "2 of 6 pairs left out: their prompt is longer than max_prompt_length (64 tokens)" in log
+
+    # ... and a file where no prompt fits is refused before training
+    with pytest.raises(ValueError, match="every prompt is longer than max_prompt_length"):
+        train_dpo(
+            DPOConfig(max_prompt_length=8, lora_r=4),
+            dataset_path=path,
+            base_model_path=tiny_model_dir,
+            output_dir=tmp_path / "none",
+        )
+    assert not (tmp_path / "none").exists()
 
 
 def test_dpo_learns_a_fixed_preference(tiny_model_dir, yes_no_file, tmp_path):

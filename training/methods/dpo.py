@@ -1,83 +1,144 @@
-"""Direct Preference Optimization (DPO / IPO) with a LoRA adapter.
+"""Direct Preference Optimization (DPO / IPO) with a LoRA adapter, on TRL's ``DPOTrainer``.
 
-Losses:
-- ``sigmoid``: DPO, Rafailov et al. 2023, https://arxiv.org/abs/2305.18290 (Eq. 7).
+Losses (``DPOConfig.loss_type``, plus ``nll_weight``):
+
+- ``sigmoid``: DPO, Rafailov et al. 2023, https://arxiv.org/abs/2305.18290 (Eq. 7);
 - ``ipo``: IPO, Azar et al. 2023, https://arxiv.org/abs/2310.12036 (Eq. 17), on
-  length-averaged log-probabilities as TRL does.
-- plus ``nll_weight`` times the token-mean NLL of the chosen reply, the RPO term of
-  Pang et al. 2024, https://arxiv.org/abs/2404.19733 (TRL's ``loss_type=["sigmoid", "sft"]``).
+  length-averaged log-probabilities as TRL computes it;
+- plus ``nll_weight`` times the NLL of the chosen reply, the RPO term of Pang et al. 2024,
+  https://arxiv.org/abs/2404.19733: TRL's ``"sft"`` loss type, which is the mean over every
+  chosen reply token of the micro-batch (not a per-pair mean), the same token mean our own
+  loop used.
 
-The arithmetic is the same as ``trl.DPOTrainer``'s for these loss types (summed reply
-log-probs, rewards ``beta * (log pi - log ref)``, reward accuracy and margin), but the loop
-is our own (``common.run_training_loop``) because the product needs things the Trainer
-makes awkward: a callback after every optimizer step for the worker's progress rows,
-cooperative cancellation, resumable checkpoints, reference log-probs computed once before
-training instead of a reference forward pass every step (the reference is the base model:
-the LoRA adapter disabled), and little overhead on a CPU-only machine.
+What TRL does (``trl.DPOTrainer``, a ``transformers.Trainer``): tokenising the
+conversational rows with the chat template, padding, the policy's log-probs (its fused LM
+head, which never builds the full logits), the reference log-probs (the base model: the
+LoRA adapter disabled, since TRL gets a peft model and no ``ref_model``; computed once
+before training with ``precompute_ref_log_probs``, and once for the held-out pairs), the
+losses, the reward metrics (``rewards/chosen``, ``rewards/accuracies``,
+``rewards/margins``, ...), the optimizer and schedule, checkpoints (``save_steps``) and
+resuming from them (``resume_from_checkpoint``, exact: RNG, optimizer, scheduler and the
+batches already seen), and the held-out evaluation (``evaluate``).
+
+What is ours: the config the run form shows (``DPOConfig``, validated with clear messages,
+mapped onto TRL's config in ``trl_config``); reading and checking the snapshot file, every
+line tokenised once up front so a bad row names its line; the held-out split by prompt
+(``common.holdout_split``, the one ``evaluation.held_out_prompts`` repeats); the
+``max_prompt_length`` limit (TRL 1.16 has none, see ``DPOConfig``); the curriculum order
+(``trl_runtime.in_given_order``); and a few metrics TRL does not log, kept under the names
+the run pages, the model registry and the benches read (``_metric_trainer``):
+``dpo_loss`` and ``nll_loss`` (the two parts of ``loss``), ``reward_accuracy``,
+``reward_margin``, ``chosen_reward``, ``rejected_reward`` (the same numbers as TRL's
+``rewards_accuracies``, ``rewards_margins``, ``rewards_chosen``, ``rewards_rejected``,
+which are logged too) and ``tokens_per_s``; ``eval_`` prefixed for the held-out pairs. The
+bridge to the run (per-step metrics, heartbeat, cancel, checkpoint marks, main-process-only
+artifacts) and the precision settings are ``trl_runtime``'s, shared with SFT, the reward
+model and KTO.
 
 Nothing here imports Django; ``training/tasks.py`` is the bridge.
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import torch
-import torch.nn.functional as F
 
 from training.methods.common import (
     EncodedReply,
     Hooks,
     TrainingCancelled,
     TrainingConfig,
-    autocast_for,
+    chat_prompt_ids,
     check_messages,
-    collate,
     curriculum_difficulty,
+    curriculum_order,
     encode_chat_reply,
     holdout_split,
     library_versions,
-    load_causal_lm_for_training,
+    lora_config,
     optional_number,
-    pick_device,
     prepare_tokenizer,
     prompt_key,
     read_jsonl,
     require,
-    run_training_loop,
-    save_artifact,
     seed_everything,
-    sequence_logps,
     training_record,
 )
+from training.methods.trl_runtime import (
+    in_given_order,
+    load_base_model,
+    run_bridge,
+    save_trained,
+    step_metrics,
+    train_with_bridge,
+    trainer_arguments,
+)
 
-__all__ = ["DPOConfig", "DPOResult", "TrainingCancelled", "train_dpo"]
+__all__ = [
+    "DPOConfig",
+    "DPOResult",
+    "PreferencePair",
+    "TrainingCancelled",
+    "load_preference_pairs",
+    "read_preference_rows",
+    "train_dpo",
+]
 
 LOSS_TYPES = ("sigmoid", "ipo")
+
+# Our metric names -> TRL's (as ``trl_runtime.step_metrics`` writes them): the same numbers.
+METRIC_ALIASES = {
+    "reward_accuracy": "rewards/accuracies",
+    "reward_margin": "rewards/margins",
+    "chosen_reward": "rewards/chosen",
+    "rejected_reward": "rewards/rejected",
+}
 
 
 @dataclass
 class DPOConfig(TrainingConfig):
     """Hyperparameters of a LoRA DPO run; invalid values raise ``ValueError``.
 
+    Each maps onto ``trl.DPOConfig`` (see ``trl_config``): ``beta``, ``learning_rate``,
+    ``max_length`` and ``seed`` by name; ``loss_type`` and ``nll_weight`` to ``loss_type``
+    and ``loss_weights`` (``sigmoid`` -> ``["sigmoid"]``, ``ipo`` -> ``["ipo"]``, with
+    ``nll_weight > 0`` ``"sft"`` added with that weight: ``["sigmoid", "sft"]``,
+    ``[1.0, nll_weight]``); ``batch_size`` to ``per_device_train_batch_size`` (and the
+    eval batch size), ``epochs`` to ``num_train_epochs``, ``max_steps`` to ``max_steps``
+    (null -> -1), ``gradient_accumulation_steps`` by name, ``warmup_ratio`` to
+    ``warmup_steps`` (a share of the steps), ``checkpoint_every`` to ``save_steps``,
+    ``mixed_precision``/``gradient_checkpointing``/``qlora`` as ``trl_runtime`` sets them;
+    ``lora_*`` go to peft's ``LoraConfig``; ``eval_fraction`` and ``curriculum`` are ours
+    (the held-out split and the row order).
+
+    ``max_length`` and ``max_prompt_length``: TRL 1.16 has no prompt limit; its collator
+    cuts prompt+reply to ``max_length`` keeping the start (``truncation_mode=
+    "keep_start"``: the whole prompt, then as much of the reply as fits) and it drops pairs
+    whose prompt alone fills ``max_length``. So that every trained reply keeps at least
+    ``max_length - max_prompt_length`` tokens, pairs whose prompt (rendered with the chat
+    template and the generation prompt) is longer than ``max_prompt_length`` tokens are
+    left out of training and evaluation, and the log says how many. (Our own loop used to
+    keep the end of such prompts instead, which cuts off their system turn.)
+
     Defaults are chosen for LoRA on a ~100M-parameter instruct model (SmolLM2-135M) with
     the few hundred to few thousand preference pairs one labeling round produces:
 
     - ``beta=0.1``: the DPO paper's and TRL's default KL strength.
     - ``learning_rate=1e-4``: LoRA adapters start at zero (B = 0) and train ~1% of the
-      weights, so they need roughly 10-100x the 5e-7..5e-6 used for full-weight DPO;
-      1e-4 is the middle of the usual LoRA range (5e-5..2e-4). Measured on SmolLM2 (CPU,
-      32 synthetic pairs): 3 epochs (12 steps) took the reward margin from 0 to ~1.4 with
-      accuracy 1.0 and visibly changed greedy answers to held-out prompts while they stayed
-      fluent; 1 epoch (4 steps) barely changed them.
+      weights, so they need roughly 10-100x the 5e-7..5e-6 used for full-weight DPO
+      (TRL's default is 1e-6); 1e-4 is the middle of the usual LoRA range (5e-5..2e-4).
+      Measured on SmolLM2 (CPU, 32 synthetic pairs): 3 epochs (12 steps) took the reward
+      margin from 0 to ~1.4 with accuracy 1.0 and visibly changed greedy answers to
+      held-out prompts while they stayed fluent; 1 epoch (4 steps) barely changed them.
     - ``epochs=3``, ``batch_size=8``, ``warmup_ratio=0.1``: small datasets need several
       passes; 8 pairs (16 sequences) fit CPU memory at ``max_length=512``.
     - ``lora_r=16``, ``lora_alpha=32`` (scale 2) on every attention and MLP projection
       (``lora_target_modules=None`` means peft's ``"all-linear"``, which leaves the LM
-      head alone), no dropout so the first step's policy equals the reference exactly.
+      head alone), no dropout (TRL disables it anyway), so the first step's policy equals
+      the reference exactly.
     - ``nll_weight=1.0``: RPO's recommended weight; without it DPO mostly pushes the
       rejected reply down and greedy generations barely change.
     """
@@ -155,7 +216,11 @@ def read_preference_rows(dataset_path: str | Path) -> list[tuple[int, dict[str, 
 def load_preference_pairs(
     dataset_path: str | Path, tokenizer: Any, *, max_length: int, max_prompt_length: int
 ) -> list[PreferencePair]:
-    """Read (see ``read_preference_rows``) and tokenize a preference file."""
+    """Read (see ``read_preference_rows``) and tokenize a preference file.
+
+    The encoding is the engine's (``common.encode_chat_reply``); ``train_dpo`` uses it to
+    check every line and for the ``length`` curriculum, while TRL tokenises for training.
+    """
     pairs = []
     for line, row in read_preference_rows(dataset_path):
         try:
@@ -175,101 +240,117 @@ def load_preference_pairs(
     return pairs
 
 
-def dpo_losses(
-    config: DPOConfig,
-    policy_chosen: torch.Tensor,
-    policy_rejected: torch.Tensor,
-    ref_chosen: torch.Tensor,
-    ref_rejected: torch.Tensor,
-    chosen_tokens: torch.Tensor,
-    rejected_tokens: torch.Tensor,
-) -> torch.Tensor:
-    """Per-pair preference loss from summed reply log-probs."""
-    chosen_logratios = policy_chosen - ref_chosen
-    rejected_logratios = policy_rejected - ref_rejected
-    if config.loss_type == "sigmoid":
-        # DPO Eq. 7: -log sigma(beta * ((pi_c - ref_c) - (pi_r - ref_r))).
-        return -F.logsigmoid(config.beta * (chosen_logratios - rejected_logratios))
-    # IPO Eq. 17 with tau = beta, on per-token averages (TRL normalises the same way).
-    chosen_avg = chosen_logratios / chosen_tokens.clamp(min=1)
-    rejected_avg = rejected_logratios / rejected_tokens.clamp(min=1)
-    delta = chosen_avg - rejected_avg
-    return (delta - 1 / (2 * config.beta)) ** 2
+def trl_losses(config: DPOConfig) -> tuple[list[str], list[float]]:
+    """TRL's ``loss_type`` and ``loss_weights`` for our ``loss_type`` and ``nll_weight``."""
+    if config.nll_weight > 0:
+        return [config.loss_type, "sft"], [1.0, config.nll_weight]
+    return [config.loss_type], [1.0]
 
 
-def _concat(pairs: list[PreferencePair]) -> list[EncodedReply]:
-    return [p.chosen for p in pairs] + [p.rejected for p in pairs]
+def trl_config(config: DPOConfig, *, output_dir: Path, save: bool) -> Any:
+    """TRL's ``DPOConfig`` for our config (``trl_runtime.trainer_arguments`` plus DPO's own
+    settings), with the reference log-probs computed once before training."""
+    from trl import DPOConfig as TRLDPOConfig
+
+    loss_type, loss_weights = trl_losses(config)
+    return TRLDPOConfig(
+        **trainer_arguments(config, output_dir=output_dir, save=save),
+        beta=config.beta,
+        loss_type=loss_type,
+        loss_weights=loss_weights,
+        truncation_mode="keep_start",
+        precompute_ref_log_probs=True,
+    )
 
 
-class _DPOObjective:
-    """Policy log-probs of a batch of pairs against the cached reference log-probs."""
+def _metric_trainer(base: type, nll_weight: float) -> type:
+    """``base`` (TRL's ``DPOTrainer``) also logging the metrics named in the module
+    docstring; the loss and its gradients are TRL's, untouched."""
 
-    def __init__(self, config: DPOConfig, model: Any, pairs: list[PreferencePair], pad_id: int):
-        self.config, self.model, self.pairs, self.pad_id = config, model, pairs, pad_id
-        self.device = pick_device()
-        self.ref_chosen = torch.empty(len(pairs), device=self.device)
-        self.ref_rejected = torch.empty(len(pairs), device=self.device)
+    class DPOTrainerWithOurMetrics(base):
+        _tokens = 0
+        _since: float | None = None
 
-    def batch_logps(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, int]:
-        batch = collate(
-            _concat([self.pairs[i] for i in indices]), pad_token_id=self.pad_id, device=self.device
-        )
-        with autocast_for(self.device):
-            logps, counts = sequence_logps(self.model, batch)
-        return logps, counts, int(batch["attention_mask"].sum())
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if self.model.training and self._since is None:
+                self._since = time.perf_counter()
+            # The policy's per-token log-probs of this batch, as TRL's forward returns them.
+            seen: dict[str, Any] = {}
 
-    def compute_reference(self, hooks: Hooks) -> None:
-        """Reference log-probs, once: the base model is the adapter-disabled policy."""
-        self.model.eval()
-        with torch.no_grad(), self.model.disable_adapter():
-            for start in range(0, len(self.pairs), self.config.batch_size):
-                hooks.check_stop("DPO training")
-                indices = list(range(start, min(start + self.config.batch_size, len(self.pairs))))
-                logps, _, _ = self.batch_logps(indices)
-                k = len(indices)
-                self.ref_chosen[start : start + k] = logps[:k]
-                self.ref_rejected[start : start + k] = logps[k:]
+            def keep(module, args, kwargs, output):
+                log_probs = getattr(output, "log_probs", None)
+                if log_probs is not None:
+                    seen.setdefault("log_probs", log_probs.detach())
 
-    def __call__(self, indices: list[int]) -> tuple[torch.Tensor, dict[str, float], int]:
-        logps, counts, tokens = self.batch_logps(indices)
-        k = len(indices)
-        policy_c, policy_r = logps[:k], logps[k:]
-        idx = torch.tensor(indices, device=self.device)
-        ref_c, ref_r = self.ref_chosen[idx], self.ref_rejected[idx]
-        dpo_loss = dpo_losses(
-            self.config, policy_c, policy_r, ref_c, ref_r, counts[:k], counts[k:]
-        ).mean()
-        # RPO term: token-mean NLL over all chosen tokens of the micro-batch.
-        nll_loss = -policy_c.sum() / counts[:k].sum().clamp(min=1)
-        with torch.no_grad():
-            chosen_rewards = self.config.beta * (policy_c - ref_c)
-            rejected_rewards = self.config.beta * (policy_r - ref_r)
-            metrics = {
-                "dpo_loss": dpo_loss.item(),
-                "nll_loss": nll_loss.item(),
-                "reward_accuracy": (chosen_rewards > rejected_rewards).float().mean().item(),
-                "reward_margin": (chosen_rewards - rejected_rewards).mean().item(),
-                "chosen_reward": chosen_rewards.mean().item(),
-                "rejected_reward": rejected_rewards.mean().item(),
-            }
-        return dpo_loss + self.config.nll_weight * nll_loss, metrics, tokens
+            handle = model.register_forward_hook(keep, with_kwargs=True)
+            try:
+                result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            finally:
+                handle.remove()
+            loss = result[0] if return_outputs else result
+            self._record(inputs, loss.detach(), seen.get("log_probs"))
+            return result
 
-    def evaluate(self, indices: list[int]) -> dict[str, float]:
-        """Held-out DPO metrics (``eval_`` prefixed), row-weighted over ``indices``."""
-        if not indices:
-            return {}
-        self.model.eval()
-        sums: dict[str, float] = {}
-        with torch.no_grad():
-            for start in range(0, len(indices), self.config.batch_size):
-                batch = indices[start : start + self.config.batch_size]
-                loss, metrics, _ = self(batch)
-                for key, value in {"loss": float(loss), **metrics}.items():
-                    sums[f"eval_{key}"] = sums.get(f"eval_{key}", 0.0) + value * len(batch)
-        self.model.train()
-        result = {key: value / len(indices) for key, value in sums.items()}
-        result["eval_pairs"] = float(len(indices))
-        return result
+        def _record(self, inputs: dict[str, Any], loss: Any, log_probs: Any) -> None:
+            import torch
+
+            mode = "train" if self.model.training else "eval"
+            metrics = self._metrics[mode]
+            gather = self.accelerator.gather_for_metrics
+            if log_probs is not None:
+                # The "sft" term: the mean NLL over every chosen token of the batch (the
+                # batch is the chosen sequences, then the rejected ones).
+                mask = inputs["completion_mask"][:, 1:]
+                chosen = mask[: mask.size(0) // 2].bool()
+                chosen_logps = log_probs[: chosen.size(0), -mask.size(1) :][chosen]
+                nll = -chosen_logps.float().sum() / chosen.sum().clamp(min=1)
+                preference = loss.float() - nll_weight * nll
+                total = gather(-chosen_logps.float().sum().reshape(1)).sum()
+                count = gather(chosen.sum().reshape(1)).sum().clamp(min=1)
+                metrics["nll_loss"].append((total / count).item())
+                metrics["dpo_loss"].append(gather(preference.reshape(1)).mean().item())
+            for ours, theirs in METRIC_ALIASES.items():
+                if metrics.get(theirs):
+                    metrics[ours].append(metrics[theirs][-1])
+            if mode == "train":
+                tokens = gather(inputs["attention_mask"].sum().reshape(1).to(torch.long))
+                self._tokens += int(tokens.sum())
+
+        def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+            if self.model.training and "loss" in logs and self._since is not None:
+                now = time.perf_counter()
+                logs["tokens_per_s"] = self._tokens / max(now - self._since, 1e-9)
+                self._tokens, self._since = 0, now
+            super().log(logs, start_time)
+
+    return DPOTrainerWithOurMetrics
+
+
+def trainer_class(config: DPOConfig) -> type:
+    """The Trainer ``train_dpo`` uses: TRL's ``DPOTrainer`` with our metrics, keeping the
+    rows' order under a curriculum."""
+    from trl import DPOTrainer
+
+    trainer = _metric_trainer(DPOTrainer, config.nll_weight)
+    return in_given_order(trainer) if config.curriculum is not None else trainer
+
+
+def _trl_row(pair: PreferencePair) -> dict[str, Any]:
+    return {key: pair.row[key] for key in ("prompt", "chosen", "rejected")}
+
+
+def _within_prompt_limit(
+    pairs: list[PreferencePair], tokenizer: Any, max_prompt_length: int
+) -> list[PreferencePair]:
+    """The pairs whose chat-rendered prompt fits ``max_prompt_length`` tokens."""
+    lengths: dict[str, int] = {}
+    kept = []
+    for pair in pairs:
+        if pair.prompt_key not in lengths:
+            lengths[pair.prompt_key] = len(chat_prompt_ids(tokenizer, pair.row["prompt"]))
+        if lengths[pair.prompt_key] <= max_prompt_length:
+            kept.append(pair)
+    return kept
 
 
 def train_dpo(
@@ -285,18 +366,19 @@ def train_dpo(
     """Train a LoRA adapter on ``base_model_path`` with DPO/IPO and save it to ``output_dir``.
 
     Writes ``adapter_config.json``, ``adapter_model.safetensors``, the tokenizer and
-    ``training_result.json`` (final and held-out metrics, steps, config, seed, library
-    versions) into ``output_dir``; the caller gives a private directory and publishes it.
-    ``hooks`` (or the shorthand ``on_step``/``should_stop``) report progress, cancel
-    (``TrainingCancelled``, nothing saved) and checkpoint/resume. Same config, data and
-    seed give the same adapter on the same hardware.
+    ``training_result.json`` (final and held-out metrics, per-step history, config, seed,
+    library versions); the caller gives a private directory and publishes it. ``hooks``
+    (or the shorthand ``on_step``/``should_stop``) report every optimizer step, cancel
+    (``TrainingCancelled``, nothing saved) and hold the checkpoint folder: checkpoints go
+    there every ``checkpoint_every`` steps, and a run that finds one there resumes from it.
+    Same config, data and seed give the same adapter on the same hardware.
     """
+    from datasets import Dataset
     from transformers import AutoTokenizer
 
     hooks = hooks or Hooks(on_step=on_step, should_stop=should_stop)
     started = time.perf_counter()
     seed_everything(config.seed)
-    device = pick_device()
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(str(base_model_path)))
     pairs = load_preference_pairs(
         dataset_path,
@@ -304,34 +386,59 @@ def train_dpo(
         max_length=config.max_length,
         max_prompt_length=config.max_prompt_length,
     )
+    fitting = _within_prompt_limit(pairs, tokenizer, config.max_prompt_length)
+    if len(fitting) < len(pairs):
+        hooks.say(
+            f"{len(pairs) - len(fitting)} of {len(pairs)} pairs left out: their prompt is "
+            f"longer than max_prompt_length ({config.max_prompt_length} tokens)"
+        )
+    require(
+        bool(fitting),
+        f"every prompt is longer than max_prompt_length ({config.max_prompt_length} tokens)",
+    )
+    pairs = fitting
     train_rows, held_out = holdout_split(
         [p.prompt_key for p in pairs], fraction=config.eval_fraction, seed=config.seed
     )
     hooks.say(f"{len(pairs)} pairs: {len(train_rows)} to train on, {len(held_out)} held out")
-    model = load_causal_lm_for_training(base_model_path, config, device=device)
-    objective = _DPOObjective(config, model, pairs, tokenizer.pad_token_id)
-    objective.compute_reference(hooks)
-
-    loop = run_training_loop(
-        model=model,
-        config=config,
-        rows=train_rows,
-        compute=objective,
-        hooks=hooks,
-        difficulty=curriculum_difficulty(
-            config.curriculum, [p.row for p in pairs], [p.tokens for p in pairs]
-        ),
+    difficulty = curriculum_difficulty(
+        config.curriculum, [pairs[i].row for i in train_rows], [pairs[i].tokens for i in train_rows]
     )
-    final = loop.last
-    final.update(objective.evaluate(held_out))
-    final["train_loss"] = loop.mean("loss")
-    final["train_seconds"] = time.perf_counter() - started
-    final["pairs"] = float(len(train_rows))
+    if difficulty is not None:
+        train_rows = [train_rows[i] for i in curriculum_order(difficulty)]
+    hooks.check_stop("DPO training")
 
-    record = training_record(
-        method="dpo", config=config, loop=loop, metrics=final, base_model=base_model_path
-    )
-    save_artifact(model, tokenizer, output_dir, record)
+    model = load_base_model(base_model_path, config)
+    checkpoints = hooks.checkpoint_dir
+    with tempfile.TemporaryDirectory(prefix="dpo-") as scratch:
+        args = trl_config(
+            config, output_dir=checkpoints or Path(scratch), save=checkpoints is not None
+        )
+        bridge = run_bridge(hooks)
+        trainer = trainer_class(config)(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_list([_trl_row(pairs[i]) for i in train_rows]),
+            processing_class=tokenizer,
+            peft_config=lora_config(config),
+            callbacks=[bridge],
+        )
+        loop = train_with_bridge(trainer, bridge, hooks=hooks, what="DPO training")
+        final = loop.last
+        if held_out:
+            evaluation = trainer.evaluate(
+                Dataset.from_list([_trl_row(pairs[i]) for i in held_out]),
+                metric_key_prefix="eval",
+            )
+            final.update(step_metrics(evaluation))
+            final["eval_pairs"] = float(len(held_out))
+        final["train_loss"] = loop.mean("loss")
+        final["train_seconds"] = time.perf_counter() - started
+        final["pairs"] = float(len(train_rows))
+        record = training_record(
+            method="dpo", config=config, loop=loop, metrics=final, base_model=base_model_path
+        )
+        save_trained(trainer, tokenizer, output_dir, record)
     return DPOResult(
         steps=loop.steps,
         metrics=final,

@@ -100,9 +100,10 @@ def test_train_sft_saves_a_loadable_adapter(tiny_model_dir, sft_file, tmp_path):
     assert [step for step, _, _ in steps_seen] == list(range(1, expected_steps + 1))
     assert {total for _, total, _ in steps_seen} == {expected_steps}
     for _, _, metrics in steps_seen:
-        assert {"loss", "tokens_per_s", "learning_rate", "reply_tokens"} <= metrics.keys()
+        assert {"loss", "learning_rate", "num_tokens", "mean_token_accuracy"} <= metrics.keys()
         assert all(math.isfinite(value) for value in metrics.values())
-        assert metrics["tokens_per_s"] > 0
+    tokens_seen = [metrics["num_tokens"] for _, _, metrics in steps_seen]
+    assert tokens_seen == sorted(tokens_seen) and tokens_seen[0] > 0
     assert steps_seen[-1][2]["loss"] < steps_seen[0][2]["loss"]
     assert result.metrics["eval_rows"] == 2.0
     assert result.metrics["rows"] == 4.0
@@ -195,7 +196,7 @@ def test_resumed_run_ends_with_the_uninterrupted_weights(tiny_model_dir, sft_fil
     assert first_steps == [1, 2]
     assert not (tmp_path / "cancelled").exists()
     assert resumed_steps == [3, 4, 5, 6]
-    assert "resumed from the checkpoint at step 2 of 6" in log
+    assert "resuming from checkpoint-2" in log
     assert resumed.steps == uninterrupted.steps == 6
     resumed_weights = load_file(tmp_path / "resumed" / "adapter_model.safetensors")
     expected = load_file(tmp_path / "uninterrupted" / "adapter_model.safetensors")
@@ -226,12 +227,13 @@ def test_only_reply_tokens_are_labelled(tiny_model_dir, tmp_path):
 
 
 def test_loss_is_the_token_mean_nll_of_the_replies(tiny_model_dir, tmp_path):
-    # given: two rows in one batch; the first step's policy is the base model (LoRA B = 0)
+    # given: two rows in one batch; the first step's policy is the base model (LoRA B = 0),
+    # in float32 to compare with it exactly
     rows = [(_user("Is it on?"), "yes"), (_user("Name three colours, please."), "red, green, blue")]
     path = _write_jsonl(
         tmp_path / "two.jsonl", [{"messages": prompt + _assistant(text)} for prompt, text in rows]
     )
-    config = SFTConfig(max_steps=1, batch_size=2, lora_r=4, eval_fraction=0)
+    config = SFTConfig(max_steps=1, batch_size=2, lora_r=4, eval_fraction=0, mixed_precision="fp32")
     losses = []
 
     # when
@@ -243,7 +245,8 @@ def test_loss_is_the_token_mean_nll_of_the_replies(tiny_model_dir, tmp_path):
         hooks=Hooks(on_step=lambda step, total, metrics: losses.append(metrics["loss"])),
     )
 
-    # then: it matches the base model's NLL of the reply tokens (through <|im_end|>) only
+    # then: it matches the base model's NLL of the reply tokens only: everything the chat
+    # template renders after the prompt ("<|im_end|>" and the newline after it included)
     from transformers import AutoModelForCausalLM
 
     tokenizer = _tokenizer(tiny_model_dir)
@@ -251,7 +254,8 @@ def test_loss_is_the_token_mean_nll_of_the_replies(tiny_model_dir, tmp_path):
     reply_nll, reply_tokens, all_nll, all_tokens = 0.0, 0, 0.0, 0
     for prompt, text in rows:
         prompt_ids = _chat_ids(tokenizer, prompt, add_generation_prompt=True)
-        full_ids = _chat_ids(tokenizer, prompt + _assistant(text))[:-1]  # drop the final "\n"
+        full_ids = _chat_ids(tokenizer, prompt + _assistant(text))
+        assert tokenizer.decode(full_ids[-2:]) == "<|im_end|>\n"
         assert full_ids[: len(prompt_ids)] == prompt_ids
         with torch.no_grad():
             logits = model(torch.tensor([full_ids])).logits[0, :-1]
@@ -272,7 +276,7 @@ def test_length_curriculum_trains_short_rows_first(tiny_model_dir, tmp_path):
         [{"messages": _user("Count.") + _assistant(" ".join(["word"] * (i + 1)))} for i in order],
     )
 
-    def reply_tokens_per_step(curriculum: str | None) -> list[float]:
+    def row_tokens_per_step(curriculum: str | None) -> list[float]:
         seen = []
         config = SFTConfig(epochs=1, batch_size=1, lora_r=4, eval_fraction=0, curriculum=curriculum)
         train_sft(
@@ -280,16 +284,18 @@ def test_length_curriculum_trains_short_rows_first(tiny_model_dir, tmp_path):
             dataset_path=path,
             base_model_path=tiny_model_dir,
             output_dir=tmp_path / str(curriculum),
-            hooks=Hooks(on_step=lambda s, t, metrics: seen.append(metrics["reply_tokens"])),
+            hooks=Hooks(on_step=lambda s, t, metrics: seen.append(metrics["num_tokens"])),
         )
-        return seen
+        # num_tokens counts the tokens trained so far: one row per step here
+        return [after - before for before, after in zip([0.0, *seen], seen, strict=False)]
 
     # when
-    curriculum = reply_tokens_per_step("length")
-    shuffled = reply_tokens_per_step(None)
+    curriculum = row_tokens_per_step("length")
+    shuffled = row_tokens_per_step(None)
 
-    # then: one word is one token here, plus <|im_end|>
-    assert curriculum == [2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+    # then: the same prompt each time, and one word is one token here
+    shortest = curriculum[0]
+    assert curriculum == [shortest + i for i in range(6)]
     assert sorted(shuffled) == curriculum
     assert shuffled != curriculum
 
@@ -300,7 +306,10 @@ def test_sft_learns_a_fixed_answer(tiny_model_dir, tmp_path):
         tmp_path / "yes.jsonl",
         [{"messages": _user(f"Question {i}?") + _assistant("yes")} for i in range(16)],
     )
-    config = SFTConfig(learning_rate=5e-3, epochs=100, max_steps=10, lora_r=8, lora_alpha=16)
+    # (the trained reply is "yes<|im_end|>" and the newline the template puts after it: a
+    # third of the targets is that newline, which this tiny model also predicts in the prompt,
+    # so it takes 1e-2 rather than 5e-3 to make "yes" its first token in 10 steps)
+    config = SFTConfig(learning_rate=1e-2, epochs=100, max_steps=10, lora_r=8, lora_alpha=16)
     tokenizer = _tokenizer(tiny_model_dir)
     base_model, _ = load_policy(tiny_model_dir)
     assert not _greedy(base_model, tokenizer, "Question 99?").startswith("yes")

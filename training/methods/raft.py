@@ -8,19 +8,29 @@ Algorithm 1 of the paper, once per iteration (stage):
 2. score them with the reward function and keep the best reply of each prompt; with
    ``keep_fraction < 1`` only that share of the prompts, those whose best reply scored
    highest, is kept (the paper's global acceptance ratio on top of best-of-k);
-3. fine-tune the policy on the kept (prompt, reply) pairs with SFT's objective
-   (``sft.SFTObjective`` and ``sft.fit_sft``: token-mean NLL of the reply tokens).
+3. fine-tune the policy on the kept (prompt, reply) pairs with TRL's ``SFTTrainer``
+   (``sft.fit_with_sft_trainer``: token-mean NLL of the reply tokens, SFT's settings).
 
 The policy trained is the one sampled from: a LoRA adapter on the base model (or every
-weight with ``lora_r=0``) that keeps training across iterations. ``best_of_n`` is the
-same sampling and ranking at inference time, without training. Nothing here imports
-Django; ``training/tasks.py`` is the bridge and passes a reward model's ``score``.
+weight with ``lora_r=0``) that keeps training across iterations; each iteration's
+fine-tuning is a fresh ``SFTTrainer`` (new optimizer and schedule, as in the paper) on
+that same model. What TRL does there is what it does for SFT (see ``sft.py``), except
+that the kept replies reach it already tokenized (``{"input_ids", "completion_mask"}``,
+with ``sft.encode_example``): a reply cut at ``max_new_tokens`` must be trained without
+the end-of-turn token that a chat template always adds. What is ours: sampling and
+ranking, the iteration loop, and resuming at the interrupted iteration (the kept
+replies and the policy after each finished iteration; inside an iteration the Trainer's
+own checkpoints). ``best_of_n`` is the same sampling and ranking at inference time,
+without training. Nothing here imports Django; ``training/tasks.py`` is the bridge and
+passes a reward model's ``score``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +49,7 @@ from training.methods.common import (
     TrainingCancelled,
     holdout_split,
     library_versions,
-    load_causal_lm_for_training,
+    lora_config,
     pick_device,
     prompt_key,
     read_prompts,
@@ -52,11 +62,12 @@ from training.methods.common import (
 from training.methods.sft import (
     SFTConfig,
     SFTExample,
-    SFTObjective,
+    curriculum_sorted,
     encode_example,
-    fit_sft,
+    fit_with_sft_trainer,
     load_training_tokenizer,
 )
+from training.methods.trl_runtime import load_base_model
 
 __all__ = [
     "Candidates",
@@ -186,6 +197,16 @@ def kept_example(tokenizer: Any, kept: Kept, config: RAFTConfig) -> SFTExample:
     return dataclasses.replace(example, encoded=encoded)
 
 
+def tokenized_row(example: SFTExample) -> dict[str, list[int]]:
+    """An example in TRL's tokenized form: the reply tokens are the completion."""
+    encoded = example.encoded
+    reply = len(encoded.input_ids) - encoded.prompt_length
+    return {
+        "input_ids": list(encoded.input_ids),
+        "completion_mask": [0] * encoded.prompt_length + [1] * reply,
+    }
+
+
 # --- Resume ---------------------------------------------------------------------------
 
 
@@ -198,9 +219,10 @@ class _Checkpoints:
     """Iteration-level resume state under ``hooks.checkpoint_dir`` (no-ops without one).
 
     ``iteration-<t>/`` holds ``kept.json`` (that iteration's kept replies and reward
-    metrics, so a resumed run does not sample again), the SFT loop's own checkpoint, and,
-    once the iteration is complete, ``policy.pt`` (the trainable weights) and ``done.json``
-    (its metrics and history). Only the newest ``policy.pt`` is kept.
+    metrics, so a resumed run does not sample again), the ``SFTTrainer``'s checkpoints
+    (``checkpoint-<step>/``, resumed by the Trainer), and, once the iteration is complete,
+    ``policy.pt`` (the trainable weights) and ``done.json`` (its metrics and history).
+    Only the newest ``policy.pt`` is kept.
     """
 
     def __init__(self, folder: Path | None):
@@ -247,8 +269,9 @@ class _Checkpoints:
         torch.save(_trainable_state(model), partial)
         partial.replace(folder / "policy.pt")
         write_json(folder / "done.json", summary)
-        # Superseded: the loop's mid-iteration state and the previous iteration's weights.
-        (folder / "checkpoint.pt").unlink(missing_ok=True)
+        # Superseded: the Trainer's mid-iteration state and the previous iteration's weights.
+        for stale in folder.glob("checkpoint-*"):
+            shutil.rmtree(stale, ignore_errors=True)
         if t > 0:
             (self.iteration_dir(t - 1) / "policy.pt").unlink(missing_ok=True)
 
@@ -303,29 +326,45 @@ class _RAFTRun:
             f"{rewards['reward_mean']:.4g} (all samples {rewards['reward_sampled_mean']:.4g})"
         )
         extra = {**rewards, "iteration": float(t + 1)}
+        reached: dict[str, int | None] = {"step": 0, "total": None}
 
         def on_step(step: int, total: int, metrics: dict[str, float]) -> None:
+            reached.update(step=step, total=total)
             self.hooks.step_done(offset + step, total * config.iterations, {**metrics, **extra})
 
+        def should_stop() -> bool:
+            # A request after the iteration's last step keeps the finished fine-tuning: the
+            # next check (sampling, the held-out evaluation) stops the run instead.
+            finished = reached["total"] is not None and reached["step"] >= reached["total"]
+            if finished or self.hooks.should_stop is None:
+                return False
+            return bool(self.hooks.should_stop())
+
         examples = [kept_example(self.tokenizer, k, config) for k in kept]
-        objective = SFTObjective(
-            self.model, examples, pad_id=self.tokenizer.pad_token_id, batch_size=config.batch_size
-        )
-        torch.manual_seed(config.seed + t)  # the same state whether or not sampling ran
-        loop = fit_sft(
-            objective,
-            config,
-            list(range(len(examples))),
-            Hooks(
-                on_step=on_step,
-                should_stop=self.hooks.should_stop,
-                log=self.hooks.log,
-                checkpoint_dir=self.checkpoints.iteration_dir(t),
-            ),
-        )
+        order = curriculum_sorted(config, examples)
+        with tempfile.TemporaryDirectory(prefix="raft-") as scratch:
+            _, loop = fit_with_sft_trainer(
+                self.model,
+                self.tokenizer,
+                [tokenized_row(examples[i]) for i in order],
+                config,
+                Hooks(
+                    on_step=on_step,
+                    should_stop=should_stop,
+                    log=self.hooks.log,
+                    checkpoint_dir=self.checkpoints.iteration_dir(t),
+                ),
+                scratch_dir=Path(scratch),
+                in_order=config.curriculum is not None,
+                what="RAFT training",
+            )
+        history = [
+            {**metrics, **extra, "step": float(offset + i + 1)}
+            for i, metrics in enumerate(loop.history)
+        ]
         summary = {
             "rewards": rewards,
-            "history": [{**metrics, **extra} for metrics in loop.history],
+            "history": history,
             "steps": loop.steps,
             "total_steps": loop.total_steps,
         }
@@ -384,7 +423,13 @@ def train_raft(
     )
     train_prompts = [prompts[i] for i in train_rows]
     hooks.say(f"{len(prompts)} prompts: {len(train_rows)} to sample, {len(held_out)} held out")
-    model = load_causal_lm_for_training(base_model_path, config, device=pick_device())
+    model = load_base_model(base_model_path, config)
+    if not config.qlora:  # a 4-bit model is already placed on its GPU
+        model.to(pick_device())
+    if config.lora_r > 0:  # one adapter, trained on by every iteration
+        from peft import get_peft_model
+
+        model = get_peft_model(model, lora_config(config))
     run = _RAFTRun(config, model, tokenizer, score, hooks)
 
     summaries = run.checkpoints.completed()[: config.iterations]

@@ -1,26 +1,52 @@
-"""Supervised fine-tuning (SFT) on demonstrations, with a LoRA adapter or every weight.
+"""Supervised fine-tuning (SFT) on demonstrations, with a LoRA adapter or every weight, on
+TRL's ``SFTTrainer``.
 
-The objective is TRL ``SFTTrainer``'s with ``completion_only_loss``: the token-mean
-negative log-likelihood of the reply tokens of each micro-batch, the prompt tokens being
-context only (label -100), and the reply ending with the end-of-turn token so the model
-learns to stop. Rows come in TRL's conversational forms (language modeling
-``{"messages"}``, prompt-completion ``{"prompt", "completion"}``) or as preference rows
-whose chosen reply is the target. The loop is ``common.run_training_loop`` (per-step
-callback, cancellation, resumable checkpoints) rather than the Trainer, as for DPO.
+What TRL does (``trl.SFTTrainer``, a ``transformers.Trainer``): tokenising the
+conversational prompt-completion rows with the tokenizer's chat template (the prompt
+rendered with the generation prompt, the reply being everything the template renders
+after it: the assistant text, its end-of-turn token ``<|im_end|>`` and, for SmolLM2's
+template, the newline after it), the completion-only loss (prompt tokens are labelled
+-100; the loss is the token mean of the reply tokens' negative log-likelihood over the
+optimizer step, computed by TRL's fused LM head without materialising the logits),
+truncation to ``max_length``, padding, the LoRA adapter (``peft_config``), the optimizer
+and schedule, mixed precision, checkpoints (``save_steps``) and resuming from them
+(``resume_from_checkpoint``: RNG, optimizer, scheduler and the batches already seen), the
+held-out evaluation (``evaluate``), and its per-step metrics (``loss``, ``grad_norm``,
+``learning_rate``, ``epoch``, ``entropy``, ``mean_token_accuracy``, ``num_tokens``: tokens
+trained so far, prompts included).
 
-RAFT (``raft.py``) reuses ``SFTExample``, ``SFTObjective`` and ``fit_sft`` to fine-tune on
-its reward-ranked samples. Nothing here imports Django; ``training/tasks.py`` is the bridge.
+What is ours: the config the run form shows (``SFTConfig``, validated with clear messages,
+mapped onto TRL's config in ``trl_config``), reading and checking the snapshot file in any
+of its three forms and turning every row into TRL's conversational prompt-completion form
+(``read_sft_rows``), the held-out split by prompt (``common.holdout_split``), the
+curriculum order (``common.curriculum_order``, trained in that order by
+``trl_runtime.in_given_order``), ``eval_perplexity``, and ``fit_with_sft_trainer``, which
+RAFT (``raft.py``) uses for its fine-tuning step. The bridge to the run (per-step metrics,
+cancel, checkpoint marks, main-process-only artifacts) and the precision settings are
+``trl_runtime``'s, shared with KTO, the reward model and DPO.
+
+Sequences are padded per batch, neither packed nor padding-free: TRL's padding-free mode
+needs FlashAttention (the models here run on SDPA/eager attention, on CPU too), and
+packing with ``bfd`` turns padding-free on; the per-batch padding costs little at our
+sequence lengths.
+
+``load_sft_examples`` and ``encode_example`` tokenize with the engine's
+``encode_chat_reply`` (the same chat template; it drops what follows the reply's
+end-of-turn token): the benchmark counts tokens with them and RAFT tokenizes its kept
+replies with them, since a reply cut at ``max_new_tokens`` must be trained without an
+end-of-turn token, which a chat template always adds.
+
+Nothing here imports Django; ``training/tasks.py`` is the bridge.
 """
 
 from __future__ import annotations
 
 import math
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from training.methods.common import (
     EncodedReply,
@@ -28,42 +54,66 @@ from training.methods.common import (
     LoopResult,
     TrainingCancelled,
     TrainingConfig,
-    autocast_for,
     check_messages,
-    collate,
     curriculum_difficulty,
+    curriculum_order,
     encode_chat_reply,
     holdout_split,
     library_versions,
-    load_causal_lm_for_training,
+    lora_config,
     optional_number,
-    pick_device,
     prepare_tokenizer,
     prompt_key,
     read_jsonl,
-    run_training_loop,
-    save_artifact,
+    require,
     seed_everything,
-    sequence_logps,
     training_record,
+)
+from training.methods.trl_runtime import (
+    in_given_order,
+    load_base_model,
+    run_bridge,
+    save_trained,
+    step_metrics,
+    train_with_bridge,
+    trainer_arguments,
 )
 
 __all__ = [
     "SFTConfig",
     "SFTExample",
-    "SFTObjective",
     "SFTResult",
     "TrainingCancelled",
-    "fit_sft",
+    "fit_with_sft_trainer",
     "load_sft_examples",
     "read_sft_rows",
     "train_sft",
+    "trl_config",
 ]
 
 
 @dataclass
 class SFTConfig(TrainingConfig):
     """Hyperparameters of an SFT run; invalid values raise ``ValueError``.
+
+    Each maps onto ``trl.SFTConfig`` (see ``trl_config`` and
+    ``trl_runtime.trainer_arguments``): ``learning_rate``, ``max_steps`` (null -> -1),
+    ``gradient_accumulation_steps``, ``max_length`` (TRL truncates longer rows, keeping
+    their start) and ``seed`` (and ``data_seed``) by name; ``epochs`` ->
+    ``num_train_epochs``; ``batch_size`` -> ``per_device_train_batch_size`` and
+    ``per_device_eval_batch_size``; ``warmup_ratio`` -> ``warmup_steps`` (a share of the
+    steps), linear decay; ``checkpoint_every`` -> ``save_steps``; ``mixed_precision`` ->
+    ``bf16``/``fp16``; ``gradient_checkpointing`` as is; ``lora_r``, ``lora_alpha``,
+    ``lora_dropout``, ``lora_target_modules`` -> peft's ``LoraConfig`` (``peft_config``;
+    none with ``lora_r=0``, which trains every weight); ``qlora`` -> a 4-bit base model
+    (``trl_runtime.load_base_model``); ``curriculum`` -> rows sorted easiest first and
+    visited in that order (``trl_runtime.in_given_order``) instead of the Trainer's
+    seeded shuffle; ``eval_fraction`` -> the held-out rows passed as ``eval_dataset``.
+    Fixed: ``completion_only_loss=True``, ``packing=False``, ``padding_free=False`` (see
+    the module docstring). ``max_prompt_length`` is not used by the trainer (TRL does not
+    cut prompts: a row whose prompt alone fills ``max_length`` has no reply token left
+    and TRL drops it, which the run log reports); RAFT's kept replies still keep at most
+    that many prompt tokens.
 
     Defaults are chosen for LoRA on a ~100M-parameter instruct model (SmolLM2-135M) with
     the tens to thousands of demonstrations a labeling round produces:
@@ -171,7 +221,7 @@ def encode_example(
     max_prompt_length: int,
     row: dict[str, Any] | None = None,
 ) -> SFTExample:
-    """Tokenize one (prompt, reply) for training (see ``common.encode_chat_reply``)."""
+    """Tokenize one (prompt, reply) (see ``common.encode_chat_reply``)."""
     encoded = encode_chat_reply(
         tokenizer, prompt, reply, max_length=max_length, max_prompt_length=max_prompt_length
     )
@@ -181,7 +231,8 @@ def encode_example(
 def load_sft_examples(
     dataset_path: str | Path, tokenizer: Any, *, max_length: int, max_prompt_length: int
 ) -> list[SFTExample]:
-    """Read (see ``read_sft_rows``) and tokenize an SFT file."""
+    """Read (see ``read_sft_rows``) and tokenize an SFT file; a row the chat template
+    cannot render raises ``ValueError`` naming its line."""
     examples = []
     for line, row in read_sft_rows(dataset_path):
         try:
@@ -199,73 +250,127 @@ def load_sft_examples(
     return examples
 
 
-# --- Objective and loop ---------------------------------------------------------------
+def trl_row(example: SFTExample) -> dict[str, list[dict[str, str]]]:
+    """An example in TRL's conversational prompt-completion form (completion-only loss)."""
+    return {"prompt": example.row["prompt"], "completion": example.row["reply"]}
 
 
-class SFTObjective:
-    """Token-mean NLL of the reply tokens of a micro-batch of ``examples``."""
-
-    def __init__(self, model: Any, examples: list[SFTExample], *, pad_id: int, batch_size: int):
-        self.model, self.examples = model, examples
-        self.pad_id, self.batch_size = pad_id, batch_size
-        self.device = pick_device()
-
-    def nll(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """Summed reply NLL per row, reply token counts per row, and tokens processed."""
-        batch = collate(
-            [self.examples[i].encoded for i in indices],
-            pad_token_id=self.pad_id,
-            device=self.device,
-        )
-        with autocast_for(self.device):
-            logps, counts = sequence_logps(self.model, batch)
-        return -logps, counts, int(batch["attention_mask"].sum())
-
-    def __call__(self, indices: list[int]) -> tuple[torch.Tensor, dict[str, float], int]:
-        nll, counts, tokens = self.nll(indices)
-        loss = nll.sum() / counts.sum().clamp(min=1)
-        return loss, {"reply_tokens": float(counts.float().mean())}, tokens
-
-    def evaluate(self, indices: list[int]) -> dict[str, float]:
-        """Held-out ``eval_loss`` (token-mean reply NLL over all of ``indices``),
-        ``eval_perplexity`` and ``eval_rows``; empty when nothing is held out."""
-        if not indices:
-            return {}
-        self.model.eval()
-        total_nll, total_tokens = 0.0, 0
-        with torch.no_grad():
-            for start in range(0, len(indices), self.batch_size):
-                nll, counts, _ = self.nll(indices[start : start + self.batch_size])
-                total_nll += float(nll.sum())
-                total_tokens += int(counts.sum())
-        self.model.train()
-        loss = total_nll / max(total_tokens, 1)
-        return {
-            "eval_loss": loss,
-            "eval_perplexity": math.exp(loss),
-            "eval_rows": float(len(indices)),
-        }
+def curriculum_sorted(config: TrainingConfig, examples: list[SFTExample]) -> list[int]:
+    """Indices of ``examples`` from easiest to hardest for ``config.curriculum`` (rows
+    without a curriculum keep their order: the Trainer shuffles them)."""
+    difficulty = curriculum_difficulty(
+        config.curriculum, [e.row for e in examples], [e.tokens for e in examples]
+    )
+    return list(range(len(examples))) if difficulty is None else curriculum_order(difficulty)
 
 
-def fit_sft(
-    objective: SFTObjective, config: TrainingConfig, rows: list[int], hooks: Hooks
-) -> LoopResult:
-    """Optimise ``objective.model`` on ``rows`` of ``objective.examples`` (curriculum
-    order when ``config.curriculum`` is set, shuffled otherwise)."""
-    examples = objective.examples
-    return run_training_loop(
-        model=objective.model,
-        config=config,
-        rows=rows,
-        compute=objective,
-        hooks=hooks,
-        difficulty=curriculum_difficulty(
-            config.curriculum, [e.row for e in examples], [e.tokens for e in examples]
-        ),
+# --- Training -------------------------------------------------------------------------
+
+
+def trl_config(config: TrainingConfig, *, output_dir: Path, save: bool) -> Any:
+    """TRL's ``SFTConfig`` for our config (``trl_runtime.trainer_arguments`` plus SFT's own
+    settings: loss on the completion only, rows padded per batch, neither packed nor
+    padding-free, long rows cut keeping their start)."""
+    from trl import SFTConfig as TRLSFTConfig
+
+    return TRLSFTConfig(
+        **trainer_arguments(config, output_dir=output_dir, save=save),
+        completion_only_loss=True,
+        assistant_only_loss=False,
+        packing=False,
+        padding_free=False,
+        truncation_mode="keep_start",
+        shuffle_dataset=False,
     )
 
 
+def _is_peft_model(model: Any) -> bool:
+    from peft import PeftModel
+
+    return isinstance(model, PeftModel)
+
+
+def fit_with_sft_trainer(
+    model: Any,
+    tokenizer: Any,
+    rows: list[dict[str, Any]],
+    config: TrainingConfig,
+    hooks: Hooks,
+    *,
+    scratch_dir: Path,
+    eval_rows: list[dict[str, Any]] | None = None,
+    in_order: bool = False,
+    what: str = "SFT training",
+) -> tuple[Any, LoopResult]:
+    """Fine-tune ``model`` on ``rows`` with TRL's ``SFTTrainer``; returns the trainer (for
+    ``evaluate`` and saving) and every step's metrics.
+
+    ``model`` is a loaded causal LM, or a path loaded with ``trl_runtime.load_base_model``.
+    A plain model gets a fresh LoRA adapter from ``config`` (none with ``lora_r=0``); a
+    PEFT model (RAFT's policy, trained again each iteration) trains its own adapter.
+    ``rows`` are in one of TRL's forms: conversational ``{"prompt", "completion"}``, which
+    TRL tokenizes with ``tokenizer``'s chat template, or already tokenized ``{"input_ids",
+    "completion_mask"}``; either way only completion tokens are trained. ``in_order``
+    visits them in the order given (a curriculum) instead of shuffled. ``eval_rows``
+    (same form) are prepared for ``trainer.evaluate()``. Checkpoints go to
+    ``hooks.checkpoint_dir`` every ``checkpoint_every`` steps and training resumes from
+    the last one there; without a checkpoint folder the Trainer works in ``scratch_dir``
+    and saves nothing. Raises ``TrainingCancelled`` when ``hooks.should_stop`` stopped it.
+    """
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    if isinstance(model, str | Path):
+        model = load_base_model(model, config)
+    checkpoints = hooks.checkpoint_dir
+    use_lora = config.lora_r > 0 and not _is_peft_model(model)
+    bridge = run_bridge(hooks)
+    trainer_class = in_given_order(SFTTrainer) if in_order else SFTTrainer
+    trainer = trainer_class(
+        model=model,
+        args=trl_config(
+            config, output_dir=checkpoints or scratch_dir, save=checkpoints is not None
+        ),
+        train_dataset=Dataset.from_list(rows),
+        eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
+        processing_class=tokenizer,
+        peft_config=lora_config(config) if use_lora else None,
+        callbacks=[bridge],
+    )
+    dropped = len(rows) - len(trainer.train_dataset)
+    if dropped:
+        hooks.say(
+            f"{dropped} of {len(rows)} rows dropped: their prompt alone fills max_length "
+            f"({config.max_length} tokens)"
+        )
+    require(
+        len(trainer.train_dataset) > 0,
+        f"no row fits max_length ({config.max_length} tokens) with a reply token to train on",
+    )
+    loop = train_with_bridge(trainer, bridge, hooks=hooks, what=what)
+    return trainer, loop
+
+
+def held_out_metrics(trainer: Any) -> dict[str, float]:
+    """TRL's evaluation of the trainer's ``eval_dataset``: ``eval_loss`` (reply-token NLL,
+    the token mean of each batch averaged over the rows), ``eval_perplexity``,
+    ``eval_mean_token_accuracy``, ``eval_entropy`` and ``eval_rows``; empty without one."""
+    if trainer.eval_dataset is None or len(trainer.eval_dataset) == 0:
+        return {}
+    evaluation = step_metrics(trainer.evaluate())
+    metrics = {
+        key: evaluation[key]
+        for key in ("eval_loss", "eval_mean_token_accuracy", "eval_entropy")
+        if key in evaluation
+    }
+    metrics["eval_perplexity"] = math.exp(min(metrics["eval_loss"], 700.0))
+    metrics["eval_rows"] = float(len(trainer.eval_dataset))
+    return metrics
+
+
 def load_training_tokenizer(base_model_path: str | Path) -> Any:
+    """The base model's tokenizer with a chat template (SmolLM2's where it has none) and a
+    pad token (``common.prepare_tokenizer``): the one the trainer renders rows with."""
     from transformers import AutoTokenizer
 
     return prepare_tokenizer(AutoTokenizer.from_pretrained(str(base_model_path)))
@@ -277,6 +382,8 @@ def train_sft(
     dataset_path: str | Path,
     base_model_path: str | Path,
     output_dir: str | Path,
+    on_step=None,
+    should_stop=None,
     hooks: Hooks | None = None,
 ) -> SFTResult:
     """Fine-tune ``base_model_path`` on the replies of ``dataset_path``; save to ``output_dir``.
@@ -284,11 +391,14 @@ def train_sft(
     With ``lora_r > 0`` writes a LoRA adapter (``adapter_config.json``,
     ``adapter_model.safetensors``), with ``lora_r == 0`` a full model (``config.json``,
     ``model.safetensors``), plus the tokenizer and ``training_result.json`` (final and
-    held-out metrics, steps, config, seed, library versions). ``hooks`` report progress,
-    cancel (``TrainingCancelled``, nothing saved) and checkpoint/resume. Same config, data
-    and seed give the same weights on the same hardware.
+    held-out metrics, per-step history, config, seed, library versions); the caller gives
+    a private directory and publishes it. ``hooks`` (or the shorthand
+    ``on_step``/``should_stop``) report every optimizer step, cancel
+    (``TrainingCancelled``, nothing saved) and hold the checkpoint folder: checkpoints go
+    there every ``checkpoint_every`` steps, and a run that finds one there resumes from
+    it. Same config, data and seed give the same weights on the same hardware.
     """
-    hooks = hooks or Hooks()
+    hooks = hooks or Hooks(on_step=on_step, should_stop=should_stop)
     started = time.perf_counter()
     seed_everything(config.seed)
     tokenizer = load_training_tokenizer(base_model_path)
@@ -302,21 +412,31 @@ def train_sft(
         [e.prompt_key for e in examples], fraction=config.eval_fraction, seed=config.seed
     )
     hooks.say(f"{len(examples)} rows: {len(train_rows)} to train on, {len(held_out)} held out")
-    model = load_causal_lm_for_training(base_model_path, config, device=pick_device())
-    objective = SFTObjective(
-        model, examples, pad_id=tokenizer.pad_token_id, batch_size=config.batch_size
-    )
-    loop = fit_sft(objective, config, train_rows, hooks)
+    hooks.check_stop("SFT training")
+    training = [examples[i] for i in train_rows]
+    order = curriculum_sorted(config, training)
 
-    final = loop.last
-    final.update(objective.evaluate(held_out))
-    final["train_loss"] = loop.mean("loss")
-    final["train_seconds"] = time.perf_counter() - started
-    final["rows"] = float(len(train_rows))
-    record = training_record(
-        method="sft", config=config, loop=loop, metrics=final, base_model=base_model_path
-    )
-    save_artifact(model, tokenizer, output_dir, record)
+    model = load_base_model(base_model_path, config)
+    with tempfile.TemporaryDirectory(prefix="sft-") as scratch:
+        trainer, loop = fit_with_sft_trainer(
+            model,
+            tokenizer,
+            [trl_row(training[i]) for i in order],
+            config,
+            hooks,
+            scratch_dir=Path(scratch),
+            eval_rows=[trl_row(examples[i]) for i in held_out],
+            in_order=config.curriculum is not None,
+        )
+        final = loop.last
+        final.update(held_out_metrics(trainer))
+        final["train_loss"] = loop.mean("loss")
+        final["train_seconds"] = time.perf_counter() - started
+        final["rows"] = float(len(trainer.train_dataset))
+        record = training_record(
+            method="sft", config=config, loop=loop, metrics=final, base_model=base_model_path
+        )
+        save_trained(trainer, tokenizer, output_dir, record)
     return SFTResult(
         steps=loop.steps,
         metrics=final,

@@ -111,8 +111,11 @@ class DPOConfig(TrainingConfig):
     (null -> -1), ``gradient_accumulation_steps`` by name, ``warmup_ratio`` to
     ``warmup_steps`` (a share of the steps), ``checkpoint_every`` to ``save_steps``,
     ``mixed_precision``/``gradient_checkpointing``/``qlora`` as ``trl_runtime`` sets them;
-    ``lora_*`` go to peft's ``LoraConfig``; ``eval_fraction`` and ``curriculum`` are ours
-    (the held-out split and the row order).
+    ``lora_*`` go to peft's ``LoraConfig``, and ``lora_dropout=0`` also sets TRL's
+    ``disable_dropout`` (every dropout off, the model's own included, so the policy's
+    forward matches the precomputed reference's; above 0 dropout stays on, as the user
+    asked); ``eval_fraction`` and ``curriculum`` are ours (the held-out split and the row
+    order).
 
     ``max_length`` and ``max_prompt_length``: TRL 1.16 has no prompt limit; its collator
     cuts prompt+reply to ``max_length`` keeping the start (``truncation_mode=
@@ -137,8 +140,7 @@ class DPOConfig(TrainingConfig):
       passes; 8 pairs (16 sequences) fit CPU memory at ``max_length=512``.
     - ``lora_r=16``, ``lora_alpha=32`` (scale 2) on every attention and MLP projection
       (``lora_target_modules=None`` means peft's ``"all-linear"``, which leaves the LM
-      head alone), no dropout (TRL disables it anyway), so the first step's policy equals
-      the reference exactly.
+      head alone), no dropout, so the first step's policy equals the reference exactly.
     - ``nll_weight=1.0``: RPO's recommended weight; without it DPO mostly pushes the
       rejected reply down and greedy generations barely change.
     """
@@ -260,6 +262,7 @@ def trl_config(config: DPOConfig, *, output_dir: Path, save: bool) -> Any:
         loss_weights=loss_weights,
         truncation_mode="keep_start",
         precompute_ref_log_probs=True,
+        disable_dropout=config.lora_dropout == 0,
     )
 
 

@@ -11,14 +11,17 @@ Losses (``DPOConfig.loss_type``, plus ``nll_weight``):
   loop used.
 
 What TRL does (``trl.DPOTrainer``, a ``transformers.Trainer``): tokenising the
-conversational rows with the chat template, padding, the policy's log-probs (its fused LM
-head, which never builds the full logits), the reference log-probs (the base model: the
-LoRA adapter disabled, since TRL gets a peft model and no ``ref_model``; computed once
-before training with ``precompute_ref_log_probs``, and once for the held-out pairs), the
-losses, the reward metrics (``rewards/chosen``, ``rewards/accuracies``,
-``rewards/margins``, ...), the optimizer and schedule, checkpoints (``save_steps``) and
-resuming from them (``resume_from_checkpoint``, exact: RNG, optimizer, scheduler and the
-batches already seen), and the held-out evaluation (``evaluate``).
+conversational rows with the chat template (a reply is everything the template renders
+after the generation prompt: with SmolLM2's template that includes the newline after
+``<|im_end|>``, where ``common.encode_chat_reply`` stops at the EOS), padding, the
+policy's log-probs (its fused LM head, which never builds the full logits), the
+reference log-probs (the base model: the LoRA adapter disabled, since TRL gets a peft
+model and no ``ref_model``; computed once before training with
+``precompute_ref_log_probs``, and once for the held-out pairs), the losses, the reward
+metrics (``rewards/chosen``, ``rewards/accuracies``, ``rewards/margins``, ...), the
+optimizer and schedule, checkpoints (``save_steps``) and resuming from them
+(``resume_from_checkpoint``, exact: RNG, optimizer, scheduler and the batches already
+seen), and the held-out evaluation (``evaluate``).
 
 What is ours: the config the run form shows (``DPOConfig``, validated with clear messages,
 mapped onto TRL's config in ``trl_config``); reading and checking the snapshot file, every

@@ -23,8 +23,15 @@ from models_registry.engine.ml import (
     load_policy,
     verify_artifact,
 )
-from training.methods.common import Hooks
-from training.methods.raft import RAFTConfig, TrainingCancelled, train_raft
+from training.methods.common import Hooks, prepare_tokenizer
+from training.methods.raft import (
+    Kept,
+    RAFTConfig,
+    TrainingCancelled,
+    kept_example,
+    tokenized_row,
+    train_raft,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -246,6 +253,27 @@ def test_resumed_raft_run_ends_with_the_uninterrupted_weights(
     assert resumed_weights.keys() == expected_weights.keys()
     for name, tensor in expected_weights.items():
         assert torch.allclose(resumed_weights[name], tensor, atol=1e-7), name
+
+
+def test_a_reply_cut_at_max_new_tokens_is_trained_without_end_of_turn(tiny_model_dir):
+    # given
+    from transformers import AutoTokenizer
+
+    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(str(tiny_model_dir)))
+
+    def trained_text(finished: bool) -> str:
+        kept = Kept(prompt=_user("Say one thing."), reply="One", finished=finished, reward=1.0)
+        row = tokenized_row(kept_example(tokenizer, kept, _config()))
+        ids = [
+            t
+            for t, trained in zip(row["input_ids"], row["completion_mask"], strict=True)
+            if trained
+        ]
+        return tokenizer.decode(ids)
+
+    # when / then: the SFTTrainer's rows train on the reply only, ending the turn when it ended
+    assert trained_text(finished=True) == "One<|im_end|>"
+    assert trained_text(finished=False) == "One"
 
 
 def test_best_of_n_returns_the_best_of_its_draws(tiny_model_dir):

@@ -300,6 +300,42 @@ def test_length_curriculum_trains_short_rows_first(tiny_model_dir, tmp_path):
     assert shuffled != curriculum
 
 
+def test_rows_are_cut_to_max_length_and_a_prompt_that_fills_it_is_dropped(tiny_model_dir, tmp_path):
+    # given: a short row, a row whose reply runs past max_length, a row whose prompt fills it
+    long_text = " ".join(["word"] * 80)
+    path = _write_jsonl(
+        tmp_path / "long.jsonl",
+        [
+            {"messages": _user("Hi.") + _assistant("Hello.")},
+            {"messages": _user("Talk.") + _assistant(long_text)},
+            {"messages": _user(long_text) + _assistant("Too late.")},
+        ],
+    )
+    config = SFTConfig(
+        max_length=48, max_prompt_length=16, batch_size=1, epochs=1, lora_r=4, eval_fraction=0
+    )
+    tokens, log = [], []
+
+    # when
+    result = train_sft(
+        config,
+        dataset_path=path,
+        base_model_path=tiny_model_dir,
+        output_dir=tmp_path / "out",
+        hooks=Hooks(
+            on_step=lambda s, t, metrics: tokens.append(metrics["num_tokens"]), log=log.append
+        ),
+    )
+
+    # then: two rows trained, none longer than max_length; the third is reported
+    assert result.steps == 2
+    assert result.metrics["rows"] == 2.0
+    assert "1 of 3 rows dropped: their prompt alone fills max_length (48 tokens)" in log
+    per_row = [tokens[0], tokens[1] - tokens[0]]
+    assert max(per_row) == 48
+    assert (tmp_path / "out" / "adapter_model.safetensors").is_file()
+
+
 def test_sft_learns_a_fixed_answer(tiny_model_dir, tmp_path):
     # given: 16 questions all answered "yes"; a few held out
     path = _write_jsonl(

@@ -50,6 +50,7 @@ from training.methods.common import (
 )
 from training.methods.trl_runtime import (
     load_base_model,
+    rows_dataset,
     run_bridge,
     save_trained,
     step_metrics,
@@ -202,7 +203,6 @@ def train_kto(
     there every ``checkpoint_every`` steps, and a run that finds one there resumes from it.
     Same config, data and seed give the same adapter on the same hardware.
     """
-    from datasets import Dataset
     from transformers import AutoTokenizer
     from trl import KTOTrainer
 
@@ -234,7 +234,9 @@ def train_kto(
         trainer = KTOTrainer(
             model=model,
             args=args,
-            train_dataset=Dataset.from_list(_shuffled(rows, train_rows, config.seed)),
+            train_dataset=rows_dataset(
+                _shuffled(rows, train_rows, config.seed), args, name="train"
+            ),
             processing_class=tokenizer,
             peft_config=lora_config(config),
             callbacks=[bridge],
@@ -243,7 +245,8 @@ def train_kto(
         final = loop.last
         if len(held_out) >= 2:
             evaluation = trainer.evaluate(
-                Dataset.from_list([rows[i] for i in held_out]), metric_key_prefix="eval"
+                rows_dataset([rows[i] for i in held_out], args, name="held-out"),
+                metric_key_prefix="eval",
             )
             final.update(step_metrics(evaluation))
             final["eval_replies"] = float(len(held_out))

@@ -95,6 +95,7 @@ from training.methods.trl_runtime import (
     in_given_order,
     is_main_process,
     load_base_model,
+    rows_dataset,
     run_bridge,
     save_trained,
     step_metrics,
@@ -385,7 +386,6 @@ def train_reward(
     checkpoints go there every ``checkpoint_every`` steps, and a run that finds one there
     resumes from it.
     """
-    from datasets import Dataset
     from transformers import AutoTokenizer
     from trl import RewardTrainer
 
@@ -427,12 +427,16 @@ def train_reward(
         trainer = trainer_class(
             model=model,
             args=args,
-            train_dataset=Dataset.from_list([examples[i] for i in train_rows]),
+            train_dataset=rows_dataset([examples[i] for i in train_rows], args, name="train"),
             processing_class=trainer_tokenizer,
             peft_config=reward_lora_config(config),
             callbacks=[bridge],
         )
-        evaluation = Dataset.from_list([examples[i] for i in held_out]) if held_out else None
+        evaluation = (
+            rows_dataset([examples[i] for i in held_out], args, name="held-out")
+            if held_out
+            else None
+        )
         before = trainer.evaluate(evaluation) if evaluation is not None else {}
         loop = train_with_bridge(trainer, bridge, hooks=hooks, what="Reward model training")
         final = loop.last

@@ -72,6 +72,7 @@ from training.methods.common import (
 from training.methods.trl_runtime import (
     in_given_order,
     load_base_model,
+    rows_dataset,
     run_bridge,
     save_trained,
     step_metrics,
@@ -317,7 +318,6 @@ def fit_with_sft_trainer(
     the last one there; without a checkpoint folder the Trainer works in ``scratch_dir``
     and saves nothing. Raises ``TrainingCancelled`` when ``hooks.should_stop`` stopped it.
     """
-    from datasets import Dataset
     from trl import SFTTrainer
 
     if isinstance(model, str | Path):
@@ -326,13 +326,12 @@ def fit_with_sft_trainer(
     use_lora = config.lora_r > 0 and not _is_peft_model(model)
     bridge = run_bridge(hooks)
     trainer_class = in_given_order(SFTTrainer) if in_order else SFTTrainer
+    args = trl_config(config, output_dir=checkpoints or scratch_dir, save=checkpoints is not None)
     trainer = trainer_class(
         model=model,
-        args=trl_config(
-            config, output_dir=checkpoints or scratch_dir, save=checkpoints is not None
-        ),
-        train_dataset=Dataset.from_list(rows),
-        eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
+        args=args,
+        train_dataset=rows_dataset(rows, args, name="train"),
+        eval_dataset=rows_dataset(eval_rows, args, name="held-out") if eval_rows else None,
         processing_class=tokenizer,
         peft_config=lora_config(config) if use_lora else None,
         callbacks=[bridge],

@@ -260,3 +260,26 @@ def in_given_order(trainer_class: type) -> type:
 
     InGivenOrder.__name__ = f"{trainer_class.__name__}InGivenOrder"
     return InGivenOrder
+
+
+def rows_dataset(rows: list[dict[str, Any]], args: Any, *, name: str) -> Any:
+    """A ``datasets.Dataset`` of ``rows`` for a trainer built with ``args``.
+
+    In one process, an in-memory dataset. Under several processes, one saved by the main
+    process in ``args.output_dir`` and read by every rank: TRL's trainers cache their
+    tokenised rows and precomputed reference log-probs next to the dataset's files, and an
+    in-memory dataset's cache is a private temporary folder that the other ranks cannot see.
+    """
+    import hashlib
+    import json
+
+    from datasets import Dataset, load_from_disk
+
+    if args.world_size == 1:
+        return Dataset.from_list(rows)
+    digest = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:16]
+    folder = Path(args.output_dir) / f"{name}-{digest}"
+    with args.main_process_first(desc=f"{name} rows"):
+        if args.process_index == 0 and not folder.exists():
+            Dataset.from_list(rows).save_to_disk(str(folder))
+        return load_from_disk(str(folder))

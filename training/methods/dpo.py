@@ -73,6 +73,7 @@ from training.methods.common import (
 from training.methods.trl_runtime import (
     in_given_order,
     load_base_model,
+    rows_dataset,
     run_bridge,
     save_trained,
     step_metrics,
@@ -379,7 +380,6 @@ def train_dpo(
     there every ``checkpoint_every`` steps, and a run that finds one there resumes from it.
     Same config, data and seed give the same adapter on the same hardware.
     """
-    from datasets import Dataset
     from transformers import AutoTokenizer
 
     hooks = hooks or Hooks(on_step=on_step, should_stop=should_stop)
@@ -424,7 +424,9 @@ def train_dpo(
         trainer = trainer_class(config)(
             model=model,
             args=args,
-            train_dataset=Dataset.from_list([_trl_row(pairs[i]) for i in train_rows]),
+            train_dataset=rows_dataset(
+                [_trl_row(pairs[i]) for i in train_rows], args, name="train"
+            ),
             processing_class=tokenizer,
             peft_config=lora_config(config),
             callbacks=[bridge],
@@ -433,7 +435,7 @@ def train_dpo(
         final = loop.last
         if held_out:
             evaluation = trainer.evaluate(
-                Dataset.from_list([_trl_row(pairs[i]) for i in held_out]),
+                rows_dataset([_trl_row(pairs[i]) for i in held_out], args, name="held-out"),
                 metric_key_prefix="eval",
             )
             final.update(step_metrics(evaluation))

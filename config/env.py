@@ -48,6 +48,9 @@ GENERATION_BATCH_SIZE = int(env_str("GENERATION_BATCH_SIZE", "8"))
 ASSIGNMENT_TTL_MINUTES = int(env_str("ASSIGNMENT_TTL_MINUTES", "30"))
 TRAINING_STALE_AFTER_SECONDS = int(env_str("TRAINING_STALE_AFTER_SECONDS", "180"))
 TRAINING_HEARTBEAT_SECONDS = float(env_str("TRAINING_HEARTBEAT_SECONDS", "15"))
+# The training worker's devices when it runs on another machine than the web server, e.g.
+# "cuda:8+deepspeed+bitsandbytes" (training.methods.launch.Devices.parse); empty: this machine's.
+TRAINING_DEVICES = env_str("TRAINING_DEVICES", "")
 GENERATION_STALE_AFTER_SECONDS = int(env_str("GENERATION_STALE_AFTER_SECONDS", "120"))
 JUDGE_JOB_STALE_AFTER_SECONDS = int(env_str("JUDGE_JOB_STALE_AFTER_SECONDS", "120"))
 ARENA_STALE_AFTER_SECONDS = int(env_str("ARENA_STALE_AFTER_SECONDS", "60"))

@@ -7,6 +7,7 @@ from annotation.projects.permissions import MANAGE, project_for
 from config import jobs
 from models_registry.models import ModelVersion
 from training import selectors, services
+from training.methods.launch import STRATEGIES
 from training.models import TrainingRun
 from training.specs import METHODS
 
@@ -35,6 +36,8 @@ def run_payload(run: TrainingRun, *, with_steps: bool = False) -> dict:
         ),
         "config": run.config,
         "seed": run.seed,
+        "processes": run.processes,
+        "strategy": run.strategy,
         "step": run.step,
         "total_steps": run.total_steps,
         **jobs.outlook_fields(selectors.run_outlook(run=run)),
@@ -69,6 +72,18 @@ class TrainingRunInputSerializer(serializers.Serializer):
     )
     config = serializers.DictField(required=False, default=dict)
     filters = serializers.DictField(required=False, default=dict)
+    processes = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Training processes, one per GPU (SFT, reward, DPO, KTO); left out: every GPU "
+        "of the training worker, else 1.",
+    )
+    strategy = serializers.ChoiceField(
+        choices=list(STRATEGIES),
+        default="ddp",
+        help_text="How the processes share the model: ddp, fsdp, deepspeed-zero2, deepspeed-zero3.",
+    )
     sft_first = serializers.BooleanField(
         required=False,
         default=False,

@@ -7,7 +7,8 @@ from django import forms
 
 from annotation.datasets.selectors import AI_LABELS, DEFAULT_RATING_THRESHOLD
 from models_registry.models import ModelVersion
-from training.methods.common import CURRICULA
+from training.methods.common import CURRICULA, PRECISIONS
+from training.methods.launch import STRATEGIES
 from training.services import SFT_FIRST_METHODS, sft_stage_settings
 from training.specs import METHODS, method_spec
 
@@ -32,6 +33,10 @@ PRIMARY_FIELDS = {
 }
 CHOICES = {
     "curriculum": [("", "none (shuffle)")] + [(c, c) for c in CURRICULA],
+    "mixed_precision": [
+        ("auto", "auto (bf16 where the hardware has it, else fp16 on GPUs, else fp32)")
+    ]
+    + [(p, p) for p in PRECISIONS if p != "auto"],
     "loss_type": [("sigmoid", "sigmoid (DPO)"), ("ipo", "IPO")],
 }
 SLIDERS = {"weight": {"min": "0", "max": "1", "step": "0.05"}}
@@ -41,6 +46,9 @@ HELP = {
     "curriculum": "Order rows from easy to hard by margin, agreement or length.",
     "weight": "Share of the base version in the mix (1 = only the base version's adapter).",
     "max_steps": "Stop after this many optimizer steps (optional).",
+    "gradient_checkpointing": "Recompute activations in the backward pass: less memory, "
+    "about a third slower.",
+    "qlora": "4-bit base weights under the LoRA adapter (bitsandbytes, CUDA only).",
 }
 
 
@@ -119,6 +127,20 @@ class TrainingRunForm(forms.Form):
                 queryset=_policies().exclude(adapter_path=""),
                 help_text="The second run to mix in (trained from the same base).",
             )
+        if self.spec.distributable:
+            self.fields["processes"] = forms.IntegerField(
+                required=False,
+                min_value=1,
+                help_text="One per GPU; left empty, every GPU of the training worker (else 1). "
+                "More than 1 trains under accelerate launch.",
+            )
+            self.fields["strategy"] = forms.ChoiceField(
+                choices=[(name, name) for name in STRATEGIES],
+                initial="ddp",
+                required=False,
+                help_text="ddp: each process holds the model; fsdp and DeepSpeed ZeRO shard it "
+                "across GPUs.",
+            )
         if self.spec.dataset == "sft":
             self.fields["include_chosen"] = forms.BooleanField(
                 required=False, help_text="Also train on the chosen reply of every comparison."
@@ -176,6 +198,7 @@ class TrainingRunForm(forms.Form):
     def setup_fields(self):
         names = ("method", "base_version", "reward_version", "mix_with")
         names += ("sft_first", "include_chosen", "min_margin", "rating_threshold", "ai")
+        names += ("processes", "strategy")
         return [self[name] for name in names if name in self.fields]
 
     def config(self) -> dict:
@@ -188,6 +211,13 @@ class TrainingRunForm(forms.Form):
                 continue
             config[name] = value
         return config
+
+    def layout(self) -> dict:
+        """``processes`` and ``strategy`` for the service (defaults where left empty)."""
+        return {
+            "processes": self.cleaned_data.get("processes"),
+            "strategy": self.cleaned_data.get("strategy") or "ddp",
+        }
 
     def filters(self) -> dict:
         return {

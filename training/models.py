@@ -38,6 +38,12 @@ class TrainingRun(models.Model):
         RAFT = "raft", "RAFT (reward-ranked fine-tuning)"
         SOUP = "soup", "Rewarded soup (mix two runs)"
 
+    class Strategy(models.TextChoices):
+        DDP = "ddp", "DDP (data parallel)"
+        FSDP = "fsdp", "FSDP (fully sharded)"
+        ZERO2 = "deepspeed-zero2", "DeepSpeed ZeRO-2"
+        ZERO3 = "deepspeed-zero3", "DeepSpeed ZeRO-3"
+
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
         RUNNING = "running", "Running"
@@ -73,6 +79,10 @@ class TrainingRun(models.Model):
     )
     config = models.JSONField(default=dict)
     seed = models.IntegerField(default=0)
+    processes = models.PositiveSmallIntegerField(
+        default=1, help_text="Training processes (one per GPU); more than 1 runs accelerate launch."
+    )
+    strategy = models.CharField(max_length=20, choices=Strategy.choices, default=Strategy.DDP)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     cancel_requested = models.BooleanField(default=False)
     step = models.PositiveIntegerField(default=0)

@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 from django.conf import settings
 from django.db import transaction
@@ -41,8 +42,9 @@ from models_registry.models import ModelVersion
 from models_registry.services import ensure_full_weights, model_version_register, reward_scorer
 from training import selectors
 from training.methods.common import TrainingCancelled, checkpoint_step
+from training.methods.launch import Devices, check_launch, train_in_processes
 from training.models import DatasetSnapshot, TrainingRun, TrainingStep
-from training.specs import MethodSpec, method_spec
+from training.specs import MethodSpec, check_runtime_settings, method_spec
 
 logger = logging.getLogger(__name__)
 
@@ -224,6 +226,8 @@ def training_run_start(
     sft_first: bool = False,
     previous: TrainingRun | None = None,
     follow_up: dict | None = None,
+    processes: int | None = None,
+    strategy: str = "ddp",
 ) -> TrainingRun:
     """Validate, snapshot the data and queue a run on the gpu queue; nothing is stored
     when anything is wrong. ``queue=False`` leaves the run queued for the caller to
@@ -239,8 +243,10 @@ def training_run_start(
     try:
         spec = method_spec(method)
         method_config = spec.config_from(config or {})
+        check_runtime_settings(spec, method_config)
     except (TypeError, ValueError) as error:
         raise ServiceError(f"Bad training config: {error}") from None
+    processes = training_layout(spec, method_config, processes=processes, strategy=strategy)
     _check_versions(
         spec, base_version=base_version, reward_version=reward_version, mix_with=mix_with
     )
@@ -256,6 +262,8 @@ def training_run_start(
             filters=filters,
             user=user,
             queue=queue,
+            processes=processes,
+            strategy=strategy,
         )
     snapshot = None
     if spec.dataset is not None:
@@ -275,24 +283,75 @@ def training_run_start(
             created_by=user,
             follow_up=follow_up or {},
             previous=previous,
+            processes=processes,
+            strategy=strategy,
         )
         if queue:
             _enqueue(run)
     return run
 
 
+def training_devices() -> Devices:
+    """The training worker's devices: ``TRAINING_DEVICES`` when it runs elsewhere, else
+    this machine's."""
+    text = settings.TRAINING_DEVICES
+    if not text:
+        return Devices.detect()
+    try:
+        return Devices.parse(text)
+    except ValueError as error:
+        raise ServiceError(f"The TRAINING_DEVICES setting is wrong: {error}") from None
+
+
+def training_layout(
+    spec: MethodSpec, method_config, *, processes: int | None, strategy: str
+) -> int:
+    """The number of processes a run gets (``None``: every GPU of the training worker for a
+    method that can use several, else 1); raises ``ServiceError`` for a layout the worker
+    cannot run (more processes than devices, FSDP without 2 GPUs, QLoRA without CUDA...)."""
+    devices = training_devices()
+    if processes is None:
+        processes = devices.default_processes() if spec.distributable else 1
+    try:
+        check_launch(
+            processes=processes,
+            strategy=strategy,
+            qlora=bool(getattr(method_config, "qlora", False)),
+            distributable=spec.distributable,
+            devices=devices,
+        )
+    except ValueError as error:
+        raise ServiceError(f"Bad training layout: {error}") from None
+    return processes
+
+
 SFT_FIRST_METHODS = {"dpo"}
 
 
 def _start_sft_stage(
-    *, project, base_version, spec: MethodSpec, method_config, filters, user, queue
+    *,
+    project,
+    base_version,
+    spec: MethodSpec,
+    method_config,
+    filters,
+    user,
+    queue,
+    processes: int,
+    strategy: str,
 ) -> TrainingRun:
     if spec.method not in SFT_FIRST_METHODS:
         raise ServiceError(f"An SFT stage first is offered for {', '.join(SFT_FIRST_METHODS)}.")
     # Check the preference data now, not when the SFT stage is over.
     if snapshot_create(project=project, dataset=spec.dataset, filters=filters).row_count == 0:
         raise ServiceError(EMPTY_DATASET[spec.dataset])
-    follow_up = {"method": spec.method, "config": method_config.to_dict(), "filters": filters or {}}
+    follow_up = {
+        "method": spec.method,
+        "config": method_config.to_dict(),
+        "filters": filters or {},
+        "processes": processes,
+        "strategy": strategy,
+    }
     return training_run_start(
         project=project,
         base_version=base_version,
@@ -302,6 +361,8 @@ def _start_sft_stage(
         user=user,
         queue=queue,
         follow_up=follow_up,
+        processes=processes,
+        strategy=strategy,
     )
 
 
@@ -334,6 +395,8 @@ def _start_follow_up(run: TrainingRun, version: ModelVersion, *, queue: bool) ->
             user=run.created_by,
             queue=queue,
             previous=run,
+            processes=plan.get("processes", 1),  # plans stored before layouts: one process
+            strategy=plan.get("strategy", "ddp"),
         )
     except (ServiceError, QueueUnavailable) as error:
         _append_log(
@@ -533,6 +596,8 @@ def _train(run: TrainingRun, spec: MethodSpec, work_dir: Path):
             output_dir=work_dir,
         )
     base_path = ensure_full_weights(run.base_version)
+    if run.processes > 1:
+        return _train_in_processes(run, spec, base_path, work_dir)
     kwargs = {}
     if spec.needs_reward_model:
         kwargs["score"] = reward_scorer(run.reward_version)
@@ -544,6 +609,29 @@ def _train(run: TrainingRun, spec: MethodSpec, work_dir: Path):
         hooks=_hooks(run),
         **kwargs,
     )
+
+
+def _train_in_processes(run: TrainingRun, spec: MethodSpec, base_path, work_dir: Path):
+    """The run under ``accelerate launch``: its ranks report through the launcher, whose
+    channel folder (job, events, the processes' log) is this attempt's own."""
+    channel = Path(tempfile.mkdtemp(prefix=f".launch-{run.pk}-", dir=settings.MODELS_DIR))
+    try:
+        result = train_in_processes(
+            module=spec.module,
+            method=spec.method,
+            config_name=spec.config_name,
+            config=run.config,
+            dataset_path=run.snapshot.path,
+            base_model_path=base_path,
+            output_dir=work_dir,
+            channel=channel,
+            hooks=_hooks(run),
+            processes=run.processes,
+            strategy=run.strategy,
+        )
+    finally:
+        shutil.rmtree(channel, ignore_errors=True)
+    return SimpleNamespace(**result)
 
 
 def _publish(run: TrainingRun, work_dir: Path) -> Path:

@@ -41,6 +41,10 @@ class MethodSpec:
     needs_reward_model: bool = False
     mixes_two_versions: bool = False
     help: str = ""
+    # Trains on one of TRL's trainers: mixed_precision, gradient_checkpointing and qlora
+    # apply (trl_runtime); ``distributable``: it can also run in several processes.
+    on_trainer: bool = False
+    distributable: bool = False
 
     def config_class(self) -> type[MethodConfig]:
         if self.method == "soup":
@@ -65,6 +69,8 @@ METHODS: dict[str, MethodSpec] = {
             "SFTConfig",
             dataset="sft",
             produces="policy",
+            on_trainer=True,
+            distributable=True,
             help="Supervised fine-tuning on demonstrations (and chosen replies if asked).",
         ),
         MethodSpec(
@@ -74,6 +80,8 @@ METHODS: dict[str, MethodSpec] = {
             "RewardConfig",
             dataset="preferences",
             produces="reward",
+            on_trainer=True,
+            distributable=True,
             help="A scalar reward model from comparisons and rankings (pairwise loss).",
         ),
         MethodSpec(
@@ -83,6 +91,8 @@ METHODS: dict[str, MethodSpec] = {
             "DPOConfig",
             dataset="preferences",
             produces="policy",
+            on_trainer=True,
+            distributable=True,
             help="Direct preference optimisation on comparisons, with an NLL term on chosen.",
         ),
         MethodSpec(
@@ -92,6 +102,8 @@ METHODS: dict[str, MethodSpec] = {
             "KTOConfig",
             dataset="unpaired",
             produces="policy",
+            on_trainer=True,
+            distributable=True,
             help="Kahneman-Tversky optimisation on single replies marked good or bad: ratings "
             "against a threshold, comparisons' winners and losers, rankings' best and worst.",
         ),
@@ -122,6 +134,7 @@ METHODS: dict[str, MethodSpec] = {
             "RAFTConfig",
             dataset="prompts",
             produces="policy",
+            on_trainer=True,
             needs_reward_model=True,
             help="Sample k replies per prompt, keep the reward model's best, fine-tune on them.",
         ),
@@ -137,6 +150,25 @@ METHODS: dict[str, MethodSpec] = {
         ),
     )
 }
+
+
+TRAINER_METHODS = ", ".join(spec.label for spec in METHODS.values() if spec.on_trainer)
+
+
+def check_runtime_settings(spec: MethodSpec, config: MethodConfig) -> None:
+    """Refuse runtime settings a method's own loop would ignore (``ValueError``)."""
+    if spec.on_trainer:
+        return
+    asked = [
+        name
+        for name, default in (("mixed_precision", "auto"), ("gradient_checkpointing", False))
+        if getattr(config, name, default) != default
+    ] + (["qlora"] if getattr(config, "qlora", False) else [])
+    if asked:
+        raise ValueError(
+            f"{', '.join(asked)}: {spec.label} trains on its own loop, where these settings "
+            f"do not apply; they apply to {TRAINER_METHODS}"
+        )
 
 
 def method_spec(method: str) -> MethodSpec:

@@ -25,6 +25,7 @@ def _start_from_form(request, project, form: TrainingRunForm) -> TrainingRun | N
             filters=form.filters(),
             sft_first=form.cleaned_data.get("sft_first", False),
             user=request.user,
+            **form.layout(),
         )
     except ServiceError as error:
         form.add_config_error(error.message)

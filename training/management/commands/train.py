@@ -10,6 +10,7 @@ from config.errors import ServiceError
 from models_registry.models import ModelVersion
 from models_registry.selectors import version_by_reference
 from training import selectors, services
+from training.methods.launch import STRATEGIES
 from training.models import TrainingRun
 from training.specs import METHODS
 
@@ -81,6 +82,19 @@ class Command(BaseCommand):
             "agreement threshold), include, or only them; default: the project's setting.",
         )
         parser.add_argument(
+            "--processes",
+            type=int,
+            help="Training processes, one per GPU (SFT, reward, DPO, KTO); default: every GPU "
+            "of the training worker, else 1. More than 1 runs `accelerate launch`.",
+        )
+        parser.add_argument(
+            "--strategy",
+            choices=STRATEGIES,
+            default="ddp",
+            help="How the processes share the model: ddp (default), fsdp, deepspeed-zero2, "
+            "deepspeed-zero3 (presets in training/launch_configs/).",
+        )
+        parser.add_argument(
             "--now",
             action="store_true",
             help="Train, then run every follow-up stage and generation job, in this process "
@@ -110,6 +124,8 @@ class Command(BaseCommand):
                 filters={k: v for k, v in filters.items() if v not in (None, False)},
                 queue=not options["now"],
                 sft_first=options["sft_first"],
+                processes=options["processes"],
+                strategy=options["strategy"],
             )
         except (ServiceError, QueueUnavailable) as error:
             raise CommandError(str(error)) from None

@@ -74,6 +74,7 @@ class Recorder:
 
 METHODS = {
     "sft": ("training.methods.sft", "SFTConfig", _preferences),
+    "dpo": ("training.methods.dpo", "DPOConfig", _preferences),
     "kto": ("training.methods.kto", "KTOConfig", _unpaired),
 }
 

@@ -1,4 +1,6 @@
-"""Helpers shared by the training methods (DPO now; SFT, reward and PPO later).
+"""Helpers shared by the training methods: data reading, configs, the held-out split, LoRA,
+artifacts, hooks, and the loop RRHF and PPO still run on (the others use TRL's trainers
+through ``trl_runtime``).
 
 Plain Python on torch and transformers: nothing here may import Django, because the
 methods run inside a Celery worker through ``training/tasks.py`` and are tested with

@@ -23,8 +23,9 @@ over the k responses of each prompt (right-padded, prompt tokens masked) per ste
 
 Why our own code: no library we use ships RRHF (TRL has DPO, KTO, PPO, RLOO..., not
 RRHF; the authors' repository is a research script on a forked Trainer). The loop is
-``common.run_training_loop`` like every other method here, so steps, metrics, heartbeat,
-cancellation, checkpoints and resume reach the run the same way.
+``common.run_training_loop``, our own (the trainer methods run on TRL's, through
+``trl_runtime``), with the same hooks, so steps, metrics, heartbeat, cancellation,
+checkpoints and resume reach the run the same way. It trains in one process.
 
 Scores come from the rows (``rankings`` snapshots: annotation/datasets/selectors.py
 ``rrhf_rows``). Nothing here imports Django; ``training/tasks.py`` is the bridge.

@@ -319,6 +319,7 @@ def training_layout(
             qlora=bool(getattr(method_config, "qlora", False)),
             distributable=spec.distributable,
             devices=devices,
+            precision=getattr(method_config, "mixed_precision", "auto"),
         )
     except ValueError as error:
         raise ServiceError(f"Bad training layout: {error}") from None

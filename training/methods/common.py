@@ -254,6 +254,41 @@ class RuntimeConfig(MethodConfig):
         )
 
 
+def cpu_has_bf16() -> bool:
+    import torch
+
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def resolve_precision(setting: str, device: str | None = None) -> str:
+    """``"bf16"``, ``"fp16"`` or ``"fp32"`` for a ``mixed_precision`` setting on ``device``."""
+    import torch
+
+    device = device or pick_device()
+    if setting != "auto":
+        return setting
+    if device == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if device == "cpu" and cpu_has_bf16() else "fp32"
+
+
+def agreed(flag: bool) -> bool:
+    """The main process's ``flag`` on every rank (itself when not distributed)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    box = [flag]
+    dist.broadcast_object_list(box, src=0)
+    return bool(box[0])
+
+
+def is_main_process() -> bool:
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
 CURRICULA = ("margin", "agreement", "length")
 
 
@@ -375,12 +410,16 @@ def load_causal_lm_for_training(
     base_model_path: str | os.PathLike[str], config: TrainingConfig, *, device: str
 ) -> Any:
     """The base model in float32 on ``device``, wrapped with a fresh LoRA adapter
-    (``config.lora_r > 0``) or with every weight trainable (``lora_r == 0``)."""
+    (``config.lora_r > 0``) or with every weight trainable (``lora_r == 0``), recomputing
+    activations in the backward pass when ``config.gradient_checkpointing`` asks."""
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(str(base_model_path), dtype=torch.float32)
     model.to(device)
+    if getattr(config, "gradient_checkpointing", False):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
     if config.lora_r == 0:
         return model
     return get_peft_model(model, lora_config(config))
@@ -522,9 +561,27 @@ class LoopResult:
 
 MAX_GRAD_NORM = 1.0
 
-# compute(indices) -> (loss, metrics, tokens): the mean loss of those rows as a tensor
-# with gradients, float metrics averaged over the rows, and the tokens processed.
-ComputeLoss = Callable[[list[int]], tuple[torch.Tensor, dict[str, float], int]]
+# compute(indices, model) -> (loss, metrics, tokens): the mean loss of those rows, computed
+# with ``model`` (the loop's prepared one), as a tensor with gradients, float metrics
+# averaged over the rows, and the tokens processed.
+ComputeLoss = Callable[[list[int], Any], tuple[torch.Tensor, dict[str, float], int]]
+
+ACCELERATE_PRECISION = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}
+
+
+def loop_accelerator(config: TrainingConfig) -> Any:
+    """accelerate's ``Accelerator`` for our own loop: the run's precision (autocast, with
+    loss scaling for fp16), CPU or CUDA, and DDP when started by ``accelerate launch``."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    # One state per process; a worker runs many trainings, as transformers' Trainer does.
+    AcceleratorState._reset_state(reset_partial_state=False)
+    device = pick_device()
+    return Accelerator(
+        mixed_precision=ACCELERATE_PRECISION[resolve_precision(config.mixed_precision, device)],
+        cpu=device == "cpu",
+    )
 
 
 def run_training_loop(
@@ -536,22 +593,28 @@ def run_training_loop(
     hooks: Hooks,
     difficulty: Sequence[float] | None = None,
 ) -> LoopResult:
-    """Optimise ``model`` over ``rows`` (indices into the method's data) with AdamW.
+    """Optimise ``model`` over ``rows`` (indices into the method's data) with AdamW, on
+    accelerate (``loop_accelerator``): RRHF's loop, whose loss no library ships.
 
-    Every epoch visits the rows in micro-batches of ``config.batch_size``, shuffled by
-    ``(seed, epoch)`` or, with ``difficulty`` given, from easiest to hardest. Gradients
+    Every epoch visits the rows in micro-batches of ``config.batch_size`` per process,
+    shuffled by ``(seed, epoch)`` or, with ``difficulty`` given, from easiest to hardest;
+    under several processes each takes its share of every global micro-batch. Gradients
     of ``gradient_accumulation_steps`` micro-batches are summed (weighted by their row
-    counts), clipped to norm 1 and applied; the learning rate warms up then decays
-    linearly. Checkpoints go to ``hooks.checkpoint_dir`` every ``checkpoint_every`` steps
-    and at each epoch end; when the folder already holds one, training resumes after its
-    step with the same order and optimizer state, so the result matches an uninterrupted
-    run. Returns the per-step metrics (``loss``, the method's metrics, ``learning_rate``,
+    counts), averaged over processes, clipped to norm 1 and applied; the learning rate warms
+    up then decays linearly. Checkpoints go to ``hooks.checkpoint_dir`` every
+    ``checkpoint_every`` steps and at each epoch end (written by the main process); when
+    the folder already holds one, training resumes after its step with the same order and
+    optimizer state, so the result matches an uninterrupted run. Only the main process
+    reports steps; its cancel decision reaches every process. Returns the per-step metrics
+    (``loss``, the method's metrics averaged over processes, ``learning_rate``,
     ``tokens_per_s``, ``epoch``).
     """
     rows = list(rows)
     if not rows:
         raise ValueError("no training rows left after holding out the evaluation set")
-    size, accumulation = config.batch_size, config.gradient_accumulation_steps
+    accelerator = loop_accelerator(config)
+    world, rank = accelerator.num_processes, accelerator.process_index
+    size, accumulation = config.batch_size * world, config.gradient_accumulation_steps
     micro_per_epoch = math.ceil(len(rows) / size)
     steps_per_epoch = math.ceil(micro_per_epoch / accumulation)
     total_steps = config.epochs * steps_per_epoch
@@ -566,12 +629,13 @@ def run_training_loop(
     step, state = load_checkpoint(
         hooks.checkpoint_dir, model=model, optimizer=optimizer, scheduler=scheduler
     )
+    prepared, optimizer = accelerator.prepare(model, optimizer)
     history: list[dict[str, float]] = list(state.get("history", []))
     if step:
         hooks.say(f"resumed from the checkpoint at step {step} of {total_steps}")
 
     def checkpoint() -> None:
-        if hooks.checkpoint_dir is not None:
+        if hooks.checkpoint_dir is not None and accelerator.is_main_process:
             save_checkpoint(
                 hooks.checkpoint_dir,
                 model=model,
@@ -580,8 +644,15 @@ def run_training_loop(
                 step=step,
                 state={"history": history},
             )
+        accelerator.wait_for_everyone()
 
-    model.train()
+    def my_share(batch: list[int]) -> tuple[list[int], float]:
+        """This process's rows of a global micro-batch, and the weight of its loss (0 for
+        a process left without rows at the end of an epoch: it still takes part)."""
+        share = batch[rank * config.batch_size : (rank + 1) * config.batch_size]
+        return (share, 1.0) if share else (batch[:1], 0.0)
+
+    prepared.train()
     for epoch in range(config.epochs):
         if difficulty is not None:
             order = [rows[i] for i in curriculum_order([difficulty[r] for r in rows])]
@@ -594,10 +665,12 @@ def run_training_loop(
                 continue  # done before the checkpoint this run resumed from
             if step >= total_steps:
                 break
-            hooks.check_stop()
-            group = micro_batches[g : g + accumulation]
-            metrics = _accumulate(compute, group)
-            torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM)
+            stop = accelerator.is_main_process and bool(hooks.should_stop and hooks.should_stop())
+            if agreed(stop):
+                raise TrainingCancelled("training cancelled")
+            group = [my_share(batch) for batch in micro_batches[g : g + accumulation]]
+            metrics = _accumulate(compute, group, prepared, accelerator)
+            accelerator.clip_grad_norm_(trainable, MAX_GRAD_NORM)
             learning_rate = scheduler.get_last_lr()[0]
             optimizer.step()
             scheduler.step()
@@ -608,27 +681,39 @@ def run_training_loop(
             epoch_done = g + accumulation >= len(micro_batches)
             if step < total_steps and (step % config.checkpoint_every == 0 or epoch_done):
                 checkpoint()  # before reporting the step, so a reported checkpoint exists
-            hooks.step_done(step, total_steps, metrics)
+            if accelerator.is_main_process:
+                hooks.step_done(step, total_steps, metrics)
         if step >= total_steps:
             break
     return LoopResult(steps=step, total_steps=total_steps, history=history)
 
 
-def _accumulate(compute: ComputeLoss, group: list[list[int]]) -> dict[str, float]:
-    """Backward over one optimizer step's micro-batches; returns row-weighted metrics."""
-    group_size = sum(len(batch) for batch in group)
+def _accumulate(
+    compute: ComputeLoss, group: list[tuple[list[int], float]], model: Any, accelerator: Any
+) -> dict[str, float]:
+    """Backward over one optimizer step's micro-batches (this process's share of each);
+    returns row-weighted metrics averaged over processes and the tokens/s of them all."""
+    group_size = sum(len(batch) * share for batch, share in group) or 1.0
     started = time.perf_counter()
     sums: dict[str, float] = {}
     tokens = 0
-    for batch in group:
-        loss, metrics, batch_tokens = compute(batch)
-        weight = len(batch) / group_size
-        (loss * weight).backward()
-        tokens += batch_tokens
+    for batch, share in group:
+        loss, metrics, batch_tokens = compute(batch, model)
+        weight = share * len(batch) / group_size
+        accelerator.backward(loss * weight)
+        tokens += batch_tokens if share else 0
         sums["loss"] = sums.get("loss", 0.0) + weight * float(loss.detach())
         for key, value in metrics.items():
             sums[key] = sums.get(key, 0.0) + weight * float(value)
     elapsed = time.perf_counter() - started
+    if accelerator.num_processes > 1:
+        keys = sorted(sums)
+        values = torch.tensor([sums[k] for k in keys] + [tokens], device=accelerator.device)
+        values = accelerator.reduce(values, reduction="sum")
+        sums = {
+            k: float(v) / accelerator.num_processes for k, v in zip(keys, values[:-1], strict=True)
+        }
+        tokens = int(values[-1])
     sums["tokens_per_s"] = tokens / elapsed if elapsed > 0 else 0.0
     return sums
 

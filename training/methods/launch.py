@@ -100,9 +100,20 @@ class Devices:
 
 
 def check_launch(
-    *, processes: int, strategy: str, qlora: bool, distributable: bool, devices: Devices
+    *,
+    processes: int,
+    strategy: str,
+    qlora: bool,
+    distributable: bool,
+    devices: Devices,
+    precision: str = "auto",
 ) -> None:
     """Raise ``ValueError`` with a clear message when ``devices`` cannot run this layout."""
+    if precision == "fp16" and devices.kind != "cuda":
+        raise ValueError(
+            "fp16 mixed precision needs a CUDA GPU; on CPU use auto (bf16 where the CPU has "
+            "it) or fp32"
+        )
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}; got {strategy!r}")
     if not isinstance(processes, int) or isinstance(processes, bool) or processes < 1:

@@ -46,12 +46,12 @@ from training.methods.common import (
     Hooks,
     TrainingCancelled,
     TrainingConfig,
-    autocast_for,
     check_messages,
     collate,
     curriculum_difficulty,
     encode_chat_reply,
     holdout_split,
+    is_main_process,
     library_versions,
     load_causal_lm_for_training,
     pick_device,
@@ -237,15 +237,18 @@ class _RRHFObjective:
         self.config, self.model, self.prompts, self.pad_id = config, model, prompts, pad_id
         self.device = pick_device()
 
-    def __call__(self, indices: list[int]) -> tuple[torch.Tensor, dict[str, float], int]:
+    def __call__(
+        self, indices: list[int], model: Any = None
+    ) -> tuple[torch.Tensor, dict[str, float], int]:
+        """The loss of ``indices``, with ``model`` (the training loop's prepared model:
+        autocast, DDP) or else the plain one."""
         chosen = [self.prompts[i] for i in indices]
         batch = collate(
             [reply for prompt in chosen for reply in prompt.responses],
             pad_token_id=self.pad_id,
             device=self.device,
         )
-        with autocast_for(self.device):
-            logps, counts = sequence_logps(self.model, batch)
+        logps, counts = sequence_logps(model if model is not None else self.model, batch)
         rank_losses, sft_losses, correct, pairs, start = [], [], 0, 0, 0
         for prompt in chosen:
             end = start + len(prompt.responses)
@@ -350,7 +353,8 @@ def train_rrhf(
     record = training_record(
         method="rrhf", config=config, loop=loop, metrics=final, base_model=base_model_path
     )
-    save_artifact(model, tokenizer, output_dir, record)
+    if is_main_process():
+        save_artifact(model, tokenizer, output_dir, record)
     return RRHFResult(
         steps=loop.steps,
         metrics=final,

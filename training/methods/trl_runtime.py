@@ -31,28 +31,13 @@ from training.methods.common import (
     Hooks,
     LoopResult,
     TrainingCancelled,
+    agreed,
+    is_main_process,
     pick_device,
+    resolve_precision,
     save_artifact,
     write_json,
 )
-
-
-def cpu_has_bf16() -> bool:
-    import torch
-
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
-def resolve_precision(setting: str, device: str | None = None) -> str:
-    """``"bf16"``, ``"fp16"`` or ``"fp32"`` for a ``mixed_precision`` setting on ``device``."""
-    import torch
-
-    device = device or pick_device()
-    if setting != "auto":
-        return setting
-    if device == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if device == "cpu" and cpu_has_bf16() else "fp32"
 
 
 def trainer_arguments(config: Any, *, output_dir: Path, save: bool) -> dict[str, Any]:
@@ -139,23 +124,6 @@ def step_metrics(logs: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def _agreed(flag: bool) -> bool:
-    """The main process's ``flag`` on every rank (itself when not distributed)."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        return flag
-    box = [flag]
-    dist.broadcast_object_list(box, src=0)
-    return bool(box[0])
-
-
-def is_main_process() -> bool:
-    import torch.distributed as dist
-
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
-
 def _bridge_class():
     from transformers import TrainerCallback
 
@@ -179,7 +147,7 @@ def _bridge_class():
             if main:
                 self.hooks.step_done(*report)
             stop = main and self.hooks.should_stop is not None and bool(self.hooks.should_stop())
-            if _agreed(stop):
+            if agreed(stop):
                 self.cancelled = True
                 control.should_training_stop = True
 

@@ -545,6 +545,55 @@ def warmup_linear_schedule(optimizer: Any, *, total_steps: int, warmup_ratio: fl
 
 
 @dataclass
+class Optimisation:
+    """AdamW over a model's trainable weights, the warmup-then-linear schedule, and their
+    checkpoint in ``checkpoint_dir``: what our own loops (RRHF's, PPO's) share.
+
+    ``start`` restores the last checkpoint when there is one and says at which step (0
+    when none) and with what method state (``history`` and the like) to go on from.
+    """
+
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    checkpoint_dir: Path | None
+
+    @classmethod
+    def start(
+        cls,
+        model: Any,
+        *,
+        learning_rate: float,
+        total_updates: int,
+        warmup_ratio: float,
+        checkpoint_dir: Path | None,
+        eps: float = 1e-8,
+    ) -> tuple[Optimisation, int, dict]:
+        optimizer = torch.optim.AdamW(
+            trainable_parameters(model), lr=learning_rate, weight_decay=0.0, eps=eps
+        )
+        scheduler = warmup_linear_schedule(
+            optimizer, total_steps=total_updates, warmup_ratio=warmup_ratio
+        )
+        step, state = load_checkpoint(
+            checkpoint_dir, model=model, optimizer=optimizer, scheduler=scheduler
+        )
+        return cls(model, optimizer, scheduler, checkpoint_dir), step, state
+
+    def save(self, *, step: int, state: dict) -> None:
+        """Checkpoint (from the main process only; a no-op without a folder)."""
+        if self.checkpoint_dir is not None and is_main_process():
+            save_checkpoint(
+                self.checkpoint_dir,
+                model=self.model,
+                optimizer=self.optimizer,
+                scheduler=self.scheduler,
+                step=step,
+                state=state,
+            )
+
+
+@dataclass
 class LoopResult:
     steps: int
     total_steps: int
@@ -622,28 +671,21 @@ def run_training_loop(
         total_steps = min(total_steps, config.max_steps)
 
     trainable = trainable_parameters(model)
-    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=0.0)
-    scheduler = warmup_linear_schedule(
-        optimizer, total_steps=total_steps, warmup_ratio=config.warmup_ratio
+    optimisation, step, state = Optimisation.start(
+        model,
+        learning_rate=config.learning_rate,
+        total_updates=total_steps,
+        warmup_ratio=config.warmup_ratio,
+        checkpoint_dir=hooks.checkpoint_dir,
     )
-    step, state = load_checkpoint(
-        hooks.checkpoint_dir, model=model, optimizer=optimizer, scheduler=scheduler
-    )
-    prepared, optimizer = accelerator.prepare(model, optimizer)
+    scheduler = optimisation.scheduler
+    prepared, optimizer = accelerator.prepare(model, optimisation.optimizer)
     history: list[dict[str, float]] = list(state.get("history", []))
     if step:
         hooks.say(f"resumed from the checkpoint at step {step} of {total_steps}")
 
     def checkpoint() -> None:
-        if hooks.checkpoint_dir is not None and accelerator.is_main_process:
-            save_checkpoint(
-                hooks.checkpoint_dir,
-                model=model,
-                optimizer=optimizer,
-                scheduler=scheduler,
-                step=step,
-                state={"history": history},
-            )
+        optimisation.save(step=step, state={"history": history})
         accelerator.wait_for_everyone()
 
     def my_share(batch: list[int]) -> tuple[list[int], float]:

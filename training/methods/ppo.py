@@ -46,6 +46,7 @@ from models_registry.engine.ml import checked_rewards
 from training.methods.common import (
     Hooks,
     LoopResult,
+    Optimisation,
     TrainingCancelled,
     TrainingConfig,
     autocast_for,
@@ -53,18 +54,15 @@ from training.methods.common import (
     holdout_split,
     library_versions,
     load_causal_lm_for_training,
-    load_checkpoint,
     pick_device,
     prepare_tokenizer,
     prompt_key,
     read_prompts,
     require,
     save_artifact,
-    save_checkpoint,
     seed_everything,
     trainable_parameters,
     training_record,
-    warmup_linear_schedule,
 )
 
 __all__ = [
@@ -859,14 +857,13 @@ def train_ppo(
     updates_per_step = config.ppo_epochs * math.ceil(
         config.rollout_batch_size / config.mini_batch_size
     )
-    optimizer = torch.optim.AdamW(
-        trainable_parameters(model), lr=config.learning_rate, weight_decay=0.0, eps=ADAM_EPS
-    )
-    scheduler = warmup_linear_schedule(
-        optimizer, total_steps=total_steps * updates_per_step, warmup_ratio=config.warmup_ratio
-    )
-    step, state = load_checkpoint(
-        hooks.checkpoint_dir, model=model, optimizer=optimizer, scheduler=scheduler
+    optimisation, step, state = Optimisation.start(
+        model,
+        learning_rate=config.learning_rate,
+        total_updates=total_steps * updates_per_step,
+        warmup_ratio=config.warmup_ratio,
+        checkpoint_dir=hooks.checkpoint_dir,
+        eps=ADAM_EPS,
     )
     history: list[dict[str, float]] = list(state.get("history", []))
     kl_coef = float(state.get("kl_coef", config.init_kl_coef))
@@ -877,15 +874,9 @@ def train_ppo(
         eval_before = ppo.evaluate(held_out, "before")
 
     def checkpoint() -> None:
-        if hooks.checkpoint_dir is not None:
-            save_checkpoint(
-                hooks.checkpoint_dir,
-                model=model,
-                optimizer=optimizer,
-                scheduler=scheduler,
-                step=step,
-                state={"history": history, "kl_coef": kl_coef, "eval_before": eval_before},
-            )
+        optimisation.save(
+            step=step, state={"history": history, "kl_coef": kl_coef, "eval_before": eval_before}
+        )
 
     while step < total_steps:
         hooks.check_stop("PPO training")
@@ -899,7 +890,10 @@ def train_ppo(
         ]
         step_started = time.perf_counter()
         rollout = ppo.collect(indices, kl_coef)
-        metrics = {**rollout.metrics, **ppo.update(rollout, optimizer, scheduler, step)}
+        metrics = {
+            **rollout.metrics,
+            **ppo.update(rollout, optimisation.optimizer, optimisation.scheduler, step),
+        }
         metrics["step_seconds"] = time.perf_counter() - step_started
         if config.adaptive_kl:
             kl_coef = next_kl_coef(

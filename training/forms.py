@@ -122,6 +122,18 @@ class TrainingRunForm(forms.Form):
                 ),
                 help_text="The reward model to optimise against.",
             )
+        if self.spec.optional_reward_model:
+            self.fields["reward_version"] = forms.ModelChoiceField(
+                queryset=ModelVersion.objects.filter(kind=ModelVersion.Kind.REWARD).order_by(
+                    "-created_at"
+                ),
+                required=False,
+                label="Reward model",
+                empty_label="left empty: people's scores",
+                help_text="Scores every response of each prompt (all model versions' "
+                "candidates, imported ones, demonstrations) instead of people; trains in one "
+                "process.",
+            )
         if self.spec.mixes_two_versions:
             self.fields["mix_with"] = forms.ModelChoiceField(
                 queryset=_policies().exclude(adapter_path=""),

@@ -28,6 +28,7 @@ from annotation.datasets.selectors import (
     AiSelection,
     jsonl_lines,
     kto_rows,
+    rrhf_candidate_rows,
     rrhf_rows,
     sft_rows,
     training_preference_rows,
@@ -62,7 +63,7 @@ def _clean_filters(dataset: str, filters: dict | None) -> dict:
         "preferences": {"min_margin", "ai"},
         "prompts": set(),
         "unpaired": {"rating_threshold", "ai"},
-        "rankings": {"ai"},
+        "rankings": {"ai", "scores"},
     }
     unknown = sorted(set(filters) - allowed[dataset])
     if unknown:
@@ -81,8 +82,14 @@ def _clean_filters(dataset: str, filters: dict | None) -> dict:
         if not 1 <= threshold <= 7:
             raise ServiceError("rating_threshold must be a number from 1 to 7.")
         filters["rating_threshold"] = float(threshold)  # recorded even when left out
+    if "scores" in filters and filters["scores"] not in RANKING_SCORES:
+        raise ServiceError(f"scores must be one of {', '.join(RANKING_SCORES)}.")
     return {key: value for key, value in filters.items() if value not in (None, False)}
 
+
+# Who scores RRHF's responses: people (rrhf_rows) or, at train time, the run's reward
+# model (rrhf_candidate_rows: every response of a prompt, unscored). Left out: people.
+RANKING_SCORES = ("people", "reward-model")
 
 PROVENANCE = ("source", "judge", "constitution", "principle")
 AI_DATASETS = ("sft", "preferences", "unpaired", "rankings")
@@ -117,6 +124,8 @@ def _dataset_rows(project: Project, dataset: str, filters: dict, ai: AiSelection
                 yield row
     elif dataset == "unpaired":
         yield from kto_rows(project, ai=ai, rating_threshold=filters.get("rating_threshold"))
+    elif dataset == "rankings" and filters.get("scores") == "reward-model":
+        yield from rrhf_candidate_rows(project, ai=ai)
     elif dataset == "rankings":
         yield from rrhf_rows(project, ai=ai)
     else:
@@ -136,7 +145,9 @@ def snapshot_create(
     ``unpaired`` (KTO: single replies labelled desirable or not, from ratings against
     ``rating_threshold``, default 5 of 7, comparisons and rankings; see ``kto_rows``) or
     ``rankings`` (RRHF: each prompt's responses with scores from rankings, comparisons or
-    ratings, its demonstrations the best; see ``rrhf_rows``). For sft
+    ratings, its demonstrations the best; see ``rrhf_rows``; with ``scores``
+    "reward-model", every response of each prompt unscored, for the run's reward model to
+    score: ``rrhf_candidate_rows``). For sft
     and preferences, ``ai`` is ``exclude`` (people's labels only), ``trusted`` (and the AI
     labels of judges that clear the project's agreement threshold), ``include`` (every AI
     label) or ``only`` (AI labels only); left out, the project's setting
@@ -192,6 +203,11 @@ EMPTY_DATASET = {
     "differently scored responses (a ranking, decisive comparisons or ratings of "
     "different replies).",
 }
+EMPTY_CANDIDATES = (
+    "There is nothing to rank yet: RRHF scored by a reward model needs a prompt with at "
+    "least two different responses (candidates of model versions, imported responses or "
+    "demonstrations)."
+)
 
 
 def _check_versions(spec: MethodSpec, *, base_version, reward_version, mix_with) -> None:
@@ -202,6 +218,9 @@ def _check_versions(spec: MethodSpec, *, base_version, reward_version, mix_with)
             raise ServiceError(f"{spec.label} needs a reward model: train one first.")
         if reward_version.kind != ModelVersion.Kind.REWARD:
             raise ServiceError(f"{reward_version} is not a reward model.")
+    optional = spec.optional_reward_model and reward_version is not None
+    if optional and reward_version.kind != ModelVersion.Kind.REWARD:
+        raise ServiceError(f"{reward_version} is not a reward model.")
     if spec.mixes_two_versions:
         if mix_with is None or mix_with.pk == base_version.pk:
             raise ServiceError("A soup mixes two different versions: pick the second one.")
@@ -246,13 +265,22 @@ def training_run_start(
         check_runtime_settings(spec, method_config)
     except (TypeError, ValueError) as error:
         raise ServiceError(f"Bad training config: {error}") from None
-    processes = training_layout(spec, method_config, processes=processes, strategy=strategy)
+    scored_by_reward_model = spec.optional_reward_model and reward_version is not None
+    processes = training_layout(
+        spec,
+        method_config,
+        processes=processes,
+        strategy=strategy,
+        scored_by_reward_model=scored_by_reward_model,
+    )
     _check_versions(
         spec, base_version=base_version, reward_version=reward_version, mix_with=mix_with
     )
     # Written out now, so that an SFT stage and the follow-up it starts use the same choice
     # even if the project's setting changes in between.
     filters = with_ai_choice(project=project, dataset=spec.dataset, filters=filters)
+    if spec.optional_reward_model:
+        filters = _reward_scores_filter(spec, filters, scored_by_reward_model)
     if sft_first:
         return _start_sft_stage(
             project=project,
@@ -269,13 +297,17 @@ def training_run_start(
     if spec.dataset is not None:
         snapshot = snapshot_create(project=project, dataset=spec.dataset, filters=filters)
         if snapshot.row_count == 0:
-            raise ServiceError(EMPTY_DATASET[spec.dataset])
+            raise ServiceError(
+                EMPTY_CANDIDATES if scored_by_reward_model else EMPTY_DATASET[spec.dataset]
+            )
     with transaction.atomic():
         run = TrainingRun.objects.create(
             project=project,
             method=spec.method,
             base_version=base_version,
-            reward_version=reward_version if spec.needs_reward_model else None,
+            reward_version=reward_version
+            if spec.needs_reward_model or scored_by_reward_model
+            else None,
             mix_with=mix_with if spec.mixes_two_versions else None,
             snapshot=snapshot,
             config=method_config.to_dict(),
@@ -291,6 +323,22 @@ def training_run_start(
     return run
 
 
+def _reward_scores_filter(spec: MethodSpec, filters: dict, scored_by_reward_model: bool) -> dict:
+    """The ``scores`` filter of a method whose reward model is optional (RRHF): set to
+    "reward-model" when the run has one; asking for either without the other is refused."""
+    asked = filters.get("scores")
+    if scored_by_reward_model:
+        if asked not in (None, "reward-model"):
+            raise ServiceError(
+                f"A reward model scores {spec.label}'s responses: leave the scores filter out "
+                "or set it to reward-model."
+            )
+        return {**filters, "scores": "reward-model"}
+    if asked == "reward-model":
+        raise ServiceError(f"scores reward-model needs a reward model: pick one for {spec.label}.")
+    return filters
+
+
 def training_devices() -> Devices:
     """The training worker's devices: ``TRAINING_DEVICES`` when it runs elsewhere, else
     this machine's."""
@@ -304,12 +352,25 @@ def training_devices() -> Devices:
 
 
 def training_layout(
-    spec: MethodSpec, method_config, *, processes: int | None, strategy: str
+    spec: MethodSpec,
+    method_config,
+    *,
+    processes: int | None,
+    strategy: str,
+    scored_by_reward_model: bool = False,
 ) -> int:
     """The number of processes a run gets (``None``: every GPU of the training worker for a
     method that can use several, else 1); raises ``ServiceError`` for a layout the worker
-    cannot run (more processes than devices, FSDP without 2 GPUs, QLoRA without CUDA...)."""
+    cannot run (more processes than devices, FSDP without 2 GPUs, QLoRA without CUDA...).
+    A run scored by a reward model (RRHF with one) trains in one process: the launcher
+    cannot pass a score function to its processes."""
     devices = training_devices()
+    if scored_by_reward_model:
+        if processes is not None and processes > 1:
+            raise ServiceError(
+                f"Bad training layout: {spec.label} scored by a reward model trains in one process."
+            )
+        processes = 1
     if processes is None:
         processes = devices.default_processes() if spec.distributable else 1
     try:
@@ -600,7 +661,7 @@ def _train(run: TrainingRun, spec: MethodSpec, work_dir: Path):
     if run.processes > 1:
         return _train_in_processes(run, spec, base_path, work_dir)
     kwargs = {}
-    if spec.needs_reward_model:
+    if spec.needs_reward_model or (spec.optional_reward_model and run.reward_version):
         kwargs["score"] = reward_scorer(run.reward_version)
     return spec.train_function()(
         config,

@@ -43,6 +43,8 @@ class MethodSpec:
     dataset: str | None  # snapshot dataset (services.DATASETS); None: soups
     produces: str  # ModelVersion kind: "policy" or "reward"
     needs_reward_model: bool = False
+    # A reward model may be given (RRHF: it scores the responses instead of people).
+    optional_reward_model: bool = False
     mixes_two_versions: bool = False
     help: str = ""
     # The runtime settings that apply: all three on TRL's trainers (trl_runtime), precision
@@ -121,8 +123,12 @@ METHODS: dict[str, MethodSpec] = {
             produces="policy",
             runtime_settings=("mixed_precision", "gradient_checkpointing"),
             distributable=True,
+            optional_reward_model=True,
             help="Rank each prompt's scored responses (rankings, comparisons, ratings, "
-            "demonstrations) by length-normalised log-probability, plus SFT on the best.",
+            "demonstrations) by length-normalised log-probability, plus SFT on the best. "
+            "With a reward model, every response of each prompt (all model versions' "
+            "candidates, imported ones, demonstrations) is scored by it instead, in one "
+            "process.",
         ),
         MethodSpec(
             "ppo",

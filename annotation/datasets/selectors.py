@@ -444,6 +444,64 @@ def rrhf_rows(project: Project, *, ai: AiOption = None) -> Iterator[dict]:
         }
 
 
+def rrhf_candidate_rows(project: Project, *, ai: AiOption = None) -> Iterator[dict]:
+    """Every response to a prompt, from any source, unscored, for RRHF scored by a reward
+    model at train time: ``{prompt, responses, scores: null, scored_by: "reward-model",
+    demonstrations, model_versions, source, judge, constitution, principle}``.
+
+    A prompt of the labeling pool (not a chat turn's or an arena battle's, as for every
+    other format) gives one row holding its responses (every model version's candidates
+    and imported ones, oldest first) and then its current demonstrations (same
+    conversation; the ``ai`` choice applies to them), each distinct non-empty text once.
+    A prompt with fewer than two distinct texts gives no row (nothing to rank). The
+    provenance keys are those of its demonstrations ("" when it has none; the responses
+    themselves carry no judgment); ``model_versions`` names the versions whose candidates
+    are in.
+    """
+    selection = ai_selection(project, ai)
+    rows: dict[str, dict] = {}
+
+    def entry(conversation: list[dict]) -> dict:
+        return rows.setdefault(
+            _conversation_key(conversation),
+            {"prompt": conversation, "texts": {}, "demos": [], "versions": set()},
+        )
+
+    responses = (
+        Response.objects.labeling()
+        .filter(prompt__project=project)
+        .select_related("prompt", "model_version")
+        .order_by("prompt_id", "created_at", "id")
+    )
+    for response in responses.iterator(chunk_size=1000):
+        if not response.text.strip():
+            continue
+        row = entry(response.prompt.as_conversation())
+        row["texts"].setdefault(response.text, None)
+        if response.model_version_id is not None:
+            row["versions"].add(response.model_version.name)
+    written = _current(project, TaskKind.DEMONSTRATION, selection).exclude(text="")
+    for demonstration in written.iterator(chunk_size=500):
+        if not demonstration.text.strip():
+            continue
+        row = entry(_conversation(demonstration))
+        row["texts"].setdefault(demonstration.text, None)
+        row["demos"].append(demonstration)
+    empty = {"source": "", "judge": "", "constitution": "", "principle": ""}
+    for row in rows.values():
+        if len(row["texts"]) < 2:
+            continue
+        yield {
+            "prompt": row["prompt"],
+            "responses": list(row["texts"]),
+            "scores": None,
+            "scored_by": "reward-model",
+            "demonstrations": len(row["demos"]),
+            "model_versions": sorted(row["versions"]),
+            **(_merged_provenance(row["demos"]) if row["demos"] else empty),
+        }
+
+
 ROWS = {
     "dpo": dpo_rows,
     "sft": sft_rows,

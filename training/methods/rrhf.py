@@ -28,19 +28,29 @@ RRHF; the authors' repository is a research script on a forked Trainer). The loo
 checkpoints and resume reach the run the same way. It trains in one process.
 
 Scores come from the rows (``rankings`` snapshots: annotation/datasets/selectors.py
-``rrhf_rows``). Nothing here imports Django; ``training/tasks.py`` is the bridge.
+``rrhf_rows``, people's scores), or, when ``train_rrhf`` is given a ``score`` function
+(a reward model's, the same ``score(prompts, replies)`` PPO and RAFT take), from that
+function: the rows then need no scores (``rrhf_candidate_rows``: every response of a
+prompt, from any source, ``"scores": null``), each (prompt, response) is scored once
+before training, the responses are ranked by those scores and only then capped at
+``max_responses``. What the function said is written next to the artifact
+(``reward_scores.jsonl``). A score function cannot cross into other processes, so such a
+run trains in one. Nothing here imports Django; ``training/tasks.py`` is the bridge.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from models_registry.engine.ml import checked_rewards
 from training.methods.common import (
     EncodedReply,
     Hooks,
@@ -72,8 +82,15 @@ __all__ = [
     "TrainingCancelled",
     "read_ranked_rows",
     "rrhf_losses",
+    "score_rows",
     "train_rrhf",
 ]
+
+# score(prompts, replies) -> one float per reply (higher is better); prompts are chat
+# messages, replies text: the shape of ppo.ScoreFunction, which a reward model's scorer has.
+ScoreFunction = Callable[[list[list[dict]], list[str]], Sequence[float]]
+SCORES_FILE = "reward_scores.jsonl"
+SCORE_CHUNK = 64  # (prompt, response) pairs per call of the score function
 
 
 @dataclass
@@ -135,24 +152,35 @@ def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def read_ranked_rows(dataset_path: str | Path) -> list[tuple[int, dict[str, Any]]]:
+def read_ranked_rows(
+    dataset_path: str | Path, *, scored: bool = True
+) -> list[tuple[int, dict[str, Any]]]:
     """Validated rows ``{"prompt": [messages], "responses": [text, ...], "scores":
     [number, ...]}`` (a higher score is better) as ``(line, row)``.
 
     Raises ``ValueError`` naming the first bad line: responses and scores of different
     lengths, an empty response, or fewer than two distinct scores (nothing to rank); or
-    when the file holds no rows.
+    when the file holds no rows. ``scored=False`` (a score function will score them):
+    ``scores`` may be null or absent (the row keeps None) and a row needs two distinct
+    responses instead.
     """
     rows = []
     for line, row in read_jsonl(dataset_path):
-        for key in ("prompt", "responses", "scores"):
+        required = ("prompt", "responses", "scores") if scored else ("prompt", "responses")
+        for key in required:
             if key not in row:
                 raise ValueError(f"line {line}: missing {key!r} (expected prompt/responses/scores)")
-        responses, scores = row["responses"], row["scores"]
+        responses, scores = row["responses"], row.get("scores")
         if not isinstance(responses, list) or not all(
             isinstance(text, str) and text.strip() for text in responses
         ):
             raise ValueError(f"line {line}: 'responses' must be a list of non-empty texts")
+        if not scored:
+            if len(set(responses)) < 2:
+                raise ValueError(f"line {line}: needs at least two different responses to rank")
+            prompt = check_messages(row["prompt"], field="prompt", line=line)
+            rows.append((line, {"prompt": prompt, "responses": responses, "scores": None}))
+            continue
         if not isinstance(scores, list) or not all(_number(score) for score in scores):
             raise ValueError(f"line {line}: 'scores' must be a list of numbers")
         if len(responses) != len(scores):
@@ -178,12 +206,63 @@ def keep_responses(scores: list[float], k: int) -> list[int]:
     return [order[round(step * last / (k - 1))] for step in range(k)]
 
 
+def score_rows(
+    rows: list[tuple[int, dict[str, Any]]], score: ScoreFunction, *, say=None
+) -> list[tuple[int, dict[str, Any]]]:
+    """``rows`` with the scores of ``score`` (each distinct response of a row scored once,
+    in calls of ``SCORE_CHUNK`` pairs), responses best first; rows whose responses all
+    score the same are left out (nothing to rank). ``ValueError`` when the function does
+    not return one finite number per reply, or when no row is left."""
+    pairs = [
+        (index, text)
+        for index, (_, row) in enumerate(rows)
+        for text in dict.fromkeys(row["responses"])
+    ]
+    values: list[float] = []
+    for start in range(0, len(pairs), SCORE_CHUNK):
+        chunk = pairs[start : start + SCORE_CHUNK]
+        prompts = [rows[index][1]["prompt"] for index, _ in chunk]
+        replies = [text for _, text in chunk]
+        values.extend(checked_rewards(score(prompts, replies), len(chunk)))
+    by_row: list[dict[str, float]] = [{} for _ in rows]
+    for (index, text), value in zip(pairs, values, strict=True):
+        by_row[index][text] = value
+    scored = []
+    for (line, row), scores in zip(rows, by_row, strict=True):
+        if len(set(scores.values())) < 2:
+            continue
+        ordered = sorted(scores.items(), key=lambda item: -item[1])  # stable: ties keep order
+        scored.append(
+            (
+                line,
+                {
+                    "prompt": row["prompt"],
+                    "responses": [text for text, _ in ordered],
+                    "scores": [value for _, value in ordered],
+                },
+            )
+        )
+    if say is not None:
+        say(
+            f"the score function scored {len(pairs)} responses of {len(rows)} prompts; "
+            f"{len(rows) - len(scored)} left out (their responses scored the same)"
+        )
+    if not scored:
+        raise ValueError("the score function gave every prompt's responses the same score")
+    return scored
+
+
 def load_ranked_prompts(
-    dataset_path: str | Path, tokenizer: Any, config: RRHFConfig
+    dataset_path: str | Path,
+    tokenizer: Any,
+    config: RRHFConfig,
+    *,
+    rows: list[tuple[int, dict[str, Any]]] | None = None,
 ) -> list[RankedPrompt]:
-    """Read (see ``read_ranked_rows``), cap at ``max_responses`` and tokenize."""
+    """Read (see ``read_ranked_rows``; or take ``rows``, scored already), cap at
+    ``max_responses`` and tokenize."""
     prompts = []
-    for line, row in read_ranked_rows(dataset_path):
+    for line, row in rows if rows is not None else read_ranked_rows(dataset_path):
         kept = keep_responses(row["scores"], config.max_responses)
         try:
             encoded = [
@@ -228,6 +307,13 @@ def rrhf_losses(
     with torch.no_grad():
         correct = int(((p[None, :] > p[:, None]) & worse).sum())
     return rank_loss, sft_loss, correct, int(worse.sum())
+
+
+def _write_scores(path: Path, scored: list[tuple[int, dict[str, Any]]]) -> None:
+    """What the score function said: one row per prompt kept, responses best first."""
+    with path.open("w", encoding="utf-8") as handle:
+        for line, row in scored:
+            handle.write(json.dumps({"line": line, **row}, ensure_ascii=False) + "\n")
 
 
 class _RRHFObjective:
@@ -302,6 +388,7 @@ def train_rrhf(
     on_step=None,
     should_stop=None,
     hooks: Hooks | None = None,
+    score: ScoreFunction | None = None,
 ) -> RRHFResult:
     """Train ``base_model_path`` with RRHF on the scored responses of ``dataset_path``.
 
@@ -310,6 +397,11 @@ def train_rrhf(
     training prompts, steps, config, seed, library versions) into ``output_dir``.
     ``hooks`` (or the shorthand ``on_step``/``should_stop``) report progress, cancel
     (``TrainingCancelled``, nothing saved) and checkpoint/resume.
+
+    ``score`` (a reward model's ``score(prompts, replies)``): the rows' own scores, if
+    any, are ignored; every response is scored by it, ranked by those scores and then
+    capped at ``max_responses`` (``score_rows``). The scores go to ``reward_scores.jsonl``
+    and the metrics get ``scored_responses``, ``reward_mean`` and ``reward_best_mean``.
     """
     from transformers import AutoTokenizer
 
@@ -318,7 +410,10 @@ def train_rrhf(
     seed_everything(config.seed)
     device = pick_device()
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(str(base_model_path)))
-    prompts = load_ranked_prompts(dataset_path, tokenizer, config)
+    scored = None
+    if score is not None:
+        scored = score_rows(read_ranked_rows(dataset_path, scored=False), score, say=hooks.say)
+    prompts = load_ranked_prompts(dataset_path, tokenizer, config, rows=scored)
     train_rows, held_out = holdout_split(
         [p.prompt_key for p in prompts], fraction=config.eval_fraction, seed=config.seed
     )
@@ -349,12 +444,19 @@ def train_rrhf(
     final["train_loss"] = loop.mean("loss")
     final["train_seconds"] = time.perf_counter() - started
     final["prompts"] = float(len(train_rows))
+    if scored is not None:
+        every = [value for _, row in scored for value in row["scores"]]
+        final["scored_responses"] = float(len(every))
+        final["reward_mean"] = sum(every) / len(every)
+        final["reward_best_mean"] = sum(row["scores"][0] for _, row in scored) / len(scored)
 
     record = training_record(
         method="rrhf", config=config, loop=loop, metrics=final, base_model=base_model_path
     )
     if is_main_process():
         save_artifact(model, tokenizer, output_dir, record)
+        if scored is not None:
+            _write_scores(Path(output_dir) / SCORES_FILE, scored)
     return RRHFResult(
         steps=loop.steps,
         metrics=final,

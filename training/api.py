@@ -76,8 +76,8 @@ class TrainingRunInputSerializer(serializers.Serializer):
         required=False,
         allow_null=True,
         default=None,
-        help_text="Training processes, one per GPU (SFT, reward, DPO, KTO); left out: every GPU "
-        "of the training worker, else 1.",
+        help_text="Training processes, one per GPU (SFT, reward, DPO, KTO, RRHF); left out: every "
+        "GPU of the training worker, else 1.",
     )
     strategy = serializers.ChoiceField(
         choices=list(STRATEGIES),

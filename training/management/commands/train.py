@@ -54,7 +54,9 @@ class Command(BaseCommand):
             "--base", required=True, help="Base policy version: number, model id or name."
         )
         parser.add_argument(
-            "--reward", help="Reward model version (PPO, RAFT): number, model id or name."
+            "--reward",
+            help="Reward model version (PPO, RAFT; RRHF, optional: it then scores every "
+            "response instead of people): number, model id or name.",
         )
         parser.add_argument(
             "--mix-with", help="Second version of a soup: number, model id or name."
@@ -84,8 +86,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--processes",
             type=int,
-            help="Training processes, one per GPU (SFT, reward, DPO, KTO); default: every GPU "
-            "of the training worker, else 1. More than 1 runs `accelerate launch`.",
+            help="Training processes, one per GPU (SFT, reward, DPO, KTO, RRHF); default: every "
+            "GPU of the training worker, else 1. More than 1 runs `accelerate launch`.",
         )
         parser.add_argument(
             "--strategy",

@@ -85,7 +85,7 @@ def test_a_worker_that_dies_mid_run_leaves_it_failed_and_it_resumes_from_its_che
         worker_log.close()
     assert run.status == TrainingRun.Status.SUCCEEDED, run.error
     assert run.attempts == 2
-    assert f"resumed from the checkpoint at step {checkpoint} of 300" in run.log
+    assert f"resuming from checkpoint-{checkpoint}" in run.log  # TRL's DPOTrainer resumed it
     assert list(run.steps.values_list("step", flat=True)) == list(range(1, 301))
     assert ModelVersion.objects.get(training_run=run).parent == base
 

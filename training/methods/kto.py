@@ -13,13 +13,14 @@ model: the LoRA adapter disabled, computed once before training with
 resuming from them (``resume_from_checkpoint``, exact: RNG, optimizer, scheduler and the
 batches already seen).
 
-What is ours: the config the run form shows (``KTOConfig``, validated with clear
-messages, mapped onto TRL's config in ``trl_config``), reading and checking the snapshot
-file, the held-out split by prompt (the one ``evaluation.held_out_prompts`` repeats), the
-seeded shuffle (TRL keeps rows in order, which its KL pairing needs, so we shuffle once
-up front). The bridge to the run (per-step metrics, heartbeat, cancel, checkpoint marks,
-main-process-only artifacts) and the precision settings are ``trl_runtime``'s, shared with
-SFT, the reward model and DPO.
+What is ours: the config the run form shows (``KTOConfig``, validated with clear messages,
+mapped onto TRL's config in ``trl_config``), reading and checking the snapshot file, the
+held-out split by prompt (the one ``evaluation.held_out_prompts`` repeats), the seeded
+shuffle up front (TRL pairs each prompt with another row's reply for the KL estimate when it
+tokenises, by rotating replies within each batch-sized block of rows, so this order decides
+the KL partners; the Trainer then shuffles the rows as usual). The bridge to the run (per-
+step metrics, heartbeat, cancel, checkpoint marks, main-process-only artifacts) and the
+precision settings are ``trl_runtime``'s, shared with SFT, the reward model and DPO.
 
 Nothing here imports Django; ``training/tasks.py`` is the bridge.
 """

@@ -31,10 +31,9 @@ packing with ``bfd`` turns padding-free on; the per-batch padding costs little a
 sequence lengths.
 
 ``load_sft_examples`` and ``encode_example`` tokenize with the engine's
-``encode_chat_reply`` (the same chat template; it drops what follows the reply's
-end-of-turn token): the benchmark counts tokens with them and RAFT tokenizes its kept
-replies with them, since a reply cut at ``max_new_tokens`` must be trained without an
-end-of-turn token, which a chat template always adds.
+``encode_chat_reply`` (the same chat template; it drops what follows the reply's end-of-turn
+token): RAFT tokenizes its kept replies with them, since a reply cut at ``max_new_tokens``
+must be trained without an end-of-turn token, which a chat template always adds.
 
 Nothing here imports Django; ``training/tasks.py`` is the bridge.
 """

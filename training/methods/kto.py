@@ -18,8 +18,8 @@ mapped onto TRL's config in ``trl_config``), reading and checking the snapshot f
 held-out split by prompt (the one ``evaluation.held_out_prompts`` repeats), the seeded
 shuffle up front (TRL pairs each prompt with another row's reply for the KL estimate when it
 tokenises, by rotating replies within each batch-sized block of rows, so this order decides
-the KL partners; the Trainer then shuffles the rows as usual). The bridge to the run (per-
-step metrics, heartbeat, cancel, checkpoint marks, main-process-only artifacts) and the
+the KL partners; the Trainer then shuffles the rows as usual). The bridge to the run
+(per-step metrics, heartbeat, cancel, checkpoint marks, main-process-only artifacts) and the
 precision settings are ``trl_runtime``'s, shared with SFT, the reward model and DPO.
 
 Nothing here imports Django; ``training/tasks.py`` is the bridge.

@@ -73,10 +73,9 @@ def test_keyboard_labeling_then_browser_training_closes_the_loop(
     _pick_method(admin_page, "dpo")
     assert admin_page.locator("input[name=beta]").count() == 1
     assert admin_page.evaluate("window.__samePage") == "yes"
-    assert admin_page.locator("input[name=sft_first]").is_checked()  # the default recipe
+    assert not admin_page.locator("input[name=sft_first]").is_checked()  # DPO alone: default
     admin_page.select_option("select[name=base_version]", str(base.pk))
     admin_page.fill("input[name=max_steps]", "3")
-    admin_page.uncheck("input[name=sft_first]")
     admin_page.click("button:has-text('Start training')")
     admin_page.wait_for_url(f"{url}/p/{project.slug}/training/*/")
     admin_page.locator("#run-status[data-status=succeeded]").wait_for(timeout=240_000)

@@ -141,3 +141,89 @@ def test_a_reward_model_then_ppo_against_it_through_the_worker(
     detail = client.get(f"/api/projects/{project.slug}/training-runs/{ppo_id}/").json()
     assert detail["model_version"] == version.pk
     assert "registered" in detail["log"]
+
+
+SMALL = {"batch_size": 2, "lora_r": 4, "lora_alpha": 8, "seed": 1}
+
+
+def _rank_processes() -> list[str]:
+    from pathlib import Path
+
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            command = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"training.methods.launch" in command:
+            found.append(proc.name)
+    return found
+
+
+def test_the_worker_trains_sft_then_dpo_in_two_processes_each(
+    client, celery_worker_process, tiny_model_dir, settings, tmp_path
+):
+    # given: a worker machine with 2 CPU cores, preferences, a base model
+    settings.TRAINING_DEVICES = "cpu:2"
+    project = make_project("two-processes")
+    admin = make_member(project, Role.ADMIN, "two-admin")
+    make_preferences(project, make_member(project, Role.LABELER, "two-lab"), 4)
+    base = ensure_base_model_from_folder(name="tiny-base", path=tiny_model_dir)
+    client.force_login(admin)
+    log = tmp_path / "worker.log"
+
+    # when: the default recipe (an SFT stage, then DPO) is asked for in 2 processes
+    sft_id = _start(
+        client, project.slug, method="dpo", base_version=base.pk, sft_first=True,
+        processes=2, config={**SMALL, "max_steps": 3},
+    )  # fmt: skip
+    sft = wait_for(lambda: _finished(sft_id), timeout=300, what="the SFT stage", log=log)
+    assert sft.status == TrainingRun.Status.SUCCEEDED, sft.error
+    dpo = wait_for(
+        lambda: (run := sft.follow_ups.first()) and _finished(run.pk),
+        timeout=300,
+        what="the DPO stage",
+        log=log,
+    )
+
+    # then: both stages trained in 2 processes, each step recorded once
+    assert dpo.status == TrainingRun.Status.SUCCEEDED, dpo.error
+    for run in (sft, dpo):
+        assert (run.processes, run.strategy) == (2, "ddp")
+        assert list(run.steps.values_list("step", flat=True)) == [1, 2, 3]
+        assert "launching 2 processes (ddp)" in run.log
+    assert ModelVersion.objects.get(training_run=dpo).parent == ModelVersion.objects.get(
+        training_run=sft
+    )
+    assert _rank_processes() == []
+
+
+def test_a_cancel_stops_every_process_of_a_run_on_the_worker(
+    client, celery_worker_process, tiny_model_dir, settings, tmp_path
+):
+    # given: a long 2-process run on the worker, a few steps in
+    settings.TRAINING_DEVICES = "cpu:2"
+    project = make_project("two-cancel")
+    admin = make_member(project, Role.ADMIN, "cancel-admin")
+    make_preferences(project, make_member(project, Role.LABELER, "cancel-lab"), 4)
+    base = ensure_base_model_from_folder(name="tiny-base", path=tiny_model_dir)
+    client.force_login(admin)
+    log = tmp_path / "worker.log"
+    config = {**SMALL, "max_steps": 500, "epochs": 500}
+    run_id = _start(
+        client, project.slug, method="dpo", base_version=base.pk, processes=2, config=config
+    )
+    wait_for(
+        lambda: TrainingRun.objects.get(pk=run_id).step >= 2, timeout=300, what="2 steps", log=log
+    )
+
+    # when
+    answer = client.post(f"/api/projects/{project.slug}/training-runs/{run_id}/cancel/")
+    assert answer.status_code == 200, answer.content
+    run = wait_for(lambda: _finished(run_id), timeout=120, what="the cancel", log=log)
+
+    # then: cancelled, nothing registered, no rank left running
+    assert run.status == TrainingRun.Status.CANCELLED
+    assert run.step < 500
+    assert ModelVersion.objects.filter(training_run=run).count() == 0
+    assert _rank_processes() == []

@@ -294,3 +294,39 @@ def test_a_cancel_before_training_starts_ends_every_rank(tiny_model_dir, tmp_pat
         )  # fmt: skip
     assert recorder.steps == []
     assert _rank_pids(1) == []
+
+
+def test_the_ranks_end_when_the_process_that_launched_them_is_killed(tiny_model_dir, tmp_path):
+    import subprocess
+    import sys
+
+    # given: a long 2-process run launched by a process of its own (a worker, say)
+    data = _unpaired(tmp_path / "kto.jsonl")
+    channel = tmp_path / "channel"
+    script = f"""
+from pathlib import Path
+from training.methods.common import Hooks
+from training.methods.launch import train_in_processes
+train_in_processes(
+    module="training.methods.kto", method="kto", config_name="KTOConfig",
+    config={{**{TINY!r}, "batch_size": 2, "max_steps": 5000}},
+    dataset_path={str(data)!r}, base_model_path={str(tiny_model_dir)!r},
+    output_dir={str(tmp_path / "out")!r}, channel=Path({str(channel)!r}),
+    hooks=Hooks(), processes=2,
+)
+"""
+    caller = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parents[2])
+    deadline = time.monotonic() + 300
+    while not (channel / "events.jsonl").exists() and time.monotonic() < deadline:
+        time.sleep(0.5)  # the main rank's first event: training has started
+    assert _rank_pids(1), "the run did not start"
+
+    # when: the caller is killed outright
+    caller.kill()
+    caller.wait()
+
+    # then: every rank ends on its own, soon
+    deadline = time.monotonic() + 60
+    while (_rank_pids(0) or _rank_pids(1)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _rank_pids(0) == [] and _rank_pids(1) == []

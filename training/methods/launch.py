@@ -213,6 +213,7 @@ def train_in_processes(
             "output_dir": str(output_dir),
             "checkpoint_dir": str(hooks.checkpoint_dir or channel / "checkpoints"),
             "channel": str(channel),
+            "caller_pid": os.getpid(),
         },
     )
     command = launch_command(job_file, processes=processes, strategy=strategy)
@@ -353,10 +354,31 @@ def process_hooks(channel: Path, checkpoint_dir: Path | None) -> Hooks:
     )
 
 
+def _exit_when_gone(pid: int, every: float = 2.0) -> None:
+    """End this rank when the process that launched the run is gone (a worker killed
+    outright): the ranks run in their own session, so nothing else would stop them, and a
+    rank that exits makes torchrun end the others."""
+    import threading
+
+    def watch() -> None:
+        while True:
+            time.sleep(every)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:
+                pass  # it exists, under another user
+
+    threading.Thread(target=watch, name="caller-watch", daemon=True).start()
+
+
 def main(job_file: str) -> None:
     import importlib
 
     job = json.loads(Path(job_file).read_text(encoding="utf-8"))
+    if job.get("caller_pid"):
+        _exit_when_gone(job["caller_pid"])
     module = importlib.import_module(job["module"])
     train = getattr(module, f"train_{job['method']}")
     config_class = getattr(module, job["config_name"])

@@ -55,17 +55,15 @@ from training.methods.common import (
     TrainingCancelled,
     TrainingConfig,
     chat_prompt_ids,
-    check_messages,
     curriculum_difficulty,
     curriculum_order,
     encode_chat_reply,
     holdout_split,
     library_versions,
     lora_config,
-    optional_number,
     prepare_tokenizer,
     prompt_key,
-    read_jsonl,
+    read_preference_rows,
     require,
     seed_everything,
     training_record,
@@ -186,37 +184,6 @@ class PreferencePair:
     @property
     def tokens(self) -> int:
         return len(self.chosen.input_ids) + len(self.rejected.input_ids)
-
-
-def read_preference_rows(dataset_path: str | Path) -> list[tuple[int, dict[str, Any]]]:
-    """Validated rows of a JSONL file in TRL's conversational preference form.
-
-    Each line: ``{"prompt": [messages], "chosen": [assistant message], "rejected":
-    [assistant message]}`` with optional numbers ``margin`` (preference strength) and
-    ``agreement`` (share of labelers agreeing). Returns ``(line, row)`` with messages
-    reduced to role and content; raises ``ValueError`` naming the first bad line, or when
-    the file holds no rows.
-    """
-    rows = []
-    for line, row in read_jsonl(dataset_path):
-        for key in ("prompt", "chosen", "rejected"):
-            if key not in row:
-                raise ValueError(f"line {line}: missing {key!r} (expected prompt/chosen/rejected)")
-        clean = {
-            "prompt": check_messages(row["prompt"], field="prompt", line=line),
-            "chosen": check_messages(
-                row["chosen"], field="chosen", line=line, roles=("assistant",)
-            ),
-            "rejected": check_messages(
-                row["rejected"], field="rejected", line=line, roles=("assistant",)
-            ),
-            "margin": optional_number(row, "margin", line=line),
-            "agreement": optional_number(row, "agreement", line=line),
-        }
-        rows.append((line, clean))
-    if not rows:
-        raise ValueError(f"{Path(dataset_path).name} holds no preference rows")
-    return rows
 
 
 def load_preference_pairs(

@@ -10,7 +10,7 @@ from models_registry.models import ModelVersion
 from training.methods.common import CURRICULA, PRECISIONS
 from training.methods.launch import STRATEGIES
 from training.services import SFT_FIRST_METHODS, sft_stage_settings
-from training.specs import METHODS, method_spec
+from training.specs import METHODS, RUNTIME_DEFAULTS, method_spec
 
 # Shown up front; every other config field sits under "Advanced".
 PRIMARY_FIELDS = {
@@ -199,6 +199,8 @@ class TrainingRunForm(forms.Form):
             )
         self.config_names = []
         for spec in dataclasses.fields(self.spec.config_class()):
+            if spec.name in RUNTIME_DEFAULTS and spec.name not in self.spec.runtime_settings:
+                continue  # the method's loop ignores it, so the service would refuse it
             self.fields[spec.name] = _config_field(spec)
             self.config_names.append(spec.name)
 

@@ -180,3 +180,16 @@ def test_the_strategies_of_runs_are_the_launcher_presets():
 
     assert [value for value, _ in TrainingRun.Strategy.choices] == list(STRATEGIES)
     assert all(preset_path(strategy).is_file() for strategy in STRATEGIES)
+
+
+def test_the_form_offers_only_the_runtime_settings_a_method_takes(login, admin_member, project):
+    client = login(admin_member)
+
+    pages = {
+        method: client.get(f"/p/{project.slug}/training/?method={method}").content.decode()
+        for method in ("dpo", "rrhf", "ppo")
+    }
+
+    assert all(f'name="{name}"' in pages["dpo"] for name in ("mixed_precision", "qlora"))
+    assert 'name="mixed_precision"' in pages["rrhf"] and 'name="qlora"' not in pages["rrhf"]
+    assert 'name="mixed_precision"' not in pages["ppo"] and 'name="qlora"' not in pages["ppo"]

@@ -330,3 +330,17 @@ train_in_processes(
     while (_rank_pids(0) or _rank_pids(1)) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert _rank_pids(0) == [] and _rank_pids(1) == []
+
+
+def test_a_checkpoint_left_half_written_by_a_dead_worker_is_not_resumed_from(tmp_path):
+    from training.methods.common import CHECKPOINT_INFO, write_json
+    from training.methods.trl_runtime import last_checkpoint
+
+    # given: step 2's checkpoint complete and marked, step 4's being written when it died
+    (tmp_path / "checkpoint-2").mkdir()
+    write_json(tmp_path / CHECKPOINT_INFO, {"step": 2})
+    (tmp_path / "checkpoint-4").mkdir()
+
+    # then
+    assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-2")
+    assert last_checkpoint(tmp_path / "nothing-yet") is None

@@ -32,6 +32,7 @@ from training.methods.common import (
     LoopResult,
     TrainingCancelled,
     agreed,
+    checkpoint_step,
     is_main_process,
     pick_device,
     resolve_precision,
@@ -178,11 +179,14 @@ def run_bridge(hooks: Hooks) -> Any:
 
 
 def last_checkpoint(folder: Path | None) -> str | None:
-    if folder is None or not folder.is_dir():
+    """The last complete checkpoint in ``folder``: the one the bridge marked once the
+    Trainer had saved it. A ``checkpoint-N`` folder without the mark was being written when
+    the worker died, and resuming from it fails."""
+    if folder is None:
         return None
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(folder))
+    step = checkpoint_step(folder)
+    marked = folder / f"checkpoint-{step}"
+    return str(marked) if step and marked.is_dir() else None
 
 
 def train_with_bridge(trainer: Any, bridge: Any, *, hooks: Hooks, what: str) -> LoopResult:

@@ -30,7 +30,33 @@ class AiLabelPolicy(models.TextChoices):
     INCLUDE = "include", "Include every AI label"
 
 
+class Workspace(models.Model):
+    """A team's space. It owns its projects, model versions, judges and constitutions:
+    what it owns is seen and used by its own projects only, unless an admin of the
+    workspace shares it with another workspace (annotation/projects/permissions.py says who
+    is an admin of a workspace). A project created without one gets a workspace of its own."""
+
+    slug = models.SlugField(unique=True)
+    name = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self):
+        return self.name
+
+
+def _free_workspace_slug(slug: str) -> str:
+    candidate, number = slug, 1
+    while Workspace.objects.filter(slug=candidate).exists():
+        number += 1
+        candidate = f"{slug}-{number}"
+    return candidate
+
+
 class Project(models.Model):
+    workspace = models.ForeignKey(Workspace, on_delete=models.PROTECT, related_name="projects")
     slug = models.SlugField(unique=True)
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True)
@@ -83,6 +109,13 @@ class Project(models.Model):
 
     def __str__(self):
         return self.name
+
+    def save(self, *args, **kwargs):
+        if self.workspace_id is None:  # private by default: a workspace of its own
+            self.workspace = Workspace.objects.create(
+                slug=_free_workspace_slug(self.slug), name=self.name
+            )
+        super().save(*args, **kwargs)
 
 
 class Role(models.TextChoices):
@@ -520,6 +553,14 @@ class Constitution(models.Model):
     Each principle is ``{"name", "critique_request", "revision_request",
     "comparison_question"}`` (Constitutional AI, Bai et al. 2022, appendix C)."""
 
+    workspace = models.ForeignKey(
+        Workspace,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="constitutions",
+        help_text="The owner; empty for a built-in constitution every workspace may read.",
+    )
     name = models.CharField(max_length=100)
     version = models.PositiveIntegerField()
     principles = models.JSONField()
@@ -532,7 +573,14 @@ class Constitution(models.Model):
     class Meta:
         ordering = ["name", "-version"]
         constraints = [
-            models.UniqueConstraint(fields=["name", "version"], name="constitution_version_once")
+            models.UniqueConstraint(
+                fields=["workspace", "name", "version"], name="constitution_version_once"
+            ),
+            models.UniqueConstraint(
+                fields=["name", "version"],
+                condition=Q(workspace__isnull=True),
+                name="builtin_constitution_version_once",
+            ),
         ]
 
     def __str__(self):
@@ -547,7 +595,15 @@ class Judge(models.Model):
         LOCAL = "local", "A model version from the registry"
         REMOTE = "remote", "An OpenAI-compatible endpoint"
 
-    name = models.CharField(max_length=100, unique=True)
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="judges")
+    shared_with = models.ManyToManyField(
+        Workspace,
+        blank=True,
+        related_name="judges_shared_with_it",
+        help_text="Other workspaces whose projects may run jobs with this judge (on the "
+        "owner's endpoint and key, which they never see).",
+    )
+    name = models.CharField(max_length=100)
     backend = models.CharField(max_length=10, choices=Backend.choices)
     model_version = models.ForeignKey(
         "models_registry.ModelVersion",
@@ -571,11 +627,12 @@ class Judge(models.Model):
 
     class Meta:
         constraints = [
+            models.UniqueConstraint(fields=["workspace", "name"], name="judge_name_per_workspace"),
             models.CheckConstraint(
                 condition=(Q(backend="local") & Q(model_version__isnull=False))
                 | (Q(backend="remote") & ~Q(endpoint_url="")),
                 name="judge_has_a_model",
-            )
+            ),
         ]
 
     def __str__(self):

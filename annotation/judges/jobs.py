@@ -347,6 +347,15 @@ def check_judge_usable(judge: Judge) -> None:
             raise ServiceError(f"The judge {judge.name}'s model version is retired.")
 
 
+def _usable_in(judge: Judge, project: Project) -> bool:
+    """Its own workspace's judge, or one its owner shared with the project's workspace: a
+    job spends the judge's endpoint and key, which only the owner may lend."""
+    return (
+        judge.workspace_id == project.workspace_id
+        or judge.shared_with.filter(pk=project.workspace_id).exists()
+    )
+
+
 def judge_job_start(
     *,
     project: Project,
@@ -359,7 +368,7 @@ def judge_job_start(
     """Validate and queue a job (after commit). Refuses bad input with a clear ServiceError
     and stores nothing; QueueUnavailable (config.celery) when the broker is down, with the
     job marked failed."""
-    if not isinstance(judge, Judge):
+    if not isinstance(judge, Judge) or not _usable_in(judge, project):
         raise ServiceError("Choose a judge.")
     if kind not in JudgeJob.Kind.values:
         raise ServiceError("Choose what the job does: " + ", ".join(JudgeJob.Kind.values) + ".")

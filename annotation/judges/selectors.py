@@ -3,9 +3,9 @@ never part of any payload: ``has_api_key`` says whether one is set."""
 
 from __future__ import annotations
 
-from django.db.models import Max
+from django.db.models import Q
 
-from annotation.models import Constitution, Judge, JudgeJob, Judgment, Project
+from annotation.models import Constitution, Judge, JudgeJob, Judgment, Project, Workspace
 from config import jobs
 from config.errors import ServiceError
 
@@ -14,37 +14,58 @@ class NotFound(ServiceError):
     status_code = 404
 
 
-def constitutions_latest() -> list[Constitution]:
-    """The latest version of each constitution, by name."""
-    latest = Constitution.objects.values("name").annotate(top=Max("version"))
-    wanted = {(row["name"], row["top"]) for row in latest}
-    return [
-        c
-        for c in Constitution.objects.order_by("name", "-version")
-        if (c.name, c.version) in wanted
-    ]
+def constitutions_visible(workspace: Workspace):
+    """The workspace's own constitutions and the built-in ones (no owner)."""
+    return Constitution.objects.filter(Q(workspace=workspace) | Q(workspace__isnull=True))
 
 
-def constitution_versions(*, name: str) -> list[Constitution]:
-    return list(Constitution.objects.filter(name=name).order_by("-version"))
+def constitutions_latest(*, workspace: Workspace) -> list[Constitution]:
+    """The latest version of each constitution name the workspace sees. Its own line of a
+    name (a new version it saved of a built-in one) hides the built-in line."""
+    latest: dict[str, Constitution] = {}
+    for constitution in constitutions_visible(workspace).order_by("name", "-version"):
+        current = latest.get(constitution.name)
+        if current is None or (current.workspace_id is None and constitution.workspace_id):
+            latest[constitution.name] = constitution
+    return list(latest.values())
 
 
-def constitution_for(*, constitution_id) -> Constitution:
+def constitution_versions(*, workspace: Workspace, name: str) -> list[Constitution]:
+    return list(constitutions_visible(workspace).filter(name=name).order_by("-version"))
+
+
+def constitution_for(*, workspace: Workspace, constitution_id) -> Constitution:
+    """A version the workspace sees; NotFound for another workspace's (never confirmed)."""
     try:
-        return Constitution.objects.get(pk=int(constitution_id))
+        return constitutions_visible(workspace).get(pk=int(constitution_id))
     except (TypeError, ValueError, Constitution.DoesNotExist):
         raise NotFound("No such constitution version.") from None
 
 
-def judges_all():
-    return Judge.objects.select_related("constitution", "model_version").order_by("name")
+def judges_usable(*, workspace: Workspace):
+    """The workspace's own judges and those another workspace shared with it."""
+    return (
+        Judge.objects.filter(Q(workspace=workspace) | Q(shared_with=workspace))
+        .distinct()
+        .select_related("constitution", "model_version", "workspace")
+        .prefetch_related("shared_with")
+        .order_by("name", "id")
+    )
 
 
-def judge_for(*, judge_id) -> Judge:
+def judge_for(*, workspace: Workspace, judge_id) -> Judge:
     try:
-        return judges_all().get(pk=int(judge_id))
+        return judges_usable(workspace=workspace).get(pk=int(judge_id))
     except (TypeError, ValueError, Judge.DoesNotExist):
         raise ServiceError("Choose a judge.") from None
+
+
+def judge_owned(*, workspace: Workspace, judge_id) -> Judge:
+    """One of the workspace's own judges (to share or change); NotFound otherwise."""
+    try:
+        return Judge.objects.filter(workspace=workspace).get(pk=int(judge_id))
+    except (TypeError, ValueError, Judge.DoesNotExist):
+        raise NotFound("No such judge in this workspace.") from None
 
 
 def judge_jobs_for(*, project: Project, limit: int = 50):
@@ -102,14 +123,20 @@ def constitution_payload(constitution: Constitution) -> dict:
     }
 
 
-def judge_payload(judge: Judge) -> dict:
+def judge_payload(judge: Judge, *, workspace: Workspace) -> dict:
+    """What ``workspace`` may see of the judge: a workspace it was shared with sees what it
+    is, never where its endpoint is (the owner's) nor with whom it is shared."""
+    owned = judge.workspace_id == workspace.pk
     return {
         "id": judge.pk,
         "name": judge.name,
+        "workspace": judge.workspace.slug,
+        "owned": owned,
+        "shared_with": sorted(w.slug for w in judge.shared_with.all()) if owned else [],
         "backend": judge.backend,
         "model_version": judge.model_version.name if judge.model_version else None,
         "model_version_id": judge.model_version_id,
-        "endpoint_url": judge.endpoint_url,
+        "endpoint_url": judge.endpoint_url if owned else "",
         "endpoint_model": judge.endpoint_model,
         "has_api_key": bool(judge.api_key),
         "constitution": {

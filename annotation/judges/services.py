@@ -10,11 +10,12 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
 from django.db import IntegrityError, transaction
-from django.db.models import Max
+from django.db.models import Max, Q
 
 from annotation.judges.principles import DEFAULT_CONSTITUTION, check_principles
-from annotation.models import Constitution, Judge
+from annotation.models import Constitution, Judge, Workspace
 from config.errors import Conflict, ServiceError
+from models_registry import selectors as registry_selectors
 from models_registry.models import ModelVersion
 
 MAX_NOTE_CHARS = 2_000
@@ -34,19 +35,20 @@ def _clean_note(note) -> str:
     return note
 
 
-def constitution_create(*, name, principles, user=None, note="") -> Constitution:
-    """Version 1 of a new constitution. ServiceError for bad principles; Conflict when the
-    name is taken (edit that one instead)."""
+def constitution_create(*, workspace, name, principles, user=None, note="") -> Constitution:
+    """Version 1 of a new constitution of ``workspace``. ServiceError for bad principles;
+    Conflict when the workspace already sees that name (edit that one instead)."""
     name = name.strip() if isinstance(name, str) else ""
     if not name or len(name) > 100:
         raise ServiceError("Give the constitution a name of at most 100 characters.")
     cleaned = check_principles(principles)
     note = _clean_note(note)
-    if Constitution.objects.filter(name=name).exists():
+    if _constitution_line(workspace, name).exists():
         raise Conflict(f"A constitution named {name!r} exists; edit it to make a new version.")
     try:
         with transaction.atomic():
             return Constitution.objects.create(
+                workspace=workspace,
                 name=name,
                 version=1,
                 principles=cleaned,
@@ -58,18 +60,23 @@ def constitution_create(*, name, principles, user=None, note="") -> Constitution
 
 
 def constitution_edit(
-    *, constitution: Constitution, principles, user=None, note=""
+    *, workspace, constitution: Constitution, principles, user=None, note=""
 ) -> Constitution:
-    """A new version of ``constitution``'s name holding ``principles``; the old version is
-    kept unchanged. Judges keep their version until moved (``judge_constitution_set``)."""
+    """A new version of ``constitution``'s name, owned by ``workspace``, holding
+    ``principles``; the old version is kept unchanged. A built-in constitution stays as it
+    is for every other workspace: the new version starts this workspace's own line of that
+    name. Judges keep their version until moved (``judge_constitution_set``)."""
+    if constitution.workspace_id not in (None, workspace.pk):
+        raise ServiceError("That constitution belongs to another workspace.")
     cleaned = check_principles(principles)
     note = _clean_note(note)
     try:
         with transaction.atomic():
-            latest = Constitution.objects.filter(name=constitution.name).aggregate(
+            latest = _constitution_line(workspace, constitution.name).aggregate(
                 latest=Max("version")
             )["latest"]
             return Constitution.objects.create(
+                workspace=workspace,
                 name=constitution.name,
                 version=(latest or 0) + 1,
                 principles=cleaned,
@@ -80,10 +87,20 @@ def constitution_edit(
         raise Conflict("Someone saved a new version at the same time; reload and retry.") from None
 
 
+def _constitution_line(workspace, name: str):
+    """Every version of ``name`` the workspace sees: its own and the built-in ones."""
+    return Constitution.objects.filter(
+        Q(workspace=workspace) | Q(workspace__isnull=True), name=name
+    )
+
+
 def ensure_default_constitution() -> Constitution:
-    """The latest version of the default constitution, created (version 1) if missing."""
+    """The latest version of the built-in default constitution, created (version 1) if
+    missing. Built-in: no workspace owns it, every workspace reads it."""
     existing = (
-        Constitution.objects.filter(name=DEFAULT_CONSTITUTION["name"]).order_by("-version").first()
+        Constitution.objects.filter(name=DEFAULT_CONSTITUTION["name"], workspace__isnull=True)
+        .order_by("-version")
+        .first()
     )
     if existing is not None:
         return existing
@@ -96,26 +113,29 @@ def ensure_default_constitution() -> Constitution:
                 note=DEFAULT_CONSTITUTION["note"],
             )
     except IntegrityError:  # created at the same moment elsewhere
-        return Constitution.objects.get(name=DEFAULT_CONSTITUTION["name"], version=1)
+        return Constitution.objects.get(
+            name=DEFAULT_CONSTITUTION["name"], version=1, workspace__isnull=True
+        )
 
 
-def _constitution(value) -> Constitution:
-    if isinstance(value, Constitution):
-        return value
+def _constitution(value, workspace) -> Constitution:
+    """A constitution version the workspace sees (its own or a built-in one)."""
+    pk = value.pk if isinstance(value, Constitution) else value
     try:
-        return Constitution.objects.get(pk=int(value))
+        return Constitution.objects.filter(Q(workspace=workspace) | Q(workspace__isnull=True)).get(
+            pk=int(pk)
+        )
     except (TypeError, ValueError, Constitution.DoesNotExist):
         raise ServiceError("Choose a constitution version.") from None
 
 
-def _policy_version(value) -> ModelVersion:
-    if isinstance(value, ModelVersion):
-        version = value
-    else:
-        try:
-            version = ModelVersion.objects.get(pk=int(value))
-        except (TypeError, ValueError, ModelVersion.DoesNotExist):
-            raise ServiceError("Choose a model version for a local judge.") from None
+def _policy_version(value, workspace) -> ModelVersion:
+    """A policy version the workspace may use (registry visibility)."""
+    pk = value.pk if isinstance(value, ModelVersion) else value
+    try:
+        version = registry_selectors.visible_to(workspace).get(pk=int(pk))
+    except (TypeError, ValueError, ModelVersion.DoesNotExist):
+        raise ServiceError("Choose a model version for a local judge.") from None
     if version.kind != ModelVersion.Kind.POLICY or version.state == ModelVersion.State.RETIRED:
         raise ServiceError("A local judge needs a policy model version that is not retired.")
     return version
@@ -123,6 +143,7 @@ def _policy_version(value) -> ModelVersion:
 
 def judge_create(
     *,
+    workspace,
     name,
     backend,
     constitution,
@@ -141,10 +162,10 @@ def judge_create(
         raise ServiceError("Give the judge a name of at most 100 characters.")
     if backend not in Judge.Backend.values:
         raise ServiceError("Choose where the judge runs: local or remote.")
-    constitution = _constitution(constitution)
+    constitution = _constitution(constitution, workspace)
     fields: dict = {"model_version": None, "endpoint_url": "", "endpoint_model": "", "api_key": ""}
     if backend == Judge.Backend.LOCAL:
-        fields["model_version"] = _policy_version(model_version)
+        fields["model_version"] = _policy_version(model_version, workspace)
     else:
         url = endpoint_url.strip() if isinstance(endpoint_url, str) else ""
         try:
@@ -162,11 +183,12 @@ def judge_create(
         if len(key) > MAX_KEY_CHARS:
             raise ServiceError(f"The API key is longer than {MAX_KEY_CHARS} characters.")
         fields.update(endpoint_url=url, endpoint_model=model, api_key=key)
-    if Judge.objects.filter(name=name).exists():
+    if Judge.objects.filter(workspace=workspace, name=name).exists():
         raise Conflict(f"A judge named {name!r} exists.")
     try:
         with transaction.atomic():
             return Judge.objects.create(
+                workspace=workspace,
                 name=name,
                 backend=backend,
                 constitution=constitution,
@@ -180,6 +202,23 @@ def judge_create(
 
 def judge_constitution_set(*, judge: Judge, constitution) -> Judge:
     """Point the judge at another constitution version (its old judgments keep theirs)."""
-    judge.constitution = _constitution(constitution)
+    judge.constitution = _constitution(constitution, judge.workspace)
     judge.save(update_fields=["constitution"])
+    return judge
+
+
+def judge_share(*, judge: Judge, workspace_slug, share: bool = True) -> Judge:
+    """Let another workspace's projects run jobs with ``judge`` (``share=False``: stop).
+    They use the owner's endpoint and key without seeing either; the owner pays for it, so
+    only the owner's admins may decide (the caller checks that)."""
+    slug = workspace_slug.strip() if isinstance(workspace_slug, str) else ""
+    other = Workspace.objects.filter(slug=slug).first()
+    if other is None:
+        raise ServiceError("No such workspace: give the slug of the workspace to share with.")
+    if other.pk == judge.workspace_id:
+        raise ServiceError("A judge is always usable in its own workspace.")
+    if share:
+        judge.shared_with.add(other)
+    else:
+        judge.shared_with.remove(other)
     return judge

@@ -12,6 +12,7 @@ api = "api/projects/<slug:slug>/"
 urlpatterns = [
     path(page, views.judges_page, name="ai_judges"),
     path(f"{page}new/", views.judge_create, name="ai_judge_create"),
+    path(f"{page}<int:judge_id>/share/", views.judge_share, name="ai_judge_share"),
     path(f"{page}constitutions/", views.constitution_create, name="ai_constitution_create"),
     path(
         f"{page}constitutions/default/",
@@ -27,6 +28,11 @@ urlpatterns = [
     path(f"{page}jobs/<int:job_id>/", views.judge_job_page, name="ai_judge_job"),
     path(f"{page}jobs/<int:job_id>/cancel/", views.judge_job_cancel, name="ai_judge_job_cancel"),
     path(f"{api}judges/", views.JudgeListApi.as_view(), name="api_judges"),
+    path(
+        f"{api}judges/<int:judge_id>/share/",
+        views.JudgeShareApi.as_view(),
+        name="api_judge_share",
+    ),
     path(f"{api}constitutions/", views.ConstitutionListApi.as_view(), name="api_constitutions"),
     path(
         f"{api}constitutions/<int:constitution_id>/",

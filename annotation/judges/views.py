@@ -12,6 +12,12 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from drf_spectacular.utils import (
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
+from rest_framework import serializers as drf_serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -27,8 +33,10 @@ from annotation.projects.permissions import (
     project_for,
 )
 from annotation.review.views import parse_ai_fill
+from config.api_schema import OBJECT, OBJECT_LIST
 from config.celery import QueueUnavailable
 from config.errors import ServiceError
+from models_registry import selectors as registry_selectors
 from models_registry.models import ModelVersion
 
 # Form fields shown again after a refused submission; the API key never is.
@@ -63,9 +71,10 @@ def _checked(raw) -> bool:
     return raw in ("on", "true", "1", True)
 
 
-def _policy_versions():
+def _policy_versions(workspace):
     return (
-        ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY)
+        registry_selectors.visible_to(workspace)
+        .filter(kind=ModelVersion.Kind.POLICY)
         .exclude(state=ModelVersion.State.RETIRED)
         .order_by("-created_at", "-id")
     )
@@ -73,15 +82,15 @@ def _policy_versions():
 
 def _render_judges(request, project, *, error=None, form=None, status=200):
     form = form or {}
-    constitutions = selectors.constitutions_latest()
+    constitutions = selectors.constitutions_latest(workspace=project.workspace)
     context = {
         "project": project,
         "constitutions": constitutions,
         "has_default_constitution": any(
             c.name == DEFAULT_CONSTITUTION["name"] for c in constitutions
         ),
-        "judges": selectors.judges_all(),
-        "policy_versions": _policy_versions(),
+        "judges": selectors.judges_usable(workspace=project.workspace),
+        "policy_versions": _policy_versions(project.workspace),
         "kinds": JudgeJob.Kind.choices,
         "backends": Judge.Backend.choices,
         "default_principles": form.get("principles")
@@ -124,6 +133,7 @@ def constitution_create(request, slug):
     project = project_for(user=request.user, slug=slug, capability=MANAGE)
     try:
         constitution = services.constitution_create(
+            workspace=project.workspace,
             name=request.POST.get("constitution_name", ""),
             principles=_parse_principles(request.POST.get("principles")),
             note=request.POST.get("note", ""),
@@ -153,7 +163,9 @@ def constitution_page(request, slug, constitution_id):
     capability = MANAGE if request.method == "POST" else VIEW_DATA
     project = project_for(user=request.user, slug=slug, capability=capability)
     try:
-        constitution = selectors.constitution_for(constitution_id=constitution_id)
+        constitution = selectors.constitution_for(
+            workspace=project.workspace, constitution_id=constitution_id
+        )
     except ServiceError as missing:
         return render(
             request,
@@ -171,6 +183,7 @@ def constitution_page(request, slug, constitution_id):
         principles_text = request.POST.get("principles", "")
         try:
             new = services.constitution_edit(
+                workspace=project.workspace,
                 constitution=constitution,
                 principles=_parse_principles(principles_text),
                 note=request.POST.get("note", ""),
@@ -183,7 +196,9 @@ def constitution_page(request, slug, constitution_id):
     context = {
         "project": project,
         "constitution": constitution,
-        "versions": selectors.constitution_versions(name=constitution.name),
+        "versions": selectors.constitution_versions(
+            workspace=project.workspace, name=constitution.name
+        ),
         "principles_text": principles_text,
         "note": request.POST.get("note", "") if error else "",
         "error": error,
@@ -199,6 +214,7 @@ def judge_create(request, slug):
     post = request.POST
     try:
         services.judge_create(
+            workspace=project.workspace,
             name=post.get("name", ""),
             backend=post.get("backend", ""),
             constitution=post.get("constitution"),
@@ -225,7 +241,7 @@ def judge_job_start(request, slug):
     try:
         job = jobs.judge_job_start(
             project=project,
-            judge=selectors.judge_for(judge_id=post.get("judge")),
+            judge=selectors.judge_for(workspace=project.workspace, judge_id=post.get("judge")),
             kind=post.get("kind", ""),
             options=post.get("options", "").strip() or {},
             max_requests=post.get("max_requests", "200"),
@@ -239,6 +255,23 @@ def judge_job_start(request, slug):
     except QueueUnavailable as down:
         return _render_judges(request, project, error=str(down), status=503)
     return redirect("ai_judge_job", slug=project.slug, job_id=job.pk)
+
+
+@login_required
+@require_POST
+def judge_share(request, slug, judge_id):
+    """Share one of the workspace's judges with another workspace, or stop (``unshare``)."""
+    project = project_for(user=request.user, slug=slug, capability=MANAGE)
+    try:
+        judge = selectors.judge_owned(workspace=project.workspace, judge_id=judge_id)
+        services.judge_share(
+            judge=judge,
+            workspace_slug=request.POST.get("workspace", ""),
+            share=request.POST.get("action") != "unshare",
+        )
+    except ServiceError as refused:
+        return _render_judges(request, project, error=refused.message, status=refused.status_code)
+    return redirect("ai_judges", slug=project.slug)
 
 
 def _job_or_404(project, job_id) -> JudgeJob:
@@ -293,19 +326,38 @@ def judge_job_cancel(request, slug, job_id):
 # --- API ------------------------------------------------------------------------------------
 
 
+@extend_schema_view(
+    get=extend_schema(operation_id="constitutions_list", responses={200: OBJECT_LIST}),
+    post=extend_schema(
+        operation_id="constitution_create",
+        request=inline_serializer(
+            "ConstitutionCreate",
+            {
+                "name": drf_serializers.CharField(max_length=100),
+                "principles": drf_serializers.ListField(child=drf_serializers.DictField()),
+                "note": drf_serializers.CharField(required=False, allow_blank=True),
+            },
+        ),
+        responses={201: OBJECT},
+    ),
+)
 class ConstitutionListApi(APIView):
     """GET the latest version of each constitution; POST ``{name, principles, note}``."""
 
     def get(self, request, slug):
-        project_for(user=request.user, slug=slug, capability=VIEW_DATA)
+        project = project_for(user=request.user, slug=slug, capability=VIEW_DATA)
         return Response(
-            [selectors.constitution_payload(c) for c in selectors.constitutions_latest()]
+            [
+                selectors.constitution_payload(c)
+                for c in selectors.constitutions_latest(workspace=project.workspace)
+            ]
         )
 
     def post(self, request, slug):
-        project_for(user=request.user, slug=slug, capability=MANAGE)
+        project = project_for(user=request.user, slug=slug, capability=MANAGE)
         data = request.data
         constitution = services.constitution_create(
+            workspace=project.workspace,
             name=data.get("name", ""),
             principles=data.get("principles"),
             note=data.get("note", ""),
@@ -314,18 +366,37 @@ class ConstitutionListApi(APIView):
         return Response(selectors.constitution_payload(constitution), status=201)
 
 
+@extend_schema_view(
+    get=extend_schema(operation_id="constitution_detail", responses={200: OBJECT}),
+    post=extend_schema(
+        operation_id="constitution_edit",
+        request=inline_serializer(
+            "ConstitutionEdit",
+            {
+                "principles": drf_serializers.ListField(child=drf_serializers.DictField()),
+                "note": drf_serializers.CharField(required=False, allow_blank=True),
+            },
+        ),
+        responses={201: OBJECT},
+    ),
+)
 class ConstitutionDetailApi(APIView):
     """GET one version; POST ``{principles, note}`` saves a new version of its name."""
 
     def get(self, request, slug, constitution_id):
-        project_for(user=request.user, slug=slug, capability=VIEW_DATA)
-        constitution = selectors.constitution_for(constitution_id=constitution_id)
+        project = project_for(user=request.user, slug=slug, capability=VIEW_DATA)
+        constitution = selectors.constitution_for(
+            workspace=project.workspace, constitution_id=constitution_id
+        )
         return Response(selectors.constitution_payload(constitution))
 
     def post(self, request, slug, constitution_id):
-        project_for(user=request.user, slug=slug, capability=MANAGE)
-        constitution = selectors.constitution_for(constitution_id=constitution_id)
+        project = project_for(user=request.user, slug=slug, capability=MANAGE)
+        constitution = selectors.constitution_for(
+            workspace=project.workspace, constitution_id=constitution_id
+        )
         new = services.constitution_edit(
+            workspace=project.workspace,
             constitution=constitution,
             principles=request.data.get("principles"),
             note=request.data.get("note", ""),
@@ -334,17 +405,46 @@ class ConstitutionDetailApi(APIView):
         return Response(selectors.constitution_payload(new), status=201)
 
 
+@extend_schema_view(
+    get=extend_schema(operation_id="judges_list", responses={200: OBJECT_LIST}),
+    post=extend_schema(
+        operation_id="judge_create",
+        request=inline_serializer(
+            "JudgeCreate",
+            {
+                "name": drf_serializers.CharField(),
+                "backend": drf_serializers.CharField(),
+                "constitution": drf_serializers.IntegerField(),
+                "model_version": drf_serializers.IntegerField(required=False, allow_null=True),
+                "endpoint_url": drf_serializers.CharField(required=False, allow_blank=True),
+                "endpoint_model": drf_serializers.CharField(required=False, allow_blank=True),
+                "api_key": drf_serializers.CharField(required=False, allow_blank=True),
+                "chain_of_thought": drf_serializers.BooleanField(required=False),
+            },
+        ),
+        responses={201: OBJECT},
+    ),
+)
 class JudgeListApi(APIView):
     """GET the judges (never their keys); POST creates one."""
 
     def get(self, request, slug):
-        project_for(user=request.user, slug=slug, capability=VIEW_DATA)
-        return Response([selectors.judge_payload(j) for j in selectors.judges_all()])
+        project = project_for(user=request.user, slug=slug, capability=VIEW_DATA)
+        workspace = project.workspace
+        return Response(
+            [
+                selectors.judge_payload(judge, workspace=workspace)
+                for judge in selectors.judges_usable(workspace=workspace).prefetch_related(
+                    "shared_with"
+                )
+            ]
+        )
 
     def post(self, request, slug):
-        project_for(user=request.user, slug=slug, capability=MANAGE)
+        project = project_for(user=request.user, slug=slug, capability=MANAGE)
         data = request.data
         judge = services.judge_create(
+            workspace=project.workspace,
             name=data.get("name", ""),
             backend=data.get("backend", ""),
             constitution=data.get("constitution"),
@@ -355,7 +455,39 @@ class JudgeListApi(APIView):
             chain_of_thought=_checked(data.get("chain_of_thought", False)),
             user=request.user,
         )
-        return Response(selectors.judge_payload(judge), status=201)
+        return Response(selectors.judge_payload(judge, workspace=project.workspace), status=201)
+
+
+@extend_schema_view(
+    get=extend_schema(operation_id="judge_jobs_list", responses={200: OBJECT_LIST}),
+    post=extend_schema(
+        operation_id="judge_job_start",
+        request=inline_serializer(
+            "JudgeJobStart",
+            {
+                "judge": drf_serializers.IntegerField(),
+                "kind": drf_serializers.CharField(),
+                "options": drf_serializers.DictField(required=False),
+                "max_requests": drf_serializers.IntegerField(required=False),
+            },
+        ),
+        responses={202: OBJECT},
+    ),
+)
+class JudgeShareApi(APIView):
+    """POST ``{"workspace": slug, "share": true|false}``: let another workspace's projects
+    run jobs with this judge (on this workspace's endpoint and key), or stop."""
+
+    def post(self, request, slug, judge_id):
+        project = project_for(user=request.user, slug=slug, capability=MANAGE)
+        judge = selectors.judge_owned(workspace=project.workspace, judge_id=judge_id)
+        share = request.data.get("share", True)
+        if not isinstance(share, bool):
+            raise ServiceError("share must be true or false.")
+        services.judge_share(
+            judge=judge, workspace_slug=request.data.get("workspace", ""), share=share
+        )
+        return Response(selectors.judge_payload(judge, workspace=project.workspace))
 
 
 class JudgeJobListApi(APIView):
@@ -373,7 +505,7 @@ class JudgeJobListApi(APIView):
         data = request.data
         job = jobs.judge_job_start(
             project=project,
-            judge=selectors.judge_for(judge_id=data.get("judge")),
+            judge=selectors.judge_for(workspace=project.workspace, judge_id=data.get("judge")),
             kind=data.get("kind", ""),
             options=data.get("options") or {},
             max_requests=data.get("max_requests", 200),
@@ -382,6 +514,9 @@ class JudgeJobListApi(APIView):
         return Response(selectors.judge_job_payload(job), status=202)
 
 
+@extend_schema_view(
+    get=extend_schema(operation_id="judge_job_detail", responses={200: OBJECT}),
+)
 class JudgeJobDetailApi(APIView):
     def get(self, request, slug, job_id):
         project = project_for(user=request.user, slug=slug, capability=VIEW_DATA)
@@ -390,6 +525,9 @@ class JudgeJobDetailApi(APIView):
         return Response(selectors.judge_job_payload(job))
 
 
+@extend_schema_view(
+    post=extend_schema(operation_id="judge_job_cancel", request=None, responses={202: OBJECT}),
+)
 class JudgeJobCancelApi(APIView):
     def post(self, request, slug, job_id):
         project = project_for(user=request.user, slug=slug, capability=MANAGE)
@@ -411,6 +549,9 @@ def judges_agreement_page(request, slug):
     return render(request, "annotation/judges/agreement.html", context)
 
 
+@extend_schema_view(
+    get=extend_schema(operation_id="judges_agreement", responses={200: OBJECT}),
+)
 class JudgesAgreementApi(APIView):
     """GET: one object per (judge, constitution version): judgments, compared, pairs,
     agreed, accuracy, kappa, position_bias_rate, mean_confidence, left_out."""
@@ -422,6 +563,24 @@ class JudgesAgreementApi(APIView):
         )
 
 
+@extend_schema_view(
+    post=extend_schema(
+        operation_id="review_ai_fill",
+        request=inline_serializer(
+            "ReviewAiFill",
+            {
+                "mode": drf_serializers.ChoiceField(
+                    choices=["all", "sample", "unsure", "disagree"]
+                ),
+                "rate": drf_serializers.FloatField(required=False),
+                "threshold": drf_serializers.FloatField(required=False),
+                "judge": drf_serializers.IntegerField(required=False, allow_null=True),
+                "seed": drf_serializers.IntegerField(required=False),
+            },
+        ),
+        responses={200: OBJECT},
+    ),
+)
 class ReviewAiFillApi(APIView):
     """POST {mode: all|sample|unsure|disagree, rate, threshold, judge}: flag AI judgments
     for human review; answers how many were newly sent and how many now wait."""

@@ -3,7 +3,7 @@
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404
 
-from annotation.models import Membership, Project, Role
+from annotation.models import Membership, Project, Role, Workspace
 
 LABEL = "label"
 VIEW_DATA = "view_data"  # browse all judgments, export preference data
@@ -64,3 +64,22 @@ def page_capabilities(*, user, project: Project) -> dict:
         "can_manage": can(user=user, project=project, capability=MANAGE),
         "can_view_data": can(user=user, project=project, capability=VIEW_DATA),
     }
+
+
+# --- workspaces ---------------------------------------------------------------------------
+# A workspace has no members of its own: its members are those of its projects, and an admin
+# of any of its projects administers what the workspace owns (its judges, constitutions and
+# model versions, and with whom they are shared).
+
+
+def workspaces_of(user):
+    """The workspaces the user works in (every one, for a superuser)."""
+    if not user.is_authenticated:
+        return Workspace.objects.none()
+    if user.is_superuser:
+        return Workspace.objects.all()
+    return Workspace.objects.filter(projects__memberships__user=user).distinct()
+
+
+def is_workspace_member(*, user, workspace: Workspace) -> bool:
+    return workspaces_of(user).filter(pk=workspace.pk).exists()

@@ -4,16 +4,32 @@ import math
 
 from django.db import transaction
 
-from annotation.models import AiLabelPolicy, CandidatePolicy, Membership, Project, Task
+from annotation.models import (
+    AiLabelPolicy,
+    CandidatePolicy,
+    Membership,
+    Project,
+    Task,
+    Workspace,
+)
 from config.errors import ServiceError
 
 
-def ensure_project(*, slug: str, name: str, description: str = "", overlap_target: int = 1):
-    project, _ = Project.objects.get_or_create(
-        slug=slug,
-        defaults={"name": name, "description": description, "overlap_target": overlap_target},
-    )
+def ensure_project(
+    *, slug: str, name: str, description: str = "", overlap_target: int = 1, workspace=None
+):
+    """The project called ``slug``, created in ``workspace`` (a new workspace of its own
+    when None) if missing."""
+    defaults = {"name": name, "description": description, "overlap_target": overlap_target}
+    if workspace is not None:
+        defaults["workspace"] = workspace
+    project, _ = Project.objects.get_or_create(slug=slug, defaults=defaults)
     return project
+
+
+def ensure_workspace(*, slug: str, name: str) -> Workspace:
+    workspace, _ = Workspace.objects.get_or_create(slug=slug, defaults={"name": name})
+    return workspace
 
 
 def ensure_membership(*, project: Project, user, role: str) -> Membership:

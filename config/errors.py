@@ -14,3 +14,10 @@ class NotAssigned(ServiceError):
 
 class Conflict(ServiceError):
     status_code = 409
+
+
+class NotFound(ServiceError):
+    """What the caller names does not exist for them (or belongs to another workspace,
+    which is never confirmed)."""
+
+    status_code = 404

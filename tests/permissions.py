@@ -34,8 +34,9 @@ from annotation.models import (
     PromptImport,
     Role,
     Task,
+    Workspace,
 )
-from models_registry.models import ModelVersion, StateChange
+from models_registry.models import ModelVersion, ProjectModelState, StateChange
 from tests.factories import jsonl_bytes, make_member, make_task, make_user, make_version
 from training.models import DatasetSnapshot, TrainingRun
 
@@ -105,6 +106,11 @@ def training_body(world):
     }
 
 
+def share_body(world):
+    """Share with the workspace ``sneaky`` (made in the world): a missing check would."""
+    return {"workspace": "sneaky"}
+
+
 def sneaky_version_body(world):
     """An import, a promotion, a retirement or an endpoint a missing check would store."""
     return {"name": "sneaky", "source": world.get("model_dir", "/x"), **SNEAKY_ENDPOINT}
@@ -128,6 +134,7 @@ class Endpoint:
     hx_target: str = ""  # an htmx poll of one part of the page
     redirect: str = ""  # where an allowed 302 goes, formatted like path; default: path
     says: str = ""  # what the allowed answer's body holds
+    refused: str = ""  # the detail a refused member of no project gets, if not the usual
 
 
 def endpoint_id(endpoint: Endpoint) -> str:
@@ -141,9 +148,15 @@ def world(project, holder) -> dict:
     bad input); the default constitution and a judge holding JUDGE_KEY."""
     make_task(project)
     assignment = assignment_next(project=project, labeler=holder)
-    incumbent = make_version("incumbent")
+    # Both owned by the project's workspace, as if imported and trained there: another
+    # workspace's project may not see them.
+    incumbent = make_version("incumbent", workspace=project.workspace)
     candidate = make_version(
-        "candidate", state=ModelVersion.State.CANDIDATE, method="dpo", parent=incumbent
+        "candidate",
+        state=ModelVersion.State.CANDIDATE,
+        method="dpo",
+        parent=incumbent,
+        workspace=project.workspace,
     )
     snapshot = DatasetSnapshot.objects.create(
         project=project, format="dpo", content_hash="f" * 64, path="/x", row_count=3
@@ -160,8 +173,10 @@ def world(project, holder) -> dict:
         )
         for status in (GenerationJob.Status.RUNNING, GenerationJob.Status.SUCCEEDED)
     }
+    Workspace.objects.get_or_create(slug="sneaky", defaults={"name": "Sneaky"})
     constitution = judge_services.ensure_default_constitution()
     judge = judge_services.judge_create(
+        workspace=project.workspace,
         name="remote-judge",
         backend="remote",
         endpoint_url="https://judge.example/v1",
@@ -188,6 +203,7 @@ def world(project, holder) -> dict:
         "queued_judge_job": queued.pk,
         "ended_judge_job": ended.pk,
         "constitution": constitution.pk,
+        "judge": judge.pk,
     }
 
 
@@ -216,6 +232,13 @@ def stored() -> dict:
         "constitutions": Constitution.objects.count(),
         "judges": Judge.objects.count(),
         "judge_jobs": sorted(JudgeJob.objects.values_list("pk", "status")),
+        "judge_shares": sorted(Judge.shared_with.through.objects.values_list("pk", flat=True)),
+        "version_shares": sorted(
+            ModelVersion.shared_with.through.objects.values_list("pk", flat=True)
+        ),
+        "project_states": sorted(
+            ProjectModelState.objects.values_list("project_id", "version_id", "state")
+        ),
     }
 
 
@@ -268,7 +291,7 @@ def expected_answer(endpoint: Endpoint, caller_name: str, path: str, world: dict
     if not endpoint.api:
         return {"status": 403}
     detail = (
-        "You are not a member of this project."
+        endpoint.refused or "You are not a member of this project."
         if caller_name == "outsider"
         else f"Your role in this project ({ROLE_OF[caller_name]}) does not allow this."
     )

@@ -1,6 +1,6 @@
 """Reads of a project: its overview, a labeler's progress in it, its latest judgments."""
 
-from annotation.models import Assignment, Judgment, Project, Prompt, Task
+from annotation.models import Assignment, Judgment, Project, Prompt, Task, Workspace
 
 
 def project_overview(*, project: Project) -> dict:
@@ -36,3 +36,10 @@ def recent_judgments(*, project: Project, limit: int = 20):
         .select_related("labeler", "prompt")
         .order_by("-created_at")[:limit]
     )
+
+
+def workspace_by_slug(slug) -> Workspace | None:
+    """The workspace called ``slug``, or None (for sharing with it)."""
+    if not isinstance(slug, str) or not slug.strip():
+        return None
+    return Workspace.objects.filter(slug=slug.strip()).first()

@@ -45,6 +45,7 @@ from tests.permissions import (
     prompt_file_body,
     route_names,
     send,
+    share_body,
     sneaky_version_body,
     stored,
     world,
@@ -309,6 +310,19 @@ ENDPOINTS = [
         False,
     ),
     Endpoint("api_judges", "get", "/api/projects/{slug}/judges/", VIEW_DATA, 200, api=True),
+    # Sharing names a workspace; an empty body names none (400). A denied caller names one.
+    Endpoint(
+        "ai_judge_share", "post", "/p/{slug}/judges/{judge}/share/", MANAGE, 400, False, share_body
+    ),
+    Endpoint(
+        "api_judge_share",
+        "post",
+        "/api/projects/{slug}/judges/{judge}/share/",
+        MANAGE,
+        400,
+        True,
+        share_body,
+    ),
     Endpoint("api_judges", "post", "/api/projects/{slug}/judges/", MANAGE, 400, api=True),
     Endpoint(
         "api_constitutions", "get", "/api/projects/{slug}/constitutions/", VIEW_DATA, 200, True
@@ -445,7 +459,7 @@ def test_a_member_of_one_project_is_refused_everywhere_in_another(
 def test_only_admins_change_the_endpoint_from_the_page(
     login, project, other_project, caller_name, action
 ):
-    version = make_version("v")
+    version = make_version("v", workspace=project.workspace)
     serving_endpoint_set(version=version, url="http://old/v1", served_model_name="old")
     if caller_name == "other-admin":
         user = make_member(other_project, Role.ADMIN, "adm2")

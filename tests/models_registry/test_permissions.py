@@ -20,6 +20,7 @@ from tests.factories import GOOD_ENDPOINT, endpoint_fields, make_member, make_ve
 from tests.models_registry.test_openai_api import KEY_AUTH_ROUTES
 from tests.permissions import (
     GRANTS,
+    LABEL,
     LOGIN,
     MANAGE,
     OTHER_PROJECT_ROLES,
@@ -31,11 +32,13 @@ from tests.permissions import (
     expected_answer,
     route_names,
     send,
+    share_body,
     sneaky_version_body,
     stored,
     world,
 )
 
+NO_PROJECT = "You are not a member of any project."
 # {target} is the incumbent for an allowed caller and a candidate for a denied one.
 ENDPOINTS = [
     Endpoint("model_lineage", "get", "/p/{slug}/models/lineage/", VIEW_DATA, 200, api=False),
@@ -50,9 +53,26 @@ ENDPOINTS = [
         sneaky_version_body,
         says="field is required",
     ),
-    Endpoint("api_versions", "get", "/api/model-versions/", LOGIN, 200, True, says='"incumbent"'),
+    # A member of any project sees the versions of their workspaces; a user in none, nothing.
     Endpoint(
-        "api_version", "get", "/api/model-versions/{target}/", LOGIN, 200, True, says='"incumbent"'
+        "api_versions",
+        "get",
+        "/api/model-versions/",
+        LABEL,
+        200,
+        True,
+        says='"incumbent"',
+        refused=NO_PROJECT,
+    ),
+    Endpoint(
+        "api_version",
+        "get",
+        "/api/model-versions/{target}/",
+        LABEL,
+        200,
+        True,
+        says='"incumbent"',
+        refused=NO_PROJECT,
     ),
     Endpoint(
         "api_version_import",
@@ -83,6 +103,16 @@ ENDPOINTS = [
         True,
         sneaky_version_body,
         says='"serving_endpoint":null',
+    ),
+    Endpoint(
+        "api_version_share",
+        "post",
+        "/api/projects/{slug}/model-versions/{target}/share/",
+        MANAGE,
+        400,
+        True,
+        share_body,
+        says='{"workspace":["This field is required."]}',
     ),
     # Any signed-in user may hold a key (making one is test_openai_api.py's).
     Endpoint("api_key", "get", "/account/api-key/", LOGIN, 200, api=False),
@@ -161,7 +191,7 @@ def _endpoint_api(client, method, version, body):
 def test_only_admins_change_the_endpoint_through_the_api(
     login, project, other_project, caller_name, method
 ):
-    version = make_version("v")
+    version = make_version("v", workspace=project.workspace)
     serving_endpoint_set(version=version, url="http://old/v1", served_model_name="old")
     if caller_name == "other-admin":
         user = make_member(other_project, Role.ADMIN, "adm2")

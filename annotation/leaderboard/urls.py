@@ -30,6 +30,7 @@ urlpatterns = [
         versions.version_endpoint_clear,
         name="model_version_endpoint_clear",
     ),
+    path(f"{version}share/", versions.version_share, name="model_version_share"),
     path(
         f"{api_version}promote/", api.ModelVersionPromoteApi.as_view(), name="api_version_promote"
     ),

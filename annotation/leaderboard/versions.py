@@ -6,16 +6,17 @@ callers of services.py and the registry's services."""
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from annotation.leaderboard import services
 from annotation.leaderboard.selectors import evidence_against_incumbent
 from annotation.projects.permissions import MANAGE, VIEW_DATA, project_for
 from config.errors import ServiceError
+from models_registry import selectors as registry_selectors
+from models_registry import services as registry_services
 from models_registry.endpoints import serving_endpoint_clear, serving_endpoint_set
 from models_registry.forms import ServingEndpointForm, StateChangeForm
-from models_registry.models import ModelVersion
 from models_registry.views import form_error, version_page_context
 
 
@@ -28,7 +29,7 @@ def render_version_page(
         request, project, version_id, error=error, endpoint_form=endpoint_form
     )
     if context["can_promote"]:
-        context["evidence"] = evidence_against_incumbent(context["version"])
+        context["evidence"] = evidence_against_incumbent(context["version"], project=project)
     return render(request, "models_registry/version.html", context, status=status)
 
 
@@ -41,12 +42,12 @@ def version_page(request, slug, version_id):
 
 def _state_change(request, slug, version_id, service, done: str):
     project = project_for(user=request.user, slug=slug, capability=MANAGE)
-    version = get_object_or_404(ModelVersion, pk=version_id)
+    version = registry_selectors.version_in_project(project=project, version_id=version_id)
     form = StateChangeForm(request.POST)
     if not form.is_valid():
         return render_version_page(request, project, version.pk, error=form_error(form), status=400)
     try:
-        service(version=version, user=request.user, note=form.cleaned_data["note"])
+        service(version=version, project=project, user=request.user, note=form.cleaned_data["note"])
     except ServiceError as refusal:
         return render_version_page(request, project, version.pk, error=refusal.message, status=400)
     messages.success(request, f"{version.name} {done}.")
@@ -72,7 +73,9 @@ def version_retire(request, slug, version_id):
 def version_endpoint(request, slug, version_id):
     """Generate this version on an OpenAI-compatible inference server (admins)."""
     project = project_for(user=request.user, slug=slug, capability=MANAGE)
-    version = get_object_or_404(ModelVersion, pk=version_id)
+    version = registry_selectors.version_owned_from(
+        project=project, version_id=version_id, user=request.user
+    )
     form = ServingEndpointForm(request.POST)
     if not form.is_valid():
         return render_version_page(
@@ -99,7 +102,33 @@ def version_endpoint(request, slug, version_id):
 def version_endpoint_clear(request, slug, version_id):
     """Generate this version in-process from its files again (admins)."""
     project = project_for(user=request.user, slug=slug, capability=MANAGE)
-    version = get_object_or_404(ModelVersion, pk=version_id)
+    version = registry_selectors.version_owned_from(
+        project=project, version_id=version_id, user=request.user
+    )
     serving_endpoint_clear(version=version)
     messages.success(request, f"{version.name} generates in-process again.")
     return redirect("model_version", slug=project.slug, version_id=version.pk)
+
+
+@login_required
+@require_POST
+def version_share(request, slug, version_id):
+    """Share a version this workspace owns with another workspace, or stop (``unshare``)."""
+    project = project_for(user=request.user, slug=slug, capability=MANAGE)
+    version = registry_selectors.version_owned_from(
+        project=project, version_id=version_id, user=request.user
+    )
+    try:
+        registry_services.model_version_share(
+            version=version,
+            workspace_slug=request.POST.get("workspace", ""),
+            share=request.POST.get("action") != "unshare",
+        )
+    except ServiceError as refusal:
+        return render_version_page(request, project, version.pk, error=refusal.message, status=400)
+    messages.success(request, f"{version.name} is shared with: {_shared_list(version)}.")
+    return redirect("model_version", slug=project.slug, version_id=version.pk)
+
+
+def _shared_list(version) -> str:
+    return ", ".join(sorted(w.slug for w in version.shared_with.all())) or "no other workspace"

@@ -14,7 +14,11 @@ from annotation.projects.permissions import (
 
 @login_required
 def home(request):
-    projects = projects_visible_to(request.user).order_by("name")
+    projects = (
+        projects_visible_to(request.user)
+        .select_related("workspace")
+        .order_by("workspace__name", "workspace__slug", "name")
+    )
     return render(request, "annotation/projects/home.html", {"projects": projects})
 
 

@@ -255,6 +255,16 @@ ENDPOINTS = [
         sneaky_version_body,
         redirect="/p/{slug}/models/{target}/",
     ),
+    Endpoint(
+        "model_version_share",
+        "post",
+        "/p/{slug}/models/{target}/share/",
+        MANAGE,
+        400,
+        False,
+        share_body,
+        says="No such workspace",
+    ),
     # --- judges (writes with empty bodies are refused as bad input) ----------------------
     Endpoint("ai_judges", "get", "/p/{slug}/judges/", VIEW_DATA, 200, api=False),
     # The jobs table polls itself while a job is going.

@@ -1,5 +1,6 @@
 from django import forms
 
+from models_registry import selectors
 from models_registry.models import ModelVersion
 
 
@@ -46,3 +47,12 @@ class ServingEndpointForm(forms.Form):
         widget=forms.PasswordInput(render_value=False),
         help_text="Leave empty to keep the key already set.",
     )
+
+
+def offer_only_versions_of(form: forms.Form, project) -> forms.Form:
+    """Limit every model version field of ``form`` to the versions ``project``'s workspace
+    may use (the services refuse others anyway; this keeps their names off the page)."""
+    for field in form.fields.values():
+        if isinstance(field, forms.ModelChoiceField) and field.queryset.model is ModelVersion:
+            field.queryset = selectors.visible_to(project.workspace, field.queryset)
+    return form

@@ -2,7 +2,6 @@ from django.utils import timezone
 
 from annotation.candidates.models import GenerationJob
 from config import jobs
-from models_registry.models import ModelVersion
 from training.models import TrainingRun
 
 # The per-step metrics each method's page charts, in order, with their labels.
@@ -46,15 +45,6 @@ SUMMARY_METRICS = (
     ("tokens_per_s", "tokens/s"),
 )
 LOG_LINES = 200
-
-
-def newest_policy() -> ModelVersion | None:
-    """The newest policy that is not an intermediate stage of a run: the default base."""
-    return (
-        ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY, intermediate=False)
-        .order_by("-created_at", "-id")
-        .first()
-    )
 
 
 def generation_jobs_of(*, runs):

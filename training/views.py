@@ -8,6 +8,8 @@ from annotation.judges.trust import ai_label_plan
 from annotation.projects.permissions import MANAGE, project_for
 from config.celery import QueueUnavailable
 from config.errors import ServiceError
+from models_registry import selectors as registry_selectors
+from models_registry.forms import offer_only_versions_of
 from training import selectors, services
 from training.forms import TrainingRunForm
 from training.models import TrainingRun
@@ -41,7 +43,7 @@ def runs_page(request, slug):
     services.training_runs_fail_stale(project=project)
     if request.method == "GET" and request.htmx and request.htmx.target == "run-list":
         return render(request, "training/runs.html#run-list", _runs_context(project))  # polling
-    newest = selectors.newest_policy()
+    newest = registry_selectors.newest_policy(project=project)
     form = TrainingRunForm(
         request.POST or None,
         method=request.GET.get("method", "dpo"),
@@ -49,6 +51,7 @@ def runs_page(request, slug):
         ai_default=project.ai_labels,
         initial={"base_version": newest},
     )
+    offer_only_versions_of(form, project)
     status = 200
     if request.method == "POST":
         if form.is_valid() and (run := _start_from_form(request, project, form)):

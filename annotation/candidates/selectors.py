@@ -2,9 +2,10 @@
 
 When a model version has answered the project's prompts, each of its replies is paired
 with one partner reply to the same prompt: the newest reply of another author (a model
-version that is not retired, or a person). The policy picks the partner:
+version that is not retired in the project, or a person). The policy picks the partner:
 
-- ``newest_vs_incumbent``: the incumbent's reply (the serving policy promoted last); the
+- ``newest_vs_incumbent``: the incumbent's reply (the policy promoted last among those
+  serving in the project: states are per project, models_registry/selectors.py); the
   incumbent itself is paired with the newest other version (never an intermediate stage
   of a run, such as the SFT before DPO, unless an admin released it). Where the chosen
   author did not answer the prompt, the newest other author's reply stands in.
@@ -46,13 +47,13 @@ def _author(response: Response) -> str:
     return str(response.model_version_id) if response.model_version_id else PERSON + response.author
 
 
-def _other_replies(model_version):
-    """Replies a reply of ``model_version`` may be paired with: another author's (a person
-    or a version that is not retired), revisions left out."""
+def _other_replies(project: Project, model_version):
+    """Replies a reply of ``model_version`` may be paired with in ``project``: another
+    author's (a person or a version not retired in the project), revisions left out."""
     return (
         Response.objects.exclude(model_version=model_version)
         .exclude(generation_params__has_key=REVISION_KEY)
-        .exclude(model_version__state=ModelVersion.State.RETIRED)
+        .exclude(model_version__in=registry_selectors.retired_in(project=project))
     )
 
 
@@ -61,17 +62,20 @@ def prompts_with_partners(*, project: Project, model_version) -> set[int]:
     ``model_version`` is paired with another author's; elsewhere only with its own first
     sample."""
     return set(
-        _other_replies(model_version)
+        _other_replies(project, model_version)
         .filter(prompt__in=Prompt.objects.labeling().filter(project=project))
         .values_list("prompt_id", flat=True)
         .distinct()
     )
 
 
-def _partners(response: Response, model_version) -> dict[str, Response]:
-    """The newest reply of every other author of the prompt (retired versions left out)."""
+def _partners(project: Project, response: Response, model_version) -> dict[str, Response]:
+    """The newest reply of every other author of the prompt (versions retired in
+    ``project`` left out)."""
     others = (
-        _other_replies(model_version).filter(prompt=response.prompt).order_by("-created_at", "-id")
+        _other_replies(project, model_version)
+        .filter(prompt=response.prompt)
+        .order_by("-created_at", "-id")
     )
     partners: dict[str, Response] = {}
     for other in others:
@@ -98,13 +102,11 @@ class _Picker:
         self.model_version = model_version
         self.score = score if self.policy == CandidatePolicy.ACTIVE else None
         self.counts = _pair_counts(project, model_version)
-        champion = registry_selectors.incumbent()
+        champion = registry_selectors.incumbent(project=project)
         if champion is not None and champion.pk == model_version.pk:
             champion = (
-                ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY, intermediate=False)
+                registry_selectors.servable_versions(project=project, kind=ModelVersion.Kind.POLICY)
                 .exclude(pk=model_version.pk)
-                .exclude(state=ModelVersion.State.RETIRED)
-                .order_by("-created_at", "-id")
                 .first()
             )
         self.champion = str(champion.pk) if champion else None
@@ -206,7 +208,7 @@ def pending_comparison_pairs(
             response.prompt_id, response.sample_index, partnered=partnered, firsts=firsts
         )
         if pairing == "other":
-            partner, priority = picker.pick(response, _partners(response, model_version))
+            partner, priority = picker.pick(response, _partners(project, response, model_version))
         elif pairing == "own":
             partner, priority = own.get(prompt=response.prompt, sample_index=0), 0
         else:
@@ -342,15 +344,4 @@ def generation_preview(
         samples_per_prompt=samples_per_prompt or None,
         replies_by_prompt=missing,
         comparison_tasks=tasks,
-    )
-
-
-def newest_policy():
-    """The generation form's default: the newest policy, never a run's intermediate stage
-    (that one generates only when the admin picks it)."""
-    return (
-        registry_selectors.policy_versions()
-        .filter(intermediate=False)
-        .order_by("-created_at", "-id")
-        .first()
     )

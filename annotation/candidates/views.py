@@ -17,8 +17,7 @@ from annotation.projects.permissions import MANAGE, project_for
 from config.celery import QueueUnavailable
 from config.errors import ServiceError
 from models_registry import selectors as registry_selectors
-from models_registry.forms import StateChangeForm
-from models_registry.models import ModelVersion
+from models_registry.forms import StateChangeForm, offer_only_versions_of
 from models_registry.views import form_error
 
 MODELS_PAGE = "annotation/candidates/models.html"
@@ -29,7 +28,7 @@ def _preview_context(project, data) -> dict:
     (``preview``), or why it cannot start (``preview_error``); nothing without a choice."""
     if not data:
         return {}
-    form = GenerationPreviewForm(data)
+    form = offer_only_versions_of(GenerationPreviewForm(data), project)
     if not form.is_valid():
         problems = [
             f"{form[name].label}: {' '.join(errors)}" for name, errors in form.errors.items()
@@ -50,7 +49,7 @@ def _models_context(project, form) -> dict:
     services.generation_jobs_fail_stale(project=project)
     jobs = selectors.with_outlook(selectors.generation_jobs(project=project))
     counts = selectors.candidate_counts_by_version(project=project)
-    versions = list(registry_selectors.versions())
+    versions = registry_selectors.versions(project=project)
     for version in versions:
         version.candidate_count = counts.get(version.pk, 0)
     return {
@@ -74,8 +73,8 @@ def _initial_choice(form) -> dict:
 @require_http_methods(["GET", "POST"])
 def models_page(request, slug):
     project = project_for(user=request.user, slug=slug, capability=MANAGE)
-    initial = {"model_version": selectors.newest_policy()}
-    form = GenerationForm(request.POST or None, initial=initial)
+    initial = {"model_version": registry_selectors.newest_policy(project=project)}
+    form = offer_only_versions_of(GenerationForm(request.POST or None, initial=initial), project)
     if request.method == "POST":
         if form.is_valid():
             try:
@@ -101,7 +100,8 @@ def models_page(request, slug):
 @require_GET
 def generation_jobs_fragment(request, slug):
     project = project_for(user=request.user, slug=slug, capability=MANAGE)
-    return render(request, f"{MODELS_PAGE}#jobs", _models_context(project, GenerationForm()))
+    form = offer_only_versions_of(GenerationForm(), project)
+    return render(request, f"{MODELS_PAGE}#jobs", _models_context(project, form))
 
 
 @login_required
@@ -140,7 +140,7 @@ def version_release(request, slug, version_id):
     """Release an intermediate stage of a run: it makes candidates and enters battles. A
     refusal shows the version page with the reason (400)."""
     project = project_for(user=request.user, slug=slug, capability=MANAGE)
-    version = get_object_or_404(ModelVersion, pk=version_id)
+    version = registry_selectors.version_in_project(project=project, version_id=version_id)
     form = StateChangeForm(request.POST)
     if not form.is_valid():
         return render_version_page(request, project, version.pk, error=form_error(form), status=400)

@@ -245,8 +245,7 @@ def test_the_sft_stage_is_an_intermediate_version_that_makes_no_candidates(
 ):
     from annotation.arena.selectors import arena_versions
     from annotation.chat.selectors import chat_versions
-    from models_registry.selectors import servable_versions
-    from training.selectors import newest_policy
+    from models_registry.selectors import newest_policy, servable_versions
 
     run = training_run_start(
         project=project_with_feedback, base_version=base, method="dpo", config=SMALL, sft_first=True
@@ -262,7 +261,7 @@ def test_the_sft_stage_is_an_intermediate_version_that_makes_no_candidates(
     assert stage.generation_jobs.count() == 0
     assert list(servable_versions(kind="policy")) == [base]
     assert list(arena_versions()) == list(chat_versions()) == [base]
-    assert newest_policy() == base  # the training form's default base
+    assert newest_policy(project=project_with_feedback) == base  # the training form default
 
     # when: the DPO stage succeeds
     dpo = run.follow_ups.get()

@@ -1,10 +1,16 @@
 from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import (
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation.projects.permissions import MANAGE, project_for
 from config import jobs
+from config.api_schema import OBJECT, OBJECT_LIST
+from models_registry.api import offer_only_versions_to
 from models_registry.models import ModelVersion
 from training import selectors, services
 from training.methods.launch import STRATEGIES
@@ -92,6 +98,14 @@ class TrainingRunInputSerializer(serializers.Serializer):
     )
 
 
+@extend_schema_view(
+    get=extend_schema(operation_id="training_runs_list", responses={200: OBJECT_LIST}),
+    post=extend_schema(
+        operation_id="training_run_start",
+        request=TrainingRunInputSerializer,
+        responses={201: OBJECT},
+    ),
+)
 class TrainingRunListApi(APIView):
     def get(self, request, slug):
         project = project_for(user=request.user, slug=slug, capability=MANAGE)
@@ -100,7 +114,7 @@ class TrainingRunListApi(APIView):
 
     def post(self, request, slug):
         project = project_for(user=request.user, slug=slug, capability=MANAGE)
-        data = TrainingRunInputSerializer(data=request.data)
+        data = offer_only_versions_to(TrainingRunInputSerializer(data=request.data), project)
         data.is_valid(raise_exception=True)
         run = services.training_run_start(project=project, user=request.user, **data.validated_data)
         return Response(run_payload(run), status=201)
@@ -111,6 +125,9 @@ def _project_run(request, slug, run_id) -> TrainingRun:
     return get_object_or_404(TrainingRun, pk=run_id, project=project)
 
 
+@extend_schema_view(
+    get=extend_schema(operation_id="training_run_detail", responses={200: OBJECT}),
+)
 class TrainingRunDetailApi(APIView):
     def get(self, request, slug, run_id):
         run = _project_run(request, slug, run_id)
@@ -119,12 +136,18 @@ class TrainingRunDetailApi(APIView):
         return Response(run_payload(run, with_steps=True))
 
 
+@extend_schema_view(
+    post=extend_schema(operation_id="training_run_cancel", request=None, responses={200: OBJECT}),
+)
 class TrainingRunCancelApi(APIView):
     def post(self, request, slug, run_id):
         run = _project_run(request, slug, run_id)
         return Response(run_payload(services.training_run_cancel(run=run)))
 
 
+@extend_schema_view(
+    post=extend_schema(operation_id="training_run_resume", request=None, responses={200: OBJECT}),
+)
 class TrainingRunResumeApi(APIView):
     def post(self, request, slug, run_id):
         run = _project_run(request, slug, run_id)

@@ -3,6 +3,11 @@ run's intermediate stage, which generates its candidates. Thin callers of servic
 selectors.py."""
 
 from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import (
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -11,6 +16,7 @@ from annotation.candidates import selectors, services
 from annotation.candidates.models import GenerationJob
 from annotation.projects.permissions import MANAGE, project_for
 from config import jobs
+from config.api_schema import OBJECT, OBJECT_LIST
 from models_registry import api as registry_api
 from models_registry import selectors as registry_selectors
 from models_registry.models import ModelVersion
@@ -65,13 +71,32 @@ class GenerationPreviewInputSerializer(serializers.Serializer):
     )
 
 
+@extend_schema_view(
+    get=extend_schema(
+        operation_id="generation_preview",
+        parameters=[GenerationPreviewInputSerializer],
+        responses={
+            200: inline_serializer(
+                "GenerationPreview",
+                {
+                    "samples_per_prompt": serializers.IntegerField(),
+                    "prompts": serializers.IntegerField(),
+                    "replies": serializers.IntegerField(),
+                    "comparison_tasks": serializers.IntegerField(),
+                },
+            )
+        },
+    ),
+)
 class GenerationPreviewApi(APIView):
     def get(self, request, slug):
         """What a generation job would do if started now with ``?model_version=<id>``
         (and ``&samples_per_prompt=<n>``): how many prompts it answers, replies it writes
         and comparison tasks it creates. Counted by the code the job runs; stores nothing."""
         project = project_for(user=request.user, slug=slug, capability=MANAGE)
-        data = GenerationPreviewInputSerializer(data=request.query_params)
+        data = registry_api.offer_only_versions_to(
+            GenerationPreviewInputSerializer(data=request.query_params), project
+        )
         data.is_valid(raise_exception=True)
         preview = selectors.generation_preview(
             project=project,
@@ -81,6 +106,14 @@ class GenerationPreviewApi(APIView):
         return Response(preview_payload(preview))
 
 
+@extend_schema_view(
+    get=extend_schema(operation_id="generation_jobs_list", responses={200: OBJECT_LIST}),
+    post=extend_schema(
+        operation_id="generation_job_start",
+        request=GenerationJobInputSerializer,
+        responses={201: OBJECT},
+    ),
+)
 class GenerationJobApi(APIView):
     def get(self, request, slug):
         project = project_for(user=request.user, slug=slug, capability=MANAGE)
@@ -89,7 +122,9 @@ class GenerationJobApi(APIView):
 
     def post(self, request, slug):
         project = project_for(user=request.user, slug=slug, capability=MANAGE)
-        data = GenerationJobInputSerializer(data=request.data)
+        data = registry_api.offer_only_versions_to(
+            GenerationJobInputSerializer(data=request.data), project
+        )
         data.is_valid(raise_exception=True)
         fields = data.validated_data
         job = services.generation_job_start(
@@ -108,6 +143,9 @@ class GenerationJobApi(APIView):
         return Response(job_payload(job), status=201)
 
 
+@extend_schema_view(
+    post=extend_schema(operation_id="generation_job_cancel", request=None, responses={200: OBJECT}),
+)
 class GenerationJobCancelApi(APIView):
     def post(self, request, slug, job_id):
         """Cancel a queued job now, or a running one before its next batch; 400 once the
@@ -117,18 +155,25 @@ class GenerationJobCancelApi(APIView):
         return Response(job_payload(services.generation_job_cancel(job=job)))
 
 
+@extend_schema_view(
+    post=extend_schema(
+        operation_id="model_version_release",
+        request=registry_api.StateChangeInputSerializer,
+        responses={200: OBJECT},
+    ),
+)
 class ModelVersionReleaseApi(APIView):
     def post(self, request, slug, version_id):
         """Release an intermediate stage of a run (the SFT before DPO): it generates
         candidates and enters battles; 400 with a detail for any other version."""
         project = project_for(user=request.user, slug=slug, capability=MANAGE)
-        version = get_object_or_404(ModelVersion, pk=version_id)
+        version = registry_selectors.version_in_project(project=project, version_id=version_id)
         data = registry_api.StateChangeInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         change = services.model_version_release(
             version=version, user=request.user, note=data.validated_data["note"], project=project
         )
         payload = registry_api.version_payload(
-            registry_selectors.version_detail(version_id=version.pk)
+            registry_selectors.version_detail(version_id=version.pk, project=project)
         )
         return Response({**payload, "change": registry_api.change_payload(change)})

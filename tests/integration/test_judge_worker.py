@@ -38,6 +38,7 @@ def test_a_worker_killed_mid_job_fails_it_with_the_reason_and_a_new_job_judges_t
     log = tmp_path / "worker.log"
     with FakeEndpoint(_slow_and_sensible) as endpoint:
         judge = services.judge_create(
+            workspace=project.workspace,
             name="slow-remote",
             backend="remote",
             endpoint_url=endpoint.url,

@@ -2,8 +2,13 @@
 source "ai", no labeler, the judge, its constitution version and a principle, a soft label
 P(A better) and per-order probabilities in ``ai_details``."""
 
-from annotation.models import Constitution, Judge, Judgment, Task, TaskKind
+import itertools
+
+from annotation.models import Constitution, Judge, Judgment, Task, TaskKind, Workspace
+from annotation.projects.services import ensure_workspace
 from tests.factories import make_version
+
+_counter = itertools.count(1)
 
 PRINCIPLES = [
     {
@@ -15,12 +20,30 @@ PRINCIPLES = [
 ]
 
 
-def make_constitution(name: str = "loop-default", version: int = 1) -> Constitution:
-    return Constitution.objects.create(name=name, version=version, principles=PRINCIPLES)
+def make_workspace() -> Workspace:
+    number = next(_counter)
+    return ensure_workspace(slug=f"workspace-{number}", name=f"Workspace {number}")
 
 
-def make_judge(name: str = "judge-local", constitution: Constitution | None = None) -> Judge:
+def make_constitution(
+    name: str = "loop-default", version: int = 1, *, workspace: Workspace | None = None
+) -> Constitution:
+    """A constitution version of ``workspace``; built-in (no owner) when None."""
+    return Constitution.objects.create(
+        workspace=workspace, name=name, version=version, principles=PRINCIPLES
+    )
+
+
+def make_judge(
+    name: str = "judge-local",
+    constitution: Constitution | None = None,
+    *,
+    workspace: Workspace | None = None,
+) -> Judge:
+    """A local judge of ``workspace``: pass the project's (``project.workspace``) for a judge
+    its jobs may use; None makes a workspace of its own, which no project uses."""
     return Judge.objects.create(
+        workspace=workspace or make_workspace(),
         name=name,
         backend=Judge.Backend.LOCAL,
         model_version=make_version(f"{name}-model"),
@@ -28,8 +51,16 @@ def make_judge(name: str = "judge-local", constitution: Constitution | None = No
     )
 
 
-def make_remote_judge(name: str, *, api_key: str, constitution: Constitution) -> Judge:
+def make_remote_judge(
+    name: str,
+    *,
+    api_key: str,
+    constitution: Constitution,
+    workspace: Workspace | None = None,
+) -> Judge:
+    """A remote judge of ``workspace`` (None: a workspace of its own, as make_judge)."""
     return Judge.objects.create(
+        workspace=workspace or make_workspace(),
         name=name,
         backend=Judge.Backend.REMOTE,
         endpoint_url="https://judge.example/v1",

@@ -64,7 +64,7 @@ def v1(db):
 def judged(project, people, v1, admin_member):
     """The known-answer fixture, and a few pairs that must be left out."""
     ann, bob, cy = people
-    judge = make_judge("judge-local", v1)
+    judge = make_judge("judge-local", v1, workspace=project.workspace)
     for number, (human, ai, soft) in enumerate(zip(HUMAN, AI, SOFT, strict=True)):
         task = make_task(project, texts=(f"first {number}", f"second {number}"))
         other = "b" if human == "a" else "a"
@@ -123,7 +123,7 @@ def test_accuracy_kappa_bias_and_confidence_on_known_answers(project, judged):
 
 def test_each_judge_and_constitution_version_gets_its_own_row(project, judged, v1):
     v2 = make_constitution("loop-default", 2)
-    rival = make_judge("judge-rival", v1)
+    rival = make_judge("judge-rival", v1, workspace=project.workspace)
     tasks = list(project.tasks.order_by("id")[:4])
     for task in tasks:  # under v2 the same judge now agrees on all of the first four
         make_ai_judgment(task, judged, soft_label=0.9, constitution=v2)

@@ -43,6 +43,7 @@ def crashed(project, endpoint):
     running, 1 of 3 done, silent for 61 s."""
     tasks = [make_task(project, texts=(f"good {i}", f"bad {i}")) for i in range(3)]
     judge = services.judge_create(
+        workspace=project.workspace,
         name="remote",
         backend="remote",
         endpoint_url=endpoint.url,

@@ -7,7 +7,7 @@ import uuid
 import pytest
 from django.db import connection
 
-from annotation.judges import jobs, prompts, services
+from annotation.judges import jobs, prompts, selectors, services
 from annotation.judges.backends import LocalBackend
 from annotation.models import Constitution, Judge, JudgeJob, Judgment, Role
 from config.celery import app as celery_app
@@ -59,9 +59,17 @@ def _tasks(project, count):
 
 
 def _remote_judge(
-    url, constitution, *, name="remote", chain_of_thought=False, key=KEY, model="judge-model"
+    workspace,
+    url,
+    constitution,
+    *,
+    name="remote",
+    chain_of_thought=False,
+    key=KEY,
+    model="judge-model",
 ):
     return services.judge_create(
+        workspace=workspace,
         name=name,
         backend="remote",
         endpoint_url=url,
@@ -113,7 +121,11 @@ def test_a_local_judge_judges_both_orders_and_stores_the_mean_as_soft_label(
 ):
     tasks = _tasks(project, 3)
     judge = services.judge_create(
-        name="tiny", backend="local", model_version=tiny_version, constitution=constitution
+        workspace=project.workspace,
+        name="tiny",
+        backend="local",
+        model_version=tiny_version,
+        constitution=constitution,
     )
 
     job = _run(_start(project, judge, options={"limit": 3}))
@@ -159,6 +171,7 @@ def test_a_local_judge_judges_both_orders_and_stores_the_mean_as_soft_label(
 def test_a_local_chain_of_thought_judge_critiques_then_clamps(project, constitution, tiny_version):
     _tasks(project, 1)
     judge = services.judge_create(
+        workspace=project.workspace,
         name="tiny-cot",
         backend="local",
         model_version=tiny_version,
@@ -186,7 +199,7 @@ def test_a_confident_chain_of_thought_judge_is_clamped_to_40_60(project, constit
         return Answer(body=completion("The good one is kinder."))
 
     with FakeEndpoint(script) as endpoint:
-        judge = _remote_judge(endpoint.url, constitution, chain_of_thought=True)
+        judge = _remote_judge(project.workspace, endpoint.url, constitution, chain_of_thought=True)
         job = _run(_start(project, judge))
 
     assert (job.status, job.done, job.requests_made) == ("succeeded", 2, 8)
@@ -205,7 +218,7 @@ def test_a_judge_biased_to_the_first_position_gives_ties_not_wins(project, const
     always_a = completion("A", {"A": 0.8, "B": 0.2})
 
     with FakeEndpoint(lambda n, p: Answer(body=always_a)) as endpoint:
-        job = _run(_start(project, _remote_judge(endpoint.url, constitution)))
+        job = _run(_start(project, _remote_judge(project.workspace, endpoint.url, constitution)))
 
     assert job.status == "succeeded"
     for judgment in Judgment.objects.filter(judge_job=job):
@@ -219,7 +232,7 @@ def test_principles_are_drawn_per_pair_seeded_by_the_job(project, constitution):
     _tasks(project, 6)
 
     with FakeEndpoint(_prefers_good) as endpoint:
-        judge = _remote_judge(endpoint.url, constitution)
+        judge = _remote_judge(project.workspace, endpoint.url, constitution)
         job = _run(_start(project, judge))
 
     drawn = list(
@@ -255,7 +268,9 @@ def test_the_products_own_endpoint_as_remote_judge_asks_twice_per_order_and_gets
     key = api_key_rotate(user=make_member(project, Role.LABELER, "api-user")).key
     constitution = services.ensure_default_constitution()
     tasks = sorted(_tasks(project, 2), key=lambda task: task.pk)
-    judge = _remote_judge(f"{live_server.url}/v1", constitution, key=key, model="tiny-chat")
+    judge = _remote_judge(
+        project.workspace, f"{live_server.url}/v1", constitution, key=key, model="tiny-chat"
+    )
     job = _start(project, judge)  # queued on the in-memory broker; the test is the worker
 
     job = _run(job)
@@ -283,7 +298,7 @@ def test_500s_fail_the_job_after_retries_with_backoff(project, constitution):
     _tasks(project, 2)
 
     with FakeEndpoint(lambda n, p: Answer(500, b"internal error")) as endpoint:
-        job = _run(_start(project, _remote_judge(endpoint.url, constitution)))
+        job = _run(_start(project, _remote_judge(project.workspace, endpoint.url, constitution)))
 
     assert job.status == "failed"
     assert "HTTP 500" in job.error
@@ -305,7 +320,7 @@ def test_an_endpoint_that_breaks_midway_leaves_a_partial_job_with_its_judgments(
         return _prefers_good(number, payload) if number <= 2 else Answer(502, b"bad gateway")
 
     with FakeEndpoint(script) as endpoint:
-        job = _run(_start(project, _remote_judge(endpoint.url, constitution)))
+        job = _run(_start(project, _remote_judge(project.workspace, endpoint.url, constitution)))
 
     assert (job.status, job.done, job.total) == ("partial", 1, 3)
     assert "HTTP 502" in job.error
@@ -321,7 +336,7 @@ def test_a_transient_500_is_retried_and_the_job_succeeds(project, constitution):
         return Answer(500) if number == 1 else _prefers_good(number, payload)
 
     with FakeEndpoint(script) as endpoint:
-        job = _run(_start(project, _remote_judge(endpoint.url, constitution)))
+        job = _run(_start(project, _remote_judge(project.workspace, endpoint.url, constitution)))
 
     assert (job.status, job.done, len(endpoint.hits), job.requests_made) == ("succeeded", 1, 3, 2)
 
@@ -330,7 +345,7 @@ def test_timeouts_fail_the_job_with_a_clear_message(project, constitution):
     _tasks(project, 1)
 
     with FakeEndpoint(lambda n, p: Answer(body=completion("A"), delay=1.0)) as endpoint:
-        job = _run(_start(project, _remote_judge(endpoint.url, constitution)))
+        job = _run(_start(project, _remote_judge(project.workspace, endpoint.url, constitution)))
 
     assert job.status == "failed"
     assert "did not answer within 0.3 s (timeout)" in job.error
@@ -342,7 +357,7 @@ def test_a_garbage_body_fails_at_once(project, constitution):
     _tasks(project, 2)
 
     with FakeEndpoint(lambda n, p: Answer(body=b"<html>")) as endpoint:
-        job = _run(_start(project, _remote_judge(endpoint.url, constitution)))
+        job = _run(_start(project, _remote_judge(project.workspace, endpoint.url, constitution)))
 
     assert job.status == "failed"
     assert "not JSON" in job.error
@@ -353,7 +368,7 @@ def test_unparseable_verdicts_fail_each_item_with_a_clear_message(project, const
     _tasks(project, 2)
 
     with FakeEndpoint(lambda n, p: Answer(body=completion("lorem ipsum dolor"))) as endpoint:
-        job = _run(_start(project, _remote_judge(endpoint.url, constitution)))
+        job = _run(_start(project, _remote_judge(project.workspace, endpoint.url, constitution)))
 
     assert (job.status, job.done, job.failed, job.total) == ("failed", 0, 2, 2)
     assert "2 of 2 items failed" in job.error
@@ -373,7 +388,7 @@ def test_some_unparseable_verdicts_make_a_partial_job(project, constitution):
         return Answer(body=completion("???"))
 
     with FakeEndpoint(script) as endpoint:
-        job = _run(_start(project, _remote_judge(endpoint.url, constitution)))
+        job = _run(_start(project, _remote_judge(project.workspace, endpoint.url, constitution)))
 
     assert (job.status, job.done, job.failed) == ("partial", 1, 1)
     assert "1 of 2 items failed" in job.error
@@ -387,7 +402,8 @@ def test_the_budget_stops_the_job_as_partial(project, constitution):
     _tasks(project, 3)
 
     with FakeEndpoint(_prefers_good) as endpoint:
-        job = _run(_start(project, _remote_judge(endpoint.url, constitution), budget=3))
+        judge = _remote_judge(project.workspace, endpoint.url, constitution)
+        job = _run(_start(project, judge, budget=3))
 
     assert (job.status, job.done, job.requests_made) == ("partial", 1, 3)
     assert "budget" in job.error
@@ -399,7 +415,8 @@ def test_a_budget_too_small_for_one_pair_fails_the_job(project, constitution):
     _tasks(project, 1)
 
     with FakeEndpoint(_prefers_good) as endpoint:
-        job = _run(_start(project, _remote_judge(endpoint.url, constitution), budget=1))
+        judge = _remote_judge(project.workspace, endpoint.url, constitution)
+        job = _run(_start(project, judge, budget=1))
 
     assert (job.status, job.done) == ("failed", 0)
     assert "budget" in job.error
@@ -412,7 +429,7 @@ def test_the_key_is_masked_even_when_the_endpoint_echoes_it(project, constitutio
         return Answer(401, {"error": f"invalid key {KEY}"})
 
     with FakeEndpoint(script) as endpoint:
-        job = _run(_start(project, _remote_judge(endpoint.url, constitution)))
+        job = _run(_start(project, _remote_judge(project.workspace, endpoint.url, constitution)))
 
     assert job.status == "failed"
     assert "HTTP 401" in job.error
@@ -425,7 +442,7 @@ def test_the_key_stays_out_of_the_python_logs_too(project, constitution, caplog)
     caplog.set_level("DEBUG")
 
     with FakeEndpoint(lambda n, p: Answer(500, {"error": f"upstream saw {KEY}"})) as endpoint:
-        job = _run(_start(project, _remote_judge(endpoint.url, constitution)))
+        job = _run(_start(project, _remote_judge(project.workspace, endpoint.url, constitution)))
 
     assert job.status == "failed"
     assert "retrying" in caplog.text  # the retries were logged ...
@@ -439,7 +456,7 @@ def test_the_key_stays_out_of_the_python_logs_too(project, constitution, caplog)
 def test_a_queued_job_is_cancelled_at_once_and_never_runs(project, constitution):
     _tasks(project, 1)
     with FakeEndpoint(_prefers_good) as endpoint:
-        job = _start(project, _remote_judge(endpoint.url, constitution))
+        job = _start(project, _remote_judge(project.workspace, endpoint.url, constitution))
 
         jobs.judge_job_cancel(job=job)
         assert jobs.judge_job_execute(job_id=job.pk) is None
@@ -468,7 +485,7 @@ def test_a_running_job_stops_at_the_next_pair_and_keeps_what_it_judged(
         return _prefers_good(number, payload)
 
     with FakeEndpoint(script) as endpoint:
-        job = _start(project, _remote_judge(endpoint.url, constitution))
+        job = _start(project, _remote_judge(project.workspace, endpoint.url, constitution))
         job_ids.append(job.pk)
         job = _run(job)
 
@@ -481,7 +498,7 @@ def test_a_running_job_stops_at_the_next_pair_and_keeps_what_it_judged(
 def test_a_job_runs_once_even_if_its_message_comes_twice(project, constitution):
     _tasks(project, 1)
     with FakeEndpoint(_prefers_good) as endpoint:
-        job = _run(_start(project, _remote_judge(endpoint.url, constitution)))
+        job = _run(_start(project, _remote_judge(project.workspace, endpoint.url, constitution)))
         assert jobs.judge_job_execute(job_id=job.pk) is None
 
     assert len(endpoint.hits) == 2
@@ -494,7 +511,7 @@ def test_a_job_runs_once_even_if_its_message_comes_twice(project, constitution):
 def test_pairs_already_judged_by_this_judge_and_version_are_skipped(project, constitution):
     _tasks(project, 3)
     with FakeEndpoint(_prefers_good) as endpoint:
-        judge = _remote_judge(endpoint.url, constitution)
+        judge = _remote_judge(project.workspace, endpoint.url, constitution)
         first = _run(_start(project, judge, options={"limit": 2}))
         second = _run(_start(project, judge))
         third = _run(_start(project, judge))
@@ -509,7 +526,7 @@ def test_listed_task_ids_limit_the_job(project, constitution):
         job = _run(
             _start(
                 project,
-                _remote_judge(endpoint.url, constitution),
+                _remote_judge(project.workspace, endpoint.url, constitution),
                 options={"task_ids": [tasks[2].pk, tasks[0].pk]},
             )
         )
@@ -523,13 +540,15 @@ def test_listed_task_ids_limit_the_job(project, constitution):
 def test_an_edit_makes_a_new_version_and_old_judgments_keep_the_old_one(project, constitution):
     _tasks(project, 1)
     with FakeEndpoint(_prefers_good) as endpoint:
-        judge = _remote_judge(endpoint.url, constitution)
+        judge = _remote_judge(project.workspace, endpoint.url, constitution)
         first = _run(_start(project, judge))
         edited = [
             {**p, "comparison_question": p["comparison_question"] + " Be strict."}
             for p in constitution.principles
         ]
-        v2 = services.constitution_edit(constitution=constitution, principles=edited, note="strict")
+        v2 = services.constitution_edit(
+            workspace=project.workspace, constitution=constitution, principles=edited, note="strict"
+        )
         services.judge_constitution_set(judge=judge, constitution=v2)
         second = _run(_start(project, judge))
 
@@ -543,24 +562,33 @@ def test_an_edit_makes_a_new_version_and_old_judgments_keep_the_old_one(project,
     assert "Be strict." not in endpoint.hits[0].payload["messages"][0]["content"]
 
 
-def test_edits_number_versions_and_keep_every_one(constitution):
-    v2 = services.constitution_edit(constitution=constitution, principles=constitution.principles)
-    v3 = services.constitution_edit(constitution=constitution, principles=constitution.principles)
+def test_edits_number_versions_and_keep_every_one(project, constitution):
+    edit = {"workspace": project.workspace, "principles": constitution.principles}
+    v2 = services.constitution_edit(constitution=constitution, **edit)
+    v3 = services.constitution_edit(constitution=v2, **edit)
 
     assert [c.version for c in Constitution.objects.filter(name=constitution.name)] == [3, 2, 1]
     assert (v2.version, v3.version) == (2, 3)
-    assert services.ensure_default_constitution() == v3
+    assert (v2.workspace, v3.workspace) == (project.workspace, project.workspace)
+    assert selectors.constitutions_latest(workspace=project.workspace) == [v3]
+    # The built-in version 1 stays the default every other workspace starts from.
+    assert services.ensure_default_constitution() == constitution
 
 
-def test_a_new_constitution_starts_at_version_one_and_names_are_unique(db):
+def test_a_new_constitution_starts_at_version_one_and_names_are_unique(project):
     principles = [
         {"name": "n", "critique_request": "c", "revision_request": "r", "comparison_question": "q"}
     ]
-    made = services.constitution_create(name=" mine ", principles=principles, note="first")
+    made = services.constitution_create(
+        workspace=project.workspace, name=" mine ", principles=principles, note="first"
+    )
 
     assert (made.name, made.version, made.principles, made.note) == ("mine", 1, principles, "first")
+    assert made.workspace == project.workspace
     with pytest.raises(Conflict, match="exists"):
-        services.constitution_create(name="mine", principles=principles)
+        services.constitution_create(
+            workspace=project.workspace, name="mine", principles=principles
+        )
 
 
 # --- bad input: refused, nothing stored ------------------------------------------------------
@@ -586,7 +614,7 @@ def test_a_new_constitution_starts_at_version_one_and_names_are_unique(db):
     ],
 )
 def test_a_bad_job_is_refused_and_nothing_is_stored(project, constitution, change, message):
-    judge = _remote_judge("http://127.0.0.1:9/v1", constitution)
+    judge = _remote_judge(project.workspace, "http://127.0.0.1:9/v1", constitution)
     arguments = {
         "project": project,
         "judge": judge,
@@ -603,7 +631,7 @@ def test_a_bad_job_is_refused_and_nothing_is_stored(project, constitution, chang
 
 def test_a_task_of_another_project_is_refused(project, other_project, constitution):
     foreign = make_task(other_project)
-    judge = _remote_judge("http://127.0.0.1:9/v1", constitution)
+    judge = _remote_judge(project.workspace, "http://127.0.0.1:9/v1", constitution)
 
     with pytest.raises(ServiceError, match=str(foreign.pk)):
         _start(project, judge, options={"task_ids": [foreign.pk]})
@@ -613,7 +641,11 @@ def test_a_task_of_another_project_is_refused(project, other_project, constituti
 def test_a_judge_on_a_retired_model_cannot_start_a_job(project, constitution):
     version = make_version("old-judge")
     judge = services.judge_create(
-        name="old", backend="local", model_version=version, constitution=constitution
+        workspace=project.workspace,
+        name="old",
+        backend="local",
+        model_version=version,
+        constitution=constitution,
     )
     ModelVersion.objects.filter(pk=version.pk).update(state=ModelVersion.State.RETIRED)
     judge.refresh_from_db()
@@ -640,10 +672,11 @@ def test_a_judge_on_a_retired_model_cannot_start_a_job(project, constitution):
         ({"backend": "local", "model_version": "reward"}, "not retired"),
     ],
 )
-def test_a_bad_judge_is_refused_and_nothing_is_stored(constitution, fields, message):
+def test_a_bad_judge_is_refused_and_nothing_is_stored(project, constitution, fields, message):
     retired = make_version("retired-model", state=ModelVersion.State.RETIRED)
     reward = make_version("reward-model", kind=ModelVersion.Kind.REWARD)
     arguments = {
+        "workspace": project.workspace,
         "name": "j",
         "backend": "remote",
         "endpoint_url": "https://judge.example/v1",
@@ -661,12 +694,15 @@ def test_a_bad_judge_is_refused_and_nothing_is_stored(constitution, fields, mess
     assert not Judge.objects.exists()
 
 
-def test_a_judge_name_is_used_once(constitution):
-    _remote_judge("https://judge.example/v1", constitution, name="same")
+def test_a_judge_name_is_used_once_in_a_workspace(project, other_project, constitution):
+    _remote_judge(project.workspace, "https://judge.example/v1", constitution, name="same")
 
     with pytest.raises(Conflict, match="exists"):
-        _remote_judge("https://judge.example/v1", constitution, name="same")
+        _remote_judge(project.workspace, "https://judge.example/v1", constitution, name="same")
     assert Judge.objects.count() == 1
+    # Another workspace has names of its own.
+    _remote_judge(other_project.workspace, "https://judge.example/v1", constitution, name="same")
+    assert Judge.objects.count() == 2
 
 
 def test_local_judges_go_to_the_gpu_queue_and_remote_ones_to_default(
@@ -676,9 +712,13 @@ def test_local_judges_go_to_the_gpu_queue_and_remote_ones_to_default(
 
     _tasks(project, 1)
     local = services.judge_create(
-        name="local", backend="local", model_version=make_version(), constitution=constitution
+        workspace=project.workspace,
+        name="local",
+        backend="local",
+        model_version=make_version(),
+        constitution=constitution,
     )
-    remote = _remote_judge("https://judge.example/v1", constitution)
+    remote = _remote_judge(project.workspace, "https://judge.example/v1", constitution)
     sent = []
     for task in (tasks.judge_job_run_gpu_task, tasks.judge_job_run_task):
         monkeypatch.setattr(
@@ -704,7 +744,7 @@ def test_an_unreachable_broker_fails_the_job_with_the_reason(
 ):
     from config.celery import QueueUnavailable
 
-    judge = _remote_judge("https://judge.example/v1", constitution)
+    judge = _remote_judge(project.workspace, "https://judge.example/v1", constitution)
     with (
         pytest.raises(QueueUnavailable),
         django_capture_on_commit_callbacks(execute=True),

@@ -173,10 +173,11 @@ def judge_version(db):
 
 
 @pytest.fixture
-def local_judge(constitution, judge_version):
+def local_judge(project, constitution, judge_version):
     from annotation.models import Judge
 
     return Judge.objects.create(
+        workspace=project.workspace,
         name="local-judge",
         backend=Judge.Backend.LOCAL,
         model_version=judge_version,
@@ -185,10 +186,11 @@ def local_judge(constitution, judge_version):
 
 
 @pytest.fixture
-def remote_judge(constitution):
+def remote_judge(project, constitution):
     from annotation.models import Judge
 
     return Judge.objects.create(
+        workspace=project.workspace,
         name="remote-judge",
         backend=Judge.Backend.REMOTE,
         endpoint_url="http://127.0.0.1:9/v1",
@@ -390,7 +392,11 @@ def test_principles_are_seeded_by_the_job(project, local_judge, constitution):
     original = _model_reply(project, "Draft.")
     first = _run(project, local_judge, ScriptedBackend(), options={"rounds": 3})
     second_judge = Judge.objects.create(
-        name="second", backend="remote", endpoint_url="http://x/v1", constitution=constitution
+        workspace=project.workspace,
+        name="second",
+        backend="remote",
+        endpoint_url="http://x/v1",
+        constitution=constitution,
     )
     second = _run(project, second_judge, ScriptedBackend(), options={"rounds": 3})
     import random as _random
@@ -582,7 +588,7 @@ def test_bad_options_fail_the_job_with_the_reason(project, local_judge):
     assert not Judgment.objects.exists()
 
 
-def _tiny_judge(tiny_model_dir):
+def _tiny_judge(project, tiny_model_dir):
     """A local judge on the tiny random model, under a one-principle constitution (the
     principle drawn per item is then no source of chance)."""
     from annotation.models import Constitution, Judge
@@ -591,7 +597,11 @@ def _tiny_judge(tiny_model_dir):
     constitution = Constitution.objects.create(name="tiny", version=1, principles=PRINCIPLES[1:2])
     version = make_version("tiny-judge", path=str(tiny_model_dir))
     return Judge.objects.create(
-        name="tiny", backend="local", model_version=version, constitution=constitution
+        workspace=project.workspace,
+        name="tiny",
+        backend="local",
+        model_version=version,
+        constitution=constitution,
     )
 
 
@@ -606,7 +616,7 @@ def test_tiny_local_model_greedy_writes_nothing_so_every_item_fails(project, tin
     so each item fails with that reason and nothing is stored for it."""
     from annotation.models import Judgment, Response
 
-    judge = _tiny_judge(tiny_model_dir)
+    judge = _tiny_judge(project, tiny_model_dir)
     originals = [_model_reply(project, f"Reply number {n}.") for n in range(2)]
 
     job = _run(project, judge, None, options={"max_tokens": 16, "temperature": 0.0})
@@ -638,7 +648,7 @@ def test_tiny_local_model_sampled_writes_random_tokens_stored_as_revisions(proje
     moved on, so the job is given its id."""
     from annotation.models import Judgment, Response
 
-    judge = _tiny_judge(tiny_model_dir)
+    judge = _tiny_judge(project, tiny_model_dir)
     originals = [_model_reply(project, f"Reply number {n}.") for n in range(2)]
 
     job = _run(project, judge, None, options={"max_tokens": 16, "temperature": 1.0}, pk=1)

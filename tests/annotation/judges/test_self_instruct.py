@@ -286,11 +286,12 @@ class ScriptedBackend:
 
 
 @pytest.fixture
-def judge(db):
+def judge(project):
     from annotation.models import Constitution, Judge
 
     constitution = Constitution.objects.create(name="c", version=1, principles=[])
     return Judge.objects.create(
+        workspace=project.workspace,
         name="writer",
         backend=Judge.Backend.REMOTE,
         endpoint_url="http://127.0.0.1:9/v1",
@@ -532,7 +533,11 @@ def test_tiny_local_model_samples_one_prompt_a_line_and_the_filters_drop_the_res
     constitution = Constitution.objects.create(name="tiny", version=1, principles=[])
     version = make_version("tiny-writer", path=str(tiny_model_dir))
     judge = Judge.objects.create(
-        name="tiny", backend="local", model_version=version, constitution=constitution
+        workspace=project.workspace,
+        name="tiny",
+        backend="local",
+        model_version=version,
+        constitution=constitution,
     )
 
     job = _run(

@@ -28,8 +28,10 @@ LABELS = [(0.95, True), (0.55, False), (0.45, True), (0.2, True), (0.52, True)]
 
 
 @pytest.fixture
-def ai_judge(db):
-    return make_judge("judge-local", make_constitution("loop-default", 2))
+def ai_judge(project):
+    return make_judge(
+        "judge-local", make_constitution("loop-default", 2), workspace=project.workspace
+    )
 
 
 @pytest.fixture
@@ -116,7 +118,7 @@ def test_a_tiny_rate_still_sends_one(project, ai):
 
 
 def test_the_judge_filter_keeps_other_judges_out(project, ai, ai_judge):
-    other = make_judge("judge-other")
+    other = make_judge("judge-other", workspace=project.workspace)
     theirs = make_ai_judgment(make_task(project), other, soft_label=0.5)
 
     assert ai_review_queue_fill(project=project, mode="all", judge=other.pk) == 1
@@ -455,6 +457,7 @@ def test_a_tiny_local_judges_labels_reach_the_queue_the_report_and_exports(
     for task in tasks:
         human_judge(task, ann, choice="a")
     judge = services.judge_create(
+        workspace=project.workspace,
         name="tiny",
         backend="local",
         model_version=make_version_at(tiny_model_dir),

@@ -45,8 +45,8 @@ def judged(project):
     The thresholds: kappa 0.3 on at least 4 items."""
     ann = make_member(project, Role.LABELER, "ann")
     constitution = make_constitution("loop-default", 1)
-    good = make_judge("judge-good", constitution=constitution)
-    bad = make_judge("judge-bad", constitution=constitution)
+    good = make_judge("judge-good", constitution=constitution, workspace=project.workspace)
+    bad = make_judge("judge-bad", constitution=constitution, workspace=project.workspace)
     tasks = [make_task(project, texts=(f"first {i}", f"second {i}")) for i in range(6)]
     for i, task in enumerate(tasks):
         human_judge(task, ann, choice="a" if i < 3 else "b")

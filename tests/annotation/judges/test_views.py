@@ -31,8 +31,9 @@ def constitution(db):
 
 
 @pytest.fixture
-def judge(constitution):
+def judge(project, constitution):
     return services.judge_create(
+        workspace=project.workspace,
         name="remote-judge",
         backend="remote",
         endpoint_url="https://judge.example/v1",
@@ -50,6 +51,7 @@ def job(project, judge):
 
 def test_a_job_of_another_project_is_not_found(login, other_project, admin_member, judge):
     make_task(other_project)
+    services.judge_share(judge=judge, workspace_slug=other_project.workspace.slug)
     foreign = jobs.judge_job_start(project=other_project, judge=judge, kind="pairwise")
     client = login(admin_member)
     slug = admin_member.memberships.get().project.slug

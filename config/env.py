@@ -59,3 +59,15 @@ CHAT_STALE_AFTER_SECONDS = int(env_str("CHAT_STALE_AFTER_SECONDS", "60"))
 AI_JUDGE_TIMEOUT_S = float(env_str("AI_JUDGE_TIMEOUT_S", "30"))
 AI_JUDGE_MAX_RETRIES = int(env_str("AI_JUDGE_MAX_RETRIES", "3"))
 AI_JUDGE_BACKOFF_S = float(env_str("AI_JUDGE_BACKOFF_S", "1.0"))
+# The web server (gunicorn, docker/entrypoint.sh): seconds before it kills a silent worker,
+# and threads per worker process.
+WEB_TIMEOUT = float(env_str("WEB_TIMEOUT", "60"))
+WEB_THREADS = int(env_str("WEB_THREADS", "8"))
+# /v1 limits (models_registry/openai_api.py): every reply ends within V1_REPLY_TIMEOUT
+# seconds (a system check keeps it below WEB_TIMEOUT); prompts are capped at
+# V1_MAX_PROMPT_TOKENS tokens (and the model's context); per web process at most
+# V1_MAX_CONCURRENT requests generate at once and V1_MAX_QUEUED wait, the rest get 429.
+V1_REPLY_TIMEOUT = float(env_str("V1_REPLY_TIMEOUT", "50"))
+V1_MAX_PROMPT_TOKENS = int(env_str("V1_MAX_PROMPT_TOKENS", "4096"))
+V1_MAX_CONCURRENT = int(env_str("V1_MAX_CONCURRENT", "4"))
+V1_MAX_QUEUED = int(env_str("V1_MAX_QUEUED", "2"))

@@ -163,6 +163,14 @@ CHAT_STALE_AFTER_SECONDS = env.CHAT_STALE_AFTER_SECONDS
 AI_JUDGE_TIMEOUT_S = env.AI_JUDGE_TIMEOUT_S
 AI_JUDGE_MAX_RETRIES = env.AI_JUDGE_MAX_RETRIES
 AI_JUDGE_BACKOFF_S = env.AI_JUDGE_BACKOFF_S
+# The web server's worker timeout and threads, and the /v1 limits (config/env.py says
+# what each bounds; config/checks.py checks they fit together).
+WEB_TIMEOUT = env.WEB_TIMEOUT
+WEB_THREADS = env.WEB_THREADS
+V1_REPLY_TIMEOUT = env.V1_REPLY_TIMEOUT
+V1_MAX_PROMPT_TOKENS = env.V1_MAX_PROMPT_TOKENS
+V1_MAX_CONCURRENT = env.V1_MAX_CONCURRENT
+V1_MAX_QUEUED = env.V1_MAX_QUEUED
 MODELS_DIR = DATA_DIR / "models"
 SNAPSHOTS_DIR = DATA_DIR / "snapshots"
 

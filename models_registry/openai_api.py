@@ -8,14 +8,28 @@ exceptions. Generation runs in this process through ``serving.default_service()`
 which loads each version once and batches concurrent requests; a version registered on
 an inference server (``models_registry/endpoints.py``) is forwarded to that server.
 
+Limits (issue 14; settings in config/env.py): a prompt longer than the model's context
+(less ``max_tokens``) or ``V1_MAX_PROMPT_TOKENS`` is refused with 400
+``context_length_exceeded``, after a cheap character cap (``CHARS_PER_TOKEN`` characters
+per allowed token) that runs before any tokenizer; every reply ends within
+``V1_REPLY_TIMEOUT`` seconds, which a system check keeps below the web server's
+``WEB_TIMEOUT`` (504 ``timeout`` in OpenAI's shape, and the generation is cancelled);
+generation and scoring pass an admission gate (``engine/admission.py``: at most
+``V1_MAX_CONCURRENT`` requests at once per process, ``V1_MAX_QUEUED`` waiting, 429
+``server_busy`` with Retry-After beyond that). A streamed reply whose client goes away is
+cancelled when the web server closes the response. A plain (non-streamed) reply cannot
+see its client go under WSGI: it is bounded by the reply timeout instead.
+
 Reference: https://platform.openai.com/docs/api-reference/chat
 """
 
 import json
 import secrets
+import threading
 import time
 import uuid
 
+from django.conf import settings
 from django.http import StreamingHttpResponse
 from rest_framework import exceptions, serializers
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
@@ -27,6 +41,7 @@ from annotation.projects.permissions import projects_visible_to
 from models_registry import selectors, services
 from models_registry.endpoints import generator_for
 from models_registry.engine import ml
+from models_registry.engine.admission import AdmissionGate, GateFull, GateTimeout
 from models_registry.engine.backends import GenerationBackendError
 from models_registry.engine.serving import GenerationCancelled, ServedModel, default_service
 from models_registry.models import ModelVersion
@@ -37,7 +52,13 @@ MAX_CHOICES = 4
 MAX_MESSAGE_CHARS = 32_000
 MAX_REWARD_INPUTS = 64
 MAX_TOP_LOGPROBS = 20
-REPLY_TIMEOUT_SECONDS = 300
+# OpenAI's seeds are int64.
+MAX_SEED = 2**63 - 1
+# The cheap cap before tokenizing: a prompt of more characters than this many per allowed
+# token is refused unread (English runs at about 4 characters per token).
+CHARS_PER_TOKEN = 6
+# What a refused (429) or queue-timed-out (503) client is told to wait.
+RETRY_AFTER_SECONDS = 5
 
 
 class BearerTokenAuthentication(TokenAuthentication):
@@ -55,6 +76,46 @@ class ModelServerFailed(exceptions.APIException):
 
     status_code = 502
     default_code = "model_server_error"
+
+
+class OpenAIError(exceptions.APIException):
+    """An error whose OpenAI ``type``, ``param`` and ``code`` are set here, not derived."""
+
+    error_type = "server_error"
+    retry_after: int | None = None
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class ContextLengthExceeded(OpenAIError):
+    status_code = 400
+    default_code = "context_length_exceeded"
+    error_type = "invalid_request_error"
+
+
+class ServerBusy(OpenAIError):
+    """Every generation place of this process is taken and the queue is full (429)."""
+
+    status_code = 429
+    default_code = "server_busy"
+    error_type = "rate_limit_error"
+    retry_after = RETRY_AFTER_SECONDS
+
+
+class QueueTimedOut(ServerBusy):
+    """Waited in the queue for the whole reply timeout (503)."""
+
+    status_code = 503
+    error_type = "server_error"
+
+
+class ReplyTimedOut(OpenAIError):
+    """The reply did not come within ``V1_REPLY_TIMEOUT`` (504); its generation stopped."""
+
+    status_code = 504
+    default_code = "timeout"
 
 
 ERROR_TYPES = {
@@ -93,6 +154,10 @@ def openai_exception_handler(exc, context):
     headers = {}
     if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
         headers["WWW-Authenticate"] = 'Bearer realm="api"'
+    if isinstance(exc, OpenAIError):
+        body["error"].update(type=exc.error_type, param=exc.param, code=exc.default_code)
+        if exc.retry_after is not None:
+            headers["Retry-After"] = str(exc.retry_after)
     return Response(body, status=exc.status_code, headers=headers)
 
 
@@ -155,7 +220,7 @@ class ChatCompletionSerializer(serializers.Serializer):
         min_value=1, max_value=MAX_TOKENS_LIMIT, required=False
     )
     n = serializers.IntegerField(min_value=1, max_value=MAX_CHOICES, default=1)
-    seed = serializers.IntegerField(min_value=0, required=False)
+    seed = serializers.IntegerField(min_value=0, max_value=MAX_SEED, required=False)
     stop = StopField(required=False, default=list)
     stream = serializers.BooleanField(default=False)
     stream_options = serializers.DictField(required=False, default=dict)
@@ -180,18 +245,24 @@ class ChatCompletionSerializer(serializers.Serializer):
             )
         return data
 
-    def generation_params(self, choice_index: int) -> ml.GenerationParams:
+    @property
+    def requested_max_tokens(self) -> int | None:
+        data = self.validated_data
+        return data.get("max_completion_tokens") or data.get("max_tokens")
+
+    def generation_params(
+        self, choice_index: int, *, max_new_tokens: int | None = None
+    ) -> ml.GenerationParams:
         data = self.validated_data
         seed = data.get("seed", self.context["default_seed"])
         greedy = data["temperature"] == 0
         return ml.GenerationParams(
-            max_new_tokens=data.get("max_completion_tokens")
-            or data.get("max_tokens")
-            or DEFAULT_MAX_TOKENS,
+            max_new_tokens=max_new_tokens or self.requested_max_tokens or DEFAULT_MAX_TOKENS,
             temperature=data["temperature"] or 1.0,
             top_p=data["top_p"],
             do_sample=not greedy,
-            seed=seed + choice_index,
+            # Choice i is seeded seed + i, kept within int64 for inference servers.
+            seed=(seed + choice_index) % (MAX_SEED + 1),
         )
 
 
@@ -215,6 +286,122 @@ def _served(version: ModelVersion) -> ServedModel:
     return ServedModel(
         key=version.model_id, base_path=version.base_path, adapter_path=version.adapter_path or None
     )
+
+
+# --- limits ---------------------------------------------------------------------------
+
+_gate: AdmissionGate | None = None
+_gate_lock = threading.Lock()
+
+
+def generation_gate() -> AdmissionGate:
+    """This process's gate for /v1 generation and scoring (``V1_MAX_CONCURRENT`` at once,
+    ``V1_MAX_QUEUED`` waiting); a new one when the settings changed."""
+    global _gate
+    limits = (settings.V1_MAX_CONCURRENT, settings.V1_MAX_QUEUED)
+    with _gate_lock:
+        if _gate is None or (_gate.max_running, _gate.max_waiting) != limits:
+            _gate = AdmissionGate(max_running=limits[0], max_waiting=limits[1])
+        return _gate
+
+
+class _Place:
+    """A place taken in the gate, given back once, whoever gives it back first."""
+
+    def __init__(self, deadline: float) -> None:
+        gate = generation_gate()
+        try:
+            gate.acquire(timeout=deadline - time.monotonic())
+        except GateFull:
+            raise ServerBusy(
+                "The server is busy generating other replies and its queue is full: "
+                f"retry after {RETRY_AFTER_SECONDS} seconds."
+            ) from None
+        except GateTimeout:
+            raise QueueTimedOut(
+                "The server is busy: no generation place came free within "
+                f"{settings.V1_REPLY_TIMEOUT:g} seconds. Retry later."
+            ) from None
+        self._gate = gate
+        self._lock = threading.Lock()
+        self._held = True
+
+    def release(self) -> None:
+        with self._lock:
+            if not self._held:
+                return
+            self._held = False
+        self._gate.release()
+
+
+def _deadline() -> float:
+    return time.monotonic() + settings.V1_REPLY_TIMEOUT
+
+
+def _remaining(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
+
+
+def _check_prompt_chars(conversation: list[dict], *, param: str) -> None:
+    """The cheap cap, before any tokenizer runs: ``CHARS_PER_TOKEN`` characters per token
+    ``V1_MAX_PROMPT_TOKENS`` allows."""
+    limit = settings.V1_MAX_PROMPT_TOKENS * CHARS_PER_TOKEN
+    chars = sum(len(m["content"]) + len(m["role"]) for m in conversation)
+    if chars > limit:
+        raise ContextLengthExceeded(
+            f"The messages are {chars} characters long; the limit is {limit} characters "
+            f"(and {settings.V1_MAX_PROMPT_TOKENS} tokens). Shorten the messages.",
+            param=param,
+        )
+
+
+def _context_length(model, tokenizer) -> int | None:
+    """The model's context window in tokens, where its config or tokenizer says."""
+    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if isinstance(positions, int) and positions > 0:
+        return positions
+    length = getattr(tokenizer, "model_max_length", None)
+    return length if isinstance(length, int) and 0 < length < 10**7 else None
+
+
+def _prompt_tokens(tokenizer, messages: list[dict]) -> int:
+    """Tokens of the prompt as the service encodes it (chat template, generation prompt)."""
+    try:
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    except Exception as error:  # a template that refuses these roles or this order
+        raise exceptions.ValidationError(
+            {"messages": f"the model's chat template refuses these messages: {error}"}
+        ) from None
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _max_new_tokens(version: ModelVersion, messages: list[dict], requested: int | None) -> int:
+    """The prompt checked against ``min(context - max_tokens, V1_MAX_PROMPT_TOKENS)``
+    (``max_tokens`` 1 when not given); returns the tokens to generate: the requested
+    number, or the default cut to what the context has left."""
+    model, tokenizer = ml.load_policy(version.base_path, version.adapter_path or None)
+    prompt = _prompt_tokens(tokenizer, messages)
+    context = _context_length(model, tokenizer)
+    limit = settings.V1_MAX_PROMPT_TOKENS
+    if context is not None:
+        limit = min(limit, context - (requested or 1))
+    if prompt > limit:
+        if context is not None and context - (requested or 1) < settings.V1_MAX_PROMPT_TOKENS:
+            asked = f" plus max_tokens {requested}" if requested else ""
+            message = (
+                f"This model's maximum context length is {context} tokens; your messages "
+                f"use {prompt} tokens{asked}. Shorten the messages"
+                + (" or lower max_tokens." if requested else ".")
+            )
+        else:
+            message = (
+                f"Your messages use {prompt} tokens; this server accepts at most "
+                f"{settings.V1_MAX_PROMPT_TOKENS} prompt tokens. Shorten the messages."
+            )
+        raise ContextLengthExceeded(message, param="messages")
+    if requested:
+        return requested
+    return DEFAULT_MAX_TOKENS if context is None else min(DEFAULT_MAX_TOKENS, context - prompt)
 
 
 # --- output ---------------------------------------------------------------------------
@@ -284,40 +471,91 @@ def _generation_record(params: ml.GenerationParams, request, reply) -> dict:
 
 class ChatCompletionsApi(OpenAIApi):
     def post(self, request):
+        deadline = _deadline()
         data = ChatCompletionSerializer(
             data=request.data, context={"default_seed": secrets.randbelow(2**31)}
         )
         data.is_valid(raise_exception=True)
         version = _policy(data.validated_data["model"])
         messages = [dict(m) for m in data.validated_data["messages"]]
+        _check_prompt_chars(messages, param="messages")
         n = data.validated_data["n"]
         stream = data.validated_data["stream"]
-        params = [data.generation_params(i) for i in range(n)]
-        if version.has_endpoint:
-            return _forwarded(version, data.validated_data, messages, params)
-        service = default_service()
-        pending = [service.submit(_served(version), messages, p, stream=stream) for p in params]
-        completion = {
-            "id": f"chatcmpl-{uuid.uuid4().hex}",
-            "created": int(time.time()),
-            "model": version.model_id,
-            "system_fingerprint": f"loop-{version.pk}",
-        }
-        stops = data.validated_data["stop"]
-        if stream:
-            include_usage = bool(data.validated_data["stream_options"].get("include_usage"))
-            events = _stream_events(completion, pending, params, stops, include_usage)
-            response = StreamingHttpResponse(events, content_type="text/event-stream")
-            response["Cache-Control"] = "no-cache"
-            response["X-Accel-Buffering"] = "no"
-            return response
-        body = _completion_body(completion, pending, params, stops)
-        if data.validated_data["logprobs"]:
-            _add_logprobs(body, version, messages, pending, data.validated_data["top_logprobs"])
-        return Response(body)
+        place = _Place(deadline)
+        pending: list = []
+        try:
+            if version.has_endpoint:
+                params = [data.generation_params(i) for i in range(n)]
+                return _forwarded(version, data.validated_data, messages, params, deadline)
+            max_new_tokens = _max_new_tokens(version, messages, data.requested_max_tokens)
+            params = [data.generation_params(i, max_new_tokens=max_new_tokens) for i in range(n)]
+            service = default_service()
+            for p in params:
+                pending.append(service.submit(_served(version), messages, p, stream=stream))
+            completion = {
+                "id": f"chatcmpl-{uuid.uuid4().hex}",
+                "created": int(time.time()),
+                "model": version.model_id,
+                "system_fingerprint": f"loop-{version.pk}",
+            }
+            stops = data.validated_data["stop"]
+            if stream:
+                include_usage = bool(data.validated_data["stream_options"].get("include_usage"))
+                events = _stream_events(completion, pending, params, stops, include_usage, deadline)
+                response = StreamingHttpResponse(
+                    _ClosableStream(events, pending, place), content_type="text/event-stream"
+                )
+                place = None  # the stream gives it back when it ends or is closed
+                response["Cache-Control"] = "no-cache"
+                response["X-Accel-Buffering"] = "no"
+                return response
+            body = _completion_body(completion, pending, params, stops, deadline)
+            if data.validated_data["logprobs"]:
+                _add_logprobs(body, version, messages, pending, data.validated_data["top_logprobs"])
+            return Response(body)
+        finally:
+            if place is not None:
+                _cancel(pending, "the request ended")
+                place.release()
 
 
-def _forwarded(version: ModelVersion, data: dict, messages: list[dict], params) -> Response:
+def _cancel(pending, reason: str) -> None:
+    for request in pending:
+        if not request.done():
+            request.cancel(reason)
+
+
+class _ClosableStream:
+    """A streamed reply's events. The WSGI server closes it when the response ends or
+    its client goes away (a failed write): closing cancels what is still generating and
+    gives the gate's place back, even when not one event was read."""
+
+    def __init__(self, events, pending, place: _Place) -> None:
+        self._events = events
+        self._pending = pending
+        self._place = place
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        try:
+            return next(self._events)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        try:
+            self._events.close()
+        finally:
+            _cancel(self._pending, "client went away")
+            self._place.release()
+
+
+def _forwarded(
+    version: ModelVersion, data: dict, messages: list[dict], params, deadline: float
+) -> Response:
     """The completion from the inference server ``version`` is registered on: the n
     choices are asked concurrently (seeds ``seed``, ``seed + 1``, ... as in-process), stop
     sequences are applied here, and a stream carries each choice's text in one delta."""
@@ -326,10 +564,14 @@ def _forwarded(version: ModelVersion, data: dict, messages: list[dict], params) 
             {"logprobs": f"'{version.model_id}' runs on an inference server: ask without it."}
         )
     try:
-        replies = generator_for(version).generate(
+        replies = generator_for(version, timeout_s=max(1.0, _remaining(deadline))).generate(
             [messages] * len(params), params[0], batch_size=len(params)
         )
     except GenerationBackendError as error:
+        if _remaining(deadline) <= 0:
+            raise ReplyTimedOut(
+                f"The model's server did not answer within {settings.V1_REPLY_TIMEOUT:g} seconds."
+            ) from None
         raise ModelServerFailed(str(error)) from None
     completion = {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
@@ -374,20 +616,27 @@ def _forwarded(version: ModelVersion, data: dict, messages: list[dict], params) 
     return response
 
 
-def _reply(request) -> ml.GeneratedReply:
+def _timed_out_message() -> str:
+    return (
+        f"The model did not answer within {settings.V1_REPLY_TIMEOUT:g} seconds; its "
+        "generation was stopped. Ask for fewer tokens or retry later."
+    )
+
+
+def _reply(request, deadline: float) -> ml.GeneratedReply:
+    """The reply by ``deadline``; past it, the caller cancels every choice."""
     try:
-        return request.result(timeout=REPLY_TIMEOUT_SECONDS)
+        return request.result(timeout=_remaining(deadline))
     except TimeoutError:
-        request.cancel("timed out")
-        raise exceptions.APIException("The model took too long to answer.") from None
+        raise ReplyTimedOut(_timed_out_message()) from None
     except GenerationCancelled as error:
         raise exceptions.APIException(f"Generation was cancelled: {error}") from None
 
 
-def _completion_body(completion, pending, params, stops) -> dict:
+def _completion_body(completion, pending, params, stops, deadline: float) -> dict:
     choices, prompt_tokens, completion_tokens = [], 0, 0
     for index, (request, choice_params) in enumerate(zip(pending, params, strict=True)):
-        reply = _reply(request)
+        reply = _reply(request, deadline)
         text, stopped = _cut_at_stops(reply.text, stops)
         choices.append(
             {
@@ -423,9 +672,10 @@ def _sse(payload: dict) -> str:
     return f"data: {json.dumps(payload)}\n\n"
 
 
-def _stream_events(completion, pending, params, stops, include_usage):
+def _stream_events(completion, pending, params, stops, include_usage, deadline: float):
     """Server-sent events, one choice after another, then ``data: [DONE]``. A client that
-    goes away closes this generator, which cancels what is still generating."""
+    goes away closes this generator, which cancels what is still generating; so does the
+    reply timeout (an error event ends the stream)."""
     chunk = {**completion, "object": "chat.completion.chunk"}
     prompt_tokens = completion_tokens = 0
     try:
@@ -433,7 +683,7 @@ def _stream_events(completion, pending, params, stops, include_usage):
             yield _sse({**chunk, "choices": [_delta(index, {"role": "assistant", "content": ""})]})
             scanner = StopScanner(stops)
             try:
-                for delta in request.stream(timeout=REPLY_TIMEOUT_SECONDS):
+                for delta in request.stream(deadline=deadline):
                     text = scanner.feed(delta)
                     if text:
                         yield _sse({**chunk, "choices": [_delta(index, {"content": text})]})
@@ -443,7 +693,7 @@ def _stream_events(completion, pending, params, stops, include_usage):
                 rest = scanner.flush()
                 if rest:
                     yield _sse({**chunk, "choices": [_delta(index, {"content": rest})]})
-                reply = request.result(timeout=REPLY_TIMEOUT_SECONDS)
+                reply = request.result(timeout=_remaining(deadline))
             except GenerationCancelled:
                 if not scanner.stopped:
                     raise
@@ -463,18 +713,17 @@ def _stream_events(completion, pending, params, stops, include_usage):
             }
             yield _sse({**chunk, "choices": [], "usage": usage})
     except TimeoutError:
-        yield _sse(_stream_error("The model took too long to answer."))
+        _cancel(pending, "timed out")
+        yield _sse(_stream_error(_timed_out_message(), code="timeout"))
     except GenerationCancelled as error:
         yield _sse(_stream_error(f"Generation was cancelled: {error}"))
     finally:
-        for request in pending:
-            if not request.done():
-                request.cancel("client went away")
+        _cancel(pending, "client went away")
     yield "data: [DONE]\n\n"
 
 
-def _stream_error(message: str) -> dict:
-    return {"error": {"message": message, "type": "server_error", "param": None, "code": None}}
+def _stream_error(message: str, code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": "server_error", "param": None, "code": code}}
 
 
 def _delta(index: int, delta: dict) -> dict:
@@ -523,6 +772,7 @@ class RewardsApi(OpenAIApi):
         """Scores the last assistant reply of each conversation in ``input`` with a reward
         model: ``{"model", "input": [[messages...], ...]}``. Rewards are normalised so the
         base policy's own replies have mean 0 and standard deviation 1."""
+        deadline = _deadline()
         data = RewardInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         name = data.validated_data["model"]
@@ -532,11 +782,19 @@ class RewardsApi(OpenAIApi):
                 {"model": f"'{name}' is a policy, not a reward model."}
             )
         conversations = [[dict(m) for m in c] for c in data.validated_data["input"]]
-        rewards = services.reward_scores(
-            version,
-            conversations=[c[:-1] for c in conversations],
-            replies=[c[-1]["content"] for c in conversations],
-        )
+        # The scorer truncates each conversation to its training length; this cap keeps
+        # the tokenizer from reading megabytes first.
+        for conversation in conversations:
+            _check_prompt_chars(conversation, param="input")
+        place = _Place(deadline)
+        try:
+            rewards = services.reward_scores(
+                version,
+                conversations=[c[:-1] for c in conversations],
+                replies=[c[-1]["content"] for c in conversations],
+            )
+        finally:
+            place.release()
         return Response(
             {
                 "object": "list",

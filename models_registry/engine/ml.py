@@ -554,6 +554,13 @@ class GeneratedReply:
     token_ids: tuple[int, ...] = ()
 
 
+def torch_seed(seed: int) -> int:
+    """``seed`` folded into the range ``torch.manual_seed`` takes (0 to 2**64 - 1): a seed
+    past it (``seed + batch_index`` near the top, or a caller's huge number) would raise
+    and fail every request generated with it."""
+    return int(seed) % 2**64
+
+
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
     ids: set[int] = set()
     configured = getattr(model.generation_config, "eos_token_id", None)
@@ -611,9 +618,9 @@ def generate_replies(
         )
         # Seeded under the base's lock, so another thread's seed cannot come in between.
         with activated_policy(model) as module:
-            torch.manual_seed(params.seed + batch_index)
+            torch.manual_seed(torch_seed(params.seed + batch_index))
             if torch.cuda.is_available():
-                torch.cuda.manual_seed_all(params.seed + batch_index)
+                torch.cuda.manual_seed_all(torch_seed(params.seed + batch_index))
             started = time.perf_counter()
             with torch.inference_mode():
                 output = module.generate(**encoded, **generate_kwargs)

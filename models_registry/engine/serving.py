@@ -19,7 +19,8 @@ criterion, so the call ends when the last row is done) and its reply is delivere
 moment that row stops, not when the whole batch ends.
 
 Seeding: torch is seeded with the oldest request's ``params.seed`` before each batch
-(companions' seeds are not used). A greedy reply (``do_sample=False``) does not depend on
+(companions' seeds are not used), folded into torch's range (``ml.torch_seed``), so a
+huge seed cannot fail the batch it leads. A greedy reply (``do_sample=False``) does not depend on
 its batch companions beyond floating-point noise from padding; a sampled reply does,
 since the rows draw from one random stream: the same request can get a different reply
 in a different batch even with the same seed.
@@ -116,22 +117,30 @@ class GenerationRequest:
         """
         return self._future.result(timeout)
 
-    def stream(self, timeout: float | None = None) -> Iterator[str]:
+    def stream(
+        self, timeout: float | None = None, *, deadline: float | None = None
+    ) -> Iterator[str]:
         """Text deltas as tokens arrive; their concatenation is the reply's text.
 
         Only for requests submitted with ``stream=True`` (``RuntimeError`` at once
         otherwise); a stream can be iterated once. ``timeout`` bounds the wait for each
-        delta (``TimeoutError``). A generation error is raised after the deltas that came
-        before it.
+        delta, ``deadline`` (a ``time.monotonic()`` value) the whole stream: past either,
+        ``TimeoutError``. A generation error is raised after the deltas that came before it.
         """
         if self._deltas is None:
             raise RuntimeError("this request was not submitted with stream=True")
-        return self._iterate_deltas(self._deltas, timeout)
+        return self._iterate_deltas(self._deltas, timeout, deadline)
 
-    def _iterate_deltas(self, deltas: queue.SimpleQueue[Any], timeout: float | None):
+    def _iterate_deltas(
+        self, deltas: queue.SimpleQueue[Any], timeout: float | None, deadline: float | None
+    ):
         while True:
+            wait = timeout
+            if deadline is not None:
+                left = max(0.0, deadline - time.monotonic())
+                wait = left if wait is None else min(wait, left)
             try:
-                item = deltas.get(timeout=timeout)
+                item = deltas.get(timeout=wait)
             except queue.Empty:
                 raise TimeoutError("no new tokens within the timeout") from None
             if item is _END:
@@ -455,9 +464,9 @@ class GenerationService:
             # Seeded under the base's lock: another thread's generation on the same base
             # could otherwise reseed torch between the seed and this batch.
             with torch.inference_mode(), ml.activated_policy(model) as module:
-                torch.manual_seed(params.seed)
+                torch.manual_seed(ml.torch_seed(params.seed))
                 if torch.cuda.is_available():
-                    torch.cuda.manual_seed_all(params.seed)
+                    torch.cuda.manual_seed_all(ml.torch_seed(params.seed))
                 module.generate(**encoded, **kwargs)
         except Exception as exc:
             for request in requests:

@@ -19,11 +19,10 @@ from models_registry.engine.serving import GenerationService, ServedModel
 from models_registry.models import ModelVersion
 from models_registry.openai_api import MAX_SEED, generation_gate
 from models_registry.services import (
-    api_key_rotate,
     ensure_base_model_from_folder,
     model_version_register,
 )
-from tests.factories import make_member
+from tests.factories import make_api_key, make_member
 
 HELLO = [{"role": "user", "content": "Say hello."}]
 # The tiny model's greedy reply is a run of newlines: no EOS, so it runs to max_tokens.
@@ -38,7 +37,7 @@ def tiny(transactional_db, tiny_model_dir):
 
 @pytest.fixture
 def member_key(project):
-    return api_key_rotate(user=make_member(project, Role.LABELER, "api-user")).key
+    return make_api_key(make_member(project, Role.LABELER, "api-user"))
 
 
 def _post(client, key, body, route="/v1/chat/completions"):
@@ -272,7 +271,7 @@ def test_a_reply_past_the_timeout_is_an_openai_error_and_generation_stops(
     assert answer.status_code == 504
     assert _error(answer)["type"] == "server_error"
     assert _error(answer)["code"] == "timeout"
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 5
     assert slow.settled() <= answered + 3
     assert slow.count < 200
     assert generation_gate().running == 0

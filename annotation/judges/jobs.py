@@ -39,6 +39,7 @@ from annotation.models import (
 from config import jobs
 from config.celery import enqueue_after_commit
 from config.errors import Conflict, ServiceError
+from config.parsers import UnsafeJson, loads_checked
 from models_registry.endpoints import generator_for
 from models_registry.models import ModelVersion
 
@@ -71,6 +72,7 @@ def backend_for(judge: Judge, *, job_seed: int = 0) -> JudgeBackend:
         timeout=settings.AI_JUDGE_TIMEOUT_S,
         max_retries=settings.AI_JUDGE_MAX_RETRIES,
         backoff=settings.AI_JUDGE_BACKOFF_S,
+        allow_private=settings.OUTBOUND_ALLOW_PRIVATE,
     )
 
 
@@ -322,7 +324,9 @@ def _check_options(*, project: Project, kind: str, options) -> dict:
         options = {}
     if isinstance(options, str):
         try:
-            options = json.loads(options)
+            options = loads_checked(options)
+        except UnsafeJson as error:
+            raise ServiceError(f"Options: {error}") from None
         except ValueError:
             raise ServiceError("Options must be a JSON object.") from None
     if not isinstance(options, dict):
@@ -446,6 +450,11 @@ def judge_job_execute(*, job_id: int, backend: JudgeBackend | None = None) -> Ju
     ctx: JobContext | None = None
     reason = ""
     try:
+        if not _usable_in(job.judge, job.project):
+            # Unshared while the job waited: the owner's endpoint and key are no longer lent.
+            raise ServiceError(
+                "The judge's workspace stopped sharing it with this project's workspace."
+            )
         ctx = JobContext(job, backend=backend)
         with jobs.job_heartbeat(JudgeJob, job.pk, every=max(stale_after / 4, 0.05)):
             KIND_RUNNERS[job.kind](ctx)

@@ -19,6 +19,7 @@ import random
 
 from django.db import transaction
 
+from annotation.judges.selectors import judges_usable
 from annotation.models import Judge, Judgment, Project
 from config.errors import ServiceError
 
@@ -41,12 +42,15 @@ def _number(raw, *, name: str, low: float, high: float) -> float:
     return float(raw)
 
 
-def _judge(judge) -> Judge | None:
-    if judge is None or isinstance(judge, Judge):
+def _judge(judge, project: Project) -> Judge | None:
+    """A judge the project's workspace may use (another workspace's reads as unknown)."""
+    if judge is None:
         return judge
+    if isinstance(judge, Judge):
+        judge = judge.pk
     if isinstance(judge, bool) or not isinstance(judge, int):
         raise ServiceError("judge must be the id of a judge.")
-    found = Judge.objects.filter(pk=judge).first()
+    found = judges_usable(workspace=project.workspace).filter(pk=judge).first()
     if found is None:
         raise ServiceError(f"There is no judge {judge}.")
     return found
@@ -89,7 +93,7 @@ def ai_review_queue_fill(
         raise ServiceError(f"mode must be one of {', '.join(MODES)}.")
     rate = _number(rate, name="rate", low=0, high=1)
     threshold = _number(threshold, name="threshold", low=0, high=0.5)
-    judge = _judge(judge)
+    judge = _judge(judge, project)
     waiting = reviewable_ai_judgments(project=project, judge=judge).filter(needs_review=False)
     if mode == "unsure":
         waiting = waiting.filter(

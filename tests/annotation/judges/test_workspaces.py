@@ -213,6 +213,39 @@ def test_a_shared_remote_judge_judges_the_borrowers_pairs_and_hides_its_endpoint
         assert KEY not in body
 
 
+def test_a_job_queued_with_a_shared_judge_fails_if_the_owner_unshares_before_it_runs(
+    demo, other, demo_admin, other_admin, constitution, settings
+):
+    settings.OUTBOUND_ALLOW_PRIVATE = True
+    make_task(other, texts=("good answer", "bad answer"))
+    with FakeEndpoint(
+        lambda number, payload: Answer(body=completion("A", {"A": 0.9, "B": 0.1}))
+    ) as endpoint:
+        judge = _remote_judge(demo, constitution, url=endpoint.url)
+        _share(demo_admin, "demo", judge, {"workspace": "other"})
+        started = _start_job(other_admin, "other", judge)
+        assert started.status_code == 202
+        _share(demo_admin, "demo", judge, {"workspace": "other", "share": False})
+
+        job = jobs.judge_job_execute(job_id=started.json()["id"])
+
+    assert job.status == "failed"
+    assert "stopped sharing" in job.error
+    assert endpoint.hits == []
+    assert not Judgment.objects.filter(judge_job=job).exists()
+
+
+def test_ai_review_fill_reads_another_workspaces_judge_as_unknown(other, other_admin, demo_judge):
+    answer = other_admin.post(
+        "/api/projects/other/review/ai/",
+        {"mode": "all", "judge": demo_judge.pk},
+        content_type="application/json",
+    )
+
+    assert answer.status_code == 400
+    assert f"There is no judge {demo_judge.pk}." in answer.content.decode()
+
+
 def test_the_judges_page_shows_another_workspaces_judge_only_once_shared(
     demo_admin, other_admin, demo_judge
 ):

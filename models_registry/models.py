@@ -107,10 +107,51 @@ class ModelVersion(models.Model):
         return list(reversed(chain))
 
 
+class ProjectModelState(models.Model):
+    """A version's serving state in one project. Promotion and retirement act in a project
+    and write this row, never ``ModelVersion.state``, so no project reaches into another.
+    A project without a row sees the version's default: ``ModelVersion.state`` and
+    ``promoted_at``, as registration set them (a base model serving, a trained version a
+    candidate). Reads: models_registry/selectors.py (``with_project_state``,
+    ``overlay_project_state``)."""
+
+    project = models.ForeignKey(
+        "annotation.Project", on_delete=models.CASCADE, related_name="model_states"
+    )
+    version = models.ForeignKey(
+        ModelVersion, on_delete=models.CASCADE, related_name="project_states"
+    )
+    state = models.CharField(max_length=10, choices=ModelVersion.State.choices)
+    promoted_at = models.DateTimeField(
+        null=True, blank=True, help_text="When it last became serving in this project."
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "version"], name="unique_model_state_per_project"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.version} in {self.project}: {self.state}"
+
+
 class StateChange(models.Model):
-    """One promotion or retirement, with the head-to-head record the admin saw."""
+    """One promotion, retirement or release in a project, with the head-to-head record the
+    admin saw."""
 
     version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="changes")
+    project = models.ForeignKey(
+        "annotation.Project",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="model_state_changes",
+        help_text="The project whose state of the version changed; empty for a change made "
+        "before states were per project (it changed the version's default).",
+    )
     from_state = models.CharField(max_length=10, choices=ModelVersion.State.choices)
     to_state = models.CharField(max_length=10, choices=ModelVersion.State.choices)
     incumbent = models.ForeignKey(

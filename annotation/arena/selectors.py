@@ -23,11 +23,14 @@ class BattleNotFound(ServiceError):
     status_code = 404
 
 
-def arena_versions():
-    """The contestants: policy versions that are not retired, that is the serving ones and
-    the candidates. Candidates battle on purpose: a candidate must have met the serving
-    versions in the arena before an admin can judge its promotion on its record."""
-    return registry_selectors.servable_versions(kind=ModelVersion.Kind.POLICY).order_by("id")
+def arena_versions(*, project: Project):
+    """The contestants in ``project``: policy versions not retired there, that is the
+    project's serving ones and candidates. Candidates battle on purpose: a candidate must
+    have met the serving versions in the arena before an admin can judge its promotion on
+    its record."""
+    return registry_selectors.servable_versions(
+        project=project, kind=ModelVersion.Kind.POLICY
+    ).order_by("id")
 
 
 def arena_pair_counts(*, project: Project) -> Counter:

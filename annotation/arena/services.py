@@ -51,7 +51,7 @@ def _pick_pair(*, project: Project, rng: random.Random) -> tuple[ModelVersion, M
     so far in this project are eligible, and one of them is drawn uniformly. So a new
     candidate meets every other version before any pair battles twice, and over time every
     pair battles equally often (to within one)."""
-    versions = list(arena_versions())
+    versions = list(arena_versions(project=project))
     if len(versions) < 2:
         raise ServiceError(
             "An arena battle needs two models that are not retired; there "

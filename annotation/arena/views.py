@@ -58,7 +58,7 @@ def arena_page(request, slug):
     context = {
         "project": project,
         "battles": selectors.arena_battles_for(project=project, labeler=request.user),
-        "contestants": selectors.arena_versions().count(),
+        "contestants": selectors.arena_versions(project=project).count(),
         "pool_size": selectors.arena_pool_size(project=project),
         "typed": request.POST.get("prompt", "") if error else "",
         "max_prompt_chars": services.MAX_PROMPT_CHARS,

@@ -30,9 +30,10 @@ class ChatNotFound(ServiceError):
     status_code = 404
 
 
-def chat_versions():
-    """Models a labeler may chat with: policies not retired, newest first."""
-    return registry_selectors.servable_versions(kind=ModelVersion.Kind.POLICY)
+def chat_versions(*, project: Project):
+    """Models a labeler may chat with in ``project``: policies not retired there, newest
+    first."""
+    return registry_selectors.servable_versions(project=project, kind=ModelVersion.Kind.POLICY)
 
 
 def chat_sessions_for(*, project: Project, labeler, limit: int = 20):

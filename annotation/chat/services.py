@@ -61,7 +61,9 @@ WAITING = (ChatTurn.Status.QUEUED, ChatTurn.Status.RUNNING)
 
 def chat_start(*, project: Project, labeler, model_version_id) -> ChatSession:
     """A new, empty conversation of the labeler with the model version."""
-    version = chat_versions().filter(pk=whole_number_or_none(model_version_id)).first()
+    version = (
+        chat_versions(project=project).filter(pk=whole_number_or_none(model_version_id)).first()
+    )
     if version is None:
         raise ServiceError("Choose a model to chat with.")
     return ChatSession.objects.create(project=project, labeler=labeler, model_version=version)

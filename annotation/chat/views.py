@@ -39,7 +39,7 @@ def chat_start_page(request, slug):
             error = refused.message
         else:
             return redirect("chat_session", slug=project.slug, session_id=session.pk)
-    versions = list(selectors.chat_versions())
+    versions = list(selectors.chat_versions(project=project))
     context = {
         "project": project,
         "versions": versions,

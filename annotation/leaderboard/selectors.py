@@ -249,11 +249,11 @@ def head_to_head_evidence(version: ModelVersion, incumbent: ModelVersion | None)
     return evidence
 
 
-def evidence_against_incumbent(version: ModelVersion) -> dict:
-    """The record a promotion or retirement of ``version`` keeps, and its page shows: the
-    head-to-head against the registry's incumbent when ``version`` is a policy other than
-    the incumbent; ``{}`` otherwise."""
-    incumbent = registry_selectors.incumbent()
+def evidence_against_incumbent(version: ModelVersion, *, project: Project) -> dict:
+    """The record a promotion or retirement of ``version`` in ``project`` keeps, and its
+    page there shows: the head-to-head against the project's incumbent when ``version`` is
+    a policy other than the incumbent; ``{}`` otherwise."""
+    incumbent = registry_selectors.incumbent(project=project)
     if version.kind != ModelVersion.Kind.POLICY or incumbent is None or incumbent == version:
         return {}
     return head_to_head_evidence(version, incumbent)

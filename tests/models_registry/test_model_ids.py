@@ -68,13 +68,15 @@ def test_the_train_command_takes_a_model_id(project, tiny_model_dir, capsys):
     assert TrainingRun.objects.count() == 0
 
 
-def test_the_lineage_graph_labels_a_node_with_its_own_step(db):
+def test_the_lineage_graph_labels_a_node_with_its_own_step(project):
     base = make_version("SmolLM2-135M-Instruct")
     sft = make_version("SmolLM2-135M-Instruct / SFT run 1", parent=base, method="sft")
     dpo = make_version("SmolLM2-135M-Instruct / SFT run 1 / DPO run 2", parent=sft, method="dpo")
     imported = make_version("Imported / with a slash", parent=base)
 
-    labels = {n["version"].pk: n["label"] for n in selectors.lineage_graph()["nodes"]}
+    labels = {
+        n["version"].pk: n["label"] for n in selectors.lineage_graph(project=project)["nodes"]
+    }
 
     assert labels[base.pk] == "SmolLM2-135M-Instruct"
     assert labels[sft.pk] == "SFT run 1"

@@ -14,6 +14,7 @@ from django.test import override_settings
 
 from annotation.models import Role
 from config.checks import v1_limits
+from models_registry.endpoints import serving_endpoint_set
 from models_registry.engine import ml
 from models_registry.engine.serving import GenerationService, ServedModel
 from models_registry.models import ModelVersion
@@ -156,6 +157,19 @@ def test_reward_inputs_have_the_character_cap(client, tiny_model_dir, tiny_rewar
 
     assert answer.status_code == 400
     assert (_error(answer)["param"], _error(answer)["code"]) == ("input", "context_length_exceeded")
+
+
+@override_settings(OUTBOUND_ALLOW_PRIVATE=True)
+def test_a_version_on_an_inference_server_has_the_character_cap(client, tiny, member_key):
+    # Nothing listens there: the refusal comes before any call to the server.
+    serving_endpoint_set(version=tiny, url="http://127.0.0.1:9/v1", served_model_name="m")
+    started = time.monotonic()
+
+    answer = _chat(client, member_key, messages=[{"role": "user", "content": "x" * 30_000}])
+
+    assert answer.status_code == 400
+    assert _error(answer)["code"] == "context_length_exceeded"
+    assert time.monotonic() - started < 2
 
 
 # --- seeds ----------------------------------------------------------------------------

@@ -18,6 +18,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_htmx",
     "template_partials",
     "annotation",
@@ -113,6 +115,34 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "config.api_errors.exception_handler",
     # `?format=` names the export format (dpo, ...), not a DRF renderer.
     "URL_FORMAT_OVERRIDE": None,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+# The OpenAPI 3 schema of /api and /v1 (/api/schema/, browsable at /api/docs/), made by
+# drf-spectacular; config/api_schema.py adds the error answers and /v1's bearer key.
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Loop API",
+    "VERSION": "1.0.0",
+    "DESCRIPTION": (
+        "The feedback loop's API. `/api/...`: projects, prompts, labeling, arena, chat, "
+        "judges, datasets, training runs and the model registry; sign in with a session "
+        "cookie (plus the CSRF token on writes) or `Authorization: Token <key>`. "
+        "`/v1/...`: the OpenAI-compatible API (models, chat completions, rewards) with "
+        "`Authorization: Bearer <key>` and OpenAI's error shape."
+    ),
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    # Signed-in users only (config/urls.py says why).
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # Swagger UI's scripts and styles come from the sidecar package, served as our static
+    # files: the docs page needs no CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "config.api_schema.add_error_responses",
+    ],
 }
 
 # Celery: tasks take ids, so no result backend is needed; job rows hold status.

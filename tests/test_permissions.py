@@ -20,11 +20,15 @@ from tests.training import test_permissions as training_table
 # Open to everyone by design, so in no table: signing in and out (Django's own views), and
 # the health check (tests/test_healthz.py).
 OPEN_TO_EVERYONE = {"login", "logout", "healthz"}
+# Any signed-in user, whatever their projects: the API's schema and its docs page
+# (config/urls.py says why not everyone; tests/test_api_schema.py checks it).
+SIGNED_IN = {"api_schema", "api_schema_json", "api_docs"}
 TABLES = {
     "annotation": annotation_table.COVERED,
     "training": training_table.COVERED,
     "models_registry": registry_table.COVERED,
     "open to everyone": OPEN_TO_EVERYONE,
+    "any signed-in user": SIGNED_IN,
 }
 
 

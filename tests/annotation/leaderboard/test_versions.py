@@ -16,6 +16,12 @@ from models_registry.models import ModelVersion, StateChange
 from tests.factories import make_prompt, make_version
 
 
+def _in(project, version) -> ModelVersion:
+    """The version read afresh, with its state and promotion time in ``project``."""
+    fresh = ModelVersion.objects.get(pk=version.pk)
+    return selectors.overlay_project_state([fresh], project=project)[0]
+
+
 def battle(project, labeler, first, second, choice, *, source="human", kind="comparison"):
     """A judgment between replies of ``first`` (shown as A) and ``second`` (B)."""
     prompt = make_prompt(project)
@@ -105,26 +111,36 @@ def test_the_head_to_head_counts_only_current_human_battles_between_the_two(know
     assert (reverse["win_rate"], reverse["battles"]) == (0.3, 10)
 
 
-def test_only_a_policy_other_than_the_incumbent_has_a_record_against_it(known_battles):
+def test_only_a_policy_other_than_the_incumbent_has_a_record_against_it(project, known_battles):
     incumbent, candidate = known_battles
     reward = make_version("rm", kind="reward", state=ModelVersion.State.CANDIDATE)
 
-    assert evidence_against_incumbent(candidate) == head_to_head_evidence(candidate, incumbent)
-    assert evidence_against_incumbent(candidate)["battles"] == 10
-    assert evidence_against_incumbent(incumbent) == {}
-    assert evidence_against_incumbent(reward) == {}
+    assert evidence_against_incumbent(candidate, project=project) == head_to_head_evidence(
+        candidate, incumbent
+    )
+    assert evidence_against_incumbent(candidate, project=project)["battles"] == 10
+    assert evidence_against_incumbent(incumbent, project=project) == {}
+    assert evidence_against_incumbent(reward, project=project) == {}
 
 
-def test_promotion_records_the_evidence_and_changes_the_incumbent(known_battles, admin_member):
+def test_promotion_records_the_evidence_and_changes_the_incumbent(
+    project, other_project, known_battles, admin_member
+):
     incumbent, candidate = known_battles
 
-    change = promote_with_evidence(version=candidate, user=admin_member, note=" beats it ")
+    change = promote_with_evidence(
+        project=project, version=candidate, user=admin_member, note=" beats it "
+    )
 
-    candidate.refresh_from_db()
-    assert candidate.state == "serving"
-    assert candidate.promoted_at is not None
-    assert selectors.incumbent() == candidate
-    assert ModelVersion.objects.get(pk=incumbent.pk).state == "serving"
+    here = _in(project, candidate)
+    assert here.state == "serving"
+    assert here.promoted_at is not None
+    assert selectors.incumbent(project=project) == candidate
+    assert _in(project, incumbent).state == "serving"
+    # Only the project's state changed: another project keeps its incumbent.
+    assert selectors.incumbent(project=other_project) == incumbent
+    assert _in(other_project, candidate).state == "candidate"
+    assert change.project == project
     assert (change.from_state, change.to_state, change.incumbent) == (
         "candidate",
         "serving",
@@ -146,12 +162,12 @@ def test_promotion_records_the_evidence_and_changes_the_incumbent(known_battles,
     ) == _expected_interval()
 
 
-def test_promotion_without_battles_records_none_and_with_no_incumbent_records_nothing(db):
+def test_promotion_without_battles_records_none_and_with_no_incumbent_records_nothing(project):
     first = make_version("first", state=ModelVersion.State.CANDIDATE)
 
-    no_incumbent = promote_with_evidence(version=first)
+    no_incumbent = promote_with_evidence(project=project, version=first)
     second = make_version("second", state=ModelVersion.State.CANDIDATE)
-    no_battles = promote_with_evidence(version=second)
+    no_battles = promote_with_evidence(project=project, version=second)
 
     assert (no_incumbent.incumbent, no_incumbent.evidence) == (None, {})
     assert no_battles.incumbent == first
@@ -159,18 +175,18 @@ def test_promotion_without_battles_records_none_and_with_no_incumbent_records_no
     assert no_battles.evidence["win_rate"] is None
 
 
-def test_retiring_the_incumbent_hands_over_to_the_previous_serving_policy(known_battles):
+def test_retiring_the_incumbent_hands_over_to_the_previous_serving_policy(project, known_battles):
     incumbent, candidate = known_battles
-    promote_with_evidence(version=candidate)
+    promote_with_evidence(project=project, version=candidate)
 
-    handed_over = retire_with_evidence(version=candidate)
-    promote_with_evidence(version=candidate)
-    with_evidence = retire_with_evidence(version=incumbent)
+    handed_over = retire_with_evidence(project=project, version=candidate)
+    promote_with_evidence(project=project, version=candidate)
+    with_evidence = retire_with_evidence(project=project, version=incumbent)
 
     assert (handed_over.incumbent, handed_over.evidence) == (candidate, {})
     assert with_evidence.incumbent == candidate
     assert (with_evidence.evidence["win_rate"], with_evidence.evidence["battles"]) == (0.3, 10)
-    assert selectors.incumbent() == candidate
+    assert selectors.incumbent(project=project) == candidate
 
 
 # --- pages ---------------------------------------------------------------------------
@@ -201,7 +217,9 @@ def test_the_promote_panel_says_when_there_are_no_battles(login, admin_member, p
     assert 'id="incumbent-mark"' in incumbent_page
 
 
-def test_promoting_from_the_page_records_and_shows_the_change(login, admin_member, known_battles):
+def test_promoting_from_the_page_records_and_shows_the_change(
+    login, project, admin_member, known_battles
+):
     incumbent, candidate = known_battles
     client = login(admin_member)
 
@@ -209,7 +227,7 @@ def test_promoting_from_the_page_records_and_shows_the_change(login, admin_membe
 
     assert answer.status_code == 302
     assert answer["Location"] == f"/p/alpha/models/{candidate.pk}/"
-    assert selectors.incumbent() == candidate
+    assert selectors.incumbent(project=project) == candidate
     page = client.get(answer["Location"]).content.decode()
     assert "candidate is now serving." in page
     row = re.search(r'<tr data-to-state="serving">(.*?)</tr>', page, re.S).group(1)

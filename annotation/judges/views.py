@@ -36,6 +36,7 @@ from annotation.review.views import parse_ai_fill
 from config.api_schema import OBJECT, OBJECT_LIST
 from config.celery import QueueUnavailable
 from config.errors import ServiceError
+from config.parsers import UnsafeJson, loads_checked
 from models_registry import selectors as registry_selectors
 from models_registry.models import ModelVersion
 
@@ -60,7 +61,9 @@ def _principles_json(principles) -> str:
 
 def _parse_principles(raw) -> list:
     try:
-        return json.loads(raw or "")
+        return loads_checked(raw or "")
+    except UnsafeJson as error:
+        raise ServiceError(f"The principles: {error}") from None
     except ValueError as error:
         raise ServiceError(
             f"The principles are not valid JSON (line {getattr(error, 'lineno', '?')}): {error}"

@@ -9,6 +9,7 @@ from django.db import transaction
 
 from annotation.models import Project, Prompt, PromptImport
 from config.errors import ServiceError
+from config.parsers import UnsafeJson, check_json_value, loads_checked
 
 MAX_PROMPT_CHARS = 20_000
 MAX_EXTERNAL_ID_CHARS = 200
@@ -52,13 +53,17 @@ def _parsed_prompt(record: dict, line: int) -> ParsedPrompt:
 
 def _parse_jsonl(text: str) -> list[ParsedPrompt]:
     prompts = []
-    for line_number, line in enumerate(text.splitlines(), start=1):
+    # Lines end at "\n" only: str.splitlines also splits at U+2028, U+2029, \x0b and
+    # others, which JSON strings may hold unescaped, and so cut valid records in two.
+    for line_number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = loads_checked(line)
         except json.JSONDecodeError as error:
             raise PromptImportError(f"not valid JSON ({error.msg}).", line=line_number) from None
+        except UnsafeJson as error:
+            raise PromptImportError(str(error), line=line_number) from None
         if not isinstance(record, dict):
             raise PromptImportError("each line must be a JSON object.", line=line_number)
         prompts.append(_parsed_prompt(record, line_number))
@@ -76,6 +81,10 @@ def _parse_csv(text: str) -> list[ParsedPrompt]:
                 raise PromptImportError(
                     "this row has more fields than the header.", line=reader.line_num
                 )
+            try:
+                check_json_value(record)  # the cells become text and metadata
+            except UnsafeJson as error:
+                raise PromptImportError(str(error), line=reader.line_num) from None
             prompts.append(_parsed_prompt(record, reader.line_num))
     except csv.Error as error:
         raise PromptImportError(f"not valid CSV ({error}).", line=reader.line_num) from None

@@ -24,6 +24,7 @@ from annotation.projects.permissions import (
 )
 from annotation.review import selectors, services
 from config.errors import ServiceError
+from config.parsers import UnsafeJson, loads_checked
 
 GOLD_EXAMPLES = (
     ("comparison", '{"choice": "a"}  (a, b, tie or both_bad; A is the first response)'),
@@ -77,9 +78,11 @@ def quality_task_return(request, slug, task_id):
 
 def _parsed_gold_answer(raw: str):
     try:
-        return json.loads(raw or "")
+        return loads_checked(raw or "")
     except json.JSONDecodeError as error:
         raise ServiceError(f"The gold answer is not valid JSON ({error.msg}).") from None
+    except UnsafeJson as error:
+        raise ServiceError(f"The gold answer: {error}") from None
 
 
 @login_required

@@ -71,3 +71,42 @@ V1_REPLY_TIMEOUT = float(env_str("V1_REPLY_TIMEOUT", "50"))
 V1_MAX_PROMPT_TOKENS = int(env_str("V1_MAX_PROMPT_TOKENS", "4096"))
 V1_MAX_CONCURRENT = int(env_str("V1_MAX_CONCURRENT", "4"))
 V1_MAX_QUEUED = int(env_str("V1_MAX_QUEUED", "2"))
+
+# Abuse limits (issue 14). Sign-in lockout (django-axes): after LOGIN_FAILURE_LIMIT wrong
+# passwords a sign-in is refused for LOGIN_COOLOFF_MINUTES. LOGIN_LOCKOUT_PARAMETERS lists
+# what is counted, comma-separated; "+" joins a combination (axes' AXES_LOCKOUT_PARAMETERS).
+LOGIN_FAILURE_LIMIT = int(env_str("LOGIN_FAILURE_LIMIT", "5"))
+LOGIN_COOLOFF_MINUTES = float(env_str("LOGIN_COOLOFF_MINUTES", "15"))
+LOGIN_LOCKOUT_PARAMETERS = [
+    item.split("+") if "+" in item else item
+    for item in env_list("LOGIN_LOCKOUT_PARAMETERS", "username+ip_address")
+]
+# Reverse proxies in front of the web server that append to X-Forwarded-For; 0: the client's
+# address is REMOTE_ADDR (a client-sent X-Forwarded-For is then ignored, so it cannot dodge
+# the limits).
+TRUSTED_PROXY_COUNT = int(env_str("TRUSTED_PROXY_COUNT", "0"))
+# Request rates (DRF's "<number>/<second|minute|hour|day>"): /api per user and per anonymous
+# address, /v1 per API key and per user, and password reset mails asked per address and per
+# email address.
+THROTTLE_RATE_USER = env_str("THROTTLE_RATE_USER", "1200/min")
+THROTTLE_RATE_ANON = env_str("THROTTLE_RATE_ANON", "120/min")
+THROTTLE_RATE_V1_KEY = env_str("THROTTLE_RATE_V1_KEY", "600/min")
+THROTTLE_RATE_V1_USER = env_str("THROTTLE_RATE_V1_USER", "1200/min")
+THROTTLE_RATE_PASSWORD_RESET = env_str("THROTTLE_RATE_PASSWORD_RESET", "5/hour")
+# The cache the request counters live in. Empty: this process's memory (fine for one process);
+# with several web processes give them one Redis, e.g. redis://localhost:6379/1.
+CACHE_URL = env_str("CACHE_URL", "")
+# Mail (password reset). Unset EMAIL_BACKEND: printed to the console in development, SMTP
+# with the settings below in production.
+EMAIL_BACKEND = env_str(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.console.EmailBackend"
+    if DEBUG
+    else "django.core.mail.backends.smtp.EmailBackend",
+)
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = int(env_str("EMAIL_PORT", "25"))
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Loop <noreply@localhost>")

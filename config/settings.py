@@ -1,3 +1,5 @@
+from datetime import timedelta
+
 import dj_database_url
 
 from config import env
@@ -18,6 +20,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
+    "axes",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_htmx",
@@ -40,6 +43,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: it turns a locked-out sign-in into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -81,6 +86,28 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
 
+# django-axes first: it refuses a locked-out sign-in before the password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=env.LOGIN_COOLOFF_MINUTES)
+# Counted per username AND address together (axes' combination lockout): a stranger cannot
+# lock someone out from elsewhere, nor does one person's typing lock out a whole office
+# behind one address, while each address gets only LOGIN_FAILURE_LIMIT guesses per account
+# per cool-off. Locking by address alone would let one shared address lock out everyone;
+# by username alone would let anyone lock out any account.
+AXES_LOCKOUT_PARAMETERS = env.LOGIN_LOCKOUT_PARAMETERS
+# A right password clears the count, so old typos never add up to a lockout.
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "config.throttles.lockout_response"
+# The same client address as the request throttles (REMOTE_ADDR, or X-Forwarded-For
+# behind TRUSTED_PROXY_COUNT proxies).
+AXES_CLIENT_IP_CALLABLE = "config.throttles.client_ip"
+# No start-up banner on every manage.py command; failures and lockouts are still logged.
+AXES_VERBOSE = False
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -116,6 +143,20 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
     + (["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
     "EXCEPTION_HANDLER": "config.api_errors.exception_handler",
+    # Request rates (config/throttles.py); /v1 has its own, per API key and per user.
+    "DEFAULT_THROTTLE_CLASSES": [
+        "config.throttles.AnonThrottle",
+        "config.throttles.UserThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": env.THROTTLE_RATE_ANON,
+        "user": env.THROTTLE_RATE_USER,
+        "v1_key": env.THROTTLE_RATE_V1_KEY,
+        "v1_user": env.THROTTLE_RATE_V1_USER,
+        "password_reset": env.THROTTLE_RATE_PASSWORD_RESET,
+    },
+    # 0: the client is REMOTE_ADDR; a client-sent X-Forwarded-For is ignored.
+    "NUM_PROXIES": env.TRUSTED_PROXY_COUNT,
     # JSON with a depth limit, no NUL or lone surrogate, an object at the top
     # (config/parsers.py); forms and multipart stay, for clients and the prompt import.
     "DEFAULT_PARSER_CLASSES": [
@@ -154,6 +195,21 @@ SPECTACULAR_SETTINGS = {
         "config.api_schema.add_error_responses",
     ],
 }
+
+# The request counters (throttles) live here; one Redis when several processes serve.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": env.CACHE_URL}
+    if env.CACHE_URL
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+}
+
+EMAIL_BACKEND = env.EMAIL_BACKEND
+EMAIL_HOST = env.EMAIL_HOST
+EMAIL_PORT = env.EMAIL_PORT
+EMAIL_HOST_USER = env.EMAIL_HOST_USER
+EMAIL_HOST_PASSWORD = env.EMAIL_HOST_PASSWORD
+EMAIL_USE_TLS = env.EMAIL_USE_TLS
+DEFAULT_FROM_EMAIL = env.DEFAULT_FROM_EMAIL
 
 # Celery: tasks take ids, so no result backend is needed; job rows hold status.
 CELERY_BROKER_URL = env.CELERY_BROKER_URL

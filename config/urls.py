@@ -10,11 +10,32 @@ from django.views.generic import RedirectView
 from drf_spectacular.renderers import OpenApiJsonRenderer
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from config import api_schema, health  # noqa: F401 (api_schema: the API keys' schemes)
+from config import api_schema, health, throttles  # noqa: F401 (api_schema: the API keys' schemes)
 
 pages = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # Password reset by mail (Django's views; the form with a rate on its mails).
+    path(
+        "password-reset/",
+        throttles.ThrottledPasswordResetView.as_view(),
+        name="password_reset",
+    ),
+    path(
+        "password-reset/sent/",
+        auth_views.PasswordResetDoneView.as_view(),
+        name="password_reset_done",
+    ),
+    path(
+        "password-reset/<uidb64>/<token>/",
+        auth_views.PasswordResetConfirmView.as_view(),
+        name="password_reset_confirm",
+    ),
+    path(
+        "password-reset/done/",
+        auth_views.PasswordResetCompleteView.as_view(),
+        name="password_reset_complete",
+    ),
     path("healthz", health.healthz, name="healthz"),
 ]
 

@@ -24,6 +24,7 @@ Reference: https://platform.openai.com/docs/api-reference/chat
 """
 
 import json
+import math
 import secrets
 import threading
 import time
@@ -38,6 +39,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation.projects.permissions import projects_visible_to
+from config.throttles import V1KeyThrottle, V1UserThrottle
 from models_registry import selectors, services
 from models_registry.endpoints import generator_for
 from models_registry.engine import ml
@@ -124,6 +126,7 @@ ERROR_TYPES = {
     403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
+    429: "requests",  # what OpenAI answers on a request-rate limit (code rate_limit_exceeded)
 }
 
 
@@ -154,6 +157,10 @@ def openai_exception_handler(exc, context):
     headers = {}
     if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
         headers["WWW-Authenticate"] = 'Bearer realm="api"'
+    if isinstance(exc, exceptions.Throttled):
+        body["error"]["code"] = "rate_limit_exceeded"
+        if exc.wait is not None:
+            headers["Retry-After"] = str(math.ceil(exc.wait))
     if isinstance(exc, OpenAIError):
         body["error"].update(type=exc.error_type, param=exc.param, code=exc.default_code)
         if exc.retry_after is not None:
@@ -173,6 +180,7 @@ class OpenAIApi(APIView):
     # Bearer first, so an unauthenticated call gets 401 (what OpenAI clients expect).
     authentication_classes = [BearerTokenAuthentication, SessionAuthentication]
     permission_classes = [BelongsToAProject]
+    throttle_classes = [V1KeyThrottle, V1UserThrottle]
 
     def get_exception_handler(self):
         return openai_exception_handler

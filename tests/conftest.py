@@ -2,6 +2,8 @@ import os
 
 import kombu.pools
 import pytest
+from django.core.cache import cache
+from django.http import HttpRequest
 
 from annotation.models import Role
 from config.celery import app as celery_app
@@ -46,6 +48,24 @@ def _data_dir(settings, tmp_path):
     settings.SNAPSHOTS_DIR = tmp_path / "snapshots"
 
 
+@pytest.fixture(autouse=True)
+def _outbound_to_fake_servers(settings, tmp_path):
+    """The fake judge endpoints and model servers listen on 127.0.0.1, which only an
+    operator's OUTBOUND_ALLOW_PRIVATE allows (tests/config/test_outbound.py turns it off
+    again). Imports through the page and API read under the test's own import root."""
+    settings.OUTBOUND_ALLOW_PRIVATE = True
+    settings.MODEL_IMPORT_ROOT = tmp_path / "imports"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Request counters (config/throttles.py) live in the cache: each test starts at zero,
+    so a suite's many requests as user 1 from 127.0.0.1 never add up to a limit."""
+    cache.clear()
+    yield
+    cache.clear()
+
+
 @pytest.fixture
 def project(db):
     return make_project("alpha")
@@ -80,7 +100,9 @@ def outsider(db):
 def login(client):
     def _login(user):
         if user is not None:
-            assert client.login(username=user.username, password=PASSWORD)
+            # django-axes' backend needs a request to count sign-ins by address.
+            request = HttpRequest()
+            assert client.login(request=request, username=user.username, password=PASSWORD)
         return client
 
     return _login

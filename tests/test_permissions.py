@@ -17,9 +17,18 @@ from tests.models_registry import test_permissions as registry_table
 from tests.permissions import every_named_route
 from tests.training import test_permissions as training_table
 
-# Open to everyone by design, so in no table: signing in and out (Django's own views), and
-# the health check (tests/test_healthz.py).
-OPEN_TO_EVERYONE = {"login", "logout", "healthz"}
+# Open to everyone by design, so in no table: signing in and out and resetting a forgotten
+# password (Django's own views; tests/config/test_abuse_limits.py), and the health check
+# (tests/test_healthz.py).
+OPEN_TO_EVERYONE = {
+    "login",
+    "logout",
+    "password_reset",
+    "password_reset_done",
+    "password_reset_confirm",
+    "password_reset_complete",
+    "healthz",
+}
 # Any signed-in user, whatever their projects: the API's schema and its docs page
 # (config/urls.py says why not everyone; tests/test_api_schema.py checks it).
 SIGNED_IN = {"api_schema", "api_schema_json", "api_docs"}

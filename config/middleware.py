@@ -72,10 +72,10 @@ def hostile_input_problem(request) -> tuple[str, int] | None:
     if request.method not in BODY_METHODS:
         return None
     limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-    # Multipart bodies carry files, which Django limits per field (and upload views by
+    # A multipart POST carries files, which Django limits per field (and upload views by
     # size); every other body is read into memory whole, so its length is the limit.
-    is_multipart = request.content_type == "multipart/form-data"
-    if limit is not None and not is_multipart and _content_length(request) > limit:
+    carries_files = request.method == "POST" and request.content_type == "multipart/form-data"
+    if limit is not None and not carries_files and _content_length(request) > limit:
         return _too_large_message(), 413
     if request.method != "POST":
         return None  # Django parses form fields of POST only; the API parses the rest

@@ -13,6 +13,7 @@ import json
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
 
 from annotation.labeling.services import assignment_next
 from annotation.models import (
@@ -25,7 +26,7 @@ from annotation.models import (
     PromptImport,
 )
 from tests.annotation.judges.factories import make_judge
-from tests.factories import make_task
+from tests.factories import make_task, make_version
 
 DEEP = 50_000
 TOO_BIG = 60 * 1024 * 1024
@@ -225,6 +226,33 @@ def test_a_body_over_the_upload_limit_gets_a_json_413(admin, project):
     assert response.status_code == 413
     assert response["Content-Type"] == "application/json"
     assert response.json() == {"detail": "The request body is larger than 50 MB."}
+    assert counts() == before
+
+
+def test_a_multipart_put_over_the_upload_limit_gets_a_json_413(admin, project):
+    # Only a multipart POST may carry files past the limit; a PUT's body is read whole.
+    version = make_version("served")
+    body = encode_multipart(BOUNDARY, {"url": "x" * TOO_BIG})
+
+    response = admin.put(
+        f"/api/projects/{project.slug}/model-versions/{version.pk}/endpoint/",
+        body,
+        content_type=MULTIPART_CONTENT,
+    )
+
+    assert response.status_code == 413
+    assert response.json() == {"detail": "The request body is larger than 50 MB."}
+
+
+def test_an_upload_past_the_body_limit_reaches_the_import_and_its_own_limit(admin, project):
+    # Files are not held to the body limit: the import view answers with its own 20 MB.
+    before = counts()
+    content = b'{"prompt": "x"}\n' * (TOO_BIG // 16)
+
+    response = _import(admin, project.slug, "big.jsonl", content)
+
+    assert response.status_code == 400
+    assert response.json() == {"detail": "The file is larger than 20 MB; split it."}
     assert counts() == before
 
 

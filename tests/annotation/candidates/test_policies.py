@@ -139,6 +139,19 @@ def test_retired_versions_are_never_partners_and_repeats_add_nothing(project, fi
     assert _partners(project, field["new"]) == {"old": 3, "demo": 3}
 
 
+def test_a_version_retired_in_another_project_is_still_a_partner_here(
+    project, other_project, field
+):
+    from models_registry.services import model_version_retire
+
+    _set_policy(project, "round_robin")
+    model_version_retire(version=field["older"], project=other_project)
+    model_version_retire(version=field["old"], project=project)
+
+    assert ensure_comparison_tasks(project=project, model_version=field["new"]) == 6
+    assert _partners(project, field["new"]) == {"older": 3, "demo": 3}
+
+
 def test_a_lone_author_is_paired_with_its_own_second_sample(project):
     version = make_version("alone")
     prompt = make_prompt(project)
@@ -210,7 +223,7 @@ def test_active_pairing_asks_the_newest_reward_model_that_is_not_retired(
     newer = make_version(
         "retired-reward", kind="reward", method="reward", state=ModelVersion.State.CANDIDATE
     )
-    registry_services.model_version_retire(version=newer)
+    registry_services.model_version_retire(version=newer, project=project)
     asked = []
     real_scorer = registry_services.reward_scorer
     monkeypatch.setattr(

@@ -79,6 +79,20 @@ def test_one_accounts_failures_do_not_lock_out_another_user_from_the_same_addres
     assert _signed_in(client)
 
 
+def test_a_lockout_from_one_address_does_not_lock_the_account_elsewhere(client, db):
+    make_user("victim")
+    for _ in range(6):
+        _log_in(client, "victim", WRONG)  # a stranger guessing from 127.0.0.1
+    assert _log_in(client, "victim", PASSWORD).status_code == 429
+
+    answer = client.post(
+        "/login/", {"username": "victim", "password": PASSWORD}, REMOTE_ADDR="203.0.113.7"
+    )
+
+    assert answer.status_code == 302
+    assert _signed_in(client)
+
+
 def test_a_right_password_clears_earlier_typos(client, db):
     make_user("typist")
     for _ in range(4):

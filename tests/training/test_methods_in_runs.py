@@ -113,7 +113,7 @@ def test_the_win_rate_judge_is_the_newest_reward_model_that_is_not_retired(
     newer = make_version(
         "retired-reward", kind="reward", method="reward", state=ModelVersion.State.CANDIDATE
     )
-    model_version_retire(version=newer)
+    model_version_retire(version=newer, project=project_with_feedback)
 
     sft = _train(project_with_feedback, base, "sft", SMALL, filters={"include_chosen": True})
 
@@ -259,8 +259,9 @@ def test_the_sft_stage_is_an_intermediate_version_that_makes_no_candidates(
     stage = run.model_version
     assert stage.intermediate
     assert stage.generation_jobs.count() == 0
-    assert list(servable_versions(kind="policy")) == [base]
-    assert list(arena_versions()) == list(chat_versions()) == [base]
+    here = {"project": project_with_feedback}
+    assert list(servable_versions(**here, kind="policy")) == [base]
+    assert list(arena_versions(**here)) == list(chat_versions(**here)) == [base]
     assert newest_policy(project=project_with_feedback) == base  # the training form default
 
     # when: the DPO stage succeeds
@@ -276,4 +277,4 @@ def test_the_sft_stage_is_an_intermediate_version_that_makes_no_candidates(
     job = GenerationJob.objects.get()
     assert (job.model_version, job.status) == (final, GenerationJob.Status.QUEUED)
     assert f"generation job #{job.pk} makes candidates" in dpo.log
-    assert list(servable_versions(kind="policy")) == [final, base]
+    assert list(servable_versions(**here, kind="policy")) == [final, base]

@@ -79,7 +79,8 @@ class GenerationPreviewInputSerializer(serializers.Serializer):
             200: inline_serializer(
                 "GenerationPreview",
                 {
-                    "samples_per_prompt": serializers.IntegerField(),
+                    # null: each prompt as many samples as its comparisons need
+                    "samples_per_prompt": serializers.IntegerField(allow_null=True),
                     "prompts": serializers.IntegerField(),
                     "replies": serializers.IntegerField(),
                     "comparison_tasks": serializers.IntegerField(),

@@ -59,6 +59,12 @@ CHAT_STALE_AFTER_SECONDS = int(env_str("CHAT_STALE_AFTER_SECONDS", "60"))
 AI_JUDGE_TIMEOUT_S = float(env_str("AI_JUDGE_TIMEOUT_S", "30"))
 AI_JUDGE_MAX_RETRIES = int(env_str("AI_JUDGE_MAX_RETRIES", "3"))
 AI_JUDGE_BACKOFF_S = float(env_str("AI_JUDGE_BACKOFF_S", "1.0"))
+# Outbound calls to URLs users give (judge endpoints, model servers) go to public addresses
+# only; 1 lets them reach loopback, link-local and private ones too (config/outbound.py).
+OUTBOUND_ALLOW_PRIVATE = env_bool("OUTBOUND_ALLOW_PRIVATE", False)
+# The folder the import page and API may import models from (the import_model command
+# may read anywhere): a server path outside it is refused.
+MODEL_IMPORT_ROOT = Path(env_str("MODEL_IMPORT_ROOT", str(DATA_DIR / "imports"))).resolve()
 # The web server (gunicorn, docker/entrypoint.sh): seconds before it kills a silent worker,
 # and threads per worker process.
 WEB_TIMEOUT = float(env_str("WEB_TIMEOUT", "60"))

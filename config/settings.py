@@ -260,6 +260,8 @@ AI_JUDGE_TIMEOUT_S = env.AI_JUDGE_TIMEOUT_S
 AI_JUDGE_MAX_RETRIES = env.AI_JUDGE_MAX_RETRIES
 AI_JUDGE_BACKOFF_S = env.AI_JUDGE_BACKOFF_S
 # The web server's worker timeout and threads, and the /v1 limits (config/env.py says
+OUTBOUND_ALLOW_PRIVATE = env.OUTBOUND_ALLOW_PRIVATE
+MODEL_IMPORT_ROOT = env.MODEL_IMPORT_ROOT
 # what each bounds; config/checks.py checks they fit together).
 WEB_TIMEOUT = env.WEB_TIMEOUT
 WEB_THREADS = env.WEB_THREADS

@@ -4,11 +4,18 @@
 ``generator_for(version)`` is the one way callers get replies (arena, local judges, ``/v1``,
 generation jobs, chat); ``serving_endpoint_set`` / ``serving_endpoint_clear`` are the writes
 behind the ``serve_endpoint`` command, the REST API and the version's page.
+
+A server URL must name a public address unless the operator sets ``OUTBOUND_ALLOW_PRIVATE``
+(``config.outbound``): checked when it is stored, and again before every connection.
 """
 
+import functools
 from urllib.parse import urlsplit
 
+from django.conf import settings
+
 from config.errors import ServiceError
+from config.outbound import OutboundRefused, check_outbound_url, checked_address
 from models_registry.engine.backends import Generator, InProcessGenerator, OpenAIServerGenerator
 from models_registry.models import ModelVersion
 
@@ -30,6 +37,9 @@ def generator_for(version: ModelVersion, *, timeout_s: float | None = None) -> G
             version.served_model_name,
             version.serving_api_key,
             timeout_s=SERVER_TIMEOUT_S if timeout_s is None else timeout_s,
+            connect_check=functools.partial(
+                checked_address, allow_private=settings.OUTBOUND_ALLOW_PRIVATE
+            ),
         )
     return InProcessGenerator(version.base_path, version.adapter_path or None)
 
@@ -45,6 +55,10 @@ def _checked_url(url) -> str:
         )
     if len(url) > URL_MAX:
         raise ServiceError(f"The server URL is longer than {URL_MAX} characters.")
+    try:
+        check_outbound_url(url, allow_private=settings.OUTBOUND_ALLOW_PRIVATE)
+    except OutboundRefused as error:
+        raise ServiceError(f"This server URL is refused: {error}") from None
     return url.rstrip("/")
 
 

@@ -58,6 +58,8 @@ def start_worker(settings, log_path: Path) -> tuple[subprocess.Popen, object]:
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
         "DATA_DIR": str(settings.DATA_DIR),
         "GENERATION_BATCH_SIZE": str(settings.GENERATION_BATCH_SIZE),
+        # The fake endpoints the worker calls listen on loopback.
+        "OUTBOUND_ALLOW_PRIVATE": "1" if settings.OUTBOUND_ALLOW_PRIVATE else "0",
     }
     log = log_path.open("a")
     worker = subprocess.Popen(

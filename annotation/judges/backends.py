@@ -7,25 +7,32 @@ the messages, renormalised over the choices, or ``None`` when the backend gives 
 
 Errors are ``BackendError``: ``retryable`` for what may pass (timeouts, connection errors,
 5xx); not for what will not (4xx, bodies that cannot be parsed). An endpoint's API key never
-appears in an error message, a log line or a ``repr``.
+appears in an error message, a log line or a ``repr``, and neither does anything the
+endpoint answered beyond its HTTP status.
+
+A remote endpoint is called at a public address only, unless ``allow_private`` (the setting
+``OUTBOUND_ALLOW_PRIVATE``): the host is resolved and checked right before each connection
+(``config.outbound``), and the connection goes to the address that was checked (TLS still
+verifies the certificate against the host's name), so a name that changes its address
+between the check and the connection cannot reach a private one. Redirects are not
+followed.
 """
 
 from __future__ import annotations
 
-import contextlib
+import http.client
 import itertools
 import json
 import logging
 import math
+import socket
 import time
-import urllib.error
-import urllib.request
 from typing import Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit
+
+from config.outbound import HostNotResolved, OutboundRefused, checked_address, url_host_port
 
 logger = logging.getLogger(__name__)
-
-# Long error bodies are cut: a message is read by a person on the jobs page.
-_MAX_DETAIL_CHARS = 300
 
 
 class BackendError(Exception):
@@ -192,6 +199,31 @@ class LocalBackend:
 # --- Remote: an OpenAI-compatible endpoint -------------------------------------------------
 
 
+def _error_name(error: BaseException) -> str:
+    """What a person may read of a connection error: its class and the system's own words
+    for an errno, never text the other side sent."""
+    strerror = getattr(error, "strerror", None)
+    return f"{type(error).__name__}: {strerror}" if strerror else type(error).__name__
+
+
+class _CheckedHTTPConnection(http.client.HTTPConnection):
+    """An HTTP connection to the address the host resolves to now, checked by
+    ``config.outbound`` first (no second lookup between the check and the connect)."""
+
+    allow_private = False  # set per connection
+
+    def connect(self) -> None:
+        address = checked_address(self.host, self.port, allow_private=self.allow_private)
+        self.sock = socket.create_connection((address, self.port), self.timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class _CheckedHTTPSConnection(http.client.HTTPSConnection, _CheckedHTTPConnection):
+    """HTTPS over ``_CheckedHTTPConnection``'s socket: ``HTTPSConnection.connect`` wraps the
+    socket that the checked ``connect`` opened, with the host's name for SNI and the
+    certificate check."""
+
+
 class RemoteBackend:
     """An OpenAI-compatible chat endpoint (``url`` is the API root, e.g. ``https://host/v1``;
     a URL already ending in ``/chat/completions`` is used as is).
@@ -211,6 +243,8 @@ class RemoteBackend:
         timeout: float = 30,
         max_retries: int = 3,
         backoff: float = 1.0,
+        *,
+        allow_private: bool = False,
     ):
         if not url or not url.startswith(("http://", "https://")):
             raise ValueError("The endpoint URL must start with http:// or https://")
@@ -221,66 +255,64 @@ class RemoteBackend:
         self.timeout = float(timeout)
         self.max_retries = int(max_retries)
         self.backoff = float(backoff)
+        self.allow_private = bool(allow_private)
         self.logprobs_supported: bool | None = None
         self.requests_sent = 0  # HTTP requests, retries included
 
     def __repr__(self) -> str:  # the key stays out
         return f"RemoteBackend({self.endpoint!r}, model={self.model!r})"
 
-    def _scrub(self, text: str) -> str:
-        text = str(text)
-        if self._api_key:
-            text = text.replace(self._api_key, "***")
-        return text[:_MAX_DETAIL_CHARS]
+    def _connection(self) -> http.client.HTTPConnection:
+        parts = urlsplit(self.endpoint)
+        host, port = url_host_port(self.endpoint)
+        kind = _CheckedHTTPSConnection if parts.scheme == "https" else _CheckedHTTPConnection
+        connection = kind(host, port, timeout=self.timeout)
+        connection.allow_private = self.allow_private
+        return connection
 
     def _post_once(self, payload: dict) -> dict:
+        """One POST. Nothing of the answer's body goes into an error: the endpoint may be
+        anything, and whatever it says would end in a job's log (only the HTTP status, or
+        the class of the connection error, does). Redirects are not followed."""
         body = json.dumps(payload).encode()
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
-        # The scheme was checked in __init__ (http or https only).
-        request = urllib.request.Request(  # noqa: S310
-            self.endpoint, data=body, headers=headers, method="POST"
-        )
+        parts = urlsplit(self.endpoint)
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self.requests_sent += 1
+        connection = self._connection()
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as reply:  # noqa: S310
-                raw = reply.read()
-        except urllib.error.HTTPError as error:
-            detail = ""
-            with contextlib.suppress(Exception):  # the status alone is enough
-                detail = error.read().decode("utf-8", "replace")
-            retryable = error.code >= 500 or error.code == 429
-            raise BackendError(
-                self._scrub(
-                    f"The endpoint answered HTTP {error.code}"
-                    + (f": {detail.strip()}" if detail.strip() else ".")
-                ),
-                retryable=retryable,
-            ) from None
+            connection.request("POST", path, body=body, headers=headers)
+            reply = connection.getresponse()
+            status, raw = reply.status, reply.read()
+        except HostNotResolved as error:
+            raise BackendError(str(error), retryable=True) from None
+        except OutboundRefused as error:
+            raise BackendError(str(error)) from None
         except TimeoutError:
             raise BackendError(
                 f"The endpoint did not answer within {self.timeout:g} s (timeout).", retryable=True
             ) from None
-        except (urllib.error.URLError, ConnectionError, OSError) as error:
-            reason = getattr(error, "reason", error)
-            if isinstance(reason, TimeoutError):
-                raise BackendError(
-                    f"The endpoint did not answer within {self.timeout:g} s (timeout).",
-                    retryable=True,
-                ) from None
+        except (http.client.HTTPException, ConnectionError, OSError) as error:
             raise BackendError(
-                self._scrub(f"The endpoint could not be reached ({reason})."), retryable=True
+                f"The endpoint could not be reached ({_error_name(error)}).", retryable=True
             ) from None
+        finally:
+            connection.close()
+        if not 200 <= status < 300:
+            if 300 <= status < 400:
+                raise BackendError(
+                    f"The endpoint answered HTTP {status} (a redirect, not followed): give "
+                    "the endpoint's final URL."
+                )
+            raise BackendError(
+                f"The endpoint answered HTTP {status}.", retryable=status >= 500 or status == 429
+            )
         try:
             data = json.loads(raw)
         except ValueError:
-            raise BackendError(
-                self._scrub(
-                    "The endpoint's answer is not JSON: "
-                    + raw[:80].decode("utf-8", "replace").strip()
-                )
-            ) from None
+            raise BackendError("The endpoint's answer is not JSON.") from None
         if not isinstance(data, dict):
             raise BackendError("The endpoint's answer is not a JSON object.")
         return data

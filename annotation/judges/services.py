@@ -7,6 +7,7 @@ version; ``judge_constitution_set`` moves it to another.
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
 from django.db import IntegrityError, transaction
@@ -15,6 +16,7 @@ from django.db.models import Max, Q
 from annotation.judges.principles import DEFAULT_CONSTITUTION, check_principles
 from annotation.models import Constitution, Judge, Workspace
 from config.errors import Conflict, ServiceError
+from config.outbound import OutboundRefused, check_outbound_url
 from models_registry import selectors as registry_selectors
 from models_registry.models import ModelVersion
 
@@ -176,6 +178,10 @@ def judge_create(
             ) from None
         if len(url) > 200:
             raise ServiceError("The endpoint URL is longer than 200 characters.")
+        try:
+            check_outbound_url(url, allow_private=settings.OUTBOUND_ALLOW_PRIVATE)
+        except OutboundRefused as error:
+            raise ServiceError(f"This endpoint URL is refused: {error}") from None
         model = endpoint_model.strip() if isinstance(endpoint_model, str) else ""
         if not model or len(model) > 200:
             raise ServiceError("Give the endpoint's model name (at most 200 characters).")

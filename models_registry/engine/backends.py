@@ -7,7 +7,12 @@ not care where the weights live.
   (vLLM, TGI, SGLang, or this product's own ``/v1``) at ``{url}/chat/completions``, a few at
   a time. Transport, auth and timeouts are the ``openai`` client's; the answer's shape is
   checked here, because servers that are not OpenAI do answer garbage, and every failure
-  becomes one ``GenerationBackendError`` that names the server and the cause.
+  becomes one ``GenerationBackendError`` that names the server and the cause: an HTTP
+  status or the class of the error, never the body the server answered (it ends in job
+  logs, and the server may be one the user should not read from).
+  With ``connect_check`` (the Django side passes ``config.outbound.checked_address``) every
+  connection goes to the address that check returns for the host, right before connecting,
+  and redirects are not followed.
 
 Plain Python: no Django (an import-linter contract holds it).
 """
@@ -16,13 +21,14 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, runtime_checkable
 
 from models_registry.engine import ml
 
-# A message is read by a person on a job page: long server answers are cut.
-_MAX_DETAIL_CHARS = 200
+# (host, port) -> the address to connect to; raises ValueError to refuse the host.
+ConnectCheck = Callable[[str, int], str]
 
 
 class GenerationBackendError(RuntimeError):
@@ -74,6 +80,20 @@ class InProcessGenerator:
         return ml.generate_replies(model, tokenizer, conversations, params, batch_size)
 
 
+def _cause_of(error: BaseException) -> str:
+    """What a person may read of a connection failure: a refusal by ``connect_check`` (its
+    own words), else the class of the innermost error and the system's words for an errno;
+    never text from the other side."""
+    cause: BaseException = error
+    while cause.__cause__ is not None or cause.__context__ is not None:
+        inner = cause.__cause__ or cause.__context__
+        if getattr(inner, "outbound_refused", False):
+            return str(inner)  # the outbound check's refusal, written to be shown
+        cause = inner
+    strerror = getattr(cause, "strerror", None)
+    return f"{type(cause).__name__}: {strerror}" if strerror else type(cause).__name__
+
+
 class OpenAIServerGenerator:
     """An OpenAI-compatible server that serves one model under ``served_model_name``.
 
@@ -85,7 +105,13 @@ class OpenAIServerGenerator:
     """
 
     def __init__(
-        self, url: str, served_model_name: str, api_key: str = "", timeout_s: float = 120.0
+        self,
+        url: str,
+        served_model_name: str,
+        api_key: str = "",
+        timeout_s: float = 120.0,
+        *,
+        connect_check: ConnectCheck | None = None,
     ) -> None:
         if not url.startswith(("http://", "https://")):
             raise ValueError("The server URL must start with http:// or https://")
@@ -95,6 +121,7 @@ class OpenAIServerGenerator:
         self.served_model_name = served_model_name
         self.timeout_s = float(timeout_s)
         self._api_key = api_key or ""
+        self._connect_check = connect_check
         self._client: Any = None
 
     def __repr__(self) -> str:  # the key stays out
@@ -113,8 +140,43 @@ class OpenAIServerGenerator:
                 api_key=self._api_key or "EMPTY",
                 timeout=self.timeout_s,
                 max_retries=0,
+                http_client=self._checked_http_client(),
             )
         return self._client
+
+    def _checked_http_client(self) -> Any:
+        """``None`` (the openai client's own) without a ``connect_check``; else an httpx client
+        that connects only where the check says, follows no redirect (the openai client's
+        own follows them) and takes no proxy from the environment (which would connect
+        elsewhere than the checked address)."""
+        if self._connect_check is None:
+            return None
+        import httpcore2
+        import httpx2
+
+        check = self._connect_check
+
+        class CheckedBackend(httpcore2.SyncBackend):
+            def connect_tcp(self, host, port, *args, **kwargs):
+                try:
+                    address = check(host, port)
+                except ValueError as error:
+                    refused = httpcore2.ConnectError(str(error))
+                    refused.outbound_refused = True  # its message is written to be shown
+                    raise refused from None
+                return super().connect_tcp(address, port, *args, **kwargs)
+
+        transport = httpx2.HTTPTransport()
+        # httpx has no public hook for the network backend of its pool; fail loudly if the
+        # private attribute goes away rather than connect unchecked.
+        if not isinstance(
+            getattr(transport._pool, "_network_backend", None), httpcore2.SyncBackend
+        ):
+            raise RuntimeError("httpx's connection pool changed: the outbound check needs updating")
+        transport._pool._network_backend = CheckedBackend()
+        return httpx2.Client(
+            transport=transport, follow_redirects=False, trust_env=False, timeout=self.timeout_s
+        )
 
     def _fail(self, cause: str) -> GenerationBackendError:
         if self._api_key:
@@ -137,29 +199,25 @@ class OpenAIServerGenerator:
         except openai.APITimeoutError:
             raise self._fail(f"did not answer within {self.timeout_s:g} s (timeout)") from None
         except openai.APIConnectionError as error:
-            cause = error.__cause__ or error
-            raise self._fail(f"could not be reached ({cause})") from None
+            raise self._fail(f"could not be reached ({_cause_of(error)})") from None
         except openai.APIStatusError as error:
-            detail = (error.response.text or "").strip()[:_MAX_DETAIL_CHARS]
-            raise self._fail(f"answered HTTP {error.status_code}: {detail}") from None
+            status = error.status_code
+            hint = " (a redirect, not followed)" if 300 <= status < 400 else ""
+            raise self._fail(f"answered HTTP {status}{hint}") from None
 
     def _reply(self, raw: Any, seconds: float) -> ml.GeneratedReply:
         body = raw.text
         try:
             data = json.loads(body)
         except ValueError:
-            snippet = body.strip()[:_MAX_DETAIL_CHARS]
-            raise self._fail(f"answered garbage (not JSON): {snippet!r}") from None
+            raise self._fail("answered garbage (not JSON)") from None
         try:
             choice = data["choices"][0]
             content = choice["message"]["content"]
             if not isinstance(content, str):
                 raise TypeError(type(content).__name__)
         except (KeyError, IndexError, TypeError):
-            snippet = body.strip()[:_MAX_DETAIL_CHARS]
-            raise self._fail(
-                f"answered garbage (no choices[0].message.content): {snippet!r}"
-            ) from None
+            raise self._fail("answered garbage (no choices[0].message.content)") from None
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
         tokens = usage.get("completion_tokens")
         return ml.GeneratedReply(

@@ -81,7 +81,8 @@ def test_a_local_model_that_cannot_load_is_a_backend_error(tmp_path):
 
 
 def _remote(endpoint, **kwargs):
-    settings = {"timeout": 2, "max_retries": 3, "backoff": 0.02, **kwargs}
+    # The fake endpoint listens on loopback, which only an operator's setting allows.
+    settings = {"timeout": 2, "max_retries": 3, "backoff": 0.02, "allow_private": True, **kwargs}
     return RemoteBackend(endpoint.url, "judge-model", KEY, **settings)
 
 
@@ -211,7 +212,9 @@ def test_a_closed_port_is_a_retryable_connection_error():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    backend = RemoteBackend(f"http://127.0.0.1:{port}/v1", "m", KEY, max_retries=1, backoff=0.01)
+    backend = RemoteBackend(
+        f"http://127.0.0.1:{port}/v1", "m", KEY, max_retries=1, backoff=0.01, allow_private=True
+    )
 
     with pytest.raises(BackendError, match="could not be reached") as raised:
         backend.complete(MESSAGES)

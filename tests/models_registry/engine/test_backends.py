@@ -128,27 +128,26 @@ def test_a_server_that_refuses_the_connection_is_named():
     [
         (
             lambda body: (200, "text/html", b"<html>Bad Gateway</html>"),
-            "answered garbage (not JSON): '<html>Bad Gateway</html>'",
+            "answered garbage (not JSON)",
         ),
         (
             json_answer({"object": "chat.completion", "usage": {}}),
-            "answered garbage (no choices[0].message.content): "
-            '\'{"object": "chat.completion", "usage": {}}\'',
+            "answered garbage (no choices[0].message.content)",
         ),
         (
             json_answer({"choices": []}),
-            "answered garbage (no choices[0].message.content): '{\"choices\": []}'",
+            "answered garbage (no choices[0].message.content)",
         ),
         (
             json_answer({"choices": [{"message": {"content": None}}]}),
             "answered garbage (no choices[0].message.content)",
         ),
-        (json_answer([1, 2]), "answered garbage (no choices[0].message.content): '[1, 2]'"),
+        (json_answer([1, 2]), "answered garbage (no choices[0].message.content)"),
         (
             json_answer({"error": {"message": "model 'm' not found"}}, status=404),
-            'answered HTTP 404: {"error": {"message": "model \'m\' not found"}}',
+            "answered HTTP 404",
         ),
-        (lambda body: (500, "text/plain", b"boom"), "answered HTTP 500: boom"),
+        (lambda body: (500, "text/plain", b"boom"), "answered HTTP 500"),
     ],
     ids=["not-json", "no-choices", "empty-choices", "null-content", "a-list", "404", "500"],
 )
@@ -158,7 +157,8 @@ def test_a_server_that_answers_garbage_or_an_error_is_named_with_the_cause(serve
     with pytest.raises(GenerationBackendError) as failure:
         OpenAIServerGenerator(server.url, "m", timeout_s=5).generate(CONVERSATIONS[:1], GREEDY)
 
-    assert str(failure.value).startswith(f"model server {server.url} {says}")
+    # The status or the fault, never what the server wrote.
+    assert str(failure.value) == f"model server {server.url} {says}"
 
 
 def test_the_api_key_never_appears_in_a_message_or_repr(serve):
@@ -168,7 +168,7 @@ def test_the_api_key_never_appears_in_a_message_or_repr(serve):
     with pytest.raises(GenerationBackendError) as failure:
         generator.generate(CONVERSATIONS[:1], GREEDY)
 
-    assert str(failure.value) == f"model server {server.url} answered HTTP 401: bad key ***"
+    assert str(failure.value) == f"model server {server.url} answered HTTP 401"
     assert KEY not in repr(generator)
 
 

@@ -2,6 +2,12 @@
 
 import uuid
 
+from drf_spectacular.utils import (
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
+from rest_framework import serializers as drf_serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -9,6 +15,7 @@ from annotation.arena import selectors, services
 from annotation.labeling.rendering import render_markdown
 from annotation.models import ArenaBattle
 from annotation.projects.permissions import LABEL, project_for
+from config.api_schema import OBJECT, OBJECT_LIST
 from config.errors import ServiceError
 
 
@@ -66,6 +73,16 @@ def _battle_after(request, project, battle_id) -> dict:
     return battle_payload(battle)
 
 
+@extend_schema_view(
+    get=extend_schema(operation_id="battles_list", responses={200: OBJECT_LIST}),
+    post=extend_schema(
+        operation_id="battle_start",
+        request=inline_serializer(
+            "BattleStart", {"prompt": drf_serializers.CharField(required=False)}
+        ),
+        responses={201: OBJECT},
+    ),
+)
 class BattleListApi(APIView):
     """GET: your battles in the project, newest first. POST {prompt?}: start one (201) on
     the typed prompt, or on a prompt drawn from the pool when there is none."""
@@ -86,6 +103,9 @@ class BattleListApi(APIView):
         return Response(_battle_after(request, project, battle.pk), status=201)
 
 
+@extend_schema_view(
+    get=extend_schema(operation_id="battle_detail", responses={200: OBJECT}),
+)
 class BattleDetailApi(APIView):
     """GET: one of your battles (status queued/running/ready/voted/failed; poll it)."""
 
@@ -95,6 +115,22 @@ class BattleDetailApi(APIView):
         return Response(_battle_after(request, project, battle_id))
 
 
+@extend_schema_view(
+    post=extend_schema(
+        operation_id="battle_vote",
+        request=inline_serializer(
+            "BattleVote",
+            {
+                "choice": drf_serializers.ChoiceField(choices=["a", "b", "tie", "both_bad"]),
+                "client_id": drf_serializers.UUIDField(),
+                "time_spent_ms": drf_serializers.IntegerField(
+                    min_value=0, max_value=86_400_000, required=False
+                ),
+            },
+        ),
+        responses={200: OBJECT, 201: OBJECT},
+    ),
+)
 class BattleVoteApi(APIView):
     """POST {choice: a/b/tie/both_bad, client_id, time_spent_ms?}: 201 with the battle, its
     vote and the models' names; resending a client_id answers the same with 200."""
@@ -124,6 +160,9 @@ def _client_id_used(client_id) -> bool:
     return selectors.arena_judgment_exists(client_id=parsed)
 
 
+@extend_schema_view(
+    post=extend_schema(operation_id="battle_retry", request=None, responses={202: OBJECT}),
+)
 class BattleRetryApi(APIView):
     """POST: queue a failed battle's replies again (202)."""
 

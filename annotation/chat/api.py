@@ -2,12 +2,19 @@
 
 import uuid
 
+from drf_spectacular.utils import (
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
+from rest_framework import serializers as drf_serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation.chat import selectors, services
 from annotation.labeling.rendering import render_markdown
 from annotation.projects.permissions import LABEL, project_for
+from config.api_schema import OBJECT, OBJECT_LIST
 from config.errors import ServiceError
 
 
@@ -53,6 +60,14 @@ def _chat_judgment_payload(judgment) -> dict:
     }
 
 
+@extend_schema_view(
+    get=extend_schema(operation_id="chats_list", responses={200: OBJECT_LIST}),
+    post=extend_schema(
+        operation_id="chat_start",
+        request=inline_serializer("ChatStart", {"model_version": drf_serializers.IntegerField()}),
+        responses={201: OBJECT},
+    ),
+)
 class ChatListApi(APIView):
     """GET: your chats in the project. POST {model_version}: start one (201)."""
 
@@ -72,6 +87,9 @@ class ChatListApi(APIView):
         return Response(chat_session_payload(session), status=201)
 
 
+@extend_schema_view(
+    get=extend_schema(operation_id="chat_detail", responses={200: OBJECT}),
+)
 class ChatDetailApi(APIView):
     """The conversation and the open turn (status queued/running/ready/failed; poll it).
     Reading it also takes up the project's turns whose worker went silent."""
@@ -93,6 +111,19 @@ def _session_after(request, project, session_id) -> dict:
     return chat_session_payload(session)
 
 
+@extend_schema_view(
+    post=extend_schema(
+        operation_id="chat_message",
+        request=inline_serializer(
+            "ChatMessage",
+            {
+                "text": drf_serializers.CharField(),
+                "params": drf_serializers.DictField(required=False),
+            },
+        ),
+        responses={202: OBJECT},
+    ),
+)
 class ChatMessageApi(APIView):
     """POST {text, params?}: your next message; the two replies are written on the worker."""
 
@@ -111,6 +142,22 @@ class ChatMessageApi(APIView):
         return Response(_session_after(request, project, session_id), status=202)
 
 
+@extend_schema_view(
+    post=extend_schema(
+        operation_id="chat_pick",
+        request=inline_serializer(
+            "ChatPick",
+            {
+                "choice": drf_serializers.ChoiceField(choices=["left", "right", "tie", "both_bad"]),
+                "client_id": drf_serializers.UUIDField(),
+                "time_spent_ms": drf_serializers.IntegerField(
+                    min_value=0, max_value=86_400_000, required=False
+                ),
+            },
+        ),
+        responses={200: OBJECT, 201: OBJECT},
+    ),
+)
 class ChatPickApi(APIView):
     """POST {choice: left/right/tie/both_bad, client_id, time_spent_ms?}: 201 with the stored
     comparison; resending a client_id returns it with 200."""
@@ -138,6 +185,9 @@ def _client_id_used(client_id) -> bool:
     return selectors.chat_judgment_exists(client_id=parsed)
 
 
+@extend_schema_view(
+    post=extend_schema(operation_id="chat_retry", request=None, responses={202: OBJECT}),
+)
 class ChatRetryApi(APIView):
     """POST: queue a failed turn's replies again."""
 
@@ -147,6 +197,19 @@ class ChatRetryApi(APIView):
         return Response(_session_after(request, project, session_id), status=202)
 
 
+@extend_schema_view(
+    post=extend_schema(
+        operation_id="chat_finish",
+        request=inline_serializer(
+            "ChatFinish",
+            {
+                "rating": drf_serializers.IntegerField(min_value=1, max_value=7),
+                "comment": drf_serializers.CharField(required=False, allow_blank=True),
+            },
+        ),
+        responses={200: OBJECT},
+    ),
+)
 class ChatFinishApi(APIView):
     """POST {rating: 1-7, comment?}: close the chat."""
 

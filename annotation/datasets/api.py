@@ -1,5 +1,11 @@
 """Export API: a thin caller of annotation/datasets/selectors.py."""
 
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework.views import APIView
 
 from annotation.datasets import selectors
@@ -8,6 +14,16 @@ from annotation.projects.permissions import VIEW_DATA, project_for
 from config.errors import ServiceError
 
 
+@extend_schema_view(
+    get=extend_schema(
+        operation_id="preferences_export",
+        parameters=[
+            OpenApiParameter("format", str, enum=list(selectors.FORMATS)),
+            OpenApiParameter("ai", str, enum=["exclude", "trusted", "include", "only"]),
+        ],
+        responses={(200, "application/jsonl"): OpenApiTypes.STR},
+    ),
+)
 class PreferenceExportApi(APIView):
     """GET ?format=dpo|sft|ranking|rating|kto&ai=exclude|trusted|include|only: the JSONL file
     (no ai: the project's setting, which leaves AI labels out unless an admin chose

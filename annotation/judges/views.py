@@ -462,19 +462,16 @@ class JudgeListApi(APIView):
 
 
 @extend_schema_view(
-    get=extend_schema(operation_id="judge_jobs_list", responses={200: OBJECT_LIST}),
     post=extend_schema(
-        operation_id="judge_job_start",
+        operation_id="judge_share",
         request=inline_serializer(
-            "JudgeJobStart",
+            "JudgeShare",
             {
-                "judge": drf_serializers.IntegerField(),
-                "kind": drf_serializers.CharField(),
-                "options": drf_serializers.DictField(required=False),
-                "max_requests": drf_serializers.IntegerField(required=False),
+                "workspace": drf_serializers.SlugField(),
+                "share": drf_serializers.BooleanField(required=False),
             },
         ),
-        responses={202: OBJECT},
+        responses={200: OBJECT},
     ),
 )
 class JudgeShareApi(APIView):
@@ -493,6 +490,22 @@ class JudgeShareApi(APIView):
         return Response(selectors.judge_payload(judge, workspace=project.workspace))
 
 
+@extend_schema_view(
+    get=extend_schema(operation_id="judge_jobs_list", responses={200: OBJECT_LIST}),
+    post=extend_schema(
+        operation_id="judge_job_start",
+        request=inline_serializer(
+            "JudgeJobStart",
+            {
+                "judge": drf_serializers.IntegerField(),
+                "kind": drf_serializers.CharField(),
+                "options": drf_serializers.DictField(required=False),
+                "max_requests": drf_serializers.IntegerField(required=False),
+            },
+        ),
+        responses={202: OBJECT},
+    ),
+)
 class JudgeJobListApi(APIView):
     """GET the project's judge jobs; POST ``{judge, kind, options, max_requests}`` starts one."""
 

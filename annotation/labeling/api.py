@@ -1,3 +1,9 @@
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -6,6 +12,7 @@ from annotation.labeling import services
 from annotation.labeling.rendering import render_markdown
 from annotation.labeling.views import int_or_none
 from annotation.projects.permissions import LABEL, project_for
+from config.api_schema import OBJECT
 from config.errors import ServiceError
 
 
@@ -31,6 +38,13 @@ def assignment_payload(assignment) -> dict:
     return payload
 
 
+@extend_schema_view(
+    get=extend_schema(
+        operation_id="task_next",
+        parameters=[OpenApiParameter("after", int)],
+        responses={200: OBJECT, 204: None},
+    ),
+)
 class TaskNextApi(APIView):
     """The caller's current task (assigning one if needed); 204 when none is left.
     `?after=<assignment_id>` gives the task after that one, so a client can prefetch it.
@@ -55,6 +69,13 @@ class JudgmentEnvelopeSerializer(serializers.Serializer):
     time_spent_ms = serializers.IntegerField(min_value=0, max_value=86_400_000, default=0)
 
 
+@extend_schema_view(
+    post=extend_schema(
+        operation_id="judgment_submit",
+        request=JudgmentEnvelopeSerializer,
+        responses={200: OBJECT, 201: OBJECT},
+    ),
+)
 class JudgmentSubmitApi(APIView):
     """Judge an assignment. Besides the envelope (assignment_id, client_id, time_spent_ms)
     the body carries the kind's own fields, e.g. for a comparison `choice` (left, right,
@@ -103,6 +124,18 @@ class SkipInputSerializer(serializers.Serializer):
     reason = serializers.CharField(max_length=services.MAX_SKIP_REASON)
 
 
+@extend_schema_view(
+    post=extend_schema(
+        operation_id="assignment_skip",
+        request=SkipInputSerializer,
+        responses={
+            200: inline_serializer(
+                "AssignmentSkipped",
+                {"assignment_id": serializers.IntegerField(), "status": serializers.CharField()},
+            )
+        },
+    ),
+)
 class AssignmentSkipApi(APIView):
     def post(self, request, slug, assignment_id):
         project = project_for(user=request.user, slug=slug, capability=LABEL)

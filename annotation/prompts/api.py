@@ -1,5 +1,11 @@
 """API of the prompt pool (DRF): thin callers of annotation/prompts/services.py."""
 
+from drf_spectacular.utils import (
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
+from rest_framework import serializers as drf_serializers
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -10,6 +16,27 @@ from annotation.prompts.forms import MAX_IMPORT_BYTES
 from config.errors import ServiceError
 
 
+@extend_schema_view(
+    post=extend_schema(
+        operation_id="prompts_import",
+        request={
+            "multipart/form-data": inline_serializer(
+                "PromptImportUpload", {"file": drf_serializers.FileField()}
+            )
+        },
+        responses={
+            201: inline_serializer(
+                "PromptImportResult",
+                {
+                    "import_id": drf_serializers.IntegerField(),
+                    "prompt_count": drf_serializers.IntegerField(),
+                    "new_count": drf_serializers.IntegerField(),
+                    "existing_count": drf_serializers.IntegerField(),
+                },
+            )
+        },
+    ),
+)
 class PromptImportApi(APIView):
     """POST a JSONL or CSV file (field ``file``): its new prompts are added, those already
     in the project are counted (``existing_count``) and not added again."""

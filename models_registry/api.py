@@ -3,12 +3,18 @@ retirement, which record a version's head-to-head against the incumbent, are
 annotation/leaderboard/api.py; a release is annotation/candidates/api.py."""
 
 from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation.projects.permissions import MANAGE, project_for
+from config.api_schema import OBJECT, OBJECT_LIST
 from models_registry import selectors, services
 from models_registry.endpoints import (
     serving_endpoint_clear,
@@ -57,6 +63,13 @@ def change_payload(change: StateChange) -> dict:
     }
 
 
+@extend_schema_view(
+    get=extend_schema(
+        operation_id="model_versions_list",
+        parameters=[OpenApiParameter("kind", str, enum=list(ModelVersion.Kind.values))],
+        responses={200: OBJECT_LIST},
+    ),
+)
 class ModelVersionListApi(APIView):
     def get(self, request):
         """Registered versions; ``?kind=policy`` or ``?kind=reward`` for one kind."""
@@ -69,6 +82,9 @@ class ModelVersionListApi(APIView):
 # --- registry ---------------------------------------------------------------------------
 
 
+@extend_schema_view(
+    get=extend_schema(operation_id="model_version_detail", responses={200: OBJECT}),
+)
 class ModelVersionDetailApi(APIView):
     def get(self, request, version_id):
         """One version, its children and its state history (promotions, retirements)."""
@@ -91,6 +107,13 @@ class ModelVersionImportInputSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=ModelVersion.Kind.choices, default="policy")
 
 
+@extend_schema_view(
+    post=extend_schema(
+        operation_id="model_version_import",
+        request=ModelVersionImportInputSerializer,
+        responses={201: OBJECT},
+    ),
+)
 class ModelVersionImportApi(APIView):
     def post(self, request, slug):
         """Import a model from a server folder, a .gguf file or a hub id (201)."""
@@ -113,6 +136,16 @@ class ServingEndpointInputSerializer(serializers.Serializer):
     )
 
 
+@extend_schema_view(
+    put=extend_schema(
+        operation_id="model_version_endpoint_set",
+        request=ServingEndpointInputSerializer,
+        responses={200: OBJECT},
+    ),
+    delete=extend_schema(
+        operation_id="model_version_endpoint_clear", request=None, responses={200: OBJECT}
+    ),
+)
 class ModelVersionEndpointApi(APIView):
     def put(self, request, slug, version_id):
         """Generate this version on an OpenAI-compatible server: ``{"url",

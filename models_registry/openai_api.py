@@ -32,6 +32,11 @@ import uuid
 
 from django.conf import settings
 from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework import exceptions, serializers
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
 from rest_framework.permissions import BasePermission
@@ -39,6 +44,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation.projects.permissions import projects_visible_to
+from config.api_schema import OBJECT
 from config.throttles import V1KeyThrottle, V1UserThrottle
 from models_registry import selectors, services
 from models_registry.endpoints import generator_for
@@ -477,6 +483,13 @@ def _generation_record(params: ml.GenerationParams, request, reply) -> dict:
     }
 
 
+@extend_schema_view(
+    post=extend_schema(
+        operation_id="openai_chat_completions",
+        request=ChatCompletionSerializer,
+        responses={(200, "application/json"): OBJECT, (200, "text/event-stream"): OpenApiTypes.STR},
+    ),
+)
 class ChatCompletionsApi(OpenAIApi):
     def post(self, request):
         deadline = _deadline()
@@ -738,17 +751,24 @@ def _delta(index: int, delta: dict) -> dict:
     return {"index": index, "delta": delta, "finish_reason": None, "logprobs": None}
 
 
+@extend_schema_view(
+    get=extend_schema(operation_id="openai_models_list", responses={200: OBJECT}),
+)
 class ModelListApi(OpenAIApi):
     def get(self, request):
         versions = selectors.servable_versions()
         return Response({"object": "list", "data": [model_payload(v) for v in versions]})
 
 
+@extend_schema_view(
+    get=extend_schema(operation_id="openai_model_detail", responses={200: OBJECT}),
+)
 class ModelDetailApi(OpenAIApi):
     def get(self, request, model):
         return Response(model_payload(_servable(model)))
 
 
+@extend_schema(exclude=True)
 class UnknownRouteApi(OpenAIApi):
     """Any other path under /v1/: OpenAI clients read errors as JSON, never an HTML page."""
 
@@ -775,6 +795,11 @@ class RewardInputSerializer(serializers.Serializer):
         return conversations
 
 
+@extend_schema_view(
+    post=extend_schema(
+        operation_id="openai_rewards", request=RewardInputSerializer, responses={200: OBJECT}
+    ),
+)
 class RewardsApi(OpenAIApi):
     def post(self, request):
         """Scores the last assistant reply of each conversation in ``input`` with a reward

@@ -3,16 +3,29 @@ which record its head-to-head against the incumbent (services.py). Thin callers 
 selectors.py and services.py; the rest of the version API is models_registry/api.py."""
 
 from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation.leaderboard import selectors, services
 from annotation.projects.permissions import MANAGE, VIEW_DATA, project_for
+from config.api_schema import OBJECT
 from models_registry import selectors as registry_selectors
 from models_registry.api import StateChangeInputSerializer, change_payload, version_payload
 from models_registry.models import ModelVersion
 
 
+@extend_schema_view(
+    get=extend_schema(
+        operation_id="leaderboard",
+        parameters=[OpenApiParameter("source", str, enum=["human", "ai"])],
+        responses={200: OBJECT},
+    ),
+)
 class ProjectLeaderboardApi(APIView):
     """GET: the project's leaderboard for one judge source (?source=human, the default, or
     ?source=ai): ratings with intervals and ranks, online Elo, win rates, Elo history."""
@@ -37,6 +50,13 @@ def _state_change(request, slug, version_id, service):
     return Response({**payload, "change": change_payload(change)})
 
 
+@extend_schema_view(
+    post=extend_schema(
+        operation_id="model_version_promote",
+        request=StateChangeInputSerializer,
+        responses={200: OBJECT},
+    ),
+)
 class ModelVersionPromoteApi(APIView):
     def post(self, request, slug, version_id):
         """Promote a policy to serving (the new incumbent), recording its head-to-head
@@ -44,6 +64,13 @@ class ModelVersionPromoteApi(APIView):
         return _state_change(request, slug, version_id, services.promote_with_evidence)
 
 
+@extend_schema_view(
+    post=extend_schema(
+        operation_id="model_version_retire",
+        request=StateChangeInputSerializer,
+        responses={200: OBJECT},
+    ),
+)
 class ModelVersionRetireApi(APIView):
     def post(self, request, slug, version_id):
         """Retire a version; the last serving policy is refused with 400."""

@@ -183,8 +183,7 @@ class SafeJSONParser(JSONParser):
             raise exceptions.ParseError(f"JSON parse error - {error}") from None
         if self.require_object and not isinstance(data, dict):
             raise exceptions.ParseError(
-                f"JSON parse error - the body must be a JSON object ({{...}}), "
-                f"not {_json_kind(data)}."
+                f"JSON parse error - the body is {_json_kind(data)}. Send a JSON object ({{...}})."
             )
         return data
 

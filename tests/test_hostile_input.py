@@ -213,7 +213,7 @@ def test_a_json_body_that_is_not_an_object_is_refused(admin, project, route, bod
     response = _post_json(admin, f"/api/projects/{project.slug}/{route}", json.dumps(body))
 
     assert response.status_code == 400
-    assert "the body must be a JSON object" in response.json()["detail"]
+    assert "Send a JSON object ({...})" in response.json()["detail"]
     assert counts() == before
 
 
@@ -283,7 +283,7 @@ def _openai_error(response) -> dict:
 @pytest.mark.parametrize(
     ("body", "says"),
     [
-        ([{"role": "user", "content": "hi"}], "the body must be a JSON object"),
+        ([{"role": "user", "content": "hi"}], "Send a JSON object ({...})"),
         ('{"model": "m", "messages": ' + "[" * DEEP + "]" * DEEP + "}", "nested too deeply"),
         ({"model": "m", "messages": [{"role": "user", "content": "\u0000"}]}, "NUL character"),
     ],

@@ -9,11 +9,13 @@ config/parsers.py (the API's JSON parser), config/middleware.py (path, query, fo
 size) and the prompt import's readers.
 """
 
+import io
 import json
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
+from rest_framework.exceptions import ParseError
 
 from annotation.labeling.services import assignment_next
 from annotation.models import (
@@ -25,6 +27,7 @@ from annotation.models import (
     Prompt,
     PromptImport,
 )
+from config.parsers import AnyJSONParser, BodyTooLarge, SafeJSONParser
 from tests.annotation.judges.factories import make_judge
 from tests.factories import make_task, make_version
 
@@ -388,3 +391,36 @@ def test_a_gold_answer_typed_as_json_is_checked(admin, project, answer, says):
     assert says in response.content.decode()
     task.refresh_from_db()
     assert task.gold_answer is None
+
+
+# --- the parser on its own: what it still lets through, and its own size limit ----------
+
+
+def test_the_parser_accepts_64_levels_and_astral_characters():
+    body = '{"a": ' + "[" * 63 + '"\\ud83d\\ude00 \u2028"' + "]" * 63 + "}"
+
+    data = SafeJSONParser().parse(io.BytesIO(body.encode()), "application/json", {})
+
+    inner = data["a"]
+    for _ in range(62):
+        inner = inner[0]
+    assert inner == ["\U0001f600 \u2028"]
+
+
+def test_the_parser_refuses_65_levels():
+    body = "[" * 65 + "]" * 65
+
+    with pytest.raises(ParseError, match="nested too deeply"):
+        AnyJSONParser().parse(io.BytesIO(body.encode()), None, {})
+
+
+def test_the_parser_holds_the_body_limit_itself(settings):
+    # A body without Content-Length never meets the middleware's check.
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
+    body = b'{"a": "' + b"x" * (1024 * 1024) + b'"}'
+
+    with pytest.raises(BodyTooLarge) as refused:
+        SafeJSONParser().parse(io.BytesIO(body), "application/json", {})
+
+    assert refused.value.status_code == 413
+    assert str(refused.value.detail) == "The request body is larger than 1 MB."

@@ -198,9 +198,12 @@ HEAD_TO_HEAD_SEED = 0
 HEAD_TO_HEAD_SOURCE = "human"
 
 
-def head_to_head_evidence(version: ModelVersion, incumbent: ModelVersion | None) -> dict:
-    """How often ``version`` beat ``incumbent`` in battles judged by people, over every
-    project, with a 95% interval: ``{"incumbent", "incumbent_name", "win_rate", "low",
+def head_to_head_evidence(
+    version: ModelVersion, incumbent: ModelVersion | None, *, workspace
+) -> dict:
+    """How often ``version`` beat ``incumbent`` in battles judged by people, over the
+    projects of ``workspace`` (another workspace's judgments are its own), with a 95%
+    interval: ``{"incumbent", "incumbent_name", "win_rate", "low",
     "high", "battles", "source"}``, rates None without battles; ``{}`` without an
     incumbent. JSON-ready: it is stored with a promotion as the evidence the admin saw.
 
@@ -225,7 +228,9 @@ def head_to_head_evidence(version: ModelVersion, incumbent: ModelVersion | None)
         response_a__model_version=incumbent, response_b__model_version=version
     )
     rows = list(
-        battle_judgments(projects=Project.objects.all(), source=HEAD_TO_HEAD_SOURCE)
+        battle_judgments(
+            projects=Project.objects.filter(workspace=workspace), source=HEAD_TO_HEAD_SOURCE
+        )
         .filter(pair)
         .values_list("response_a__model_version_id", "choice")
     )
@@ -256,4 +261,4 @@ def evidence_against_incumbent(version: ModelVersion, *, project: Project) -> di
     incumbent = registry_selectors.incumbent(project=project)
     if version.kind != ModelVersion.Kind.POLICY or incumbent is None or incumbent == version:
         return {}
-    return head_to_head_evidence(version, incumbent)
+    return head_to_head_evidence(version, incumbent, workspace=project.workspace)

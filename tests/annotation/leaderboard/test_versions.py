@@ -1,3 +1,4 @@
+
 """A model version against the incumbent: its head-to-head record from battles, shown on
 its page before a promotion and stored with the promotion or retirement (pages and API).
 The routes' permission table is tests/models_registry/test_registry_pages.py's, with the
@@ -11,6 +12,7 @@ from annotation.leaderboard import ratings_math
 from annotation.leaderboard.selectors import evidence_against_incumbent, head_to_head_evidence
 from annotation.leaderboard.services import promote_with_evidence, retire_with_evidence
 from annotation.models import Judgment, Response
+from annotation.projects.services import ensure_project
 from models_registry import selectors
 from models_registry.models import ModelVersion, StateChange
 from tests.factories import make_prompt, make_version
@@ -53,11 +55,14 @@ def pair(db):
 @pytest.fixture
 def known_battles(project, other_project, labeler, pair):
     """Candidate vs incumbent, counted: 6 wins, 2 losses, 2 draws (win rate 0.7 over 10),
-    from either side of the screen and in two projects; plus judgments that must not count."""
+    from either side of the screen and in two projects of the workspace; plus judgments
+    that must not count (among them one in another workspace's project)."""
     incumbent, candidate = pair
+    sibling = ensure_project(slug="sibling", name="Sibling", workspace=project.workspace)
     for _ in range(3):
         battle(project, labeler, candidate, incumbent, "a")
-    battle(other_project, labeler, candidate, incumbent, "a", kind="arena")
+    battle(sibling, labeler, candidate, incumbent, "a", kind="arena")
+    battle(other_project, labeler, candidate, incumbent, "b", kind="arena")
     battle(project, labeler, incumbent, candidate, "b")
     battle(project, labeler, incumbent, candidate, "b", kind="arena")
     battle(project, labeler, candidate, incumbent, "b")
@@ -96,19 +101,29 @@ def _expected_interval() -> tuple[int, int]:
 # --- selectors and services -------------------------------------------------------------
 
 
-def test_the_head_to_head_counts_only_current_human_battles_between_the_two(known_battles):
+def test_the_head_to_head_counts_only_current_human_battles_between_the_two(project, known_battles):
     incumbent, candidate = known_battles
     low, high = _expected_interval()
 
-    evidence = head_to_head_evidence(candidate, incumbent)
+    evidence = head_to_head_evidence(candidate, incumbent, workspace=project.workspace)
 
     assert evidence["battles"] == 10
     assert evidence["win_rate"] == 0.7
     assert (round(evidence["low"] * 100), round(evidence["high"] * 100)) == (low, high)
     assert 0.40 < evidence["low"] < 0.5 < 0.85 < evidence["high"] < 0.95
     assert (evidence["incumbent"], evidence["incumbent_name"]) == (incumbent.pk, "incumbent")
-    reverse = head_to_head_evidence(incumbent, candidate)
+    reverse = head_to_head_evidence(incumbent, candidate, workspace=project.workspace)
     assert (reverse["win_rate"], reverse["battles"]) == (0.3, 10)
+
+
+def test_the_head_to_head_of_another_workspace_counts_only_its_own_battles(
+    project, other_project, known_battles
+):
+    incumbent, candidate = known_battles
+
+    elsewhere = head_to_head_evidence(candidate, incumbent, workspace=other_project.workspace)
+
+    assert (elsewhere["win_rate"], elsewhere["battles"]) == (0.0, 1)
 
 
 def test_only_a_policy_other_than_the_incumbent_has_a_record_against_it(project, known_battles):
@@ -116,7 +131,7 @@ def test_only_a_policy_other_than_the_incumbent_has_a_record_against_it(project,
     reward = make_version("rm", kind="reward", state=ModelVersion.State.CANDIDATE)
 
     assert evidence_against_incumbent(candidate, project=project) == head_to_head_evidence(
-        candidate, incumbent
+        candidate, incumbent, workspace=project.workspace
     )
     assert evidence_against_incumbent(candidate, project=project)["battles"] == 10
     assert evidence_against_incumbent(incumbent, project=project) == {}

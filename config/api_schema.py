@@ -83,6 +83,26 @@ class BearerKeyScheme(OpenApiAuthenticationExtension):
         return build_bearer_security_scheme_object(header_name="Authorization", token_prefix=prefix)
 
 
+# drf-spectacular leaves out a list serializer's allow_empty=False; /v1 refuses empty
+# messages and inputs (400), so the schema says minItems 1 for them.
+NON_EMPTY_LISTS = {
+    "ChatCompletionRequest": [("messages",)],
+    "RewardInputRequest": [("input",), ("input", "items")],
+}
+
+
+def mark_non_empty_lists(result, generator, request, public):
+    schemas = result.get("components", {}).get("schemas", {})
+    for component, paths in NON_EMPTY_LISTS.items():
+        for path in paths:
+            node = schemas.get(component, {}).get("properties", {}).get(path[0])
+            for step in path[1:]:
+                node = (node or {}).get(step)
+            if node is not None and node.get("type") == "array":
+                node["minItems"] = 1
+    return result
+
+
 def add_error_responses(result, generator, request, public):
     """Document the error answers of every operation, in /api's or /v1's shape."""
     schemas = result.setdefault("components", {}).setdefault("schemas", {})

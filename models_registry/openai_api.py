@@ -35,6 +35,7 @@ from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     extend_schema,
+    extend_schema_field,
     extend_schema_view,
 )
 from rest_framework import exceptions, serializers
@@ -195,9 +196,28 @@ class OpenAIApi(APIView):
 # --- input ----------------------------------------------------------------------------
 
 
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string", "maxLength": MAX_MESSAGE_CHARS},
+            {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"type": {"enum": ["text"]}, "text": {"type": "string"}},
+                    "required": ["type"],
+                },
+            },
+        ]
+    }
+)
+class MessageContentField(serializers.JSONField):
+    """A message's content: a string, or OpenAI's list of text parts (the schema says so)."""
+
+
 class MessageSerializer(serializers.Serializer):
     role = serializers.ChoiceField(choices=["system", "user", "assistant"])
-    content = serializers.JSONField()
+    content = MessageContentField()
 
     def validate_content(self, content):
         """A string, or OpenAI's list of text parts (joined)."""
@@ -212,6 +232,15 @@ class MessageSerializer(serializers.Serializer):
         return content
 
 
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string", "minLength": 1},
+            {"type": "array", "items": {"type": "string", "minLength": 1}, "maxItems": 4},
+        ],
+        "nullable": True,
+    }
+)
 class StopField(serializers.JSONField):
     def to_internal_value(self, data):
         stops = [data] if isinstance(data, str) else data

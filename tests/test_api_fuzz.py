@@ -25,6 +25,8 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.errors import Unsatisfiable
+from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -52,6 +54,9 @@ from tests.factories import (
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(900)]
 
 EXAMPLES = 15
+OK = Counter(range(200, 300))
+# Then requests that break the schema (wrong types, missing fields, bad ids): 4xx, never 5xx.
+NEGATIVE_EXAMPLES = 6
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -119,6 +124,12 @@ def _headers(key: str, path: str) -> dict:
     return {"Authorization": f"{scheme} {key}"}
 
 
+def _can_be_wrong(operation) -> bool:
+    """Whether the operation has a parameter or body a request could get wrong."""
+    raw = operation.definition.raw
+    return bool(raw.get("parameters") or raw.get("requestBody") or "{" in operation.path)
+
+
 def _with_real_ids(case, ids: dict):
     """The world's ids in the path, and in the body's fields that name an object."""
     for name in case.path_parameters or {}:
@@ -156,6 +167,7 @@ def test_every_operation_against_the_schema(world, tmp_path):
     counts = Counter()
     statuses = Counter()
     per_operation = defaultdict(Counter)
+    first_refusal: dict[str, str] = {}
     failures: list[str] = []
     seen_failures: set[tuple] = set()
     started = time.monotonic()
@@ -166,20 +178,19 @@ def test_every_operation_against_the_schema(world, tmp_path):
             seen_failures.add(key)
             failures.append(f"[{kind}] {label} as {who} -> {status}: {detail[:1500]}")
 
-    def fuzz_operation(operation):
-        counts["operations"] += 1
+    def fuzz_operation(operation, mode: GenerationMode, examples: int):
         label = operation.label
         operation_id = operation.definition.raw.get("operationId", label)
 
         @settings(
-            max_examples=EXAMPLES,
+            max_examples=examples,
             deadline=None,
             derandomize=True,
             database=None,
             suppress_health_check=list(HealthCheck),
         )
         # Three examples in four use the world's ids, so the fuzz gets past the 404s.
-        @given(case=operation.as_strategy(), draw=st.integers(0, 3))
+        @given(case=operation.as_strategy(generation_mode=mode), draw=st.integers(0, 3))
         def fuzz(case, draw):
             if draw:
                 _with_real_ids(case, world["ids"])
@@ -195,6 +206,8 @@ def test_every_operation_against_the_schema(world, tmp_path):
                 status = response.status_code
                 statuses[status] += 1
                 per_operation[f"{label} as {who}"][status] += 1
+                if status >= 400:
+                    first_refusal.setdefault(f"{label} as {who}", response.text[:160])
                 if status >= 500:
                     counts["server_errors"] += 1
                 if who == "outsider" and 200 <= status < 300 and operation_id not in OUTSIDER_MAY:
@@ -214,7 +227,13 @@ def test_every_operation_against_the_schema(world, tmp_path):
     operations = [result.ok() for result in schema.get_all_operations()]
     operations.sort(key=lambda op: (not op.path.startswith("/v1/"), op.path.endswith("/retire/")))
     for operation in operations:
-        fuzz_operation(operation)
+        counts["operations"] += 1
+        fuzz_operation(operation, GenerationMode.POSITIVE, EXAMPLES)
+        if _can_be_wrong(operation):
+            try:
+                fuzz_operation(operation, GenerationMode.NEGATIVE, NEGATIVE_EXAMPLES)
+            except Unsatisfiable:  # every value fits the schema (a free string in the path)
+                counts["no_negative"] += 1
 
     seconds = time.monotonic() - started
     summary = (
@@ -222,11 +241,14 @@ def test_every_operation_against_the_schema(world, tmp_path):
         f"server_errors={counts['server_errors']} check_failures={counts['check_failures']} "
         f"outsider_2xx={counts['outsider_2xx']} "
         f"by_status={json.dumps(dict(sorted(statuses.items())))} "
-        f"examples_per_operation={EXAMPLES} seconds={seconds:.0f}"
+        f"examples_per_operation={EXAMPLES}+{NEGATIVE_EXAMPLES}_negative seconds={seconds:.0f}"
     )
     print("\n" + summary)
     report = tmp_path / "schemathesis-summary.txt"
-    answers = [f"  {name}: {dict(sorted(c.items()))}" for name, c in sorted(per_operation.items())]
+    answers = [
+        f"  {name}: {dict(sorted(c.items()))} first refusal: {first_refusal.get(name, '-')}"
+        for name, c in sorted(per_operation.items())
+    ]
     text = "\n".join([summary, *failures, "answers:", *answers]) + "\n"
     report.write_text(text)
     if os.environ.get("API_FUZZ_REPORT"):  # a copy that outlives pytest's tmp folders
@@ -235,3 +257,7 @@ def test_every_operation_against_the_schema(world, tmp_path):
     for line in failures:
         print(line)
     assert failures == [], f"{len(failures)} distinct failures; see {report}"
+    # A fuzz that reaches no view (keys refused, ids wrong) would pass on 4xx alone.
+    for who, least in (("admin", 15), ("labeler", 8)):
+        reached = [n for n, c in per_operation.items() if n.endswith(f" as {who}") and c & OK]
+        assert len(reached) >= least, f"{who} got a 2xx on only {len(reached)} operations"

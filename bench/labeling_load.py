@@ -120,10 +120,10 @@ def seed(*, tasks: int, labelers: int) -> dict:
     django.setup()
     from django.contrib.auth import get_user_model
     from django.db import connection, transaction
-    from rest_framework.authtoken.models import Token
 
     from annotation.models import Project, Prompt, Response, Role, Task, TaskKind, TaskResponse
     from annotation.projects.services import ensure_membership, ensure_project
+    from models_registry.services import api_key_create
 
     with transaction.atomic():
         project = ensure_project(slug=PROJECT_SLUG, name="Bench", overlap_target=OVERLAP)
@@ -159,7 +159,9 @@ def seed(*, tasks: int, labelers: int) -> dict:
             # No password: the simulated labelers use API tokens only.
             user = get_user_model().objects.create_user(username=f"bench-labeler-{number:02d}")
             ensure_membership(project=project, user=user, role=Role.LABELER)
-            tokens.append(Token.objects.create(user=user).key)
+            tokens.append(
+                api_key_create(user=user, workspace=project.workspace, name="bench")[1]
+            )
     # Fresh planner statistics, as autovacuum would gather soon after a real import; with
     # none the planner sorts every open task for each assignment instead of using the index.
     with connection.cursor() as cursor:

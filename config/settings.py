@@ -19,7 +19,6 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "axes",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -133,10 +132,12 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 50 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 50 * 1024 * 1024
 
 REST_FRAMEWORK = {
-    # Token first: DRF answers a request without credentials with the first class's
-    # challenge, so clients get 401 + WWW-Authenticate (session-only would give 403).
+    # API keys first: DRF answers a request without credentials with the first class's
+    # challenge, so clients get 401 + WWW-Authenticate (session-only would give 403). Keys
+    # are stored hashed, named, scoped to a workspace and revocable
+    # (models_registry/authentication.py); `Token <key>` and `Bearer <key>` both work.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "models_registry.authentication.ApiKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -260,9 +261,9 @@ CHAT_STALE_AFTER_SECONDS = env.CHAT_STALE_AFTER_SECONDS
 AI_JUDGE_TIMEOUT_S = env.AI_JUDGE_TIMEOUT_S
 AI_JUDGE_MAX_RETRIES = env.AI_JUDGE_MAX_RETRIES
 AI_JUDGE_BACKOFF_S = env.AI_JUDGE_BACKOFF_S
-# The web server's worker timeout and threads, and the /v1 limits (config/env.py says
 OUTBOUND_ALLOW_PRIVATE = env.OUTBOUND_ALLOW_PRIVATE
 MODEL_IMPORT_ROOT = env.MODEL_IMPORT_ROOT
+# The web server's worker timeout and threads, and the /v1 limits (config/env.py says
 # what each bounds; config/checks.py checks they fit together).
 WEB_TIMEOUT = env.WEB_TIMEOUT
 WEB_THREADS = env.WEB_THREADS

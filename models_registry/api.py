@@ -2,6 +2,7 @@
 retirement, which record a version's head-to-head against the incumbent, are
 annotation/leaderboard/api.py; a release is annotation/candidates/api.py."""
 
+from django.conf import settings
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -117,10 +118,14 @@ class ModelVersionImportInputSerializer(serializers.Serializer):
 class ModelVersionImportApi(APIView):
     def post(self, request, slug):
         """Import a model from a server folder, a .gguf file or a hub id (201)."""
-        project_for(user=request.user, slug=slug, capability=MANAGE)
+        project = project_for(user=request.user, slug=slug, capability=MANAGE)
         data = ModelVersionImportInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        version = services.model_version_import(**data.validated_data)
+        version = services.model_version_import(
+            **data.validated_data,
+            workspace=project.workspace,
+            import_root=settings.MODEL_IMPORT_ROOT,
+        )
         return Response(version_payload(version), status=201)
 
 

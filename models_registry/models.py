@@ -168,3 +168,37 @@ class StateChange(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+
+
+class ApiKey(models.Model):
+    """A key for the API and ``/v1``, named by its user and scoped to one workspace the user
+    works in: ``/v1`` answers it with that workspace's models only. Only the SHA-256 of the
+    secret is stored (``key_hash``), plus its first characters (``prefix``) so the user can
+    tell keys apart; the secret is shown once, when made. A plain fast hash is enough here:
+    the secret is 32 random bytes (256 bits), so there is nothing to guess word by word,
+    and a lookup by hash must be cheap on every request. A revoked key stays listed."""
+
+    PREFIX_CHARS = 8
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys"
+    )
+    workspace = models.ForeignKey(
+        "annotation.Workspace", on_delete=models.CASCADE, related_name="api_keys"
+    )
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=PREFIX_CHARS)
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None

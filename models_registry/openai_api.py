@@ -39,7 +39,7 @@ from drf_spectacular.utils import (
     extend_schema_view,
 )
 from rest_framework import exceptions, serializers
-from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -48,12 +48,13 @@ from annotation.projects.permissions import projects_visible_to
 from config.api_schema import OBJECT
 from config.throttles import V1KeyThrottle, V1UserThrottle
 from models_registry import selectors, services
+from models_registry.authentication import BearerApiKeyAuthentication
 from models_registry.endpoints import generator_for
 from models_registry.engine import ml
 from models_registry.engine.admission import AdmissionGate, GateFull, GateTimeout
 from models_registry.engine.backends import GenerationBackendError
 from models_registry.engine.serving import GenerationCancelled, ServedModel, default_service
-from models_registry.models import ModelVersion
+from models_registry.models import ApiKey, ModelVersion
 
 MAX_TOKENS_LIMIT = 1024
 DEFAULT_MAX_TOKENS = 256
@@ -70,10 +71,9 @@ CHARS_PER_TOKEN = 6
 RETRY_AFTER_SECONDS = 5
 
 
-class BearerTokenAuthentication(TokenAuthentication):
-    """DRF's token authentication with OpenAI's ``Authorization: Bearer <key>`` header."""
-
-    keyword = "Bearer"
+class BearerTokenAuthentication(BearerApiKeyAuthentication):
+    """A hashed, workspace-scoped API key (``models_registry/authentication.py``) sent as
+    OpenAI's ``Authorization: Bearer <key>`` (``Token <key>`` works too)."""
 
 
 class ModelNotFound(exceptions.NotFound):
@@ -309,15 +309,23 @@ class ChatCompletionSerializer(serializers.Serializer):
         )
 
 
-def _servable(name: str) -> ModelVersion:
-    version = selectors.version_by_reference(name, among=selectors.servable_versions())
+def _servable_rows(request):
+    """What this request may use: an API key's workspace's models, or (a browser session)
+    those of any of the user's workspaces; never one retired there."""
+    key = request.auth if isinstance(request.auth, ApiKey) else None
+    return selectors.servable_versions_for_request(user=request.user, api_key=key)
+
+
+def _servable(name: str, request) -> ModelVersion:
+    among = _servable_rows(request)
+    version = selectors.version_by_reference(name, among=among)
     if version is None:
         raise ModelNotFound(f"The model '{name}' does not exist or is retired.")
     return version
 
 
-def _policy(name: str) -> ModelVersion:
-    version = _servable(name)
+def _policy(name: str, request) -> ModelVersion:
+    version = _servable(name, request)
     if version.kind != ModelVersion.Kind.POLICY:
         raise exceptions.ValidationError(
             {"model": f"'{name}' is a reward model: score replies with POST /v1/rewards."}
@@ -526,7 +534,7 @@ class ChatCompletionsApi(OpenAIApi):
             data=request.data, context={"default_seed": secrets.randbelow(2**31)}
         )
         data.is_valid(raise_exception=True)
-        version = _policy(data.validated_data["model"])
+        version = _policy(data.validated_data["model"], request)
         messages = [dict(m) for m in data.validated_data["messages"]]
         _check_prompt_chars(messages, param="messages")
         n = data.validated_data["n"]
@@ -785,7 +793,7 @@ def _delta(index: int, delta: dict) -> dict:
 )
 class ModelListApi(OpenAIApi):
     def get(self, request):
-        versions = selectors.servable_versions()
+        versions = _servable_rows(request)
         return Response({"object": "list", "data": [model_payload(v) for v in versions]})
 
 
@@ -794,7 +802,7 @@ class ModelListApi(OpenAIApi):
 )
 class ModelDetailApi(OpenAIApi):
     def get(self, request, model):
-        return Response(model_payload(_servable(model)))
+        return Response(model_payload(_servable(model, request)))
 
 
 @extend_schema(exclude=True)
@@ -838,7 +846,7 @@ class RewardsApi(OpenAIApi):
         data = RewardInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         name = data.validated_data["model"]
-        version = _servable(name)
+        version = _servable(name, request)
         if version.kind != ModelVersion.Kind.REWARD:
             raise exceptions.ValidationError(
                 {"model": f"'{name}' is a policy, not a reward model."}

@@ -1,9 +1,10 @@
+import hashlib
 from pathlib import Path
 
 from django.db.models import F, Prefetch
 from django.shortcuts import get_object_or_404
 
-from models_registry.models import ModelVersion, StateChange
+from models_registry.models import ApiKey, ModelVersion, StateChange
 
 
 def policy_versions():
@@ -45,11 +46,38 @@ def version_by_reference(reference: str, *, among=None) -> ModelVersion | None:
     return rows.filter(model_id=reference).first() or rows.filter(name=reference).first()
 
 
-def api_key_of(*, user):
-    """The user's API key row (its creation date is shown, never the key again), or None."""
-    from rest_framework.authtoken.models import Token
+def api_key_hash(secret: str) -> str:
+    """What is stored of an API key: its SHA-256, hex (see ``ApiKey``)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
 
-    return Token.objects.filter(user=user).first()
+
+def api_key_by_secret(secret: str) -> ApiKey | None:
+    """The key row whose secret this is (revoked ones too: the caller says why it fails)."""
+    return (
+        ApiKey.objects.select_related("user", "workspace")
+        .filter(key_hash=api_key_hash(secret))
+        .first()
+    )
+
+
+def api_keys_of(*, user):
+    """The user's API keys, newest first, revoked ones included (never a secret: none is
+    stored)."""
+    return ApiKey.objects.filter(user=user).select_related("workspace")
+
+
+def servable_versions_for_request(*, user, api_key: ApiKey | None = None, kind=None):
+    """What ``/v1`` answers: with an API key, the versions the key's workspace may see that
+    are not retired in a project of that workspace the user is in; without one (a browser
+    session), those any of the user's workspaces may see, not retired in one of the user's
+    projects."""
+    from annotation.projects.permissions import workspaces_of
+
+    if api_key is not None:
+        rows = servable_versions_for_user(user=user, kind=kind, workspace=api_key.workspace)
+        return visible_to(api_key.workspace, rows)
+    rows = servable_versions_for_user(user=user, kind=kind)
+    return visible_to_any(list(workspaces_of(user)), rows)
 
 
 # --- registry: incumbent, version page, lineage ----------------------------------------

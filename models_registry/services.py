@@ -4,6 +4,7 @@ versions, reward scoring and API keys. Generating candidates is annotation/candi
 import functools
 import json
 import logging
+import secrets
 import shutil
 import threading
 from importlib import metadata
@@ -14,10 +15,10 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from config.errors import ServiceError
+from config.errors import NotFound, ServiceError
 from models_registry import selectors
 from models_registry.engine import hub, ml
-from models_registry.models import ModelVersion, StateChange
+from models_registry.models import ApiKey, ModelVersion, StateChange
 
 logger = logging.getLogger(__name__)
 
@@ -168,13 +169,42 @@ def reward_scores(version: ModelVersion, *, conversations, replies) -> list[floa
 # --- API keys -------------------------------------------------------------------------
 
 
-def api_key_rotate(*, user):
-    """A new API key for ``user``; the old one stops working at once."""
-    from rest_framework.authtoken.models import Token
+API_KEY_NAME_MAX = ApiKey._meta.get_field("name").max_length
 
-    with transaction.atomic():
-        Token.objects.filter(user=user).delete()
-        return Token.objects.create(user=user)
+
+def api_key_create(*, user, workspace, name) -> tuple[ApiKey, str]:
+    """A new named API key of ``user``, scoped to ``workspace`` (one the user works in):
+    ``(row, secret)``. The secret (32 random bytes, URL-safe) is returned only here; the
+    row keeps its SHA-256 and first characters. Bad input: ServiceError, nothing stored."""
+    from annotation.projects.permissions import is_workspace_member
+
+    name = name.strip() if isinstance(name, str) else ""
+    if not name or len(name) > API_KEY_NAME_MAX:
+        raise ServiceError(f"Give the key a name of at most {API_KEY_NAME_MAX} characters.")
+    if workspace is None or not is_workspace_member(user=user, workspace=workspace):
+        raise ServiceError("Choose a workspace you work in: a key is scoped to one.")
+    secret = secrets.token_urlsafe(32)
+    row = ApiKey.objects.create(
+        user=user,
+        workspace=workspace,
+        name=name,
+        prefix=secret[: ApiKey.PREFIX_CHARS],
+        key_hash=selectors.api_key_hash(secret),
+    )
+    return row, secret
+
+
+def api_key_revoke(*, user, key_id) -> ApiKey:
+    """Revoke one of ``user``'s keys: it stops working at once and stays listed. Safe to
+    repeat. Another user's key, or no such key: NotFound."""
+    try:
+        key = ApiKey.objects.get(pk=int(key_id), user=user)
+    except (TypeError, ValueError, ApiKey.DoesNotExist):
+        raise NotFound("No such API key.") from None
+    if key.revoked_at is None:
+        ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+        key.refresh_from_db(fields=["revoked_at"])
+    return key
 
 
 # --- registry: promotion, retirement, import -------------------------------------------
@@ -327,9 +357,12 @@ def _read_json_object(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _import_paths_from_folder(folder: Path, kind: str) -> tuple[str, str]:
+def _import_paths_from_folder(
+    folder: Path, kind: str, *, root: Path | None = None
+) -> tuple[str, str]:
     """``(base_path, adapter_path)`` for a local model folder, verified: full weights, or
-    a LoRA adapter on a base model that is itself a local folder."""
+    a LoRA adapter on a base model that is itself a local folder (under ``root``, if
+    given)."""
     from models_registry.engine.reward import NORMALIZATION_FILE
 
     try:
@@ -348,6 +381,17 @@ def _import_paths_from_folder(folder: Path, kind: str) -> tuple[str, str]:
     if not adapter_config.is_file():
         return str(folder), ""
     base = _read_json_object(adapter_config).get("base_model_name_or_path") or ""
+    if base and root is not None:
+        if not isinstance(base, str) or not Path(base).is_absolute():
+            base = ""  # a hub id or a relative path: not a local folder we may read
+        else:
+            try:
+                base = str(_within_root(Path(base), root))
+            except ServiceError:
+                raise ServiceError(
+                    f"{folder} holds a LoRA adapter whose base model is not under the import "
+                    f"root {root}: import the base model's full weights instead."
+                ) from None
     if not base or not Path(base).is_dir():
         raise ServiceError(
             f"{folder} holds a LoRA adapter whose base model ({base or 'not named'}) is not a "
@@ -369,14 +413,63 @@ def _import_target(name: str) -> Path:
     return target
 
 
+def _import_root_refusal(root: Path) -> ServiceError:
+    # One message whether the path exists or not: it must not tell what is on the server.
+    return ServiceError(
+        f"Import from a folder or .gguf file under the import root {root} (a relative path "
+        "is read from there), or give a Hugging Face hub id."
+    )
+
+
+def _within_root(path: Path, root: Path) -> Path:
+    """``path`` with ``~``, ``..`` and symlinks resolved, when that lies under ``root``;
+    else the refusal (the same for a path that exists and one that does not)."""
+    try:
+        path = path.expanduser()
+        resolved = (path if path.is_absolute() else root / path).resolve()
+        resolved.exists()  # a name too long for the file system raises here, not later
+    except (RuntimeError, ValueError, OSError):  # ~unknown-user, a NUL, a name too long
+        raise _import_root_refusal(root) from None
+    if not resolved.is_relative_to(root):
+        raise _import_root_refusal(root)
+    return resolved
+
+
+def _source_path(source: str, import_root: Path | None) -> Path | None:
+    """The server path ``source`` names, or None for a hub id. Without ``import_root`` (the
+    operator's command) any path; with it, only a path under it, resolved."""
+    if import_root is None:
+        path = Path(source).expanduser()
+        if path.exists() or source.startswith(("/", ".", "~")) or path.suffix.lower() == ".gguf":
+            return path
+        return None
+    root = Path(import_root).resolve()
+    if source.startswith(("/", ".", "~")) or not hub.looks_like_hub_id(source):
+        return _within_root(Path(source), root)
+    try:  # "org/name": a folder under the root if there is one, else a hub id
+        candidate = _within_root(Path(source), root)
+    except ServiceError:
+        return None
+    return candidate if candidate.exists() else None
+
+
 def model_version_import(
-    *, name: str, source: str, kind: str = ModelVersion.Kind.POLICY
+    *,
+    name: str,
+    source: str,
+    kind: str = ModelVersion.Kind.POLICY,
+    workspace=None,
+    import_root: Path | None = None,
 ) -> ModelVersion:
     """Register a model from outside: a local folder (used in place, verified), a .gguf
     file (converted once to safetensors under MODELS_DIR/<name>), or a Hugging Face hub id
     (downloaded to MODELS_DIR/<name> where the network allows). It registers as a
-    candidate of method "base" with ``imported_from`` = source. Bad input raises
-    ServiceError and leaves neither a row nor a model folder behind."""
+    candidate of method "base" with ``imported_from`` = source, owned by ``workspace``
+    (None: the operator's, visible to all). With ``import_root`` (the page and the API:
+    ``MODEL_IMPORT_ROOT``) a server path must lie under it once ``..`` and symlinks are
+    resolved, and so must a LoRA adapter's base; the refusal is the same whether the path
+    exists or not. Bad input raises ServiceError and leaves neither a row nor a model
+    folder behind."""
     name, source = (name or "").strip(), (source or "").strip()
     if not name:
         raise ServiceError("Give the model a name.")
@@ -389,11 +482,25 @@ def model_version_import(
     if ModelVersion.objects.filter(name=name).exists():
         raise ServiceError(f"A model version named {name!r} already exists.")
 
-    path = Path(source).expanduser()
+    path = _source_path(source, import_root)
+    root = Path(import_root).resolve() if import_root is not None else None
     written: Path | None = None
-    if path.is_dir():
+    if path is None:
+        if not hub.looks_like_hub_id(source):
+            raise ServiceError(
+                f"{source!r} is not a folder or .gguf file on the server, nor a hub id."
+            )
+        if kind != ModelVersion.Kind.POLICY:
+            raise ServiceError("A hub model imports as a policy; reward models come as folders.")
+        target = _import_target(name)
+        try:
+            hub.download_policy(source, target)
+        except (hub.HubError, ml.ArtifactError) as error:
+            raise ServiceError(str(error)) from None
+        written, base_path, adapter_path = target, str(target), ""
+    elif path.is_dir():
         # Absolute: a relative path would be read as relative to DATA_DIR once stored.
-        base_path, adapter_path = _import_paths_from_folder(path.resolve(), kind)
+        base_path, adapter_path = _import_paths_from_folder(path.resolve(), kind, root=root)
     elif path.is_file() and path.suffix.lower() == ".gguf":
         if kind != ModelVersion.Kind.POLICY:
             raise ServiceError("A GGUF file imports as a policy; reward models come as folders.")
@@ -407,19 +514,8 @@ def model_version_import(
         written, base_path, adapter_path = target, str(target), ""
     elif path.exists():
         raise ServiceError(f"{source} is neither a model folder nor a .gguf file.")
-    elif source.startswith(("/", ".", "~")) or path.suffix.lower() == ".gguf":
-        raise ServiceError(f"{source} does not exist on the server.")
-    elif hub.looks_like_hub_id(source):
-        if kind != ModelVersion.Kind.POLICY:
-            raise ServiceError("A hub model imports as a policy; reward models come as folders.")
-        target = _import_target(name)
-        try:
-            hub.download_policy(source, target)
-        except (hub.HubError, ml.ArtifactError) as error:
-            raise ServiceError(str(error)) from None
-        written, base_path, adapter_path = target, str(target), ""
     else:
-        raise ServiceError(f"{source!r} is not a folder or .gguf file on the server, nor a hub id.")
+        raise ServiceError(f"{source} does not exist on the server.")
     try:
         with transaction.atomic():
             return model_version_register(
@@ -431,6 +527,7 @@ def model_version_import(
                 library_versions=library_versions(),
                 state=ModelVersion.State.CANDIDATE,
                 imported_from=source,
+                workspace=workspace,
             )
     except (ServiceError, IntegrityError) as error:
         if written is not None:

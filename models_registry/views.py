@@ -7,12 +7,14 @@ annotation/leaderboard/versions.py: the page shows the version's record against 
 incumbent in battles, which annotation counts. A version's release, which generates its
 candidates, is annotation/candidates/views.py; the project's Models page too."""
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 
-from annotation.projects.permissions import MANAGE, VIEW_DATA, can, project_for
+from annotation.projects.permissions import MANAGE, VIEW_DATA, can, project_for, workspaces_of
 from config.errors import ServiceError
 from config.paths import is_under_data_dir
 from models_registry import selectors, services
@@ -117,7 +119,11 @@ def import_page(request, slug):
         status = 400
         if form.is_valid():
             try:
-                version = services.model_version_import(**form.cleaned_data)
+                version = services.model_version_import(
+                    **form.cleaned_data,
+                    workspace=project.workspace,
+                    import_root=settings.MODEL_IMPORT_ROOT,
+                )
             except ServiceError as refusal:
                 form.add_error(None, refusal.message)
             else:
@@ -127,17 +133,39 @@ def import_page(request, slug):
     return render(request, "models_registry/import.html", context, status=status)
 
 
+@never_cache  # the page may hold a new key's secret: no cache keeps a copy
 @login_required
 @require_http_methods(["GET", "POST"])
 def api_key_page(request):
-    """Shows whether the user has an API key; a POST makes a new one and shows it once."""
-    key = None
+    """The user's API keys (name, prefix, workspace, dates; never a secret). A POST makes a
+    named key for one of the user's workspaces and shows its secret once
+    (``action=create``), or revokes one of the user's keys (``action=revoke``)."""
+    secret, created, error, status = None, None, "", 200
+    workspaces = list(workspaces_of(request.user))
     if request.method == "POST":
-        key = services.api_key_rotate(user=request.user).key
+        action = request.POST.get("action", "create")
+        try:
+            if action == "revoke":
+                revoked = services.api_key_revoke(
+                    user=request.user, key_id=request.POST.get("key_id")
+                )
+                messages.success(request, f"Revoked the key {revoked.name}.")
+                return redirect("api_key")
+            workspace = next(
+                (w for w in workspaces if str(w.pk) == request.POST.get("workspace", "")), None
+            )
+            created, secret = services.api_key_create(
+                user=request.user, workspace=workspace, name=request.POST.get("name", "")
+            )
+        except ServiceError as refusal:
+            error, status = refusal.message, refusal.status_code
     context = {
-        "key": key,
-        "existing": selectors.api_key_of(user=request.user),
+        "secret": secret,
+        "created": created,
+        "error": error,
+        "keys": selectors.api_keys_of(user=request.user),
+        "workspaces": workspaces,
         "base_url": request.build_absolute_uri("/v1"),
-        "models": selectors.servable_versions(),
+        "models": selectors.servable_versions_for_request(user=request.user),
     }
-    return render(request, "models_registry/api_key.html", context)
+    return render(request, "models_registry/api_key.html", context, status=status)

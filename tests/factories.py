@@ -179,3 +179,21 @@ def endpoint_fields(version) -> tuple[str, str, str]:
 
     stored = ModelVersion.objects.get(pk=version.pk)
     return (stored.serving_url, stored.served_model_name, stored.serving_api_key)
+
+
+def make_api_key(user, workspace=None, name: str = "test key") -> str:
+    """A new API key of ``user`` (the secret), scoped to ``workspace``, by default the
+    workspace of the user's first project."""
+    from models_registry.services import api_key_create
+
+    if workspace is None:
+        workspace = Project.objects.filter(memberships__user=user).order_by("pk").first().workspace
+    return api_key_create(user=user, workspace=workspace, name=name)[1]
+
+
+def make_outsider_key(project: Project, username: str = "outsider") -> str:
+    """A key whose user has since left every project (a user in none cannot make one)."""
+    user = make_member(project, Role.LABELER, username)
+    key = make_api_key(user, project.workspace)
+    user.memberships.all().delete()
+    return key

@@ -20,8 +20,8 @@ from models_registry.endpoints import generator_for, serving_endpoint_set
 from models_registry.engine import ml
 from models_registry.engine.backends import InProcessGenerator, OpenAIServerGenerator
 from models_registry.models import ModelVersion
-from models_registry.services import api_key_rotate, ensure_base_model_from_folder
-from tests.factories import endpoint_fields, make_member, make_user, make_version
+from models_registry.services import ensure_base_model_from_folder
+from tests.factories import endpoint_fields, make_api_key, make_member, make_user, make_version
 from tests.models_registry.engine.fake_model_server import FakeServer, answering, silent_server
 
 PROMPTS = ["Say hello.", "What is two plus two?", "Name a colour.", "Write a haiku about rain."]
@@ -85,7 +85,7 @@ def test_the_server_backend_on_the_live_v1_gives_the_in_process_greedy_replies(
 ):
     local = ensure_base_model_from_folder(name="tiny-greedy", path=greedy_model_dir)
     served = ensure_base_model_from_folder(name="tiny-served", path=greedy_model_dir)
-    key = api_key_rotate(user=make_member(project, Role.LABELER, "api-user")).key
+    key = make_api_key(make_member(project, Role.LABELER, "api-user"))
     serving_endpoint_set(
         version=served, url=f"{live_server.url}/v1", served_model_name="tiny-greedy", api_key=key
     )
@@ -110,7 +110,7 @@ def test_v1_forwards_a_version_with_an_endpoint_to_its_server(
 ):
     ensure_base_model_from_folder(name="tiny-greedy", path=greedy_model_dir)
     served = ensure_base_model_from_folder(name="tiny-served", path=greedy_model_dir)
-    key = api_key_rotate(user=make_member(project, Role.LABELER, "api-user")).key
+    key = make_api_key(make_member(project, Role.LABELER, "api-user"))
     serving_endpoint_set(
         version=served, url=f"{live_server.url}/v1", served_model_name="tiny-greedy", api_key=key
     )
@@ -142,7 +142,7 @@ def test_v1_answers_a_502_in_openai_shape_when_the_versions_server_fails(client,
     server = serve(GARBAGE)
     version = make_version("broken-served")
     serving_endpoint_set(version=version, url=server.url, served_model_name="m")
-    key = api_key_rotate(user=make_member(project, Role.LABELER, "api-user")).key
+    key = make_api_key(make_member(project, Role.LABELER, "api-user"))
     body = {"model": version.model_id, "messages": CONVERSATIONS[0], "temperature": 0}
 
     answer = client.post(

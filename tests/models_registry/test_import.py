@@ -312,8 +312,9 @@ def test_the_command_imports_and_reports_refusals(db, tiny_model_dir, capsys):
 
 
 def test_the_import_page_imports_and_shows_the_version(
-    login, admin_member, project, tiny_model_dir
+    login, admin_member, project, tiny_model_dir, settings
 ):
+    settings.MODEL_IMPORT_ROOT = tiny_model_dir.parent
     client = login(admin_member)
 
     answer = client.post(
@@ -339,11 +340,14 @@ def test_the_import_page_shows_a_refusal_and_stores_nothing(login, admin_member,
     )
 
     assert answer.status_code == 400
-    assert "/no/such/folder does not exist on the server" in answer.content.decode()
+    assert "under the import root" in answer.content.decode()
     assert ModelVersion.objects.count() == 0
 
 
-def test_the_import_api_answers_201_or_a_detail(login, admin_member, project, tiny_model_dir):
+def test_the_import_api_answers_201_or_a_detail(
+    login, admin_member, project, tiny_model_dir, settings
+):
+    settings.MODEL_IMPORT_ROOT = tiny_model_dir.parent
     client = login(admin_member)
     url = f"/api/projects/{project.slug}/model-versions/import/"
 

@@ -6,18 +6,21 @@ from urllib.parse import quote
 
 import openai
 import pytest
-from rest_framework.authtoken.models import Token
 
 from annotation.models import Role
 from models_registry.engine import ml
 from models_registry.engine.serving import default_service
-from models_registry.models import ModelVersion
+from models_registry.models import ApiKey, ModelVersion
 from models_registry.services import (
-    api_key_rotate,
     ensure_base_model_from_folder,
     model_version_register,
 )
-from tests.factories import make_member, make_trained_version, make_user
+from tests.factories import (
+    make_api_key,
+    make_member,
+    make_outsider_key,
+    make_trained_version,
+)
 
 HELLO = [{"role": "user", "content": "Say hello."}]
 # The tiny random model's greedy reply is a run of newlines (empty once stripped); a seeded
@@ -38,7 +41,7 @@ def tiny(transactional_db, tiny_model_dir):
 
 @pytest.fixture
 def member_key(project):
-    return api_key_rotate(user=make_member(project, Role.LABELER, "api-user")).key
+    return make_api_key(make_member(project, Role.LABELER, "api-user"))
 
 
 @pytest.fixture
@@ -342,9 +345,9 @@ def test_only_project_members_with_a_key_reach_the_api(client, project, tiny, ro
     if role == "anonymous":
         headers = {}
     elif role == "outsider":
-        headers = _bearer(api_key_rotate(user=make_user("outsider")).key)
+        headers = _bearer(make_outsider_key(project))
     else:
-        headers = _bearer(api_key_rotate(user=make_member(project, role, role)).key)
+        headers = _bearer(make_api_key(make_member(project, role, role)))
 
     answer = client.get("/v1/models", headers=headers)
 
@@ -376,9 +379,9 @@ def test_every_v1_route_needs_a_members_key(client, project, tiny, role, route):
     if role == "anonymous":
         headers = {}
     elif role == "outsider":
-        headers = _bearer(api_key_rotate(user=make_user("outsider")).key)
+        headers = _bearer(make_outsider_key(project))
     else:
-        headers = _bearer(api_key_rotate(user=make_member(project, role, role)).key)
+        headers = _bearer(make_api_key(make_member(project, role, role)))
 
     if method == "get":
         answer = client.get(path, headers=headers)
@@ -404,20 +407,22 @@ def test_a_logged_in_browser_session_also_reaches_the_api(client, login, project
 # --- the API key page ------------------------------------------------------------------
 
 
-def test_the_key_page_makes_a_key_shows_it_once_and_replaces_it(client, login, project):
+def test_the_key_page_makes_a_named_key_and_shows_it_once(client, login, project):
     user = make_member(project, Role.LABELER, "keyholder")
     login(user)
 
-    first = client.post("/account/api-key/")
-    key = Token.objects.get(user=user).key
+    first = client.post(
+        "/account/api-key/", {"name": "laptop", "workspace": str(project.workspace.pk)}
+    )
+    row = ApiKey.objects.get(user=user)
+    secret = first.context["secret"]
     again = client.get("/account/api-key/")
-    client.post("/account/api-key/")
 
-    assert key in first.content.decode()
-    assert key not in again.content.decode()
-    assert "You have a key" in again.content.decode()
-    assert Token.objects.get(user=user).key != key
-    assert Token.objects.filter(user=user).count() == 1
+    assert secret in first.content.decode()
+    assert secret not in again.content.decode()
+    assert f"<code>{row.prefix}…</code>" in again.content.decode()
+    assert (row.name, row.workspace, row.prefix) == ("laptop", project.workspace, secret[:8])
+    assert client.get("/v1/models", headers=_bearer(secret)).status_code == 200
 
 
 @pytest.mark.parametrize("method", ["get", "post"])
@@ -426,7 +431,7 @@ def test_the_key_page_needs_a_login(client, db, method):
 
     assert answer.status_code == 302
     assert answer["Location"] == "/login/?next=/account/api-key/"
-    assert not Token.objects.exists()
+    assert not ApiKey.objects.exists()
 
 
 def test_log_probabilities_are_the_models_own(tiny, tiny_model_dir, member_key, client_for):

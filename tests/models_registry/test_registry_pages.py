@@ -13,7 +13,7 @@ from config.errors import ServiceError
 from models_registry import selectors
 from models_registry.models import ModelVersion, StateChange
 from models_registry.services import model_version_promote, model_version_retire
-from tests.factories import make_member, make_prompt, make_version
+from tests.factories import make_api_key, make_member, make_prompt, make_version
 from tests.permissions import caller as make_caller
 from training.models import DatasetSnapshot, TrainingRun
 
@@ -308,7 +308,6 @@ def test_an_intermediate_stage_is_in_no_model_list_and_never_a_partner(
     from annotation.candidates.services import ensure_comparison_tasks
     from annotation.chat.selectors import chat_versions
     from annotation.models import CandidatePolicy, Task
-    from models_registry.services import api_key_rotate
 
     incumbent, candidate = pair
     project.candidate_policy = CandidatePolicy.NEWEST_VS_INCUMBENT
@@ -317,7 +316,7 @@ def test_an_intermediate_stage_is_in_no_model_list_and_never_a_partner(
     prompt = make_prompt(project)
     for version in (candidate, stage, incumbent):
         Response.objects.create(prompt=prompt, model_version=version, text=f"by {version.name}")
-    key = api_key_rotate(user=labeler).key
+    key = make_api_key(labeler)
 
     listed = client.get("/v1/models", HTTP_AUTHORIZATION=f"Bearer {key}").json()["data"]
     ensure_comparison_tasks(project=project, model_version=incumbent)

@@ -13,9 +13,9 @@ from annotation.models import Constitution, Judge, JudgeJob, Judgment, Role
 from config.celery import app as celery_app
 from config.errors import Conflict, ServiceError
 from models_registry.models import ModelVersion
-from models_registry.services import api_key_rotate, ensure_base_model_from_folder
+from models_registry.services import ensure_base_model_from_folder
 from tests.annotation.judges.fake_endpoint import Answer, FakeEndpoint, completion, option_text
-from tests.factories import make_member, make_task, make_version
+from tests.factories import make_api_key, make_member, make_task, make_version
 
 KEY = "sk-judge-secret-key-0123456789abcdef"
 
@@ -265,7 +265,7 @@ def test_the_products_own_endpoint_as_remote_judge_asks_twice_per_order_and_gets
 
     project = make_project("own")
     ensure_base_model_from_folder(name="tiny-chat", path=tiny_model_dir)
-    key = api_key_rotate(user=make_member(project, Role.LABELER, "api-user")).key
+    key = make_api_key(make_member(project, Role.LABELER, "api-user"))
     constitution = services.ensure_default_constitution()
     tasks = sorted(_tasks(project, 2), key=lambda task: task.pk)
     judge = _remote_judge(

@@ -159,9 +159,7 @@ def seed(*, tasks: int, labelers: int) -> dict:
             # No password: the simulated labelers use API tokens only.
             user = get_user_model().objects.create_user(username=f"bench-labeler-{number:02d}")
             ensure_membership(project=project, user=user, role=Role.LABELER)
-            tokens.append(
-                api_key_create(user=user, workspace=project.workspace, name="bench")[1]
-            )
+            tokens.append(api_key_create(user=user, workspace=project.workspace, name="bench")[1])
     # Fresh planner statistics, as autovacuum would gather soon after a real import; with
     # none the planner sorts every open task for each assignment instead of using the index.
     with connection.cursor() as cursor:

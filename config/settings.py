@@ -144,6 +144,13 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
     + (["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
     "EXCEPTION_HANDLER": "config.api_errors.exception_handler",
+    # JSON with a depth limit, no NUL or lone surrogate, an object at the top
+    # (config/parsers.py); forms and multipart stay, for clients and the prompt import.
+    "DEFAULT_PARSER_CLASSES": [
+        "config.parsers.SafeJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     # Request rates (config/throttles.py); /v1 has its own, per API key and per user.
     "DEFAULT_THROTTLE_CLASSES": [
         "config.throttles.AnonThrottle",
@@ -158,13 +165,6 @@ REST_FRAMEWORK = {
     },
     # 0: the client is REMOTE_ADDR; a client-sent X-Forwarded-For is ignored.
     "NUM_PROXIES": env.TRUSTED_PROXY_COUNT,
-    # JSON with a depth limit, no NUL or lone surrogate, an object at the top
-    # (config/parsers.py); forms and multipart stay, for clients and the prompt import.
-    "DEFAULT_PARSER_CLASSES": [
-        "config.parsers.SafeJSONParser",
-        "rest_framework.parsers.FormParser",
-        "rest_framework.parsers.MultiPartParser",
-    ],
     # `?format=` names the export format (dpo, ...), not a DRF renderer.
     "URL_FORMAT_OVERRIDE": None,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

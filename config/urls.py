@@ -80,6 +80,7 @@ urlpatterns = [
     path("", include("models_registry.urls_openai")),
 ]
 
+
 def not_found(request, exception):
     """An /api/ path no route matches (a negative id, a bad slug) answers the API's JSON
     error like its views' own 404s; pages keep Django's page (/v1 has its own catch-all)."""

@@ -3,6 +3,7 @@ retirement, which record a version's head-to-head against the incumbent, are
 annotation/leaderboard/api.py; a release is annotation/candidates/api.py."""
 
 from django.conf import settings
+from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -14,7 +15,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation.projects.permissions import MANAGE, project_for
+from annotation.projects.permissions import MANAGE, project_for, workspaces_of
 from config.api_schema import OBJECT, OBJECT_LIST
 from models_registry import selectors, services
 from models_registry.endpoints import (
@@ -26,10 +27,15 @@ from models_registry.models import ModelVersion, StateChange
 
 
 def version_payload(version: ModelVersion) -> dict:
+    """A version as the API shows it; ``state`` and ``promoted_at`` are what the version
+    carries: its state in the URL's project where the caller overlaid it
+    (``selectors.version_detail`` and ``selectors.versions`` with a project), else its
+    default."""
     return {
         "id": version.pk,
         "model_id": version.model_id,
         "name": version.name,
+        "workspace": version.workspace.slug if version.workspace_id else None,
         "kind": version.kind,
         "method": version.method,
         "state": version.state,
@@ -54,6 +60,7 @@ def change_payload(change: StateChange) -> dict:
     return {
         "id": change.pk,
         "version": change.version_id,
+        "project": change.project.slug if change.project_id else None,
         "from_state": change.from_state,
         "to_state": change.to_state,
         "incumbent": change.incumbent_id,
@@ -77,7 +84,20 @@ class ModelVersionListApi(APIView):
         kind = request.query_params.get("kind") or None
         if kind not in (None, *ModelVersion.Kind.values):
             raise ValidationError({"kind": f"choose one of {', '.join(ModelVersion.Kind.values)}"})
-        return Response([version_payload(v) for v in selectors.versions(kind=kind)])
+        # No project in the URL: the default states, of the versions the caller's
+        # workspaces may see.
+        versions = selectors.visible_to_any(_workspaces_of_member(request.user))
+        versions = selectors.versions(project=None, kind=kind, rows=versions)
+        return Response([version_payload(v) for v in versions])
+
+
+def _workspaces_of_member(user) -> list:
+    """The caller's workspaces; PermissionDenied for a user in no project, who has no
+    business with any version."""
+    workspaces = list(workspaces_of(user))
+    if not workspaces:
+        raise PermissionDenied("You are not a member of any project.")
+    return workspaces
 
 
 # --- registry ---------------------------------------------------------------------------
@@ -89,9 +109,16 @@ class ModelVersionListApi(APIView):
 class ModelVersionDetailApi(APIView):
     def get(self, request, version_id):
         """One version, its children and its state history (promotions, retirements)."""
-        version = selectors.version_detail(version_id=version_id)
+        workspaces = _workspaces_of_member(request.user)
+        get_object_or_404(selectors.visible_to_any(workspaces), pk=version_id)
+        mine = {workspace.pk for workspace in workspaces}
+        version = selectors.version_detail(version_id=version_id, project=None)
         payload = version_payload(version)
-        payload["changes"] = [change_payload(change) for change in version.changes.all()]
+        payload["changes"] = [
+            change_payload(change)
+            for change in version.changes.all()
+            if change.project_id is None or change.project.workspace_id in mine
+        ]
         return Response(payload)
 
 
@@ -156,8 +183,10 @@ class ModelVersionEndpointApi(APIView):
         """Generate this version on an OpenAI-compatible server: ``{"url",
         "served_model_name", "api_key"?}`` (``api_key`` omitted keeps the one set). The
         answer shows whether a key is set, never the key; 400 with a detail if refused."""
-        project_for(user=request.user, slug=slug, capability=MANAGE)
-        version = get_object_or_404(ModelVersion, pk=version_id)
+        project = project_for(user=request.user, slug=slug, capability=MANAGE)
+        version = selectors.version_owned_from(
+            project=project, version_id=version_id, user=request.user
+        )
         data = ServingEndpointInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         serving_endpoint_set(
@@ -166,11 +195,60 @@ class ModelVersionEndpointApi(APIView):
             served_model_name=data.validated_data["served_model_name"],
             api_key=data.validated_data.get("api_key"),
         )
-        return Response(version_payload(selectors.version_detail(version_id=version.pk)))
+        return Response(
+            version_payload(selectors.version_detail(version_id=version.pk, project=project))
+        )
 
     def delete(self, request, slug, version_id):
         """Generate this version in-process from its files again."""
-        project_for(user=request.user, slug=slug, capability=MANAGE)
-        version = get_object_or_404(ModelVersion, pk=version_id)
+        project = project_for(user=request.user, slug=slug, capability=MANAGE)
+        version = selectors.version_owned_from(
+            project=project, version_id=version_id, user=request.user
+        )
         serving_endpoint_clear(version=version)
-        return Response(version_payload(selectors.version_detail(version_id=version.pk)))
+        return Response(
+            version_payload(selectors.version_detail(version_id=version.pk, project=project))
+        )
+
+
+class VersionShareInputSerializer(serializers.Serializer):
+    workspace = serializers.SlugField(max_length=50)
+    share = serializers.BooleanField(default=True)
+
+
+@extend_schema_view(
+    post=extend_schema(
+        operation_id="model_version_share",
+        request=VersionShareInputSerializer,
+        responses={200: OBJECT},
+    ),
+)
+class ModelVersionShareApi(APIView):
+    def post(self, request, slug, version_id):
+        """Let another workspace see, serve and train from a version this workspace owns
+        (``{"workspace": slug, "share": true}``), or stop (``"share": false``)."""
+        project = project_for(user=request.user, slug=slug, capability=MANAGE)
+        data = VersionShareInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        version = selectors.version_owned_from(
+            project=project, version_id=version_id, user=request.user
+        )
+        services.model_version_share(
+            version=version,
+            workspace_slug=data.validated_data["workspace"],
+            share=data.validated_data["share"],
+        )
+        payload = version_payload(selectors.version_detail(version_id=version.pk, project=project))
+        payload["shared_with"] = sorted(w.slug for w in version.shared_with.all())
+        return Response(payload)
+
+
+def offer_only_versions_to(serializer: serializers.Serializer, project):
+    """Let every model version field of ``serializer`` accept only the versions
+    ``project``'s workspace may use: another workspace's id reads as one that does not
+    exist (the services refuse it anyway)."""
+    for field in serializer.fields.values():
+        queryset = getattr(field, "queryset", None)
+        if queryset is not None and queryset.model is ModelVersion:
+            field.queryset = selectors.visible_to(project.workspace, queryset)
+    return serializer

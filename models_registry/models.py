@@ -28,6 +28,21 @@ class ModelVersion(models.Model):
         SERVING = "serving", "Serving"
         RETIRED = "retired", "Retired"
 
+    workspace = models.ForeignKey(
+        "annotation.Workspace",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="model_versions",
+        help_text="The owner: the workspace whose project trained or imported it. Empty for "
+        "a model the operator installed (the base model), which every workspace may use.",
+    )
+    shared_with = models.ManyToManyField(
+        "annotation.Workspace",
+        blank=True,
+        related_name="model_versions_shared_with_it",
+        help_text="Other workspaces whose projects may see, serve and train from it.",
+    )
     name = models.CharField(max_length=200, unique=True, help_text="Readable name, for display.")
     model_id = models.SlugField(
         max_length=100,

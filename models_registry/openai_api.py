@@ -133,6 +133,8 @@ ERROR_TYPES = {
     403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
     429: "requests",  # what OpenAI answers on a request-rate limit (code rate_limit_exceeded)
 }
 

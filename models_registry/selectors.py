@@ -1,39 +1,127 @@
 import hashlib
 from pathlib import Path
 
-from django.db.models import F, Prefetch
+from django.core.exceptions import PermissionDenied
+from django.db.models import Case, Exists, F, OuterRef, Prefetch, Q, Subquery, When
+from django.db.models.functions import Coalesce
 from django.shortcuts import get_object_or_404
 
-from models_registry.models import ApiKey, ModelVersion, StateChange
+from config.errors import NotFound
+from models_registry.models import ApiKey, ModelVersion, ProjectModelState, StateChange
+
+# --- a version's state in a project -----------------------------------------------------
+#
+# Serving state is per project: a project's ProjectModelState row for a version, else the
+# version's default (``ModelVersion.state`` and ``promoted_at``, what registration set).
+# ``project=None`` reads the defaults: only the routes without a project in their URL do.
+
+
+def with_project_state(rows, *, project):
+    """``rows`` (versions) annotated with ``project_state`` and ``project_promoted_at``,
+    their state and promotion time in ``project``, to filter and order by."""
+    if project is None:
+        return rows.annotate(project_state=F("state"), project_promoted_at=F("promoted_at"))
+    here = ProjectModelState.objects.filter(project=project, version=OuterRef("pk"))
+    return visible_to(project.workspace, rows).annotate(
+        project_state=Coalesce(Subquery(here.values("state")[:1]), F("state")),
+        project_promoted_at=Case(
+            When(Exists(here), then=Subquery(here.values("promoted_at")[:1])),
+            default=F("promoted_at"),
+        ),
+    )
+
+
+def overlay_project_state(versions, *, project):
+    """Set ``state`` and ``promoted_at`` of the fetched ``versions`` to what they are in
+    ``project`` (one query), so that pages and payloads reading ``version.state`` show the
+    project's. Returns them as a list. An overlaid version is for reading: the services
+    fetch it afresh and never save ``state`` from it."""
+    versions = list(versions)
+    if project is None or not versions:
+        return versions
+    rows = {
+        row.version_id: row
+        for row in ProjectModelState.objects.filter(
+            project=project, version__in=[version.pk for version in versions]
+        )
+    }
+    for version in versions:
+        row = rows.get(version.pk)
+        if row is not None:
+            version.state, version.promoted_at = row.state, row.promoted_at
+    return versions
+
+
+def retired_in(*, project):
+    """The versions retired in ``project`` (a queryset, for ``__in`` filters)."""
+    return with_project_state(ModelVersion.objects.all(), project=project).filter(
+        project_state=ModelVersion.State.RETIRED
+    )
 
 
 def policy_versions():
     return ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY).select_related("parent")
 
 
-def versions(*, kind: str | None = None):
-    """Every registered version (policies and reward models), or those of one kind."""
-    rows = ModelVersion.objects.select_related("parent").prefetch_related("children")
-    return rows.filter(kind=kind) if kind else rows
+def versions(*, project, kind: str | None = None, rows=None) -> list[ModelVersion]:
+    """Every version ``project``'s workspace may see (or of ``rows``), policies and reward
+    models or those of one kind, each with its state in ``project`` (None: the default
+    states)."""
+    if rows is None:
+        rows = visible_to(project.workspace) if project is not None else ModelVersion.objects
+    rows = rows.select_related("parent").prefetch_related("children")
+    return overlay_project_state(rows.filter(kind=kind) if kind else rows, project=project)
 
 
-def latest_reward_model() -> ModelVersion | None:
-    """The reward model that judges new work (active pairing, a training run's win rate):
-    the newest reward model that is neither retired nor an intermediate stage of a run, or
-    None. A retired version was taken out of use on purpose, so it judges nothing new."""
+def latest_reward_model(*, project) -> ModelVersion | None:
+    """The reward model that judges new work in ``project`` (active pairing, a training
+    run's win rate): the newest reward model that is neither retired there nor an
+    intermediate stage of a run, or None. A retired version was taken out of use on
+    purpose, so it judges nothing new."""
     return (
-        ModelVersion.objects.filter(kind=ModelVersion.Kind.REWARD, intermediate=False)
-        .exclude(state=ModelVersion.State.RETIRED)
+        with_project_state(
+            ModelVersion.objects.filter(kind=ModelVersion.Kind.REWARD, intermediate=False),
+            project=project,
+        )
+        .exclude(project_state=ModelVersion.State.RETIRED)
         .order_by("-created_at", "-id")
         .first()
     )
 
 
-def servable_versions(*, kind: str | None = None):
-    """Versions the API, chat and the arena may use: every one not retired (of ``kind``,
-    if given), newest first. An intermediate stage of a run (the SFT before DPO) is left
-    out until an admin releases it."""
-    rows = ModelVersion.objects.exclude(state=ModelVersion.State.RETIRED).exclude(intermediate=True)
+def servable_versions(*, project, kind: str | None = None):
+    """Versions chat and the arena of ``project`` may use: every one not retired there (of
+    ``kind``, if given), newest first. An intermediate stage of a run (the SFT before DPO)
+    is left out until an admin releases it."""
+    rows = with_project_state(ModelVersion.objects.exclude(intermediate=True), project=project)
+    rows = rows.exclude(project_state=ModelVersion.State.RETIRED)
+    if kind:
+        rows = rows.filter(kind=kind)
+    return rows.select_related("parent").order_by("-created_at", "-id")
+
+
+def servable_versions_for_user(*, user, kind: str | None = None, workspace=None):
+    """Versions the OpenAI-compatible API answers ``user`` with: those not retired in at
+    least one project the user is a member of (a superuser: any project), intermediate
+    stages left out, newest first. Nothing for a user in no project."""
+    from django.apps import apps
+
+    projects = apps.get_model("annotation", "Project").objects.all()
+    if not user.is_superuser:
+        projects = projects.filter(memberships__user=user)
+    if workspace is not None:  # only the projects of that workspace (an API key's scope)
+        projects = projects.filter(workspace=workspace)
+    retired_there = ProjectModelState.objects.filter(
+        project=OuterRef("pk"), version=OuterRef(OuterRef("pk")), state=ModelVersion.State.RETIRED
+    )
+    live_row = ProjectModelState.objects.filter(
+        project__in=projects.values("pk"), version=OuterRef("pk")
+    ).exclude(state=ModelVersion.State.RETIRED)
+    # A project without a row sees the default state; one with a row sees the row's.
+    default_here = ~Q(state=ModelVersion.State.RETIRED) & Exists(
+        projects.filter(~Exists(retired_there))
+    )
+    rows = ModelVersion.objects.exclude(intermediate=True).filter(default_here | Exists(live_row))
     if kind:
         rows = rows.filter(kind=kind)
     return rows.select_related("parent").order_by("-created_at", "-id")
@@ -83,30 +171,49 @@ def servable_versions_for_request(*, user, api_key: ApiKey | None = None, kind=N
 # --- registry: incumbent, version page, lineage ----------------------------------------
 
 
-def incumbent() -> ModelVersion | None:
-    """The serving policy promoted last: the one a candidate has to beat (never an
-    intermediate stage of a run, which cannot be promoted)."""
-    return (
-        ModelVersion.objects.filter(
-            kind=ModelVersion.Kind.POLICY, state=ModelVersion.State.SERVING, intermediate=False
+def incumbent(*, project) -> ModelVersion | None:
+    """The policy promoted last among those serving in ``project``: the one a candidate
+    there has to beat (never an intermediate stage of a run, which cannot be promoted).
+    Its ``state`` and ``promoted_at`` are the project's."""
+    found = (
+        with_project_state(
+            ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY, intermediate=False),
+            project=project,
         )
-        .order_by(F("promoted_at").desc(nulls_last=True), "-id")
+        .filter(project_state=ModelVersion.State.SERVING)
+        .order_by(F("project_promoted_at").desc(nulls_last=True), "-id")
         .first()
     )
+    return overlay_project_state([found], project=project)[0] if found else None
 
 
-def version_detail(*, version_id: int) -> ModelVersion:
+def changes_in(*, project):
+    """The state changes ``project`` shows: its own, and those made before states were
+    per project (no project: they changed the defaults every project starts from).
+    ``project=None``: every change."""
+    rows = StateChange.objects.select_related("user", "incumbent", "project")
+    if project is None:
+        return rows
+    return rows.filter(Q(project=project) | Q(project__isnull=True))
+
+
+def version_detail(*, version_id: int, project) -> ModelVersion:
     """A version with what its page shows: parent, training run and its snapshot, children
-    and state history. Http404 when there is none."""
-    return get_object_or_404(
-        ModelVersion.objects.select_related(
+    and state history, its state and its children's being those in ``project`` (None: the
+    defaults and every change). Http404 when there is none or ``project`` may not see it;
+    its children are those ``project`` sees."""
+    in_sight = versions_in_sight(project)
+    version = get_object_or_404(
+        in_sight.select_related(
             "parent", "training_run__project", "training_run__snapshot"
         ).prefetch_related(
-            Prefetch("children", queryset=ModelVersion.objects.order_by("created_at", "id")),
-            Prefetch("changes", queryset=StateChange.objects.select_related("user", "incumbent")),
+            Prefetch("children", queryset=in_sight.order_by("created_at", "id")),
+            Prefetch("changes", queryset=changes_in(project=project)),
         ),
         pk=version_id,
     )
+    overlay_project_state([version, *version.children.all()], project=project)
+    return version
 
 
 def _file_sizes(folder: str) -> dict:
@@ -162,13 +269,16 @@ def lineage_label(version: ModelVersion, parent: ModelVersion | None) -> str:
     return version.name
 
 
-def lineage_graph() -> dict:
-    """Every version as a node of a forest (roots: versions without a parent), laid out
-    for an SVG: generations from left to right, each leaf on its own row, a parent
-    centred on its children. Returns ``{"nodes", "edges", "width", "height"}``; a node
-    carries the version and its box (x, y of the top-left corner; cx, cy of the
-    centre), an edge the coordinates from the parent's right side to the child's left."""
-    rows = list(ModelVersion.objects.order_by("created_at", "id"))
+def lineage_graph(*, project) -> dict:
+    """Every version, coloured by its state in ``project``, as a node of a forest (roots:
+    versions without a parent), laid out for an SVG: generations from left to right, each
+    leaf on its own row, a parent centred on its children. Returns ``{"nodes", "edges",
+    "width", "height"}``; a node carries the version and its box (x, y of the top-left
+    corner; cx, cy of the centre), an edge the coordinates from the parent's right side to
+    the child's left."""
+    rows = overlay_project_state(
+        versions_in_sight(project).order_by("created_at", "id"), project=project
+    )
     by_id = {version.pk: version for version in rows}
     children: dict[int | None, list[ModelVersion]] = {}
     for version in rows:
@@ -240,3 +350,70 @@ def lineage_graph() -> dict:
             for value, label in ModelVersion.State.choices
         ],
     }
+
+
+# --- workspaces: who may see a version -------------------------------------------------
+
+
+def versions_in_sight(project):
+    """What ``project`` may see: the versions its workspace may (every one without a
+    project, for the unscoped commands)."""
+    return ModelVersion.objects.all() if project is None else visible_to(project.workspace)
+
+
+def visible_to(workspace, rows=None):
+    """The versions ``workspace`` may see, serve and train from: its own, those another
+    workspace shared with it, and those the operator installed (no owner)."""
+    return visible_to_any([workspace] if workspace is not None else [], rows)
+
+
+def visible_to_any(workspaces, rows=None):
+    """The versions any of ``workspaces`` may see (``visible_to`` for several)."""
+    rows = ModelVersion.objects.all() if rows is None else rows
+    ids = [workspace.pk for workspace in workspaces]
+    shared = ModelVersion.objects.filter(shared_with__in=ids).values("pk")
+    return rows.filter(Q(workspace__isnull=True) | Q(workspace__in=ids) | Q(pk__in=shared))
+
+
+def version_in_project(*, project, version_id) -> ModelVersion:
+    """The version, if ``project``'s workspace may see it; Http404 otherwise (another
+    workspace's version is never confirmed)."""
+    return get_object_or_404(visible_to(project.workspace), pk=version_id)
+
+
+def version_owned_from(*, project, version_id, user) -> ModelVersion:
+    """A version whose shared settings (its serving endpoint, with whom it is shared) the
+    caller may change from ``project``: one its workspace owns, or, for a superuser, one the
+    operator installed. Http404 when the project cannot see it; PermissionDenied when it
+    can but does not own it (a shared or operator version serves other workspaces too)."""
+    version = version_in_project(project=project, version_id=version_id)
+    owns = version.workspace_id == project.workspace_id or (
+        version.workspace_id is None and user.is_superuser
+    )
+    if not owns:
+        raise PermissionDenied(
+            "This version belongs to another workspace or to the operator: only its owner "
+            "changes its endpoint or sharing."
+        )
+    return version
+
+
+def check_in_sight(project, *versions) -> None:
+    """Refuse (NotFound) when ``project``'s workspace may not use one of ``versions`` (None
+    entries are skipped): the services that start work on a version call it, whatever the
+    view or form let through."""
+    wanted = {version.pk for version in versions if version is not None}
+    seen = set(visible_to(project.workspace).filter(pk__in=wanted).values_list("pk", flat=True))
+    if wanted - seen:
+        raise NotFound("No such model version in this project.")
+
+
+def newest_policy(*, project) -> ModelVersion | None:
+    """The newest policy ``project`` may use that is not an intermediate stage of a run:
+    the default choice of the generation and training forms."""
+    return (
+        visible_to(project.workspace)
+        .filter(kind=ModelVersion.Kind.POLICY, intermediate=False)
+        .order_by("-created_at", "-id")
+        .first()
+    )

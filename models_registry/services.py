@@ -15,10 +15,11 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
+from annotation.projects.selectors import workspace_by_slug
 from config.errors import NotFound, ServiceError
 from models_registry import selectors
 from models_registry.engine import hub, ml
-from models_registry.models import ApiKey, ModelVersion, StateChange
+from models_registry.models import ApiKey, ModelVersion, ProjectModelState, StateChange
 
 logger = logging.getLogger(__name__)
 
@@ -44,11 +45,16 @@ def model_version_register(
     state: str = ModelVersion.State.CANDIDATE,
     imported_from: str = "",
     intermediate: bool = False,
+    workspace=None,
 ) -> ModelVersion:
     """Verify the artifacts, then record the version; nothing is recorded for a bad one.
     A trained version starts as a candidate: it battles the serving ones until an admin
     promotes it. A base model starts serving. An intermediate stage of a run is kept in
-    the lineage but neither generates nor battles until an admin releases it."""
+    the lineage but neither generates nor battles until an admin releases it. The owner is
+    ``workspace``, else the workspace of the project that trained it; a version with neither
+    is the operator's, which every workspace may use."""
+    if workspace is None and training_run is not None:
+        workspace = training_run.project.workspace
     try:
         ml.verify_artifact(base_path)
         if adapter_path:
@@ -73,6 +79,7 @@ def model_version_register(
         state=state,
         promoted_at=timezone.now() if state == ModelVersion.State.SERVING else None,
         imported_from=imported_from,
+        workspace=workspace,
     )
 
 
@@ -210,28 +217,57 @@ def api_key_revoke(*, user, key_id) -> ApiKey:
 # --- registry: promotion, retirement, import -------------------------------------------
 
 
-def _lock_serving_policies() -> list[ModelVersion]:
-    """Lock the serving policies, so that promotions and retirements happen one at a time
-    and each sees the incumbent it replaces (row locks on PostgreSQL; SQLite serialises
-    writers anyway)."""
+def _lock_project_states(project) -> None:
+    """Lock the project's row and its model states, so that promotions and retirements in
+    a project happen one at a time and each sees the incumbent it replaces (row locks on
+    PostgreSQL, where the project's row also holds back a state row being inserted; SQLite
+    serialises writers anyway). Other projects are not held up."""
+    type(project).objects.select_for_update().filter(pk=project.pk).first()
+    list(ProjectModelState.objects.select_for_update().filter(project=project).order_by("pk"))
+
+
+def _serving_policies(project) -> list[int]:
+    """Ids of the policies serving in ``project``."""
     return list(
-        ModelVersion.objects.select_for_update()
-        .filter(kind=ModelVersion.Kind.POLICY, state=ModelVersion.State.SERVING)
+        selectors.with_project_state(
+            ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY), project=project
+        )
+        .filter(project_state=ModelVersion.State.SERVING)
         .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+
+
+def _state_in(project, version: ModelVersion) -> ModelVersion:
+    """``version`` fetched afresh (locked), its ``state`` and ``promoted_at`` the
+    project's."""
+    found = selectors.visible_to(project.workspace).select_for_update().filter(pk=version.pk)
+    version = found.first()
+    if version is None:
+        raise NotFound("No such model version in this project.")
+    return selectors.overlay_project_state([version], project=project)[0]
+
+
+def _set_state(project, version: ModelVersion, state: str, promoted_at) -> None:
+    """Write ``version``'s state in ``project``; its default (``ModelVersion.state``) and
+    every other project's stay as they are."""
+    ProjectModelState.objects.update_or_create(
+        project=project, version=version, defaults={"state": state, "promoted_at": promoted_at}
     )
 
 
 def model_version_promote(
-    *, version: ModelVersion, evidence: dict | None = None, user=None, note: str = ""
+    *, version: ModelVersion, project, evidence: dict | None = None, user=None, note: str = ""
 ) -> StateChange:
-    """Make a policy serving and the incumbent (its ``promoted_at`` becomes now). The
-    state change records the incumbent it replaced and ``evidence``, the head-to-head
+    """Make a policy serving in ``project`` and the project's incumbent (its
+    ``promoted_at`` there becomes now); other projects keep their states. The state change
+    records the project, the incumbent it replaced and ``evidence``, the head-to-head
     record against it that the admin saw (the caller reads it:
     annotation/leaderboard/services.py). Evidence against another incumbent than the one
     replaced is refused: the incumbent changed since it was read."""
     with transaction.atomic():
-        _lock_serving_policies()
-        version = ModelVersion.objects.select_for_update().get(pk=version.pk)
+        _lock_project_states(project)
+        version = _state_in(project, version)
         if version.kind != ModelVersion.Kind.POLICY:
             raise ServiceError(
                 f"{version.name} is a reward model: only policies are promoted to serving."
@@ -241,16 +277,15 @@ def model_version_promote(
                 f"{version.name} is {_stage_of(version)}: release it first, so that it "
                 "generates candidates and meets the others in battles."
             )
-        current = selectors.incumbent()
+        current = selectors.incumbent(project=project)
         if current is not None and current.pk == version.pk:
             raise ServiceError(f"{version.name} is already the incumbent.")
         _check_evidence(evidence, current)
         from_state = version.state
-        version.state = ModelVersion.State.SERVING
-        version.promoted_at = timezone.now()
-        version.save(update_fields=["state", "promoted_at"])
+        _set_state(project, version, ModelVersion.State.SERVING, timezone.now())
         return StateChange.objects.create(
             version=version,
+            project=project,
             from_state=from_state,
             to_state=ModelVersion.State.SERVING,
             incumbent=current,
@@ -261,29 +296,30 @@ def model_version_promote(
 
 
 def model_version_retire(
-    *, version: ModelVersion, evidence: dict | None = None, user=None, note: str = ""
+    *, version: ModelVersion, project, evidence: dict | None = None, user=None, note: str = ""
 ) -> StateChange:
-    """Retire a version: the labeling queue, the arena and the API stop using it. The
-    state change records the incumbent and ``evidence``, the version's head-to-head record
-    against it (as for a promotion). The last serving policy cannot be retired (something
-    must answer); promote another first."""
+    """Retire a version in ``project``: the project's labeling queue, arena and chat stop
+    using it; other projects keep their states. The state change records the project, its
+    incumbent and ``evidence``, the version's head-to-head record against it (as for a
+    promotion). The project's last serving policy cannot be retired (something must
+    answer); promote another first."""
     with transaction.atomic():
-        serving = _lock_serving_policies()
-        version = ModelVersion.objects.select_for_update().get(pk=version.pk)
+        _lock_project_states(project)
+        version = _state_in(project, version)
         if version.state == ModelVersion.State.RETIRED:
             raise ServiceError(f"{version.name} is already retired.")
-        if [v.pk for v in serving] == [version.pk]:
+        if _serving_policies(project) == [version.pk]:
             raise ServiceError(
                 f"{version.name} is the last serving policy: promote another version before "
                 "retiring it, so that labeling and the arena still have a model to ask."
             )
-        current = selectors.incumbent()
+        current = selectors.incumbent(project=project)
         _check_evidence(evidence, current)
         from_state = version.state
-        version.state = ModelVersion.State.RETIRED
-        version.save(update_fields=["state"])
+        _set_state(project, version, ModelVersion.State.RETIRED, version.promoted_at)
         return StateChange.objects.create(
             version=version,
+            project=project,
             from_state=from_state,
             to_state=ModelVersion.State.RETIRED,
             incumbent=current,
@@ -312,32 +348,34 @@ def _stage_of(version: ModelVersion) -> str:
 
 
 def model_version_release(
-    *, version: ModelVersion, user=None, note: str = "", project=None
+    *, version: ModelVersion, project, user=None, note: str = ""
 ) -> StateChange:
     """Release an intermediate stage of a run (the SFT model before DPO): it becomes a
     candidate like any new version, so it enters the arena, chat and the API (the pages
     call ``annotation.candidates.services.model_version_release``, which also generates
-    its candidates). The release is recorded in its history (a change that keeps the
-    state, with a note). A version that is not an intermediate stage, or (with the
-    ``project`` the caller acts in) was trained in another project, is refused and nothing
-    changes."""
+    its candidates). The release is recorded in ``project``'s history (a change that keeps
+    the project's state, with a note). A version that is not an intermediate stage, or was
+    trained in another project than ``project``, is refused and nothing changes."""
     with transaction.atomic():
-        version = ModelVersion.objects.select_for_update().get(pk=version.pk)
+        _lock_project_states(project)
+        version = _state_in(project, version)
         if not version.intermediate:
             raise ServiceError(
                 f"{version.name} is not an intermediate stage of a run: there is nothing to "
                 "release."
             )
         run = version.training_run
-        if project is not None and run is not None and run.project_id != project.pk:
+        if run is not None and run.project_id != project.pk:
             raise ServiceError(
                 f"{version.name} was trained in another project: release it from there."
             )
         stage = _stage_of(version)
+        # ``intermediate`` is the version's own: a stage belongs to its run's project.
+        ModelVersion.objects.filter(pk=version.pk).update(intermediate=False)
         version.intermediate = False
-        version.save(update_fields=["intermediate"])
         change = StateChange.objects.create(
             version=version,
+            project=project,
             from_state=version.state,
             to_state=version.state,
             note=f"Released: was {stage}. {note.strip()}".strip(),
@@ -535,3 +573,21 @@ def model_version_import(
         if isinstance(error, IntegrityError):
             raise ServiceError(f"A model version named {name!r} already exists.") from None
         raise
+
+
+def model_version_share(*, version: ModelVersion, workspace_slug, share: bool = True):
+    """Let another workspace's projects see, serve and train from ``version``
+    (``share=False``: stop; what they already made from it stays theirs). Only the owner
+    decides: the caller fetched the version with ``selectors.version_owned_from``."""
+    other = workspace_by_slug(workspace_slug)
+    if other is None:
+        raise ServiceError("No such workspace: give the slug of the workspace to share with.")
+    if other.pk == version.workspace_id:
+        raise ServiceError("A version is always visible in its own workspace.")
+    if version.workspace_id is None:
+        raise ServiceError("The operator's versions are visible in every workspace already.")
+    if share:
+        version.shared_with.add(other)
+    else:
+        version.shared_with.remove(other)
+    return version

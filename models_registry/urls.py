@@ -29,4 +29,5 @@ urlpatterns = [
         api.ModelVersionEndpointApi.as_view(),
         name="api_version_endpoint",
     ),
+    path(f"{api_version}share/", api.ModelVersionShareApi.as_view(), name="api_version_share"),
 ]

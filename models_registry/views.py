@@ -42,13 +42,14 @@ def version_page_context(
     request, project, version_id: int, *, error: str = "", endpoint_form=None
 ) -> dict:
     """What the version page (templates/models_registry/version.html) shows of the
-    registry: the version, its lineage, children, state history, artifacts, metrics,
+    registry: the version, its lineage, children, state history (states and history being
+    ``project``'s), artifacts, metrics,
     serving endpoint and the actions the user may take, with ``error`` (a refused action)
     at its top. The page's view adds the record against the incumbent (``evidence``).
     Http404 for an unknown version."""
-    version = selectors.version_detail(version_id=version_id)
+    version = selectors.version_detail(version_id=version_id, project=project)
     can_manage = can(user=request.user, project=project, capability=MANAGE)
-    incumbent = selectors.incumbent()
+    incumbent = selectors.incumbent(project=project)
     is_policy = version.kind == ModelVersion.Kind.POLICY
     is_incumbent = incumbent is not None and incumbent.pk == version.pk
     run = version.training_run
@@ -101,8 +102,8 @@ def lineage_page(request, slug):
     project = project_for(user=request.user, slug=slug, capability=VIEW_DATA)
     context = {
         "project": project,
-        "graph": selectors.lineage_graph(),
-        "incumbent": selectors.incumbent(),
+        "graph": selectors.lineage_graph(project=project),
+        "incumbent": selectors.incumbent(project=project),
         "can_manage": can(user=request.user, project=project, capability=MANAGE),
         "can_view_data": True,
     }

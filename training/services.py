@@ -210,7 +210,8 @@ EMPTY_CANDIDATES = (
 )
 
 
-def _check_versions(spec: MethodSpec, *, base_version, reward_version, mix_with) -> None:
+def _check_versions(spec: MethodSpec, *, project, base_version, reward_version, mix_with) -> None:
+    registry_selectors.check_in_sight(project, base_version, reward_version, mix_with)
     if base_version.kind != ModelVersion.Kind.POLICY:
         raise ServiceError(f"{spec.label} starts from a policy; pick a policy as the base.")
     if spec.needs_reward_model:
@@ -274,7 +275,11 @@ def training_run_start(
         scored_by_reward_model=scored_by_reward_model,
     )
     _check_versions(
-        spec, base_version=base_version, reward_version=reward_version, mix_with=mix_with
+        spec,
+        project=project,
+        base_version=base_version,
+        reward_version=reward_version,
+        mix_with=mix_with,
     )
     # Written out now, so that an SFT stage and the follow-up it starts use the same choice
     # even if the project's setting changes in between.
@@ -705,10 +710,10 @@ def _publish(run: TrainingRun, work_dir: Path) -> Path:
 
 
 def _evaluation_judge(run: TrainingRun) -> ModelVersion | None:
-    """The run's own reward model, else the latest one that is not retired."""
+    """The run's own reward model, else the latest one not retired in its project."""
     if run.reward_version is not None:
         return run.reward_version
-    return registry_selectors.latest_reward_model()
+    return registry_selectors.latest_reward_model(project=run.project)
 
 
 def _evaluation_prompts(run: TrainingRun, config) -> list:

@@ -66,6 +66,7 @@ def generation_job_start(
     samples by ``reward_version`` (best-of-n serving). ``queue=False`` leaves the job
     queued for the caller to execute itself (the ``train --now`` command)."""
     samples_per_prompt = samples_per_prompt or None
+    registry_selectors.check_in_sight(project, model_version, reward_version)
     selectors.check_generation(
         project=project, model_version=model_version, samples_per_prompt=samples_per_prompt
     )
@@ -161,7 +162,7 @@ def _active_scorer(job: GenerationJob):
     """The latest reward model's scorer when the project pairs replies by active learning."""
     if job.project.candidate_policy != CandidatePolicy.ACTIVE:
         return None
-    version = registry_selectors.latest_reward_model()
+    version = registry_selectors.latest_reward_model(project=job.project)
     return registry_services.reward_scorer(version) if version else None
 
 
@@ -243,11 +244,11 @@ def _generate_all(job: GenerationJob) -> None:
 
 
 def model_version_release(
-    *, version: ModelVersion, user=None, note: str = "", project: Project | None = None
+    *, version: ModelVersion, project: Project, user=None, note: str = ""
 ) -> StateChange:
-    """Release an intermediate stage of a run (``models_registry.services
-    .model_version_release``: refused, changing nothing, unless it is one and, with
-    ``project``, was trained there), then, for a policy, queue a generation job for its
+    """Release an intermediate stage of a run in ``project`` (``models_registry.services
+    .model_version_release``: refused, changing nothing, unless it is one and was trained
+    there), then, for a policy, queue a generation job for its
     candidates in its run's project. One transaction: a refused job start leaves the stage
     unreleased; a broker that is down leaves it released, its job failed with the reason
     (QueueUnavailable)."""

@@ -40,8 +40,8 @@ from config import jobs
 from config.celery import enqueue_after_commit
 from config.errors import Conflict, ServiceError
 from config.parsers import UnsafeJson, loads_checked
+from models_registry import selectors as registry_selectors
 from models_registry.endpoints import generator_for
-from models_registry.models import ModelVersion
 
 logger = logging.getLogger(__name__)
 
@@ -344,10 +344,14 @@ def _check_options(*, project: Project, kind: str, options) -> dict:
     return check_self_instruct_options(options)
 
 
-def check_judge_usable(judge: Judge) -> None:
+def check_judge_usable(judge: Judge, project: Project) -> None:
+    """A local judge's model must not be retired in the project the job runs in."""
     if judge.backend == Judge.Backend.LOCAL:
         version = judge.model_version
-        if version is None or version.state == ModelVersion.State.RETIRED:
+        if (
+            version is None
+            or registry_selectors.retired_in(project=project).filter(pk=version.pk).exists()
+        ):
             raise ServiceError(f"The judge {judge.name}'s model version is retired.")
 
 
@@ -378,7 +382,7 @@ def judge_job_start(
         raise ServiceError("Choose what the job does: " + ", ".join(JudgeJob.Kind.values) + ".")
     budget = _int_in_range(max_requests, name="The budget", low=1, high=MAX_BUDGET)
     cleaned = _check_options(project=project, kind=kind, options=options)
-    check_judge_usable(judge)
+    check_judge_usable(judge, project)
     with transaction.atomic():
         job = JudgeJob.objects.create(
             project=project,

@@ -2,7 +2,6 @@
 which record its head-to-head against the incumbent (services.py). Thin callers of
 selectors.py and services.py; the rest of the version API is models_registry/api.py."""
 
-from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import (
     OpenApiParameter,
     extend_schema,
@@ -16,7 +15,6 @@ from annotation.projects.permissions import MANAGE, VIEW_DATA, project_for
 from config.api_schema import OBJECT
 from models_registry import selectors as registry_selectors
 from models_registry.api import StateChangeInputSerializer, change_payload, version_payload
-from models_registry.models import ModelVersion
 
 
 @extend_schema_view(
@@ -41,12 +39,15 @@ class ProjectLeaderboardApi(APIView):
 
 
 def _state_change(request, slug, version_id, service):
-    project_for(user=request.user, slug=slug, capability=MANAGE)
-    version = get_object_or_404(ModelVersion, pk=version_id)
+    project = project_for(user=request.user, slug=slug, capability=MANAGE)
+    version = registry_selectors.version_in_project(project=project, version_id=version_id)
     data = StateChangeInputSerializer(data=request.data)
     data.is_valid(raise_exception=True)
-    change = service(version=version, user=request.user, note=data.validated_data["note"])
-    payload = version_payload(registry_selectors.version_detail(version_id=version.pk))
+    change = service(
+        version=version, project=project, user=request.user, note=data.validated_data["note"]
+    )
+    detail = registry_selectors.version_detail(version_id=version.pk, project=project)
+    payload = version_payload(detail)
     return Response({**payload, "change": change_payload(change)})
 
 

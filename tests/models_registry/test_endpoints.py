@@ -351,8 +351,8 @@ def _api(client, method, version, body=None):
 GOOD = {"url": "http://gpu-host:8000/v1", "served_model_name": "tiny-lora", "api_key": KEY}
 
 
-def test_an_admin_sets_and_clears_the_endpoint_and_never_sees_the_key(login, admin_member):
-    version = make_version("v")
+def test_an_admin_sets_and_clears_the_endpoint_and_never_sees_the_key(login, project, admin_member):
+    version = make_version("v", workspace=project.workspace)
     client = login(admin_member)
 
     put = _api(client, "put", version, GOOD)
@@ -391,8 +391,10 @@ def test_an_admin_sets_and_clears_the_endpoint_and_never_sees_the_key(login, adm
         ),
     ],
 )
-def test_bad_api_input_is_a_400_with_the_reason_and_stores_nothing(login, admin_member, body, says):
-    version = make_version("v")
+def test_bad_api_input_is_a_400_with_the_reason_and_stores_nothing(
+    login, project, admin_member, body, says
+):
+    version = make_version("v", workspace=project.workspace)
 
     answer = _api(login(admin_member), "put", version, body)
 
@@ -407,8 +409,8 @@ def test_bad_api_input_is_a_400_with_the_reason_and_stores_nothing(login, admin_
 # --- the version page ------------------------------------------------------------------
 
 
-def test_an_admin_sets_the_endpoint_from_the_page(login, admin_member):
-    version = make_version("v")
+def test_an_admin_sets_the_endpoint_from_the_page(login, project, admin_member):
+    version = make_version("v", workspace=project.workspace)
     client = login(admin_member)
 
     answer = client.post(f"/p/alpha/models/{version.pk}/endpoint/", GOOD, follow=True)
@@ -430,9 +432,9 @@ def test_an_admin_sets_the_endpoint_from_the_page(login, admin_member):
     ],
 )
 def test_bad_input_on_the_page_is_a_400_with_the_reason_and_stores_nothing(
-    login, admin_member, body, says
+    login, project, admin_member, body, says
 ):
-    version = make_version("v")
+    version = make_version("v", workspace=project.workspace)
 
     answer = login(admin_member).post(f"/p/alpha/models/{version.pk}/endpoint/", body)
 

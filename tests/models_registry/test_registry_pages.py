@@ -28,100 +28,106 @@ def pair(db):
     return incumbent, candidate
 
 
+def _state_in(project, version) -> str:
+    """The version's state in ``project``, read afresh."""
+    fresh = ModelVersion.objects.get(pk=version.pk)
+    return selectors.overlay_project_state([fresh], project=project)[0].state
+
+
 # --- selectors and services -------------------------------------------------------------
 
 
-def test_the_incumbent_is_the_serving_policy_promoted_last(db):
-    assert selectors.incumbent() is None
+def test_the_incumbent_is_the_serving_policy_promoted_last(project):
+    assert selectors.incumbent(project=project) is None
     first = make_version("first")
     second = make_version("second")
     make_version("reward", kind="reward")
     make_version("retired", state=ModelVersion.State.RETIRED)
 
-    assert selectors.incumbent() == second
-    model_version_promote(version=first, user=None)
-    assert selectors.incumbent() == first
+    assert selectors.incumbent(project=project) == second
+    model_version_promote(project=project, version=first, user=None)
+    assert selectors.incumbent(project=project) == first
 
 
-def test_refused_promotions_change_nothing(pair):
+def test_refused_promotions_change_nothing(project, pair):
     incumbent, candidate = pair
     reward = make_version("rm", kind="reward", state=ModelVersion.State.CANDIDATE)
 
     with pytest.raises(ServiceError, match="incumbent is already the incumbent"):
-        model_version_promote(version=incumbent)
+        model_version_promote(project=project, version=incumbent)
     with pytest.raises(ServiceError, match="rm is a reward model: only policies are promoted"):
-        model_version_promote(version=reward)
+        model_version_promote(project=project, version=reward)
 
     assert StateChange.objects.count() == 0
-    assert ModelVersion.objects.get(pk=reward.pk).state == "candidate"
-    assert selectors.incumbent() == incumbent
+    assert _state_in(project, reward) == "candidate"
+    assert selectors.incumbent(project=project) == incumbent
 
 
-def test_a_promotion_and_a_retirement_store_the_evidence_they_are_given(pair):
+def test_a_promotion_and_a_retirement_store_the_evidence_they_are_given(project, pair):
     incumbent, candidate = pair
     evidence = {"incumbent": incumbent.pk, "incumbent_name": "incumbent", "battles": 3}
 
-    promoted = model_version_promote(version=candidate, evidence=evidence)
+    promoted = model_version_promote(project=project, version=candidate, evidence=evidence)
     retired = model_version_retire(
-        version=incumbent, evidence={**evidence, "incumbent": candidate.pk}
+        project=project, version=incumbent, evidence={**evidence, "incumbent": candidate.pk}
     )
 
     assert (promoted.incumbent, promoted.evidence) == (incumbent, evidence)
     assert (retired.incumbent, retired.evidence["incumbent"]) == (candidate, candidate.pk)
 
 
-def test_evidence_against_another_incumbent_is_refused_and_changes_nothing(pair):
+def test_evidence_against_another_incumbent_is_refused_and_changes_nothing(project, pair):
     incumbent, candidate = pair
     newer = make_version("newer", state=ModelVersion.State.CANDIDATE)
     read_before = {"incumbent": incumbent.pk, "incumbent_name": "incumbent", "battles": 3}
-    model_version_promote(version=newer)  # another admin promotes in between
+    model_version_promote(project=project, version=newer)  # another admin promotes in between
 
     with pytest.raises(ServiceError, match="The incumbent changed to newer since its record"):
-        model_version_promote(version=candidate, evidence=read_before)
+        model_version_promote(project=project, version=candidate, evidence=read_before)
     with pytest.raises(ServiceError, match="The incumbent changed to newer since its record"):
-        model_version_retire(version=candidate, evidence=read_before)
+        model_version_retire(project=project, version=candidate, evidence=read_before)
 
-    assert ModelVersion.objects.get(pk=candidate.pk).state == "candidate"
+    assert _state_in(project, candidate) == "candidate"
     assert StateChange.objects.count() == 1
 
 
-def test_the_last_serving_policy_cannot_be_retired(pair):
+def test_the_last_serving_policy_cannot_be_retired(project, pair):
     incumbent, candidate = pair
 
     with pytest.raises(ServiceError, match="incumbent is the last serving policy: promote another"):
-        model_version_retire(version=incumbent)
-    assert ModelVersion.objects.get(pk=incumbent.pk).state == "serving"
+        model_version_retire(project=project, version=incumbent)
+    assert _state_in(project, incumbent) == "serving"
     assert StateChange.objects.count() == 0
 
-    model_version_promote(version=candidate)
-    change = model_version_retire(version=incumbent, note="replaced")
+    model_version_promote(project=project, version=candidate)
+    change = model_version_retire(project=project, version=incumbent, note="replaced")
 
     assert (change.from_state, change.to_state, change.incumbent) == (
         "serving",
         "retired",
         candidate,
     )
-    assert ModelVersion.objects.get(pk=incumbent.pk).state == "retired"
+    assert _state_in(project, incumbent) == "retired"
     with pytest.raises(ServiceError, match="incumbent is already retired"):
-        model_version_retire(version=incumbent)
+        model_version_retire(project=project, version=incumbent)
     with pytest.raises(ServiceError, match="candidate is the last serving policy"):
-        model_version_retire(version=candidate)
+        model_version_retire(project=project, version=candidate)
 
 
-def test_candidates_and_reward_models_retire_and_a_retired_policy_can_return(pair):
+def test_candidates_and_reward_models_retire_and_a_retired_policy_can_return(project, pair):
     incumbent, candidate = pair
     reward = make_version("rm", kind="reward")
 
-    model_version_retire(version=candidate)
-    model_version_retire(version=reward)
-    back = model_version_promote(version=candidate)
+    model_version_retire(project=project, version=candidate)
+    model_version_retire(project=project, version=reward)
+    back = model_version_promote(project=project, version=candidate)
 
     assert (back.from_state, back.to_state) == ("retired", "serving")
-    assert ModelVersion.objects.get(pk=reward.pk).state == "retired"
-    assert selectors.incumbent() == candidate
+    assert _state_in(project, reward) == "retired"
+    assert selectors.incumbent(project=project) == candidate
 
 
-def test_the_lineage_graph_lays_out_a_forest_left_to_right(db):
+def test_the_lineage_graph_lays_out_a_forest_left_to_right(project):
     base = make_version("base")
     sft = make_version("sft", method="sft", parent=base, state="candidate")
     dpo = make_version("dpo", method="dpo", parent=sft, state="candidate")
@@ -129,7 +135,7 @@ def test_the_lineage_graph_lays_out_a_forest_left_to_right(db):
     reward = make_version("rm", method="reward", kind="reward", parent=sft, state="candidate")
     other = make_version("other-base")
 
-    graph = selectors.lineage_graph()
+    graph = selectors.lineage_graph(project=project)
 
     node = {n["version"].name: n for n in graph["nodes"]}
     assert set(node) == {"base", "sft", "dpo", "ppo", "rm", "other-base"}
@@ -239,18 +245,19 @@ def test_the_models_page_links_versions_states_and_the_graph(login, admin_member
 # --- API -------------------------------------------------------------------------------
 
 
-def test_the_version_api_has_state_promotion_import_and_children(login, outsider, pair):
+def test_the_version_api_has_state_promotion_import_and_children(login, labeler, project, pair):
     incumbent, candidate = pair
-    model_version_promote(version=candidate)
+    model_version_promote(project=project, version=candidate)
 
-    payload = login(outsider).get(f"/api/model-versions/{incumbent.pk}/").json()
+    # No project in the URL: the default states (the promotion was alpha's).
+    payload = login(labeler).get(f"/api/model-versions/{incumbent.pk}/").json()
 
     assert payload["state"] == "serving"
     assert payload["children"] == [candidate.pk]
     assert payload["promoted_at"] is not None
     assert payload["imported_from"] == ""
     assert payload["changes"] == []
-    assert login(outsider).get("/api/model-versions/999999/").status_code == 404
+    assert login(labeler).get("/api/model-versions/999999/").status_code == 404
 
 
 # --- permissions: every route for every caller is in tests/models_registry/test_permissions.py
@@ -322,17 +329,17 @@ def test_an_intermediate_stage_is_in_no_model_list_and_never_a_partner(
     ensure_comparison_tasks(project=project, model_version=incumbent)
 
     expected = {incumbent, candidate}
-    assert set(selectors.servable_versions(kind="policy")) == expected
-    assert set(arena_versions()) == set(chat_versions()) == expected
+    assert set(selectors.servable_versions(project=project, kind="policy")) == expected
+    assert set(arena_versions(project=project)) == set(chat_versions(project=project)) == expected
     assert {row["id"] for row in listed} == {v.model_id for v in expected}
     # The incumbent's reply is paired with the newest other version's: the candidate's.
     task = Task.objects.get(prompt=prompt)
     assert {r.model_version for r in task.responses.all()} == {incumbent, candidate}
 
 
-def test_an_intermediate_stage_is_not_promoted(pair, stage):
+def test_an_intermediate_stage_is_not_promoted(project, pair, stage):
     with pytest.raises(ServiceError, match=r"sft-stage is an intermediate stage of run \d+"):
-        model_version_promote(version=stage, user=None)
+        model_version_promote(project=project, version=stage, user=None)
 
     stage.refresh_from_db()
     assert (stage.state, StateChange.objects.count()) == ("candidate", 0)
@@ -374,7 +381,7 @@ def test_releasing_a_stage_makes_it_a_candidate_that_generates(login, admin_memb
     assert change.note == f"Released: was an intermediate stage of run {run.pk}. try it"
     job = GenerationJob.objects.get(model_version=stage)
     assert (job.project, job.status) == (project, GenerationJob.Status.QUEUED)
-    assert stage in selectors.servable_versions(kind="policy")
+    assert stage in selectors.servable_versions(project=project, kind="policy")
     page = client.get(answer["Location"]).content.decode()
     assert "sft-stage is released: its candidates are queued." in page
     assert "Released (candidate)" in page

@@ -28,7 +28,7 @@ from annotation.labeling.kinds import NO_PROMPTS, KindSpec, TaskBatch, counted, 
 from annotation.labeling.services import ensure_task
 from annotation.models import Judgment, Project, Prompt, Response, Task, TaskKind
 from config.errors import ServiceError
-from models_registry.models import ModelVersion
+from models_registry import selectors as registry_selectors
 
 MAX_TEXT = 20_000
 MAX_TURN_CHARS = 20_000
@@ -202,7 +202,7 @@ def create_tasks(*, project: Project, options: Mapping) -> TaskBatch:
         raise ServiceError("mode must be write (reply from scratch) or edit (improve a model's).")
     if mode == "edit":
         version_id = _model_version_id(options.get("model_version"))
-        version = ModelVersion.objects.filter(pk=version_id).first()
+        version = registry_selectors.visible_to(project.workspace).filter(pk=version_id).first()
         if version is None:
             raise ServiceError(f"There is no model version {version_id}.")
     if not project.prompts.labeling().exists():

@@ -2,6 +2,7 @@
 
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404
+from rest_framework.permissions import BasePermission
 
 from annotation.models import Membership, Project, Role, Workspace
 
@@ -83,3 +84,18 @@ def workspaces_of(user):
 
 def is_workspace_member(*, user, workspace: Workspace) -> bool:
     return workspaces_of(user).filter(pk=workspace.pk).exists()
+
+
+class KeyScopedToItsWorkspace(BasePermission):
+    """DRF: a request made with an API key reaches only the projects of the key's workspace
+    (``/api/projects/<slug>/...``); a session, or a route without a project, is not
+    limited here. The role checks (``project_for``) still follow."""
+
+    message = "This API key is scoped to another workspace."
+
+    def has_permission(self, request, view) -> bool:
+        workspace_id = getattr(request.auth, "workspace_id", None)
+        slug = view.kwargs.get("slug") if hasattr(view, "kwargs") else None
+        if workspace_id is None or slug is None:
+            return True
+        return Project.objects.filter(slug=slug, workspace_id=workspace_id).exists()

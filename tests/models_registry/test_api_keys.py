@@ -177,6 +177,22 @@ def test_a_key_sees_only_its_workspaces_models_even_when_the_user_is_in_both(cli
     assert session == {"shared-base", "b-only"}
 
 
+def test_a_key_reaches_only_its_workspaces_projects_on_the_api(client, db):
+    home, away = make_project("home"), make_project("away")
+    user = make_member(home, Role.ADMIN, "both")
+    ensure_membership(project=away, user=user, role=Role.ADMIN)
+    key = services.api_key_create(user=user, workspace=home.workspace, name="home only")[1]
+
+    at_home = client.get("/api/projects/home/stats/", headers=_bearer(key))
+    away_answer = client.get("/api/projects/away/stats/", headers=_bearer(key))
+
+    assert at_home.status_code == 200
+    assert away_answer.status_code == 403
+    assert away_answer.json() == {"detail": "This API key is scoped to another workspace."}
+    client.force_login(user)  # the same user's browser session is not limited by the key
+    assert client.get("/api/projects/away/stats/").status_code == 200
+
+
 def test_a_key_does_not_see_a_model_retired_in_its_workspaces_project(client, project, member):
     from models_registry.services import model_version_retire
 

@@ -391,7 +391,7 @@ def test_the_api_fills_the_queue(login, project, ai, admin_member):
         ({"mode": "sample", "rate": [1]}, "rate must be a number"),
         ({"mode": "unsure", "threshold": "wide"}, "threshold must be a number."),
         ({"mode": "all", "judge": 99999}, "There is no judge 99999."),
-        ([1, 2], "Send an object"),
+        ([1, 2], "Send a JSON object"),
     ],
 )
 def test_bad_api_fills_get_400_and_change_nothing(login, project, ai, admin_member, body, message):

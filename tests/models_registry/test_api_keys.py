@@ -271,7 +271,7 @@ def test_existing_plaintext_tokens_become_hashed_keys_that_keep_working(client, 
     with connection.cursor() as cursor:
         cursor.execute(
             "CREATE TABLE authtoken_token (key varchar(40) PRIMARY KEY, user_id integer, "
-            "created datetime)"
+            "created timestamp)"
         )
         cursor.executemany(
             "INSERT INTO authtoken_token (key, user_id, created) VALUES (%s, %s, %s)",

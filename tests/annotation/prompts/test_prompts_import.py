@@ -278,7 +278,9 @@ def test_the_api_answers_new_and_existing_counts(login, admin_member, project):
     }
     assert clash.status_code == 400
     assert clash.json()["detail"].startswith("Line 2: id '1' is also on line 1, with other text")
-    assert list(Prompt.objects.filter(project=project).values_list("text", flat=True)) == [
+    assert list(
+        Prompt.objects.filter(project=project).order_by("pk").values_list("text", flat=True)
+    ) == [
         "A",
         "B",
         "C",

@@ -1,4 +1,3 @@
-
 """A model version against the incumbent: its head-to-head record from battles, shown on
 its page before a promotion and stored with the promotion or retirement (pages and API).
 The routes' permission table is tests/models_registry/test_registry_pages.py's, with the

@@ -4,7 +4,8 @@ elsewhere stay absolute, and migrating back makes them absolute again."""
 
 import pytest
 from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
+
+from tests.migrations import migrate_to, schema_at
 
 BEFORE = [
     ("training", "0004_kto_and_rrhf_methods"),
@@ -16,20 +17,11 @@ AFTER = [
 ]
 
 
-def _migrate(targets):
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate(targets)
-    return executor.loader.project_state(targets).apps
-
-
 @pytest.fixture
 def schema_before(transactional_db):
     """The schema as it was before the two migrations; put back to the latest after."""
-    try:
-        yield _migrate(BEFORE)
-    finally:
-        _migrate(MigrationExecutor(connection).loader.graph.leaf_nodes())
+    with schema_at(BEFORE) as apps:
+        yield apps
 
 
 def _stored(table: str, columns: str) -> list[tuple]:
@@ -68,7 +60,7 @@ def test_absolute_paths_under_data_dir_become_relative_and_back(schema_before, s
     before_versions = _stored("models_registry_modelversion", "base_path, adapter_path")
     before_snapshots = _stored("training_datasetsnapshot", "path")
 
-    _migrate(AFTER)
+    migrate_to(AFTER)
 
     assert _stored("models_registry_modelversion", "base_path, adapter_path") == [
         ("models/tiny", ""),
@@ -79,7 +71,7 @@ def test_absolute_paths_under_data_dir_become_relative_and_back(schema_before, s
         ("snapshots/old-paths-preferences-aaaa.jsonl",)
     ]
 
-    _migrate(BEFORE)
+    migrate_to(BEFORE)
 
     assert _stored("models_registry_modelversion", "base_path, adapter_path") == before_versions
     assert _stored("training_datasetsnapshot", "path") == before_snapshots

@@ -2,8 +2,8 @@
 with their turns' state in Prompt.metadata, come out as ChatTurn rows, and back."""
 
 import pytest
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
+
+from tests.migrations import migrate_to, schema_at
 
 BEFORE = [
     ("annotation", "0006_job_lifecycle_judge_jobs_and_battles"),
@@ -12,20 +12,11 @@ BEFORE = [
 AFTER = [("annotation", "0007_chat_turns")]
 
 
-def _migrate(targets):
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate(targets)
-    return executor.loader.project_state(targets).apps
-
-
 @pytest.fixture
 def schema_before_chat_turns(transactional_db):
     """The schema as it was before 0007; put back to the latest after the test."""
-    try:
-        yield _migrate(BEFORE)
-    finally:
-        _migrate(MigrationExecutor(connection).loader.graph.leaf_nodes())
+    with schema_at(BEFORE) as apps:
+        yield apps
 
 
 def _old_chat(apps):
@@ -81,7 +72,7 @@ def _old_chat(apps):
 def test_0007_moves_old_turns_into_rows_and_back(schema_before_chat_turns):
     session, picked, failed, replies = _old_chat(schema_before_chat_turns)
 
-    after = _migrate(AFTER)
+    after = migrate_to(AFTER)
 
     ChatTurn = after.get_model("annotation", "ChatTurn")
     Prompt = after.get_model("annotation", "Prompt")
@@ -97,7 +88,7 @@ def test_0007_moves_old_turns_into_rows_and_back(schema_before_chat_turns):
     assert turns[1].error == "RuntimeError: out of memory"
     assert Prompt.objects.get(pk=picked.pk).metadata == {"chat_session": session.pk}
 
-    before = _migrate(BEFORE)
+    before = migrate_to(BEFORE)
 
     restored = before.get_model("annotation", "Prompt").objects.get(pk=failed.pk).metadata
     assert restored == {

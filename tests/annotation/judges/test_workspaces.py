@@ -4,8 +4,6 @@ another workspace's endpoint or key, and a new version of a built-in constitutio
 editing workspace's own line instead of changing what every other workspace reads."""
 
 import pytest
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 from django.test import Client
 
 from annotation.judges import jobs, services
@@ -13,6 +11,7 @@ from annotation.models import Constitution, Judge, JudgeJob, Judgment, Role
 from annotation.projects.services import ensure_project, ensure_workspace
 from tests.annotation.judges.fake_endpoint import Answer, FakeEndpoint, completion, option_text
 from tests.factories import make_member, make_project, make_task
+from tests.migrations import migrate_to, schema_at
 
 KEY = "sk-demo-secret-key-0123456789abcdef"
 URL = "https://judge.demo.example/v1"
@@ -440,20 +439,11 @@ BEFORE = [("annotation", "0008_generation_jobs_move")]
 AFTER = [("annotation", "0010_workspaces_required")]
 
 
-def _migrate(targets):
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate(targets)
-    return executor.loader.project_state(targets).apps
-
-
 @pytest.fixture
 def schema_before_workspaces(transactional_db):
     """The schema as it was before 0009; put back to the latest after the test."""
-    try:
-        yield _migrate(BEFORE)
-    finally:
-        _migrate(MigrationExecutor(connection).loader.graph.leaf_nodes())
+    with schema_at(BEFORE) as apps:
+        yield apps
 
 
 def test_0009_gives_each_project_a_workspace_and_a_used_judge_its_projects(
@@ -473,7 +463,7 @@ def test_0009_gives_each_project_a_workspace_and_a_used_judge_its_projects(
     )
     JudgeJob.objects.create(project=second, judge=judge, kind="pairwise")
 
-    new = _migrate(AFTER)
+    new = migrate_to(AFTER)
 
     Project = new.get_model("annotation", "Project")
     Workspace = new.get_model("annotation", "Workspace")

@@ -241,14 +241,3 @@ class ModelVersionShareApi(APIView):
         payload = version_payload(selectors.version_detail(version_id=version.pk, project=project))
         payload["shared_with"] = sorted(w.slug for w in version.shared_with.all())
         return Response(payload)
-
-
-def offer_only_versions_to(serializer: serializers.Serializer, project):
-    """Let every model version field of ``serializer`` accept only the versions
-    ``project``'s workspace may use: another workspace's id reads as one that does not
-    exist (the services refuse it anyway)."""
-    for field in serializer.fields.values():
-        queryset = getattr(field, "queryset", None)
-        if queryset is not None and queryset.model is ModelVersion:
-            field.queryset = selectors.visible_to(project.workspace, queryset)
-    return serializer

@@ -49,10 +49,13 @@ class ServingEndpointForm(forms.Form):
     )
 
 
-def offer_only_versions_of(form: forms.Form, project) -> forms.Form:
-    """Limit every model version field of ``form`` to the versions ``project``'s workspace
-    may use (the services refuse others anyway; this keeps their names off the page)."""
+def offer_only_versions_of(form, project):
+    """Limit every model version field of ``form`` (a Django form, or a DRF serializer's
+    related fields) to the versions ``project``'s workspace may use: another workspace's
+    id reads as one that does not exist, and its name stays off the page (the services
+    refuse it anyway)."""
     for field in form.fields.values():
-        if isinstance(field, forms.ModelChoiceField) and field.queryset.model is ModelVersion:
-            field.queryset = selectors.visible_to(project.workspace, field.queryset)
+        queryset = getattr(field, "queryset", None)
+        if queryset is not None and queryset.model is ModelVersion:
+            field.queryset = selectors.visible_to(project.workspace, queryset)
     return form

@@ -10,7 +10,7 @@ from rest_framework.views import APIView
 from annotation.projects.permissions import MANAGE, project_for
 from config import jobs
 from config.api_schema import OBJECT, OBJECT_LIST
-from models_registry.api import offer_only_versions_to
+from models_registry.forms import offer_only_versions_of
 from models_registry.models import ModelVersion
 from training import selectors, services
 from training.methods.launch import STRATEGIES
@@ -114,7 +114,7 @@ class TrainingRunListApi(APIView):
 
     def post(self, request, slug):
         project = project_for(user=request.user, slug=slug, capability=MANAGE)
-        data = offer_only_versions_to(TrainingRunInputSerializer(data=request.data), project)
+        data = offer_only_versions_of(TrainingRunInputSerializer(data=request.data), project)
         data.is_valid(raise_exception=True)
         run = services.training_run_start(project=project, user=request.user, **data.validated_data)
         return Response(run_payload(run), status=201)

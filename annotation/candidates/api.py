@@ -19,6 +19,7 @@ from config import jobs
 from config.api_schema import OBJECT, OBJECT_LIST
 from models_registry import api as registry_api
 from models_registry import selectors as registry_selectors
+from models_registry.forms import offer_only_versions_of
 from models_registry.models import ModelVersion
 
 
@@ -95,7 +96,7 @@ class GenerationPreviewApi(APIView):
         (and ``&samples_per_prompt=<n>``): how many prompts it answers, replies it writes
         and comparison tasks it creates. Counted by the code the job runs; stores nothing."""
         project = project_for(user=request.user, slug=slug, capability=MANAGE)
-        data = registry_api.offer_only_versions_to(
+        data = offer_only_versions_of(
             GenerationPreviewInputSerializer(data=request.query_params), project
         )
         data.is_valid(raise_exception=True)
@@ -123,9 +124,7 @@ class GenerationJobApi(APIView):
 
     def post(self, request, slug):
         project = project_for(user=request.user, slug=slug, capability=MANAGE)
-        data = registry_api.offer_only_versions_to(
-            GenerationJobInputSerializer(data=request.data), project
-        )
+        data = offer_only_versions_of(GenerationJobInputSerializer(data=request.data), project)
         data.is_valid(raise_exception=True)
         fields = data.validated_data
         job = services.generation_job_start(

@@ -28,6 +28,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from annotation.judges.backends import BackendError, JudgeBackend, LocalBackend, RemoteBackend
+from annotation.judges.selectors import judges_usable
 from annotation.models import (
     Judge,
     JudgeJob,
@@ -356,12 +357,10 @@ def check_judge_usable(judge: Judge, project: Project) -> None:
 
 
 def _usable_in(judge: Judge, project: Project) -> bool:
-    """Its own workspace's judge, or one its owner shared with the project's workspace: a
-    job spends the judge's endpoint and key, which only the owner may lend."""
-    return (
-        judge.workspace_id == project.workspace_id
-        or judge.shared_with.filter(pk=project.workspace_id).exists()
-    )
+    """Its own workspace's judge, or one its owner shared with the project's workspace
+    (``selectors.judges_usable``): a job spends the judge's endpoint and key, which only the
+    owner may lend."""
+    return judges_usable(workspace=project.workspace).filter(pk=judge.pk).exists()
 
 
 def judge_job_start(

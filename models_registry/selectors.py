@@ -59,16 +59,12 @@ def retired_in(*, project):
     )
 
 
-def policy_versions():
-    return ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY).select_related("parent")
-
-
 def versions(*, project, kind: str | None = None, rows=None) -> list[ModelVersion]:
     """Every version ``project``'s workspace may see (or of ``rows``), policies and reward
     models or those of one kind, each with its state in ``project`` (None: the default
     states)."""
     if rows is None:
-        rows = visible_to(project.workspace) if project is not None else ModelVersion.objects
+        rows = versions_in_sight(project)
     rows = rows.select_related("parent").prefetch_related("children")
     return overlay_project_state(rows.filter(kind=kind) if kind else rows, project=project)
 

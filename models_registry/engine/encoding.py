@@ -59,6 +59,28 @@ def autocast_for(device: str) -> contextlib.AbstractContextManager[Any]:
 # --- Chat encoding --------------------------------------------------------------------
 
 
+def left_padded_batch(
+    tokenizer: Any, texts: Sequence[str], device: torch.device | str = "cpu"
+) -> dict[str, torch.Tensor]:
+    """``input_ids`` and ``attention_mask`` for ``texts`` on ``device``, left-padded with
+    the pad token.
+
+    The padding happens here, not in ``tokenizer(..., padding=True)``: a fast tokenizer
+    keeps its padding switch in the shared Rust backend, so a padded call on one thread
+    and an unpadded call on another (a /v1 view counting prompt tokens while the batcher
+    encodes) can leave the batch unpadded mid-call. Unpadded calls never flip the switch.
+    """
+    rows = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    width = max(len(row) for row in rows)
+    input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for index, row in enumerate(rows):
+        if row:
+            input_ids[index, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+            attention_mask[index, width - len(row) :] = 1
+    return {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
+
+
 def chat_prompt_ids(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
     """Token ids of ``messages`` rendered with the chat template plus the generation prompt."""
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from models_registry.engine.encoding import pick_device, prepare_tokenizer
+from models_registry.engine.encoding import left_padded_batch, pick_device, prepare_tokenizer
 
 __all__ = [
     "ArtifactError",
@@ -591,7 +591,6 @@ def generate_replies(
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
     prepare_tokenizer(tokenizer)
-    tokenizer.padding_side = "left"
     device = next(model.parameters()).device
     eos_ids = _eos_ids(model, tokenizer)
     generate_kwargs: dict[str, Any] = {
@@ -613,9 +612,7 @@ def generate_replies(
             tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
             for messages in batch
         ]
-        encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(
-            device
-        )
+        encoded = left_padded_batch(tokenizer, texts, device)
         # Seeded under the base's lock, so another thread's seed cannot come in between.
         with activated_policy(model) as module:
             torch.manual_seed(torch_seed(params.seed + batch_index))

@@ -41,6 +41,7 @@ from transformers.generation.stopping_criteria import StoppingCriteria, Stopping
 from transformers.generation.streamers import BaseStreamer
 
 from models_registry.engine import ml
+from models_registry.engine.encoding import left_padded_batch
 
 __all__ = [
     "GenerationCancelled",
@@ -429,13 +430,7 @@ class GenerationService:
         rows: list[_Row] = []
         try:
             device = next(model.parameters()).device
-            encoded = tokenizer(
-                texts,
-                return_tensors="pt",
-                padding=True,
-                padding_side="left",
-                add_special_tokens=False,
-            ).to(device)
+            encoded = left_padded_batch(tokenizer, texts, device)
             lengths = encoded["attention_mask"].sum(dim=1).tolist()
             eos_ids = ml._eos_ids(model, tokenizer)
             started = time.monotonic()

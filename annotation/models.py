@@ -7,6 +7,7 @@ from django.db.models import F, Q
 # Feature packages' own models, under this app's label.
 from annotation.candidates.models import GenerationJob  # noqa: F401
 from annotation.chat.models import ChatTurn  # noqa: F401
+from config.paths import DataDirPathField
 
 
 def default_criteria() -> list[str]:
@@ -141,15 +142,23 @@ class Membership(models.Model):
 
 
 class PromptImport(models.Model):
-    """One accepted import file (recorded even when every prompt was already there); every
-    prompt it created points back to it."""
+    """One accepted import file (recorded even when everything in it was already there);
+    every prompt, response and judgment it created points back to it."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="imports")
     file_name = models.CharField(max_length=255)
+    source = models.CharField(
+        max_length=100, blank=True, help_text="The dataset's name; versions select by it."
+    )
+    format = models.CharField(max_length=20, default="prompts")
+    content_hash = models.CharField(max_length=64, blank=True, help_text="sha256 of the file.")
+    record_count = models.PositiveIntegerField(default=0, help_text="Records the file holds.")
     prompt_count = models.PositiveIntegerField(help_text="Prompts the file added.")
     existing_count = models.PositiveIntegerField(
         default=0, help_text="Prompts of the file already in the project, not added again."
     )
+    response_count = models.PositiveIntegerField(default=0, help_text="Responses it added.")
+    judgment_count = models.PositiveIntegerField(default=0, help_text="Judgments it added.")
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
@@ -181,6 +190,9 @@ class Prompt(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="prompts")
     text = models.TextField()
     external_id = models.CharField(max_length=200, blank=True)
+    context = models.JSONField(
+        default=list, blank=True, help_text="Turns before the prompt ({role, content})."
+    )
     metadata = models.JSONField(default=dict, blank=True)
     source_import = models.ForeignKey(
         PromptImport, null=True, blank=True, on_delete=models.SET_NULL, related_name="prompts"
@@ -196,7 +208,7 @@ class Prompt(models.Model):
         return self.text[:60]
 
     def as_conversation(self) -> list[dict]:
-        return [{"role": "user", "content": self.text}]
+        return [*self.context, {"role": "user", "content": self.text}]
 
 
 class Response(models.Model):
@@ -218,6 +230,11 @@ class Response(models.Model):
     completion_tokens = models.PositiveIntegerField(default=0)
     generation_seconds = models.FloatField(default=0.0)
     finished = models.BooleanField(default=True, help_text="Ended with EOS, not cut off.")
+    external_id = models.CharField(max_length=200, blank=True)
+    metadata = models.JSONField(default=dict, blank=True, help_text="An import's own fields.")
+    source_import = models.ForeignKey(
+        PromptImport, null=True, blank=True, on_delete=models.SET_NULL, related_name="responses"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = ResponseQuerySet.as_manager()
@@ -343,6 +360,7 @@ class Judgment(models.Model):
         HUMAN = "human", "Human"
         AI = "ai", "AI judge"
         REVIEW = "review", "Reviewer correction"
+        IMPORT = "import", "Imported"
 
     client_id = models.UUIDField(unique=True, default=uuid.uuid4)
     kind = models.CharField(max_length=20, choices=TaskKind.choices)
@@ -405,8 +423,13 @@ class Judgment(models.Model):
         default=dict, blank=True, help_text="AI judge: per-order probabilities and verdicts."
     )
     needs_review = models.BooleanField(
-        default=False, help_text="An AI label a human should check (review queue)."
+        default=False, help_text="An AI or imported label a human should check (review queue)."
     )
+    # Imported judgments: the import, and the record's original id, line and fields.
+    source_import = models.ForeignKey(
+        PromptImport, null=True, blank=True, on_delete=models.PROTECT, related_name="judgments"
+    )
+    import_details = models.JSONField(default=dict, blank=True)
     labeler = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="judgments"
     )
@@ -695,3 +718,47 @@ class JudgeJob(models.Model):
     @property
     def percent(self) -> int:
         return int(100 * self.done / self.total) if self.total else 0
+
+
+class DatasetVersion(models.Model):
+    """An immutable, content-hashed dataset: the rows a curation recipe kept, in a JSONL
+    file under DATA_DIR, with the recipe, what each step removed, its parents and a card.
+    Curation never edits originals; a version only decides what it holds."""
+
+    class Kind(models.TextChoices):
+        PREFERENCE = "preference", "Preference (ranked responses)"
+        SFT = "sft", "SFT (demonstrations)"
+        KTO = "kto", "KTO (unpaired good/bad)"
+        PROMPTS = "prompts", "Prompts only"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="dataset_versions")
+    name = models.SlugField(max_length=100)
+    number = models.PositiveIntegerField()
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    content_hash = models.CharField(max_length=64, help_text="sha256 of the rows file.")
+    path = DataDirPathField(max_length=500, help_text="The rows (JSONL); relative to DATA_DIR.")
+    row_count = models.PositiveIntegerField()
+    recipe = models.JSONField(default=dict)
+    report = models.JSONField(default=list, help_text="Each step: removed, changed, examples.")
+    stats = models.JSONField(default=dict, help_text="Counts by source and language, labels.")
+    card = models.TextField(help_text="The dataset card (README.md).")
+    licence = models.CharField(max_length=100, blank=True)
+    parents = models.ManyToManyField("self", symmetrical=False, blank=True, related_name="children")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "-number"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "name", "number"], name="dataset_version_unique_number"
+            ),
+            models.UniqueConstraint(
+                fields=["project", "name", "content_hash"], name="dataset_version_unique_content"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.name} v{self.number}"

@@ -112,7 +112,9 @@ def dataset_import(
         with transaction.atomic():
             # Two imports into one project wait for each other, so the second sees the first.
             Project.objects.select_for_update().filter(pk=project.pk).first()
-            earlier = PromptImport.objects.filter(project=project, content_hash=content_hash)
+            earlier = PromptImport.objects.filter(
+                project=project, content_hash=content_hash
+            ).first()
             batch = PromptImport.objects.create(
                 project=project,
                 file_name=file_name[:255],
@@ -123,8 +125,8 @@ def dataset_import(
                 created_by=user,
             )
             counts = _Counts()
-            if earlier.exists():
-                counts.records = earlier.first().record_count
+            if earlier is not None:
+                counts.records = earlier.record_count
                 counts.prompts_there = counts.records
             else:
                 for chunk in _chunks(readers.read_records(path, chosen), CHUNK_RECORDS):
@@ -133,7 +135,8 @@ def dataset_import(
                     raise ImportFormatError("the file holds no records.")
             _record_counts(batch, counts)
     except ImportFormatError as error:
-        raise DataImportError(f"{error} Nothing was imported.", line=error.line) from None
+        reason = str(error).rstrip(".")
+        raise DataImportError(f"{reason}. Nothing was imported.", line=error.line) from None
     except OSError as error:
         raise DataImportError(f"Cannot read {file_name}: {error.strerror}.") from None
     return batch
@@ -300,7 +303,6 @@ def _judgment_row(
         client_id=client_id,
         project=project,
         prompt_id=prompt_id,
-        context=record.context,
         source=Judgment.Source.IMPORT,
         source_import=batch,
         labeler=None,

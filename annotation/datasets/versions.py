@@ -30,7 +30,6 @@ data; the originals stay visible to admins in the project's data.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import shutil
 import tempfile
@@ -39,11 +38,13 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import orjson
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 
 from annotation.datasets import version_rows
+from annotation.datasets.writers import read_version_rows
 from annotation.models import DatasetVersion, Project, PromptImport
 from config.errors import ServiceError
 
@@ -355,13 +356,6 @@ def _run_steps(rows: Iterable[dict], steps) -> Iterator[dict]:
 # --- Sources ---------------------------------------------------------------------------
 
 
-def read_rows(path: Path) -> Iterator[dict]:
-    with Path(path).open(encoding="utf-8") as stream:
-        for line in stream:
-            if line.strip():
-                yield json.loads(line)
-
-
 def _share_of(row_id: str, parent_id: int) -> float:
     digest = hashlib.blake2b(f"{parent_id}:{row_id}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64
@@ -371,7 +365,7 @@ def _mixed_rows(recipe: Recipe) -> Iterator[dict]:
     for parent_id, weight in recipe.mix:
         parent = DatasetVersion.objects.get(pk=parent_id)
         whole, part = int(weight), weight - int(weight)
-        for row in read_rows(Path(parent.path)):
+        for row in read_version_rows(Path(parent.path)):
             copies = whole + (1 if _share_of(row["id"], parent_id) < part else 0)
             for copy in range(copies):
                 suffix = f"#{copy + 1}" if copy else ""
@@ -402,8 +396,7 @@ class Curated:
 
 
 def _line(row: dict) -> bytes:
-    text = json.dumps(row, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-    return (text + "\n").encode()
+    return orjson.dumps(row, option=orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE)
 
 
 def _row_score(row: dict) -> float | None:
@@ -466,7 +459,7 @@ def _top_share(rows: Iterable[dict], share: float, report: StepReport, workdir: 
         return
     scores.sort(reverse=True)
     cut = scores[max(0, min(len(scores), round(share * len(scores))) - 1)]
-    for row in read_rows(spill):
+    for row in read_version_rows(spill):
         if _row_score(row) >= cut:
             yield row
         else:

@@ -56,6 +56,8 @@ import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import orjson
+
 EXPORT_FORMATS = ("dpo", "sft", "kto", "prompt", "completion", "reward", "ranking", "rating")
 
 FORMATS_OF_KIND = {
@@ -90,8 +92,8 @@ def check_format(kind: str, fmt: str) -> None:
 
 def read_version_rows(path: Path) -> Iterator[dict]:
     """The rows of a version file, one at a time (blank lines skipped)."""
-    loads = json.loads
-    with open(path, encoding="utf-8") as lines:
+    loads = orjson.loads
+    with open(path, "rb") as lines:
         for line in lines:
             if line.strip():
                 yield loads(line)
@@ -266,18 +268,18 @@ def _remove(path: Path) -> None:
 
 
 def _write_jsonl(rows: Iterator[dict], path: Path) -> int:
-    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    dumps = orjson.dumps
     count = 0
-    with open(path, "w", encoding="utf-8") as out:
-        lines: list[str] = []
+    with open(path, "wb") as out:
+        lines: list[bytes] = []
         for row in rows:
             lines.append(dumps(row))
             if len(lines) == 1000:
-                out.write("\n".join(lines) + "\n")
+                out.write(b"\n".join(lines) + b"\n")
                 count += len(lines)
                 lines.clear()
         if lines:
-            out.write("\n".join(lines) + "\n")
+            out.write(b"\n".join(lines) + b"\n")
             count += len(lines)
     return count
 

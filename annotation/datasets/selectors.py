@@ -7,7 +7,10 @@
 - rating: {prompt, response, scores, flags}.
 - kto: TRL's unpaired rows {prompt, completion, label} from ratings (against a threshold),
   comparisons (winner and loser, both of a both-bad) and rankings (best and worst).
-Only current judgments count: superseded and rejected ones are left out. AI judgments sent
+Only current judgments count: superseded and rejected ones are left out. Imported judgments
+(source "import", a dataset's labels) are never in: whatever the ``ai`` option, these
+exports and the training snapshots built from them hold the project's own labels (see
+``PEOPLE``); imported data is trained on through dataset versions. AI judgments sent
 to review and not yet reviewed stay in (a review that rejects one takes it out; one that
 corrects it puts the reviewer's judgment in its place).
 
@@ -45,6 +48,11 @@ from annotation.judges.trust import check_ai as check_ai
 from annotation.models import Judgment, Project, Response, TaskKind
 
 FORMATS = ("dpo", "sft", "ranking", "rating", "kto")
+# People's labels: labelers' and reviewers' corrections (a correction of an AI or imported
+# label included: it is the reviewer's). Imported judgments (source "import") are no
+# option's: these exports are of the project's own labels, and a dataset's labels reach
+# training through dataset versions that select them by source.
+PEOPLE = (Judgment.Source.HUMAN, Judgment.Source.REVIEW)
 
 
 @dataclass(frozen=True)
@@ -73,9 +81,10 @@ def _current(project: Project, kind: str, selection: AiSelection):
         .select_related("prompt", "judge", "constitution")
         .order_by("created_at", "id")
     )
+    people = Q(source__in=PEOPLE)
     ai = Q(source=Judgment.Source.AI)
     if selection.ai == "exclude":
-        return judgments.exclude(ai)
+        return judgments.filter(people)
     if selection.ai == "only":
         return judgments.filter(ai)
     if selection.ai == "trusted":
@@ -87,8 +96,8 @@ def _current(project: Project, kind: str, selection: AiSelection):
                 else Q(constitution__isnull=True)
             )
             trusted |= Q(judge_id=judge_id) & constitution
-        return judgments.filter(~ai | (ai & trusted))
-    return judgments
+        return judgments.filter(people | (ai & trusted))
+    return judgments.filter(people | ai)
 
 
 def _provenance(judgment: Judgment) -> dict:

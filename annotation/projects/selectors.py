@@ -2,10 +2,17 @@
 
 from annotation.models import Assignment, Judgment, Project, Prompt, Task, Workspace
 
+# The project's own judgments: labelers', reviewers' and AI judges'. Imported ones (a
+# dataset's labels) are counted apart: they are no one's work here, and the export page's
+# figures, which read this overview, leave them out.
+OWN_SOURCES = (Judgment.Source.HUMAN, Judgment.Source.REVIEW, Judgment.Source.AI)
+
 
 def project_overview(*, project: Project) -> dict:
+    """The project page's counts; ``judgments`` and ``decisive_comparisons`` are of the
+    project's own judgments, ``imported_judgments`` counts those imported."""
     tasks = Task.objects.filter(project=project, is_gold=False)
-    judgments = Judgment.objects.filter(project=project)
+    judgments = Judgment.objects.filter(project=project, source__in=OWN_SOURCES)
     return {
         "prompts": Prompt.objects.labeling().filter(project=project).count(),
         "tasks": tasks.count(),
@@ -14,6 +21,9 @@ def project_overview(*, project: Project) -> dict:
         ).count(),
         "flagged_tasks": tasks.filter(flagged=True).count(),
         "judgments": judgments.count(),
+        "imported_judgments": Judgment.objects.filter(
+            project=project, source=Judgment.Source.IMPORT
+        ).count(),
         "decisive_comparisons": judgments.filter(
             kind="comparison", choice__in=[Judgment.Choice.A, Judgment.Choice.B]
         ).count(),
@@ -33,7 +43,7 @@ def labeler_progress(*, project: Project, labeler) -> dict:
 def recent_judgments(*, project: Project, limit: int = 20):
     return (
         Judgment.objects.filter(project=project)
-        .select_related("labeler", "prompt")
+        .select_related("labeler", "prompt", "judge", "source_import")
         .order_by("-created_at")[:limit]
     )
 

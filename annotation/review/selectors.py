@@ -3,7 +3,8 @@ the review queue, flagged tasks and a labeler's own page.
 
 Which judgments count: unless said otherwise, the *current human* judgments of a task:
 source "human", not superseded by a correction, not rejected by a reviewer (the rows an
-export holds). AI judgments and reviewers' corrections are not anyone's labeling work.
+export holds). AI judgments, imported ones (a dataset's labels, source "import") and
+reviewers' corrections are not anyone's labeling work.
 
 Agreement is Krippendorff's alpha (comparisons, ratings per criterion) and mean pairwise
 Kendall's tau (rankings), as annotation/review/agreement_math.py defines them.
@@ -37,6 +38,7 @@ from annotation.review.agreement_math import (
     labeler_alpha,
     mean_pairwise_tau,
 )
+from annotation.review.imports import imported_response_ids
 
 # A labeler is low-trust (all their judgments go to review) when their gold accuracy is
 # below LOW_TRUST_ACCURACY after at least LOW_TRUST_MIN_GOLD gold judgments.
@@ -486,11 +488,32 @@ def _ai_queue(*, project: Project, reviewed: set[int]) -> list[QueueEntry]:
     return sorted(entries, key=lambda e: (e.task_id is None, e.task_id or 0, e.judgment_id))
 
 
+def _import_queue(*, project: Project, reviewed: set[int]) -> list[QueueEntry]:
+    """Imported judgments sent to review (annotation/review/imports.py) that no one has
+    decided on, oldest import first, then by id."""
+    rows = (
+        Judgment.objects.filter(
+            project=project,
+            source=Judgment.Source.IMPORT,
+            needs_review=True,
+            superseded_by__isnull=True,
+        )
+        .order_by("source_import_id", "id")
+        .values_list("id", "source_import_id")
+    )
+    return [
+        QueueEntry(judgment_id, None, (f"imported label sent for review (import {batch})",))
+        for judgment_id, batch in rows
+        if judgment_id not in reviewed
+    ]
+
+
 def review_queue(*, project: Project, reviewer) -> list[QueueEntry]:
     """Judgments waiting for review, grouped by task: every unreviewed current human
     judgment of a task whose labelers disagree, and every unreviewed one by a low-trust
-    labeler; then the AI judgments sent to review. Gold tasks are scored automatically
-    and never queued for disagreement; nor are the reviewer's own judgments."""
+    labeler; then the AI judgments sent to review, then the imported ones. Gold tasks are
+    scored automatically and never queued for disagreement; nor are the reviewer's own
+    judgments."""
     rows = list(
         current_human_judgments(project=project).filter(task__is_gold=False).values(*ROW_FIELDS)
     )
@@ -518,7 +541,11 @@ def review_queue(*, project: Project, reviewer) -> list[QueueEntry]:
                 reasons.append("low-trust labeler")
             if reasons:
                 entries.append(QueueEntry(row["id"], task_id, tuple(reasons)))
-    return entries + _ai_queue(project=project, reviewed=reviewed)
+    return (
+        entries
+        + _ai_queue(project=project, reviewed=reviewed)
+        + _import_queue(project=project, reviewed=reviewed)
+    )
 
 
 def review_item(*, project: Project, reviewer, judgment_id: int | None = None) -> dict | None:
@@ -530,19 +557,24 @@ def review_item(*, project: Project, reviewer, judgment_id: int | None = None) -
     if entry is None:
         return None
     judgment = Judgment.objects.select_related(
-        "labeler", "task", "task__prompt", "prompt", "judge", "constitution"
+        "labeler", "task", "task__prompt", "prompt", "judge", "constitution", "source_import"
     ).get(pk=entry.judgment_id)
     task = judgment.task
     if task is not None:
         others = Judgment.objects.filter(task=task, superseded_by__isnull=True)
         responses = task.ordered_responses()
+    elif judgment.source == Judgment.Source.IMPORT:
+        # An imported judgment belongs to no task: itself, about the responses it names.
+        others = Judgment.objects.filter(pk=judgment.pk)
+        by_id = Response.objects.in_bulk(imported_response_ids(judgment))
+        responses = [by_id[pk] for pk in imported_response_ids(judgment) if pk in by_id]
     else:
         # An AI judgment of no task (a revision, or original vs revision): only itself.
         others = Judgment.objects.filter(pk=judgment.pk)
         shown = (judgment.response_a, judgment.response_b, judgment.edited_from)
         responses = [r for r in shown if r is not None]
     others = (
-        others.select_related("labeler", "judge", "constitution")
+        others.select_related("labeler", "judge", "constitution", "source_import")
         .prefetch_related("reviews")
         .order_by("created_at", "id")
     )
@@ -550,6 +582,7 @@ def review_item(*, project: Project, reviewer, judgment_id: int | None = None) -
         "judgment": judgment,
         "who": judgment_author(judgment),
         "ai": ai_summary(judgment, responses) if judgment.source == Judgment.Source.AI else None,
+        "imported": imported_summary(judgment),
         "reasons": entry.reasons,
         "task": task,
         "kind": judgment.kind,
@@ -611,14 +644,35 @@ def _swapped(judgment: Judgment, responses: Sequence | None) -> bool:
 
 
 def judgment_author(judgment: Judgment) -> str:
-    """Who made the judgment, in words: the labeler, the reviewer, or the AI judge."""
+    """Who made the judgment, in words: the labeler, the reviewer, the AI judge, or the
+    dataset it was imported from."""
     if judgment.source == Judgment.Source.AI:
         name = judgment.judge.name if judgment.judge_id else "unknown judge"
         return f"AI judge {name}"
+    if judgment.source == Judgment.Source.IMPORT:
+        batch = judgment.source_import
+        name = (batch.source or batch.file_name) if batch is not None else "an unknown file"
+        return f"Imported from {name}"
     username = judgment.labeler.username if judgment.labeler_id else "someone"
     if judgment.source == Judgment.Source.REVIEW:
         return f"{username} (reviewer)"
     return username
+
+
+def imported_summary(judgment: Judgment) -> dict | None:
+    """What a reviewer needs to weigh an imported label: the import (dataset name, file,
+    format) and where in the file the record was (its id and line), and a KTO label's
+    verdict; None for any other judgment."""
+    if judgment.source != Judgment.Source.IMPORT:
+        return None
+    details = judgment.import_details if isinstance(judgment.import_details, dict) else {}
+    label = details.get("label")
+    return {
+        "source_import": judgment.source_import,
+        "record_id": details.get("record_id", ""),
+        "line": details.get("line"),
+        "label": {True: "desirable", False: "undesirable"}.get(label, ""),
+    }
 
 
 def _with_author(judgment: Judgment) -> Judgment:

@@ -3,7 +3,8 @@ flagged tasks back to the pool.
 
 A review never changes the reviewed row: accepting or rejecting adds a Review; correcting
 adds a new Judgment (source "review", by the reviewer) that supersedes the reviewed one,
-and a Review pointing at it. A judgment is reviewed once.
+and a Review pointing at it. A judgment is reviewed once. Imported judgments sent to review
+(annotation/review/imports.py) are decided the same way.
 """
 
 import logging
@@ -13,6 +14,7 @@ from django.db import IntegrityError, transaction
 
 from annotation.labeling.kinds import KINDS
 from annotation.models import Assignment, Judgment, Project, Review, Task, TaskKind
+from annotation.review.imports import imported_review_view
 from config.errors import Conflict, ServiceError
 
 logger = logging.getLogger(__name__)
@@ -81,12 +83,18 @@ def assignment_for_review(*, task: Task, reviewer) -> Assignment:
     return Assignment(task=task, labeler=reviewer, shown_order=order)
 
 
+def _imported(judgment: Judgment) -> bool:
+    return judgment.source == Judgment.Source.IMPORT
+
+
 def judgment_correct(
     *, project: Project, judgment_id, reviewer, data, note: str = "", time_spent_ms: int = 0
 ) -> Review:
     """Store the reviewer's answer as a new judgment that supersedes the reviewed one.
     `data` holds the kind's own fields, as a labeler would send them, with the responses in
-    task order (for comparisons "left" is A). The reviewed row is not changed."""
+    task order (for comparisons "left" is A). An imported judgment (of no task) is
+    corrected against the responses it names, in its own order
+    (annotation/review/imports.py). The reviewed row is not changed."""
     note = _clean_note(note)
     try:
         with transaction.atomic():
@@ -94,9 +102,12 @@ def judgment_correct(
                 project=project, judgment_id=judgment_id, reviewer=reviewer
             )
             task = judgment.task
-            if task is None or judgment.kind not in KINDS:
+            if judgment.kind not in KINDS or (task is None and not _imported(judgment)):
                 raise ServiceError("Only judgments of tasks can be corrected here.")
-            view = assignment_for_review(task=task, reviewer=reviewer)
+            if task is None:
+                view = imported_review_view(judgment=judgment)
+            else:
+                view = assignment_for_review(task=task, reviewer=reviewer)
             fields = KINDS[judgment.kind].parse(data, assignment=view)
             if all(
                 getattr(judgment, name) == value

@@ -1,8 +1,8 @@
-"""URLs of the review and quality pages (included from config/urls.py)."""
+"""URLs of the review and quality pages and of the review API (included from config/urls.py)."""
 
 from django.urls import path
 
-from annotation.review import views
+from annotation.review import api, views
 
 urlpatterns = [
     path("p/<slug:slug>/quality/", views.quality_page, name="quality"),
@@ -13,5 +13,11 @@ urlpatterns = [
         name="quality_task_return",
     ),
     path("p/<slug:slug>/review/", views.review_page, name="review"),
+    path("p/<slug:slug>/review/import/", views.review_import_fill, name="review_import_fill"),
+    path(
+        "api/projects/<slug:slug>/review/import/",
+        api.ReviewImportFillApi.as_view(),
+        name="api_review_import_fill",
+    ),
     path("p/<slug:slug>/me/", views.my_work_page, name="my_work"),
 ]

@@ -22,6 +22,7 @@ from annotation.projects.permissions import (
     page_capabilities,
     project_for,
 )
+from annotation.review import imports as review_imports
 from annotation.review import selectors, services
 from config.errors import ServiceError
 from config.parsers import UnsafeJson, loads_checked
@@ -117,20 +118,29 @@ def _review_context(request, project, *, judgment_id=None, correcting=False, err
     context = {
         **_base_context(request, project),
         "item": item,
-        # An AI judgment of no task can be accepted or rejected, not corrected here.
-        "correcting": correcting and item is not None and item["task"] is not None,
+        # An AI judgment of no task can be accepted or rejected, not corrected here; an
+        # imported one is corrected against the responses it names.
+        "correcting": correcting and item is not None and _correctable(item),
         "error": error,
         "shown_at_ms": int(time.time() * 1000),
     }
     if not request.htmx:
         context["ai_fill"] = send_to_review.ai_review_summary(project=project)
+        context["import_fill"] = review_imports.import_review_summary(project=project)
     if context["correcting"]:
         task = item["task"]
-        context["assignment"] = services.assignment_for_review(task=task, reviewer=request.user)
-        context["kind_template"] = KINDS[task.kind].template
+        if task is None:
+            context["assignment"] = review_imports.imported_review_view(judgment=item["judgment"])
+        else:
+            context["assignment"] = services.assignment_for_review(task=task, reviewer=request.user)
+        context["kind_template"] = KINDS[item["kind"]].template
         context["responses"] = item["responses"]
         context["criteria"] = project.criteria
     return context
+
+
+def _correctable(item: dict) -> bool:
+    return item["task"] is not None or item["imported"] is not None
 
 
 def _apply_review(request, project, action: str, judgment_id) -> str:
@@ -262,6 +272,27 @@ def review_ai_fill(request, slug):
         return render(request, "annotation/review/review.html", context, status=400)
     messages.success(
         request, f"{count} AI judgment{'' if count == 1 else 's'} sent to the review queue."
+    )
+    return redirect("review", slug=project.slug)
+
+
+@login_required
+@require_POST
+def review_import_fill(request, slug):
+    """The Review page's form: send a share of one import's judgments to the review queue."""
+    project = project_for(user=request.user, slug=slug, capability=MANAGE)
+    try:
+        fields = review_imports.parse_import_fill(request.POST)
+        count = review_imports.send_import_to_review(project=project, **fields)
+    except ServiceError as error:
+        context = {
+            **_review_context(request, project),
+            "import_fill_error": error.message,
+            "import_fill_form": request.POST,
+        }
+        return render(request, "annotation/review/review.html", context, status=400)
+    messages.success(
+        request, f"{count} imported judgment{'' if count == 1 else 's'} sent to the review queue."
     )
     return redirect("review", slug=project.slug)
 

@@ -395,6 +395,26 @@ ENDPOINTS = [
         True,
         lambda world: {"mode": "all"},
     ),
+    # An empty form names no import: refused as bad input (an import's own callers:
+    # tests/annotation/test_imported_judgments.py).
+    Endpoint(
+        "review_import_fill",
+        "post",
+        "/p/{slug}/review/import/",
+        MANAGE,
+        400,
+        False,
+        lambda world: {"source_import": 1, "share": 1},
+    ),
+    Endpoint(
+        "api_review_import_fill",
+        "post",
+        "/api/projects/{slug}/review/import/",
+        MANAGE,
+        400,
+        True,
+        lambda world: {"source_import": 1, "share": 1},
+    ),
 ]
 PROJECT_ENDPOINTS = [endpoint for endpoint in ENDPOINTS if "{slug}" in endpoint.path]
 # Every annotation route this file and the chat and arena files check for every caller.

@@ -65,6 +65,8 @@ OUTBOUND_ALLOW_PRIVATE = env_bool("OUTBOUND_ALLOW_PRIVATE", False)
 # The folder the import page and API may import models from (the import_model command
 # may read anywhere): a server path outside it is refused.
 MODEL_IMPORT_ROOT = Path(env_str("MODEL_IMPORT_ROOT", str(DATA_DIR / "imports"))).resolve()
+# The largest dataset file the import page and API take (bytes; saved to disk, not memory).
+DATASET_UPLOAD_MAX_BYTES = int(env_str("DATASET_UPLOAD_MAX_BYTES", str(1024**3)))
 # The web server (gunicorn, docker/entrypoint.sh): seconds before it kills a silent worker,
 # and threads per worker process.
 WEB_TIMEOUT = float(env_str("WEB_TIMEOUT", "60"))

@@ -267,6 +267,7 @@ AI_JUDGE_MAX_RETRIES = env.AI_JUDGE_MAX_RETRIES
 AI_JUDGE_BACKOFF_S = env.AI_JUDGE_BACKOFF_S
 OUTBOUND_ALLOW_PRIVATE = env.OUTBOUND_ALLOW_PRIVATE
 MODEL_IMPORT_ROOT = env.MODEL_IMPORT_ROOT
+DATASET_UPLOAD_MAX_BYTES = env.DATASET_UPLOAD_MAX_BYTES
 # The web server's worker timeout and threads, and the /v1 limits (config/env.py says
 # what each bounds; config/checks.py checks they fit together).
 WEB_TIMEOUT = env.WEB_TIMEOUT

@@ -26,6 +26,8 @@ from annotation.review import urls as urls_review
 from models_registry.endpoints import serving_endpoint_set
 from tests.annotation.arena.test_arena import ARENA_ROUTES_FOR_EVERY_CALLER
 from tests.annotation.chat.test_chat import CHAT_ROUTES_FOR_EVERY_CALLER
+from tests.annotation.datasets.test_data_api import DATA_API_ROUTES_FOR_EVERY_CALLER
+from tests.annotation.datasets.test_data_pages import DATA_PAGE_ROUTES_FOR_EVERY_CALLER
 from tests.factories import GOOD_ENDPOINT, endpoint_fields, make_member, make_version
 from tests.permissions import (
     GRANTS,
@@ -417,8 +419,15 @@ ENDPOINTS = [
     ),
 ]
 PROJECT_ENDPOINTS = [endpoint for endpoint in ENDPOINTS if "{slug}" in endpoint.path]
-# Every annotation route this file and the chat and arena files check for every caller.
-COVERED = {e.name for e in ENDPOINTS} | CHAT_ROUTES_FOR_EVERY_CALLER | ARENA_ROUTES_FOR_EVERY_CALLER
+# Every annotation route this file and the chat, arena and data engine files check for
+# every caller.
+COVERED = (
+    {e.name for e in ENDPOINTS}
+    | CHAT_ROUTES_FOR_EVERY_CALLER
+    | ARENA_ROUTES_FOR_EVERY_CALLER
+    | DATA_PAGE_ROUTES_FOR_EVERY_CALLER
+    | DATA_API_ROUTES_FOR_EVERY_CALLER
+)
 
 
 @pytest.fixture(autouse=True)

@@ -458,7 +458,7 @@ def _top_share(rows: Iterable[dict], share: float, report: StepReport, workdir: 
     if not scores:
         return
     scores.sort(reverse=True)
-    cut = scores[max(0, min(len(scores), round(share * len(scores))) - 1)]
+    cut = scores[max(1, min(len(scores), round(share * len(scores)))) - 1]
     for row in read_version_rows(spill):
         if _row_score(row) >= cut:
             yield row

@@ -29,6 +29,8 @@ class Command(BaseCommand):
         "Curate a project's data into a new immutable dataset version (personal data, "
         "duplicates, language, quality, mixing) and print what each step removed or changed."
     )
+    # A data command needs no URL or model-server checks: without them it never loads torch.
+    requires_system_checks = []
 
     def add_arguments(self, parser):
         parser.add_argument("--project", required=True, help="Project slug.")

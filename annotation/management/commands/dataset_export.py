@@ -14,6 +14,8 @@ class Command(BaseCommand):
         "Export a dataset version in a TRL dataset type (JSONL, Parquet or a datasets "
         "folder) with its card; optionally push it to the Hugging Face Hub."
     )
+    # A data command needs no URL or model-server checks: without them it never loads torch.
+    requires_system_checks = []
 
     def add_arguments(self, parser):
         parser.add_argument("--project", required=True, help="Project slug.")

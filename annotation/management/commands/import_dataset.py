@@ -14,6 +14,8 @@ class Command(BaseCommand):
         "responses and imported judgments, whole or not at all. Importing a file again "
         "adds nothing."
     )
+    # A data command needs no URL or model-server checks: without them it never loads torch.
+    requires_system_checks = []
 
     def add_arguments(self, parser):
         parser.add_argument("path", type=Path)

@@ -28,6 +28,7 @@ def run_payload(run: TrainingRun, *, with_steps: bool = False) -> dict:
         "base_version": run.base_version_id,
         "reward_version": run.reward_version_id,
         "mix_with": run.mix_with_id,
+        "dataset_version": _version_payload(run.dataset_version),
         "snapshot": (
             {
                 "hash": snapshot.content_hash,
@@ -67,6 +68,17 @@ def run_payload(run: TrainingRun, *, with_steps: bool = False) -> dict:
     return payload
 
 
+def _version_payload(version) -> dict | None:
+    if version is None:
+        return None
+    return {
+        "label": services.version_label(version),
+        "kind": version.kind,
+        "hash": version.content_hash,
+        "rows": version.row_count,
+    }
+
+
 class TrainingRunInputSerializer(serializers.Serializer):
     method = serializers.ChoiceField(choices=list(METHODS), default="dpo")
     base_version = serializers.PrimaryKeyRelatedField(queryset=ModelVersion.objects.all())
@@ -89,6 +101,15 @@ class TrainingRunInputSerializer(serializers.Serializer):
         choices=list(STRATEGIES),
         default="ddp",
         help_text="How the processes share the model: ddp, fsdp, deepspeed-zero2, deepspeed-zero3.",
+    )
+    dataset_version = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        allow_null=True,
+        default=None,
+        max_length=120,
+        help_text="Train on a dataset version of this project, NAME@N (NAME: its newest), "
+        "instead of the current judgments; leave the filters out then.",
     )
     sft_first = serializers.BooleanField(
         required=False,

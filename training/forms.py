@@ -6,10 +6,11 @@ import dataclasses
 from django import forms
 
 from annotation.datasets.selectors import AI_LABELS, DEFAULT_RATING_THRESHOLD
+from annotation.models import DatasetVersion
 from models_registry.models import ModelVersion
 from training.methods.common import CURRICULA, PRECISIONS
 from training.methods.launch import STRATEGIES
-from training.services import SFT_FIRST_METHODS, sft_stage_settings
+from training.services import SFT_FIRST_METHODS, sft_stage_settings, version_kinds
 from training.specs import METHODS, RUNTIME_DEFAULTS, method_spec
 
 # Shown up front; every other config field sits under "Advanced".
@@ -84,6 +85,11 @@ def _config_field(spec: dataclasses.Field) -> forms.Field:
     return forms.CharField(**common)
 
 
+class DatasetVersionField(forms.ModelChoiceField):
+    def label_from_instance(self, obj):
+        return f"{obj.name} v{obj.number} ({obj.kind}, {obj.row_count} rows)"
+
+
 class TrainingRunForm(forms.Form):
     method = forms.ChoiceField(
         choices=[(m, s.label) for m, s in METHODS.items()], initial="dpo", required=False
@@ -99,6 +105,7 @@ class TrainingRunForm(forms.Form):
         method: str = "dpo",
         refresh_url: str = "",
         ai_default: str = "exclude",
+        project=None,
         **kwargs,
     ):
         method = (data or {}).get("method") or method
@@ -152,6 +159,17 @@ class TrainingRunForm(forms.Form):
                 required=False,
                 help_text="ddp: each process holds the model; fsdp and DeepSpeed ZeRO shard it "
                 "across GPUs.",
+            )
+        if project is not None and self.spec.dataset is not None:
+            self.fields["dataset_version"] = DatasetVersionField(
+                queryset=DatasetVersion.objects.filter(
+                    project=project, kind__in=version_kinds(self.spec.dataset)
+                ).order_by("name", "-number"),
+                required=False,
+                label="Dataset version",
+                empty_label="left empty: the project's current judgments",
+                help_text="Train on a curated dataset version instead; the data filters below "
+                "then do not apply.",
             )
         if self.spec.dataset == "sft":
             self.fields["include_chosen"] = forms.BooleanField(
@@ -211,7 +229,7 @@ class TrainingRunForm(forms.Form):
         return [self[name] for name in self.config_names if name not in PRIMARY_FIELDS]
 
     def setup_fields(self):
-        names = ("method", "base_version", "reward_version", "mix_with")
+        names = ("method", "base_version", "reward_version", "mix_with", "dataset_version")
         names += ("sft_first", "include_chosen", "min_margin", "rating_threshold", "ai")
         names += ("processes", "strategy")
         return [self[name] for name in names if name in self.fields]
@@ -235,6 +253,9 @@ class TrainingRunForm(forms.Form):
         }
 
     def filters(self) -> dict:
+        """The data filters; none with a dataset version (they choose among judgments)."""
+        if self.cleaned_data.get("dataset_version") is not None:
+            return {}
         return {
             name: self.cleaned_data[name]
             for name in ("include_chosen", "min_margin", "rating_threshold", "ai")

@@ -61,6 +61,15 @@ class TrainingRun(models.Model):
     snapshot = models.ForeignKey(
         DatasetSnapshot, null=True, blank=True, on_delete=models.PROTECT, related_name="runs"
     )
+    dataset_version = models.ForeignKey(
+        "annotation.DatasetVersion",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="training_runs",
+        help_text="The dataset version the run's snapshot was made from (else the project's "
+        "current judgments).",
+    )
     reward_version = models.ForeignKey(
         "models_registry.ModelVersion",
         null=True,

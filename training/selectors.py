@@ -55,7 +55,7 @@ def generation_jobs_of(*, runs):
 def training_runs(*, project, limit: int = 20):
     return (
         TrainingRun.objects.filter(project=project)
-        .select_related("base_version", "snapshot", "reward_version", "mix_with")
+        .select_related("base_version", "snapshot", "reward_version", "mix_with", "dataset_version")
         .order_by("-created_at")[:limit]
     )
 
@@ -146,11 +146,14 @@ def log_tail(*, run: TrainingRun, lines: int = LOG_LINES) -> list[str]:
 
 
 def snapshot_ai(snapshot) -> str | None:
-    """The ai choice a snapshot was made with; None for data without labels (prompts).
-    A snapshot recorded before the choice was always written out holds every AI label."""
+    """The ai choice a snapshot was made with; None for data without labels (prompts) and
+    for a dataset version's rows, whose recipe chose them. A snapshot recorded before the
+    choice was always written out holds every AI label."""
     from training.services import AI_DATASETS, LEGACY_AI
 
     if snapshot is None or snapshot.format not in AI_DATASETS:
+        return None
+    if "dataset_version" in (snapshot.filters or {}):
         return None
     return (snapshot.filters or {}).get("ai", LEGACY_AI)
 

@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from annotation.candidates.models import GenerationJob
 from annotation.candidates.services import generation_job_execute, generation_job_start
+from annotation.datasets import writers
 from annotation.datasets.selectors import (
     DEFAULT_RATING_THRESHOLD,
     AiSelection,
@@ -33,8 +34,9 @@ from annotation.datasets.selectors import (
     sft_rows,
     training_preference_rows,
 )
+from annotation.datasets.versions import find_version
 from annotation.judges.trust import ai_choice, ai_label_plan
-from annotation.models import Project, Prompt
+from annotation.models import DatasetVersion, Project, Prompt
 from config import jobs
 from config.celery import QueueUnavailable, enqueue_after_commit
 from config.errors import ServiceError
@@ -45,7 +47,7 @@ from training import selectors
 from training.methods.common import TrainingCancelled, checkpoint_step
 from training.methods.launch import Devices, check_launch, train_in_processes
 from training.models import DatasetSnapshot, TrainingRun, TrainingStep
-from training.specs import MethodSpec, check_runtime_settings, method_spec
+from training.specs import METHODS, MethodSpec, check_runtime_settings, method_spec
 
 logger = logging.getLogger(__name__)
 
@@ -167,13 +169,23 @@ def snapshot_create(
             plan = ai_label_plan(project=project, ai=ai.ai)
             ai = AiSelection(plan.ai, plan.trusted_keys)
             filters.update(plan.recorded())
+    return _stored_snapshot(
+        project=project,
+        dataset=dataset,
+        rows=_dataset_rows(project, dataset, filters, ai),
+        filters=filters,
+    )
+
+
+def _stored_snapshot(*, project: Project, dataset: str, rows, filters: dict) -> DatasetSnapshot:
+    """Write ``rows`` as JSONL named by its sha256; the same rows give the same row."""
     settings.SNAPSHOTS_DIR.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     row_count = 0
     with tempfile.NamedTemporaryFile(
         "w", encoding="utf-8", dir=settings.SNAPSHOTS_DIR, suffix=".part", delete=False
     ) as handle:
-        for line in jsonl_lines(_dataset_rows(project, dataset, filters, ai)):
+        for line in jsonl_lines(rows):
             handle.write(line)
             digest.update(line.encode("utf-8"))
             row_count += 1
@@ -187,6 +199,124 @@ def snapshot_create(
         defaults={"path": str(final_path), "row_count": row_count, "filters": filters},
     )
     return snapshot
+
+
+# --- Snapshots from dataset versions --------------------------------------------------
+
+# The export format (annotation/datasets/writers.py) each training dataset is made from; the
+# version kinds that can give it are those whose FORMATS_OF_KIND hold that format.
+VERSION_FORMATS = {
+    "sft": "sft",
+    "preferences": "dpo",
+    "unpaired": "kto",
+    "prompts": "prompt",
+    "rankings": "ranking",
+}
+
+
+def version_kinds(dataset: str) -> tuple[str, ...]:
+    """The dataset version kinds whose rows can fill ``dataset``."""
+    fmt = VERSION_FORMATS[dataset]
+    return tuple(kind for kind, formats in writers.FORMATS_OF_KIND.items() if fmt in formats)
+
+
+def version_label(version: DatasetVersion) -> str:
+    return f"{version.name}@{version.number}"
+
+
+def dataset_version_of(
+    *, project: Project, dataset_version: DatasetVersion | str | None
+) -> DatasetVersion | None:
+    """The version a run names, as a row or a ``name@N`` label (``name``: its newest);
+    another project's version is refused as if it did not exist."""
+    if dataset_version is None or dataset_version == "":
+        return None
+    if isinstance(dataset_version, str):
+        return find_version(project, dataset_version)
+    if dataset_version.project_id != project.pk:
+        raise ServiceError(
+            f"No dataset version {version_label(dataset_version)!r} in project {project.slug}."
+        )
+    return dataset_version
+
+
+def check_version_feeds(version: DatasetVersion, dataset: str) -> None:
+    """ServiceError unless the version's kind can fill ``dataset``, naming the kinds that can."""
+    kinds = version_kinds(dataset)
+    if version.kind not in kinds:
+        methods = " and ".join(spec.label for spec in METHODS.values() if spec.dataset == dataset)
+        raise ServiceError(
+            f"Dataset version {version_label(version)} holds {version.kind} rows; {methods} "
+            f"train on a version of kind {' or '.join(kinds)}."
+        )
+
+
+def _ranked(row: dict, scored_by_reward_model: bool) -> dict | None:
+    """An RRHF row from a ranking export row, or None when it gives nothing to rank. A
+    version without scores lists its responses best first: they score k - position, as a
+    labeler's ranking does (annotation.datasets.selectors.rrhf_rows); a text met twice
+    keeps its higher score."""
+    responses = row["responses"]
+    if scored_by_reward_model:
+        if len(set(responses)) < 2:
+            return None
+        return {**row, "scores": None, "scored_by": "reward-model"}
+    scores = row["scores"] or [float(len(responses) - place) for place in range(len(responses))]
+    by_text: dict[str, float] = {}
+    for text, score in zip(responses, scores, strict=True):
+        by_text[text] = max(score, by_text.get(text, score))
+    if len(set(by_text.values())) < 2:
+        return None
+    ordered = sorted(by_text.items(), key=lambda item: -item[1])
+    scored_by = "scores" if row["scores"] else "order"
+    return {
+        **row,
+        "responses": [text for text, _ in ordered],
+        "scores": [score for _, score in ordered],
+        "scored_by": scored_by,
+    }
+
+
+def _version_dataset_rows(version: DatasetVersion, dataset: str, *, scores: str):
+    rows = writers.export_rows(
+        writers.read_version_rows(version.path), VERSION_FORMATS[dataset], conversational=True
+    )
+    for row in rows:
+        if dataset == "preferences":  # what the comparison rows carry; a version has neither
+            yield {**row, "margin": None, "agreement": None}
+        elif dataset == "rankings":
+            ranked = _ranked(row, scored_by_reward_model=scores == "reward-model")
+            if ranked is not None:
+                yield ranked
+        else:
+            yield row
+
+
+def snapshot_from_version(
+    *, project: Project, version: DatasetVersion, dataset: str, scores: str = "people"
+) -> DatasetSnapshot:
+    """Freeze a dataset version's rows into the snapshot form ``dataset`` needs: sft ->
+    TRL messages rows (a preference version gives its best responses), preferences -> DPO
+    pairs (margin and agreement null), unpaired -> KTO rows, prompts -> each prompt once,
+    rankings -> RRHF's scored responses (``scores`` "reward-model": unscored, for the run's
+    reward model). Written and content-hashed as ``snapshot_create`` does; the filters
+    record the version (``name@N``) and its hash. Raises ServiceError for another
+    project's version or a kind that cannot fill ``dataset``; nothing is stored then."""
+    if dataset not in VERSION_FORMATS:
+        raise ServiceError(f"Unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}.")
+    if scores not in RANKING_SCORES:
+        raise ServiceError(f"scores must be one of {', '.join(RANKING_SCORES)}.")
+    version = dataset_version_of(project=project, dataset_version=version)
+    check_version_feeds(version, dataset)
+    filters = {"dataset_version": version_label(version), "version_hash": version.content_hash}
+    if dataset == "rankings" and scores == "reward-model":
+        filters["scores"] = scores
+    return _stored_snapshot(
+        project=project,
+        dataset=dataset,
+        rows=_version_dataset_rows(version, dataset, scores=scores),
+        filters=filters,
+    )
 
 
 # --- Starting, cancelling, resuming ---------------------------------------------------
@@ -248,10 +378,15 @@ def training_run_start(
     follow_up: dict | None = None,
     processes: int | None = None,
     strategy: str = "ddp",
+    dataset_version: DatasetVersion | str | None = None,
 ) -> TrainingRun:
     """Validate, snapshot the data and queue a run on the gpu queue; nothing is stored
     when anything is wrong. ``queue=False`` leaves the run queued for the caller to
     execute itself (the ``train --now`` command).
+
+    ``dataset_version`` (a version or its ``name@N`` label) trains on that version's rows
+    (``snapshot_from_version``) instead of the project's current judgments; the filters,
+    which choose among judgments, are refused with it (RRHF's ``scores`` aside).
 
     ``sft_first`` (DPO) queues an SFT run on the chosen replies instead, whose success
     starts the DPO run from the SFT model (off by default: with its NLL term on chosen, DPO
@@ -274,6 +409,9 @@ def training_run_start(
         strategy=strategy,
         scored_by_reward_model=scored_by_reward_model,
     )
+    version = _run_dataset_version(
+        spec, project=project, dataset_version=dataset_version, filters=filters
+    )
     _check_versions(
         spec,
         project=project,
@@ -283,7 +421,10 @@ def training_run_start(
     )
     # Written out now, so that an SFT stage and the follow-up it starts use the same choice
     # even if the project's setting changes in between.
-    filters = with_ai_choice(project=project, dataset=spec.dataset, filters=filters)
+    if version is None:
+        filters = with_ai_choice(project=project, dataset=spec.dataset, filters=filters)
+    else:
+        filters = dict(filters or {})
     if spec.optional_reward_model:
         filters = _reward_scores_filter(spec, filters, scored_by_reward_model)
     if sft_first:
@@ -297,14 +438,15 @@ def training_run_start(
             queue=queue,
             processes=processes,
             strategy=strategy,
+            version=version,
         )
     snapshot = None
     if spec.dataset is not None:
-        snapshot = snapshot_create(project=project, dataset=spec.dataset, filters=filters)
+        snapshot = _run_snapshot(
+            project=project, dataset=spec.dataset, filters=filters, version=version
+        )
         if snapshot.row_count == 0:
-            raise ServiceError(
-                EMPTY_CANDIDATES if scored_by_reward_model else EMPTY_DATASET[spec.dataset]
-            )
+            raise ServiceError(_empty_message(spec, version, scored_by_reward_model))
     with transaction.atomic():
         run = TrainingRun.objects.create(
             project=project,
@@ -315,6 +457,7 @@ def training_run_start(
             else None,
             mix_with=mix_with if spec.mixes_two_versions else None,
             snapshot=snapshot,
+            dataset_version=version,
             config=method_config.to_dict(),
             seed=getattr(method_config, "seed", 0),
             created_by=user,
@@ -326,6 +469,47 @@ def training_run_start(
         if queue:
             _enqueue(run)
     return run
+
+
+def _run_dataset_version(
+    spec: MethodSpec, *, project: Project, dataset_version, filters: dict | None
+) -> DatasetVersion | None:
+    version = dataset_version_of(project=project, dataset_version=dataset_version)
+    if version is None:
+        return None
+    if spec.dataset is None:
+        raise ServiceError(f"{spec.label} trains on no data: leave the dataset version out.")
+    check_version_feeds(version, spec.dataset)
+    judgment_filters = sorted(set(filters or {}) - {"scores"})
+    if judgment_filters:
+        raise ServiceError(
+            f"Filters ({', '.join(judgment_filters)}) choose among the project's judgments; "
+            f"dataset version {version_label(version)} holds the rows its recipe kept: "
+            "leave them out."
+        )
+    return version
+
+
+def _run_snapshot(
+    *, project: Project, dataset: str, filters: dict, version: DatasetVersion | None
+) -> DatasetSnapshot:
+    if version is None:
+        return snapshot_create(project=project, dataset=dataset, filters=filters)
+    return snapshot_from_version(
+        project=project, version=version, dataset=dataset, scores=filters.get("scores", "people")
+    )
+
+
+def _empty_message(
+    spec: MethodSpec, version: DatasetVersion | None, scored_by_reward_model: bool = False
+) -> str:
+    if version is None:
+        return EMPTY_CANDIDATES if scored_by_reward_model else EMPTY_DATASET[spec.dataset]
+    return (
+        f"Dataset version {version_label(version)} gives no {spec.dataset} rows for "
+        f"{spec.label}: its pairs are ties or its prompts have fewer than two differently "
+        "scored responses."
+    )
 
 
 def _reward_scores_filter(spec: MethodSpec, filters: dict, scored_by_reward_model: bool) -> dict:
@@ -406,12 +590,15 @@ def _start_sft_stage(
     queue,
     processes: int,
     strategy: str,
+    version: DatasetVersion | None = None,
 ) -> TrainingRun:
+    """The SFT stage on the chosen replies (a version's: its best responses)."""
     if spec.method not in SFT_FIRST_METHODS:
         raise ServiceError(f"An SFT stage first is offered for {', '.join(SFT_FIRST_METHODS)}.")
     # Check the preference data now, not when the SFT stage is over.
-    if snapshot_create(project=project, dataset=spec.dataset, filters=filters).row_count == 0:
-        raise ServiceError(EMPTY_DATASET[spec.dataset])
+    checked = _run_snapshot(project=project, dataset=spec.dataset, filters=filters, version=version)
+    if checked.row_count == 0:
+        raise ServiceError(_empty_message(spec, version))
     follow_up = {
         "method": spec.method,
         "config": method_config.to_dict(),
@@ -419,17 +606,20 @@ def _start_sft_stage(
         "processes": processes,
         "strategy": strategy,
     }
+    if version is not None:
+        follow_up["dataset_version"] = version_label(version)
     return training_run_start(
         project=project,
         base_version=base_version,
         method="sft",
         config=sft_stage_config(method_config),
-        filters={"include_chosen": True, "ai": filters["ai"]},
+        filters={} if version else {"include_chosen": True, "ai": filters["ai"]},
         user=user,
         queue=queue,
         follow_up=follow_up,
         processes=processes,
         strategy=strategy,
+        dataset_version=version,
     )
 
 
@@ -449,7 +639,7 @@ def sft_stage_config(method_config) -> dict:
 def _start_follow_up(run: TrainingRun, version: ModelVersion, *, queue: bool) -> None:
     plan = run.follow_up
     filters = dict(plan.get("filters") or {})
-    if method_spec(plan["method"]).dataset in AI_DATASETS:
+    if method_spec(plan["method"]).dataset in AI_DATASETS and not plan.get("dataset_version"):
         # A plan stored before the ai choice was written out meant the old default.
         filters.setdefault("ai", LEGACY_AI)
     try:
@@ -464,6 +654,7 @@ def _start_follow_up(run: TrainingRun, version: ModelVersion, *, queue: bool) ->
             previous=run,
             processes=plan.get("processes", 1),  # plans stored before layouts: one process
             strategy=plan.get("strategy", "ddp"),
+            dataset_version=plan.get("dataset_version"),
         )
     except (ServiceError, QueueUnavailable) as error:
         _append_log(

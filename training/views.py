@@ -26,6 +26,7 @@ def _start_from_form(request, project, form: TrainingRunForm) -> TrainingRun | N
             config=form.config(),
             filters=form.filters(),
             sft_first=form.cleaned_data.get("sft_first", False),
+            dataset_version=form.cleaned_data.get("dataset_version"),
             user=request.user,
             **form.layout(),
         )
@@ -49,6 +50,7 @@ def runs_page(request, slug):
         method=request.GET.get("method", "dpo"),
         refresh_url=reverse("training", kwargs={"slug": project.slug}),
         ai_default=project.ai_labels,
+        project=project,
         initial={"base_version": newest},
     )
     offer_only_versions_of(form, project)
@@ -82,7 +84,7 @@ def run_detail(request, slug, run_id):
     services.training_runs_fail_stale(project=project)
     run = get_object_or_404(
         TrainingRun.objects.select_related(
-            "base_version", "reward_version", "mix_with", "snapshot"
+            "base_version", "reward_version", "mix_with", "snapshot", "dataset_version"
         ),
         pk=run_id,
         project=project,

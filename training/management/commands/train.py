@@ -64,6 +64,13 @@ class Command(BaseCommand):
         parser.add_argument(
             "--set", action="append", default=[], metavar="KEY=VALUE", help="Config value."
         )
+        parser.add_argument(
+            "--dataset-version",
+            metavar="NAME@N",
+            help="Train on this dataset version of the project (NAME alone: its newest) instead "
+            "of the current judgments; the data filters (--include-chosen, --min-margin, "
+            "--rating-threshold, --ai) do not apply then.",
+        )
         parser.add_argument("--include-chosen", action="store_true", help="SFT on chosen too.")
         parser.add_argument(
             "--sft-first",
@@ -113,7 +120,8 @@ class Command(BaseCommand):
             "rating_threshold": options["rating_threshold"],
             "ai": options["ai"],
         }
-        if METHODS[options["method"]].dataset in ("sft", "preferences", "rankings", "unpaired"):
+        labelled = METHODS[options["method"]].dataset in services.AI_DATASETS
+        if labelled and not options["dataset_version"]:  # a version's recipe chose its labels
             self._say_ai_labels(project, options["ai"])
         try:
             run = services.training_run_start(
@@ -128,6 +136,7 @@ class Command(BaseCommand):
                 sft_first=options["sft_first"],
                 processes=options["processes"],
                 strategy=options["strategy"],
+                dataset_version=options["dataset_version"],
             )
         except (ServiceError, QueueUnavailable) as error:
             raise CommandError(str(error)) from None

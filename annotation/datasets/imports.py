@@ -33,6 +33,7 @@ from pathlib import Path
 
 from django.db import transaction
 
+from annotation.datasets.bulk import insert_rows
 from annotation.datasets.formats.records import (
     ImportedJudgment,
     ImportedRecord,
@@ -191,34 +192,46 @@ def _store_chunk(
     _store_judgments(project, batch, records, prompt_ids, response_ids, counts)
 
 
+def _stored_prompt_ids(project, texts) -> dict[tuple[str, str], int]:
+    ids: dict[tuple[str, str], int] = {}
+    pool = Prompt.objects.labeling().filter(project=project, text__in=texts)
+    for prompt_id, text, context in pool.values_list("id", "text", "context"):
+        ids.setdefault(_prompt_key(text, context), prompt_id)
+    return ids
+
+
 def _prompts_of(project, batch, records, counts) -> dict[tuple[str, str], int]:
     """Each record's prompt id by (text, context), creating the prompts the project lacks."""
     wanted: dict[tuple[str, str], ImportedRecord] = {}
     for record in records:
         record.prompt = _clean_text(record.prompt, "prompt", record.line)
         wanted.setdefault(_prompt_key(record.prompt, record.context), record)
-    ids: dict[tuple[str, str], int] = {}
-    pool = Prompt.objects.labeling().filter(project=project)
-    for prompt_id, text, context in pool.filter(text__in={text for text, _ in wanted}).values_list(
-        "id", "text", "context"
-    ):
-        ids.setdefault(_prompt_key(text, context), prompt_id)
+    texts = {text for text, _ in wanted}
+    ids = _stored_prompt_ids(project, texts)
     counts.prompts_there += sum(1 for key in wanted if key in ids)
     new = [
-        Prompt(
-            project=project,
-            text=record.prompt,
-            context=record.context,
-            external_id=record.external_id[:200],
-            metadata=record.metadata,
-            source_import=batch,
-        )
+        {
+            "project_id": project.pk,
+            "text": record.prompt,
+            "context": record.context,
+            "external_id": record.external_id[:200],
+            "metadata": record.metadata,
+            "source_import_id": batch.pk,
+        }
         for key, record in wanted.items()
         if key not in ids
     ]
-    for prompt in Prompt.objects.bulk_create(new):
-        ids[_prompt_key(prompt.text, prompt.context)] = prompt.pk
-    counts.prompts += len(new)
+    if new:
+        counts.prompts += insert_rows(Prompt, new)
+        ids = _stored_prompt_ids(project, texts)
+    return ids
+
+
+def _stored_response_ids(prompt_ids) -> dict[tuple[int, str], int]:
+    ids: dict[tuple[int, str], int] = {}
+    stored = Response.objects.filter(prompt_id__in=prompt_ids)
+    for response_id, prompt_id, text in stored.values_list("id", "prompt_id", "text"):
+        ids.setdefault((prompt_id, text), response_id)
     return ids
 
 
@@ -230,26 +243,23 @@ def _responses_of(batch, records, prompt_ids, counts) -> dict[tuple[int, str], i
         for response in record.responses:
             response.text = _clean_text(response.text, "response", record.line)
             wanted.setdefault((prompt_id, response.text), (response, record))
-    ids: dict[tuple[int, str], int] = {}
-    for response_id, prompt_id, text in Response.objects.filter(
-        prompt_id__in={prompt_id for prompt_id, _ in wanted}
-    ).values_list("id", "prompt_id", "text"):
-        ids.setdefault((prompt_id, text), response_id)
+    of_prompts = {prompt_id for prompt_id, _ in wanted}
+    ids = _stored_response_ids(of_prompts)
     new = [
-        Response(
-            prompt_id=prompt_id,
-            text=text,
-            author=str(response.metadata.get("model") or batch.source)[:100],
-            external_id=response.external_id[:200],
-            metadata=response.metadata,
-            source_import=batch,
-        )
+        {
+            "prompt_id": prompt_id,
+            "text": text,
+            "author": str(response.metadata.get("model") or batch.source)[:100],
+            "external_id": response.external_id[:200],
+            "metadata": response.metadata,
+            "source_import_id": batch.pk,
+        }
         for (prompt_id, text), (response, _) in wanted.items()
         if (prompt_id, text) not in ids
     ]
-    for response in Response.objects.bulk_create(new):
-        ids[(response.prompt_id, response.text)] = response.pk
-    counts.responses += len(new)
+    if new:
+        counts.responses += insert_rows(Response, new)
+        ids = _stored_response_ids(of_prompts)
     return ids
 
 
@@ -270,7 +280,7 @@ def _judgment_client_id(project: Project, record: ImportedRecord, judgment) -> u
 
 
 def _store_judgments(project, batch, records, prompt_ids, response_ids, counts) -> None:
-    planned: dict[uuid.UUID, Judgment] = {}
+    planned: dict[uuid.UUID, dict] = {}
     for record in records:
         prompt_id = prompt_ids[_prompt_key(record.prompt, record.context)]
         ids = [response_ids[(prompt_id, response.text)] for response in record.responses]
@@ -283,9 +293,9 @@ def _store_judgments(project, batch, records, prompt_ids, response_ids, counts) 
     there = set(
         Judgment.objects.filter(client_id__in=list(planned)).values_list("client_id", flat=True)
     )
-    new = [row for client_id, row in planned.items() if client_id not in there]
-    Judgment.objects.bulk_create(new)
-    counts.judgments += len(new)
+    counts.judgments += insert_rows(
+        Judgment, [row for client_id, row in planned.items() if client_id not in there]
+    )
 
 
 def _response_id(ids: list[int], index: int | None, record: ImportedRecord) -> int:
@@ -298,44 +308,48 @@ def _response_id(ids: list[int], index: int | None, record: ImportedRecord) -> i
 
 def _judgment_row(
     project, batch, record, judgment: ImportedJudgment, prompt_id, ids, client_id
-) -> Judgment:
-    row = Judgment(
-        client_id=client_id,
-        project=project,
-        prompt_id=prompt_id,
-        source=Judgment.Source.IMPORT,
-        source_import=batch,
-        labeler=None,
-        import_details={
+) -> dict:
+    row = {
+        "client_id": client_id,
+        "project_id": project.pk,
+        "prompt_id": prompt_id,
+        "source": Judgment.Source.IMPORT,
+        "source_import_id": batch.pk,
+        "import_details": {
             "record_id": record.external_id,
             "line": record.line,
             "key": judgment.key,
             **judgment.metadata,
         },
-    )
+    }
     if judgment.kind == "comparison":
-        row.kind = TaskKind.COMPARISON
-        row.response_a_id = _response_id(ids, judgment.a, record)
-        row.response_b_id = _response_id(ids, judgment.b, record)
         if judgment.choice not in {"a", "b", "tie", "both_bad"}:
             raise ImportFormatError(f"unknown choice {judgment.choice!r}.", line=record.line)
-        row.choice = judgment.choice
-        row.shown_order = [row.response_a_id, row.response_b_id]
+        a = _response_id(ids, judgment.a, record)
+        b = _response_id(ids, judgment.b, record)
+        row.update(
+            kind=TaskKind.COMPARISON,
+            response_a_id=a,
+            response_b_id=b,
+            choice=judgment.choice,
+            shown_order=[a, b],
+        )
     elif judgment.kind == "ranking":
-        row.kind = TaskKind.RANKING
-        row.ranking = [_response_id(ids, index, record) for index in judgment.order]
-        row.shown_order = list(row.ranking)
+        ranking = [_response_id(ids, index, record) for index in judgment.order]
+        row.update(kind=TaskKind.RANKING, ranking=ranking, shown_order=ranking)
     elif judgment.kind in {"rating", "label"}:
-        row.kind = TaskKind.RATING
-        row.rated_response_id = _response_id(ids, judgment.response, record)
-        row.scores = dict(judgment.scores)
+        rated = _response_id(ids, judgment.response, record)
+        row.update(
+            kind=TaskKind.RATING,
+            rated_response_id=rated,
+            scores=dict(judgment.scores),
+            shown_order=[rated],
+        )
         if judgment.kind == "label":
-            row.import_details["label"] = bool(judgment.label)
-        row.shown_order = [row.rated_response_id]
+            row["import_details"]["label"] = bool(judgment.label)
     elif judgment.kind == "demonstration":
-        row.kind = TaskKind.DEMONSTRATION
         _response_id(ids, judgment.response, record)
-        row.text = record.responses[judgment.response].text
+        row.update(kind=TaskKind.DEMONSTRATION, text=record.responses[judgment.response].text)
     else:
         raise ImportFormatError(f"unknown judgment kind {judgment.kind!r}.", line=record.line)
     return row

@@ -39,10 +39,17 @@ def _columns(model) -> list[models.Field]:
     ]
 
 
-def insert_rows(model, rows: Iterable[dict]) -> int:
-    """Insert ``rows`` (field name -> Python value; left out: the field's default)."""
+def _row_values(row: dict, converters, converted_defaults: dict) -> tuple:
+    return tuple(
+        (None if (value := row[name]) is None else convert(value))
+        if name in row
+        else converted_defaults[name]
+        for name, convert in converters
+    )
+
+
+def _values(model, fields, rows: Iterable[dict]) -> list[tuple]:
     now = timezone.now()
-    fields = _columns(model)
     defaults = {}
     for field in fields:
         if getattr(field, "auto_now_add", False) or getattr(field, "auto_now", False):
@@ -50,27 +57,45 @@ def insert_rows(model, rows: Iterable[dict]) -> int:
         else:  # the default, or "" for text that is not nullable, or None
             defaults[field.attname] = field.get_default()
     converters = [(field.attname, _converter(field)) for field in fields]
-    values = [
-        tuple(
-            None if (value := row.get(name, defaults[name])) is None else convert(value)
-            for name, convert in converters
-        )
-        for row in rows
-    ]
+    converted_defaults = {
+        name: None if defaults[name] is None else convert(defaults[name])
+        for name, convert in converters
+    }
+    return [_row_values(row, converters, converted_defaults) for row in rows]
+
+
+def insert_rows(model, rows: Iterable[dict]) -> list[int]:
+    """Insert ``rows`` (field name -> Python value; left out: the field's default) and
+    return their new ids, in the rows' order (both backends number a multi-row INSERT's
+    RETURNING rows in VALUES order, as Django's own bulk_create relies on)."""
+    fields = _columns(model)
+    values = _values(model, fields, rows)
     if not values:
-        return 0
+        return []
     quote = connection.ops.quote_name
     table = quote(model._meta.db_table)
     columns = ", ".join(quote(field.column) for field in fields)
+    pk = quote(model._meta.pk.column)
+    ids: list[int] = []
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             from psycopg2.extras import execute_values
 
             # Names from the model's own meta, quoted; values go as parameters.
-            sql = f"INSERT INTO {table} ({columns}) VALUES %s"  # noqa: S608
-            execute_values(cursor.cursor, sql, values, page_size=PAGE_ROWS)
+            sql = f"INSERT INTO {table} ({columns}) VALUES %s RETURNING {pk}"  # noqa: S608
+            for start in range(0, len(values), PAGE_ROWS):
+                page = values[start : start + PAGE_ROWS]
+                rows_back = execute_values(
+                    cursor.cursor, sql, page, page_size=len(page), fetch=True
+                )
+                ids.extend(row[0] for row in rows_back)
         else:
-            marks = ", ".join(["%s"] * len(fields))
-            sql = f"INSERT INTO {table} ({columns}) VALUES ({marks})"  # noqa: S608
-            cursor.executemany(sql, values)
-    return len(values)
+            per_statement = max(1, (connection.features.max_query_params or 999) // len(fields))
+            one_row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+            for start in range(0, len(values), per_statement):
+                page = values[start : start + per_statement]
+                marks = ", ".join([one_row] * len(page))
+                sql = f"INSERT INTO {table} ({columns}) VALUES {marks} RETURNING {pk}"  # noqa: S608
+                cursor.execute(sql, [value for row in page for value in row])
+                ids.extend(row[0] for row in cursor.fetchall())
+    return ids

@@ -24,13 +24,13 @@ line and fields (``import_details``); their responses and prompts keep theirs to
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
+import orjson
 from django.db import transaction
 
 from annotation.datasets.bulk import insert_rows
@@ -167,7 +167,7 @@ def _chunks(records: Iterable[ImportedRecord], size: int) -> Iterator[list[Impor
 
 
 def _canonical(value) -> str:
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def _prompt_key(text: str, context: list[dict]) -> tuple[str, str]:
@@ -206,24 +206,25 @@ def _prompts_of(project, batch, records, counts) -> dict[tuple[str, str], int]:
     for record in records:
         record.prompt = _clean_text(record.prompt, "prompt", record.line)
         wanted.setdefault(_prompt_key(record.prompt, record.context), record)
-    texts = {text for text, _ in wanted}
-    ids = _stored_prompt_ids(project, texts)
+    ids = _stored_prompt_ids(project, {text for text, _ in wanted})
     counts.prompts_there += sum(1 for key in wanted if key in ids)
-    new = [
-        {
-            "project_id": project.pk,
-            "text": record.prompt,
-            "context": record.context,
-            "external_id": record.external_id[:200],
-            "metadata": record.metadata,
-            "source_import_id": batch.pk,
-        }
-        for key, record in wanted.items()
-        if key not in ids
-    ]
-    if new:
-        counts.prompts += insert_rows(Prompt, new)
-        ids = _stored_prompt_ids(project, texts)
+    missing = [(key, record) for key, record in wanted.items() if key not in ids]
+    new_ids = insert_rows(
+        Prompt,
+        [
+            {
+                "project_id": project.pk,
+                "text": record.prompt,
+                "context": record.context,
+                "external_id": record.external_id[:200],
+                "metadata": record.metadata,
+                "source_import_id": batch.pk,
+            }
+            for _, record in missing
+        ],
+    )
+    ids.update(zip((key for key, _ in missing), new_ids, strict=True))
+    counts.prompts += len(new_ids)
     return ids
 
 
@@ -243,23 +244,24 @@ def _responses_of(batch, records, prompt_ids, counts) -> dict[tuple[int, str], i
         for response in record.responses:
             response.text = _clean_text(response.text, "response", record.line)
             wanted.setdefault((prompt_id, response.text), (response, record))
-    of_prompts = {prompt_id for prompt_id, _ in wanted}
-    ids = _stored_response_ids(of_prompts)
-    new = [
-        {
-            "prompt_id": prompt_id,
-            "text": text,
-            "author": str(response.metadata.get("model") or batch.source)[:100],
-            "external_id": response.external_id[:200],
-            "metadata": response.metadata,
-            "source_import_id": batch.pk,
-        }
-        for (prompt_id, text), (response, _) in wanted.items()
-        if (prompt_id, text) not in ids
-    ]
-    if new:
-        counts.responses += insert_rows(Response, new)
-        ids = _stored_response_ids(of_prompts)
+    ids = _stored_response_ids({prompt_id for prompt_id, _ in wanted})
+    missing = [(key, response) for key, (response, _) in wanted.items() if key not in ids]
+    new_ids = insert_rows(
+        Response,
+        [
+            {
+                "prompt_id": prompt_id,
+                "text": text,
+                "author": str(response.metadata.get("model") or batch.source)[:100],
+                "external_id": response.external_id[:200],
+                "metadata": response.metadata,
+                "source_import_id": batch.pk,
+            }
+            for (prompt_id, text), response in missing
+        ],
+    )
+    ids.update(zip((key for key, _ in missing), new_ids, strict=True))
+    counts.responses += len(new_ids)
     return ids
 
 
@@ -293,9 +295,8 @@ def _store_judgments(project, batch, records, prompt_ids, response_ids, counts) 
     there = set(
         Judgment.objects.filter(client_id__in=list(planned)).values_list("client_id", flat=True)
     )
-    counts.judgments += insert_rows(
-        Judgment, [row for client_id, row in planned.items() if client_id not in there]
-    )
+    new = [row for client_id, row in planned.items() if client_id not in there]
+    counts.judgments += len(insert_rows(Judgment, new))
 
 
 def _response_id(ids: list[int], index: int | None, record: ImportedRecord) -> int:

@@ -28,7 +28,7 @@ from annotation.datasets.versions import (
     parse_recipe,
 )
 from annotation.models import DatasetVersion, PromptImport
-from annotation.projects.permissions import MANAGE, VIEW_DATA, project_for
+from annotation.projects.permissions import MANAGE, VIEW_DATA, can, project_for
 from config.errors import NotFound, ServiceError
 from config.parsers import SafeJSONParser
 
@@ -277,7 +277,11 @@ class DatasetVersionsApi(APIView):
     def post(self, request, slug):
         project = project_for(user=request.user, slug=slug, capability=VIEW_DATA)
         body = request.data
-        recipe = parse_recipe(project, **recipe_fields(body))
+        recipe = parse_recipe(
+            project,
+            **recipe_fields(body),
+            may_keep_pii=can(user=request.user, project=project, capability=MANAGE),
+        )
         if body.get("dry_run") is True:
             curated = curate(project, recipe)
             return Response(

@@ -19,7 +19,13 @@ from annotation.datasets.exports import version_export
 from annotation.datasets.forms import DataImportConfirmForm, DataImportForm, VersionForm
 from annotation.datasets.versions import curate, dataset_version_create, parse_recipe
 from annotation.models import DatasetVersion, PromptImport
-from annotation.projects.permissions import MANAGE, VIEW_DATA, page_capabilities, project_for
+from annotation.projects.permissions import (
+    MANAGE,
+    VIEW_DATA,
+    can,
+    page_capabilities,
+    project_for,
+)
 from config.errors import NotFound, ServiceError
 
 DOWNLOAD_CONTAINERS = ("jsonl", "parquet")
@@ -151,7 +157,11 @@ def data_versions(request, slug):
     if not form.is_valid():
         return _versions_page(request, project, form, status=400)
     try:
-        recipe = parse_recipe(project, **form.recipe_fields())
+        recipe = parse_recipe(
+            project,
+            **form.recipe_fields(),
+            may_keep_pii=can(user=request.user, project=project, capability=MANAGE),
+        )
         if request.POST.get("action") != "create":
             return _versions_page(request, project, form, curated=curate(project, recipe))
         version, created = dataset_version_create(

@@ -168,8 +168,10 @@ def parse_recipe(
     quality: str = "",
     mix=None,
     licence: str = "",
+    may_keep_pii: bool = True,
 ) -> Recipe:
-    """The recipe, or a RecipeError naming the first thing wrong with it."""
+    """The recipe, or a RecipeError naming the first thing wrong with it. Raw personal
+    data is for admins: ``may_keep_pii`` False (a researcher) refuses ``pii="keep"``."""
     from annotation.datasets.curation.language import parse_languages
     from annotation.datasets.curation.quality import parse_quality_rules
 
@@ -182,6 +184,10 @@ def parse_recipe(
             parse_quality_rules(quality)
     except ValueError as error:
         raise RecipeError(str(error)) from None
+    if pii == "keep" and not may_keep_pii:
+        raise RecipeError(
+            "Only a project admin may keep personal data in a version; choose scrub or drop."
+        )
     if len(licence) > 100:
         raise RecipeError("The licence is longer than 100 characters.")
     return Recipe(

@@ -310,3 +310,18 @@ def test_a_format_the_kind_cannot_give_is_refused(login, project, researcher, tm
     )
     assert unknown.status_code == 400
     assert unknown.json()["detail"].startswith("Unknown export format 'yaml'")
+
+
+def test_only_an_admin_may_keep_personal_data_in_a_version(
+    login, project, researcher, admin_member, tmp_path
+):
+    import_hh(project, tmp_path)
+    keep = {"name": "raw", **RECIPE, "pii": "keep"}
+
+    refused = _post(login(researcher), keep)
+    allowed = _post(login(admin_member), keep)
+
+    assert refused.status_code == 400
+    assert refused.json()["detail"].startswith("Only a project admin may keep personal data")
+    assert allowed.status_code == 201
+    assert DatasetVersion.objects.get().recipe["pii"] == "keep"

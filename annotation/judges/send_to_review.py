@@ -103,10 +103,16 @@ def ai_review_queue_fill(
         )
     elif mode == "disagree":
         waiting = waiting.filter(ai_details__agree=False)
+    return flag_for_review(waiting, share=rate if mode == "sample" else None, seed=seed)
+
+
+def flag_for_review(waiting, *, share: float | None = None, seed: int = 0) -> int:
+    """Flag the ``waiting`` judgments for review (with ``share``, a seeded random share of
+    them, at least one when any is there); how many were newly flagged."""
     with transaction.atomic():
         ids = sorted(set(waiting.values_list("pk", flat=True)))
-        if mode == "sample" and ids:
-            count = max(1, round(rate * len(ids)))
+        if share is not None and ids:
+            count = max(1, round(share * len(ids)))
             ids = sorted(random.Random(seed).sample(ids, count))
         # The filter on needs_review=False keeps the count honest when two fills overlap.
         return Judgment.objects.filter(pk__in=ids, needs_review=False).update(needs_review=True)

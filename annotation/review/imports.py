@@ -19,11 +19,9 @@ parsed by the same code as a labeler's answer.
 """
 
 import math
-import random
 from dataclasses import dataclass, field
 
-from django.db import transaction
-
+from annotation.judges.send_to_review import flag_for_review
 from annotation.models import Judgment, Project, PromptImport, Response, TaskKind
 from config.errors import ServiceError
 
@@ -79,14 +77,7 @@ def send_import_to_review(
     seed = _seed(seed)
     batch = _import_of(project, source_import)
     waiting = reviewable_imported_judgments(project=project, source_import=batch)
-    with transaction.atomic():
-        ids = sorted(set(waiting.filter(needs_review=False).values_list("pk", flat=True)))
-        if not ids:
-            return 0
-        count = max(1, round(share * len(ids)))
-        chosen = sorted(random.Random(seed).sample(ids, count))
-        # needs_review=False again: two overlapping calls must not count a row twice.
-        return Judgment.objects.filter(pk__in=chosen, needs_review=False).update(needs_review=True)
+    return flag_for_review(waiting.filter(needs_review=False), share=share, seed=seed)
 
 
 def import_review_waiting(*, project: Project) -> int:

@@ -187,9 +187,12 @@ def _version_of(project, name: str, number: int) -> DatasetVersion:
 def data_version(request, slug, name, number):
     project = project_for(user=request.user, slug=slug, capability=VIEW_DATA)
     version = _version_of(project, name, number)
+    card_metadata, card_body = writers.split_card(version.card)
     context = {
         "project": project,
         "version": version,
+        "card_metadata": card_metadata,
+        "card_body": card_body,
         "recipe_json": json.dumps(version.recipe, indent=2, ensure_ascii=False),
         "parents": version.parents.order_by("name", "number"),
         "formats": writers.FORMATS_OF_KIND.get(version.kind, ()),

@@ -418,7 +418,7 @@ class _Stats:
 
     def add(self, row: dict) -> None:
         self.by_source[row["source_name"]] += 1
-        self.by_language[row["language"] or "not identified"] += 1
+        self.by_language[row["language"]] += 1  # "": not identified
         if row["kind"] == "preference":
             self.labels[f"{len(row['responses'])} responses"] += 1
         elif row["kind"] == "kto":

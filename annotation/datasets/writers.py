@@ -500,8 +500,8 @@ def _count_table(heading: str, counts: dict) -> list[str]:
     if not counts:
         return [f"| {heading} | rows |", "|---|---:|", "| (none) | 0 |"]
     ordered = sorted(counts.items(), key=lambda item: (-item[1], str(item[0])))
-    return [f"| {heading} | rows |", "|---|---:|",
-            *(f"| {key or '(unknown)'} | {value:,} |" for key, value in ordered)]  # fmt: skip
+    rows = (f"| {key or '(not identified)'} | {value:,} |" for key, value in ordered)
+    return [f"| {heading} | rows |", "|---|---:|", *rows]
 
 
 def _fenced(text: str, info: str = "") -> list[str]:
@@ -573,6 +573,14 @@ def dataset_card(*, name: str, version: int | str, kind: str, content_hash: str,
         "## Licence", "", licence or "No licence given.", "",
     ]  # fmt: skip
     return "\n".join(body)
+
+
+def split_card(card: str) -> tuple[str, str]:
+    """(the YAML front matter without its fences, the markdown body) of a card."""
+    if card.startswith("---\n"):
+        front, _, body = card[4:].partition("\n---\n")
+        return front, body
+    return "", card
 
 
 def write_card(path: Path, text: str) -> None:

@@ -392,7 +392,10 @@ def test_a_version_is_created_from_the_form_and_shown(login, project, researcher
     assert (version.row_count, version.kind, version.created_by) == (6, "preference", researcher)
     page = client.get(created["Location"]).content.decode()
     assert "<h1>hh-pref v1 <small>preference, 6 rows</small></h1>" in page
-    assert "<h1>" in page.split('id="version-card"')[1]  # the card, rendered as markdown
+    card = page.split('id="version-card"')[1]
+    assert "<h1>" in card  # the card, rendered as markdown
+    # Its YAML header is shown as metadata, not run into a paragraph.
+    assert "<summary>Metadata" in card and "<p>license:" not in card
     assert "/p/alpha/data/versions/hh-pref/1/export/?format=dpo&amp;container=parquet" in page
     listing = client.get("/p/alpha/data/versions/").content.decode()
     assert f"<code>{version.content_hash[:12]}</code>" in listing

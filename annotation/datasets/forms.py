@@ -55,9 +55,16 @@ class VersionForm(forms.Form):
         help_text="None ticked: every source.",
     )
     ai = forms.ChoiceField(
-        choices=[("", "the project's setting"), *_choices(AI_CHOICES)], required=False
+        label="AI labels",
+        choices=[("", "the project's setting"), *_choices(AI_CHOICES)],
+        required=False,
     )
-    pii = forms.ChoiceField(choices=_choices(PII_CHOICES), initial="scrub")
+    pii = forms.ChoiceField(
+        label="Personal data",
+        choices=_choices(PII_CHOICES),
+        initial="scrub",
+        help_text="scrub: typed placeholders; drop: remove the row; keep: admins only.",
+    )
     dedupe = forms.ChoiceField(choices=_choices(DEDUPE_CHOICES), initial="exact")
     languages = forms.CharField(
         required=False, max_length=200, help_text="Language codes to keep, e.g. en,de."

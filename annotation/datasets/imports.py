@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 
 import orjson
@@ -39,6 +37,7 @@ from annotation.datasets.formats.records import (
     ImportedRecord,
     ImportFormatError,
 )
+from annotation.datasets.writers import batched
 from annotation.models import Judgment, Project, Prompt, PromptImport, Response, TaskKind
 from config.errors import ServiceError
 
@@ -130,7 +129,7 @@ def dataset_import(
                 counts.records = earlier.record_count
                 counts.prompts_there = counts.records
             else:
-                for chunk in _chunks(readers.read_records(path, chosen), CHUNK_RECORDS):
+                for chunk in batched(readers.read_records(path, chosen), CHUNK_RECORDS):
                     _store_chunk(project, batch, chunk, counts)
                 if counts.records == 0:
                     raise ImportFormatError("the file holds no records.")
@@ -158,12 +157,6 @@ def _record_counts(batch: PromptImport, counts: _Counts) -> None:
             "judgment_count",
         ]
     )
-
-
-def _chunks(records: Iterable[ImportedRecord], size: int) -> Iterator[list[ImportedRecord]]:
-    iterator = iter(records)
-    while chunk := list(islice(iterator, size)):
-        yield chunk
 
 
 def _canonical(value) -> str:
@@ -200,12 +193,15 @@ def _stored_prompt_ids(project, texts) -> dict[tuple[str, str], int]:
     return ids
 
 
-def _prompts_of(project, batch, records, counts) -> dict[tuple[str, str], int]:
-    """Each record's prompt id by (text, context), creating the prompts the project lacks."""
+def _prompts_of(project, batch, records, counts) -> list[int]:
+    """Each record's prompt id (in the records' order), creating the prompts the project
+    lacks; a prompt is its (text, context)."""
+    keys = []
     wanted: dict[tuple[str, str], ImportedRecord] = {}
     for record in records:
         record.prompt = _clean_text(record.prompt, "prompt", record.line)
-        wanted.setdefault(_prompt_key(record.prompt, record.context), record)
+        keys.append(_prompt_key(record.prompt, record.context))
+        wanted.setdefault(keys[-1], record)
     ids = _stored_prompt_ids(project, {text for text, _ in wanted})
     counts.prompts_there += sum(1 for key in wanted if key in ids)
     missing = [(key, record) for key, record in wanted.items() if key not in ids]
@@ -225,7 +221,7 @@ def _prompts_of(project, batch, records, counts) -> dict[tuple[str, str], int]:
     )
     ids.update(zip((key for key, _ in missing), new_ids, strict=True))
     counts.prompts += len(new_ids)
-    return ids
+    return [ids[key] for key in keys]
 
 
 def _stored_response_ids(prompt_ids) -> dict[tuple[int, str], int]:
@@ -239,8 +235,7 @@ def _stored_response_ids(prompt_ids) -> dict[tuple[int, str], int]:
 def _responses_of(batch, records, prompt_ids, counts) -> dict[tuple[int, str], int]:
     """Response ids by (prompt id, text), creating the responses their prompts lack."""
     wanted: dict[tuple[int, str], tuple] = {}
-    for record in records:
-        prompt_id = prompt_ids[_prompt_key(record.prompt, record.context)]
+    for record, prompt_id in zip(records, prompt_ids, strict=True):
         for response in record.responses:
             response.text = _clean_text(response.text, "response", record.line)
             wanted.setdefault((prompt_id, response.text), (response, record))
@@ -283,8 +278,7 @@ def _judgment_client_id(project: Project, record: ImportedRecord, judgment) -> u
 
 def _store_judgments(project, batch, records, prompt_ids, response_ids, counts) -> None:
     planned: dict[uuid.UUID, dict] = {}
-    for record in records:
-        prompt_id = prompt_ids[_prompt_key(record.prompt, record.context)]
+    for record, prompt_id in zip(records, prompt_ids, strict=True):
         ids = [response_ids[(prompt_id, response.text)] for response in record.responses]
         for judgment in record.judgments:
             client_id = _judgment_client_id(project, record, judgment)

@@ -74,13 +74,31 @@ def ai_selection(project: Project, ai: "str | AiSelection | None" = None) -> AiS
     return AiSelection(chosen)
 
 
-def _current(project: Project, kind: str, selection: AiSelection):
-    judgments = (
-        Judgment.objects.filter(project=project, kind=kind, superseded_by__isnull=True)
+def current_judgments(project: Project, kinds):
+    """The project's current judgments of ``kinds``: not superseded, not rejected in
+    review; earliest first."""
+    return (
+        Judgment.objects.filter(project=project, kind__in=kinds, superseded_by__isnull=True)
         .exclude(reviews__decision="rejected")
-        .select_related("prompt", "judge", "constitution")
         .order_by("created_at", "id")
     )
+
+
+def trusted_labels(judges) -> Q:
+    """The AI labels of these (judge id, constitution id or None) pairs; none if empty."""
+    trusted = Q(pk__in=[])  # matches nothing: no judge is trusted
+    for judge_id, constitution_id in judges:
+        constitution = (
+            Q(constitution_id=constitution_id)
+            if constitution_id is not None
+            else Q(constitution__isnull=True)
+        )
+        trusted |= Q(judge_id=judge_id) & constitution
+    return trusted
+
+
+def _current(project: Project, kind: str, selection: AiSelection):
+    judgments = current_judgments(project, [kind]).select_related("prompt", "judge", "constitution")
     people = Q(source__in=PEOPLE)
     ai = Q(source=Judgment.Source.AI)
     if selection.ai == "exclude":
@@ -88,15 +106,7 @@ def _current(project: Project, kind: str, selection: AiSelection):
     if selection.ai == "only":
         return judgments.filter(ai)
     if selection.ai == "trusted":
-        trusted = Q(pk__in=[])  # matches nothing: no judge is trusted
-        for judge_id, constitution_id in selection.judges:
-            constitution = (
-                Q(constitution_id=constitution_id)
-                if constitution_id is not None
-                else Q(constitution__isnull=True)
-            )
-            trusted |= Q(judge_id=judge_id) & constitution
-        return judgments.filter(people | (ai & trusted))
+        return judgments.filter(people | (ai & trusted_labels(selection.judges)))
     return judgments.filter(people | ai)
 
 

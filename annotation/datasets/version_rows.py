@@ -28,7 +28,8 @@ from statistics import fmean
 
 from django.db.models import Q
 
-from annotation.judges.trust import ai_choice, trusted_judges
+from annotation.datasets.selectors import ai_selection, current_judgments, trusted_labels
+from annotation.datasets.writers import batched
 from annotation.models import Judgment, Project, Prompt, Response, TaskKind
 
 LABELERS, AI = "labelers", "ai"
@@ -46,27 +47,19 @@ def source_filter(project: Project, sources: list[str] | None, ai: str | None) -
             wanted |= Q(source=S.AI)
         else:
             wanted |= Q(source=S.IMPORT, source_import__source=source)
-    choice = ai_choice(project=project, ai=ai)
+    selection = ai_selection(project, ai)
     is_ai = Q(source=S.AI)
-    if choice == "exclude":
+    if selection.ai == "exclude":
         return wanted & ~is_ai
-    if choice == "only":
+    if selection.ai == "only":
         return wanted & is_ai
-    if choice == "trusted":
-        trusted = Q(pk__in=[])
-        for judge_id, constitution_id in trusted_judges(project=project):
-            trusted |= Q(judge_id=judge_id, constitution_id=constitution_id)
-        return wanted & (~is_ai | trusted)
+    if selection.ai == "trusted":
+        return wanted & (~is_ai | trusted_labels(selection.judges))
     return wanted
 
 
 def _current(project: Project, kinds: list[str], where: Q):
-    return (
-        Judgment.objects.filter(project=project, kind__in=kinds, superseded_by__isnull=True)
-        .exclude(reviews__decision="rejected")
-        .filter(where)
-        .order_by("created_at", "id")
-    )
+    return current_judgments(project, kinds).filter(where)
 
 
 def _source_name(source: str, import_source: str | None) -> str:
@@ -112,14 +105,7 @@ FIELDS = (
 
 
 def _chunked_values(queryset) -> Iterator[list[dict]]:
-    chunk: list[dict] = []
-    for values in queryset.values(*FIELDS).iterator(chunk_size=CHUNK):
-        chunk.append(values)
-        if len(chunk) == CHUNK:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+    return batched(queryset.values(*FIELDS).iterator(chunk_size=CHUNK), CHUNK)
 
 
 def _texts(response_ids: set[int]) -> dict[int, str]:

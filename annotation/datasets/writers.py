@@ -322,14 +322,11 @@ def _batch_schema(batch: list[dict], known: dict):
     return pa.schema(fields)
 
 
-def _batches(rows: Iterator[dict], size: int) -> Iterator[list[dict]]:
-    batch: list[dict] = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
+def batched(items: Iterable, size: int) -> Iterator[list]:
+    """Lists of ``size`` items (the last may be shorter), read lazily: Python 3.12's
+    ``itertools.batched``, which 3.11 lacks."""
+    iterator = iter(items)
+    while batch := list(itertools.islice(iterator, size)):
         yield batch
 
 
@@ -339,7 +336,7 @@ def _record_batches(rows: Iterator[dict], *, fmt: str | None, conversational: bo
     import pyarrow as pa
 
     known = _parquet_types(fmt, conversational)
-    chunks = _batches(rows, ARROW_CHUNK_ROWS)
+    chunks = batched(rows, ARROW_CHUNK_ROWS)
     first = next(chunks, None)
     if first is None:
         return pa.schema(list(known.items())), iter(())

@@ -63,3 +63,36 @@ def test_an_admin_accepts_corrects_and_rejects_with_keys_only(live_server, new_p
     }
     correction = Judgment.objects.get(supersedes=bob_first)
     assert (correction.choice, correction.strength, correction.labeler) == ("a", 4, admin)
+
+
+def test_a_click_after_typing_in_a_field_below_the_queue_sends_its_form(
+    live_server, new_page, tmp_path
+):
+    """Leaving a field shows the one-key hints again; the page must not move under the
+    pointer then, or the click (mousedown leaves the field) ends beside its button."""
+    from annotation.datasets.imports import dataset_import
+
+    project = make_project("review-typing")
+    admin = make_member(project, Role.ADMIN, "review-typist")
+    ann = make_member(project, Role.LABELER, "review-typing-ann")
+    bob = make_member(project, Role.LABELER, "review-typing-bob")
+    task = make_task(project, texts=("Paris.", "Lyon."))
+    judge(task, ann, choice="a")
+    judge(task, bob, choice="b")  # a disagreement: the queue shows the task and its keys
+    file = tmp_path / "hh.jsonl"
+    file.write_text(
+        '{"chosen": "\\n\\nHuman: Is ice cold?\\n\\nAssistant: Yes.", '
+        '"rejected": "\\n\\nHuman: Is ice cold?\\n\\nAssistant: No."}\n'
+    )
+    dataset_import(project=project, path=file, source="ice")
+    url = live_server.url
+
+    page = new_page()
+    log_in(page, url, admin.username, PASSWORD)
+    page.goto(f"{url}/p/{project.slug}/review/")
+    page.fill("#import-fill-share", "1")
+    with page.expect_navigation():
+        page.locator("#import-review-fill button[type=submit]").click()
+
+    assert "1 imported judgment sent to the review queue." in page.inner_text("body")
+    assert Judgment.objects.get(source=Judgment.Source.IMPORT).needs_review

@@ -22,9 +22,7 @@ class Guidelines(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(
-                fields=["project", "version"], name="guidelines_unique_version"
-            )
+            models.UniqueConstraint(fields=["project", "version"], name="guidelines_unique_version")
         ]
         ordering = ["project", "-version"]
 

@@ -1,6 +1,6 @@
 """Reads of a project: its overview, a labeler's progress in it, its latest judgments."""
 
-from annotation.models import Assignment, Judgment, Project, Prompt, Task, Workspace
+from annotation.models import Assignment, Guidelines, Judgment, Project, Prompt, Task, Workspace
 
 # The project's own judgments: labelers', reviewers' and AI judges'. Imported ones (a
 # dataset's labels) are counted apart: they are no one's work here, and the export page's
@@ -53,3 +53,8 @@ def workspace_by_slug(slug) -> Workspace | None:
     if not isinstance(slug, str) or not slug.strip():
         return None
     return Workspace.objects.filter(slug=slug.strip()).first()
+
+
+def latest_guidelines(project: Project) -> Guidelines | None:
+    """The guidelines version labelers work under now (None before any was written)."""
+    return Guidelines.objects.filter(project=project).order_by("-version").first()

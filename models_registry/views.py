@@ -21,6 +21,7 @@ from models_registry import selectors, services
 from models_registry.endpoints import serving_endpoint_summary
 from models_registry.forms import ModelImportForm, ServingEndpointForm, StateChangeForm
 from models_registry.models import ModelVersion
+from models_registry.recipe import recipe_table
 
 
 def form_error(form) -> str:
@@ -61,6 +62,7 @@ def version_page_context(
         "changes": list(version.changes.all()),
         "artifacts": _artifacts_marked(version),
         "metrics": _readable_metrics(version.metrics),
+        "recipe": recipe_table(version.config),
         "incumbent": incumbent,
         "is_incumbent": is_incumbent,
         "can_promote": is_policy and not is_incumbent,

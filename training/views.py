@@ -10,6 +10,7 @@ from config.celery import QueueUnavailable
 from config.errors import ServiceError
 from models_registry import selectors as registry_selectors
 from models_registry.forms import offer_only_versions_of
+from models_registry.recipe import recipe_table
 from training import selectors, services
 from training.forms import TrainingRunForm
 from training.models import TrainingRun
@@ -99,6 +100,7 @@ def run_detail(request, slug, run_id):
         "log_lines": selectors.log_tail(run=run),
         "version": getattr(run, "model_version", None),
         "ai_labels": selectors.snapshot_ai_text(run.snapshot),
+        "recipe": recipe_table(run.config),
         "can_manage": True,
         "can_view_data": True,
     }

@@ -200,7 +200,8 @@ def test_the_version_page_shows_lineage_artifacts_metrics_and_provenance(
     assert f'<a href="/p/alpha/training/{run.pk}/">run #{run.pk}</a>' in page
     assert "ab" * 32 in page
     assert "torch 2.9.0" in page
-    assert "&#x27;beta&#x27;: 0.1" in page
+    assert '<tr data-setting="beta"><td>Beta</td><td><code>0.1</code></td>' in page
+    assert "&#x27;beta&#x27;: 0.1" in page.split('<details class="raw-config">')[1]
     assert "<dd>7</dd>" in page
 
     # The same run seen from another project is named, not linked.

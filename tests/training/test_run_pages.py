@@ -267,3 +267,27 @@ def test_cancel_of_an_ended_run_is_refused_and_changes_nothing(login, admin_memb
     assert "The run has already failed." in api.content.decode()
     run.refresh_from_db()
     assert (run.status, run.cancel_requested, run.error) == ("failed", False, "out of memory")
+
+
+def test_the_recipe_is_a_table_of_labels_values_and_meanings(login, admin_member, project):
+    config = {
+        "learning_rate": 0.0003,
+        "beta": 0.2,
+        "mixed_precision": "bf16",
+        "lora_target_modules": ["q_proj", "<script>x</script>"],
+        "mystery": "<b>odd</b>",
+    }
+    run = _run(project, status=TrainingRun.Status.SUCCEEDED, config=config)
+
+    html = login(admin_member).get(f"/p/{project.slug}/training/{run.pk}/").content.decode()
+
+    rows = html.split('class="recipe"')[1].split("</table>")[0]
+    assert '<tr data-setting="learning_rate"><td>Learning rate</td><td><code>0.0003</code>' in rows
+    assert "per_device_train_batch_size" not in rows  # only the settings the run has
+    assert "Strength of the pull towards the reference model" in rows
+    order = [rows.index(f'data-recipe-group="{g}"') for g in ("method", "optimisation")]
+    assert order == sorted(order) and 'data-recipe-group="hardware"' in rows
+    assert "q_proj, &lt;script&gt;x&lt;/script&gt;" in rows  # values are escaped
+    assert "<td>mystery</td><td><code>&lt;b&gt;odd&lt;/b&gt;</code>" in rows
+    assert "<script>x</script>" not in html and "<b>odd</b>" not in html
+    assert '<details class="raw-config"><summary>Raw JSON</summary>' in html

@@ -131,7 +131,7 @@ def _dataset_rows(project: Project, dataset: str, filters: dict, ai: AiSelection
     elif dataset == "rankings":
         yield from rrhf_rows(project, ai=ai)
     else:
-        prompts = Prompt.objects.labeling().filter(project=project).order_by("id")
+        prompts = Prompt.objects.labeling().alive().filter(project=project).order_by("id")
         for prompt in prompts.iterator(chunk_size=1000):
             yield {"prompt": prompt.as_conversation()}
 
@@ -915,7 +915,9 @@ def _evaluation_prompts(run: TrainingRun, config) -> list:
             run.snapshot.path, eval_fraction=config.eval_fraction, seed=config.seed
         )
     else:
-        project_prompts = Prompt.objects.labeling().filter(project=run.project).order_by("id")
+        project_prompts = (
+            Prompt.objects.labeling().alive().filter(project=run.project).order_by("id")
+        )
         prompts = [p.as_conversation() for p in project_prompts[:EVAL_MAX_PROMPTS]]
     return prompts[:EVAL_MAX_PROMPTS]
 

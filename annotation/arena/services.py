@@ -28,6 +28,7 @@ from annotation.chat.services import MAX_MESSAGE_CHARS
 from annotation.labeling.inputs import check_time_spent, parse_client_id, whole_number_or_none
 from annotation.models import ARENA_BATTLE_KEY, ArenaBattle, Judgment, Project, Prompt, TaskKind
 from annotation.models import Response as Reply
+from annotation.projects.selectors import latest_guidelines
 from config import jobs
 from config.celery import enqueue_after_commit
 from config.errors import Conflict, ServiceError
@@ -67,7 +68,7 @@ def _pick_pair(*, project: Project, rng: random.Random) -> tuple[ModelVersion, M
 
 
 def _pool_prompt(*, project: Project, rng: random.Random) -> Prompt:
-    pool = Prompt.objects.labeling().filter(project=project).order_by("id")
+    pool = Prompt.objects.labeling().alive().filter(project=project).order_by("id")
     size = pool.count()
     if size == 0:
         raise ServiceError("The project has no prompts in its pool yet: type one instead.")
@@ -300,6 +301,7 @@ def arena_vote(
                 choice=choice,
                 labeler=labeler,
                 time_spent_ms=time_spent_ms,
+                guidelines=latest_guidelines(project),
             )
             battle.judgment = judgment
             battle.status = ArenaBattle.Status.VOTED

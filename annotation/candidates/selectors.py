@@ -51,7 +51,8 @@ def _other_replies(project: Project, model_version):
     """Replies a reply of ``model_version`` may be paired with in ``project``: another
     author's (a person or a version not retired in the project), revisions left out."""
     return (
-        Response.objects.exclude(model_version=model_version)
+        Response.objects.alive()
+        .exclude(model_version=model_version)
         .exclude(generation_params__has_key=REVISION_KEY)
         .exclude(model_version__in=registry_selectors.retired_in(project=project))
     )
@@ -63,7 +64,7 @@ def prompts_with_partners(*, project: Project, model_version) -> set[int]:
     sample."""
     return set(
         _other_replies(project, model_version)
-        .filter(prompt__in=Prompt.objects.labeling().filter(project=project))
+        .filter(prompt__in=Prompt.objects.labeling().alive().filter(project=project))
         .values_list("prompt_id", flat=True)
         .distinct()
     )
@@ -140,6 +141,7 @@ def _own_replies(project: Project, model_version):
     """The version's replies in the project's labeling pool that comparison tasks pair."""
     return (
         Response.objects.labeling()
+        .alive()
         .filter(prompt__project=project, model_version=model_version)
         .exclude(generation_params__has_key=REVISION_KEY)
     )
@@ -282,6 +284,7 @@ def samples_wanted(
     where there is none (the version's two samples make the pair)."""
     prompt_ids = (
         Prompt.objects.labeling()
+        .alive()
         .filter(project=project)
         .order_by("id")
         .values_list("id", flat=True)
@@ -321,7 +324,7 @@ def check_generation(
         raise ServiceError("Only policy models generate candidates.")
     if samples_per_prompt is not None and not 1 <= samples_per_prompt <= MAX_SAMPLES_PER_PROMPT:
         raise ServiceError(f"samples_per_prompt must be between 1 and {MAX_SAMPLES_PER_PROMPT}.")
-    if not Prompt.objects.labeling().filter(project=project).exists():
+    if not Prompt.objects.labeling().alive().filter(project=project).exists():
         raise ServiceError("The project has no prompts yet: import some first.")
 
 

@@ -46,6 +46,7 @@ from annotation.judges.trust import AI_OPTIONS as AI_OPTIONS
 from annotation.judges.trust import AiLabelPlan, ai_choice, ai_label_plan, trusted_judges
 from annotation.judges.trust import check_ai as check_ai
 from annotation.models import Judgment, Project, Response, TaskKind
+from annotation.prompts.alive import alive_judgments
 
 FORMATS = ("dpo", "sft", "ranking", "rating", "kto")
 # People's labels: labelers' and reviewers' corrections (a correction of an AI or imported
@@ -76,12 +77,11 @@ def ai_selection(project: Project, ai: "str | AiSelection | None" = None) -> AiS
 
 def current_judgments(project: Project, kinds):
     """The project's current judgments of ``kinds``: not superseded, not rejected in
-    review; earliest first."""
-    return (
-        Judgment.objects.filter(project=project, kind__in=kinds, superseded_by__isnull=True)
-        .exclude(reviews__decision="rejected")
-        .order_by("created_at", "id")
-    )
+    review, of prompts and responses nobody deleted; earliest first."""
+    judgments = Judgment.objects.filter(
+        project=project, kind__in=kinds, superseded_by__isnull=True
+    ).exclude(reviews__decision="rejected")
+    return alive_judgments(judgments).order_by("created_at", "id")
 
 
 def trusted_labels(judges) -> Q:
@@ -134,6 +134,14 @@ def _conversation(judgment: Judgment) -> list[dict]:
     return [*judgment.context, *judgment.prompt.as_conversation()]
 
 
+def _alive_texts(ids) -> dict[int, Response] | None:
+    """The responses of ``ids`` by id, or None when one was deleted: a task-less (imported)
+    ranking names its responses only in JSON, where ``alive_judgments`` cannot look."""
+    ids = set(ids)
+    texts = Response.objects.alive().in_bulk(ids)
+    return texts if len(texts) == len(ids) else None
+
+
 def _reply(text: str) -> list[dict]:
     return [{"role": "assistant", "content": text}]
 
@@ -181,7 +189,9 @@ def _ranking_pairs(
 
     for judgment in _current(project, TaskKind.RANKING, ai).iterator(chunk_size=200):
         pairs = ranking_pairs(judgment)
-        texts = Response.objects.in_bulk({pk for pair in pairs for pk in pair})
+        texts = _alive_texts({pk for pair in pairs for pk in pair})
+        if texts is None:
+            continue
         for chosen, rejected in pairs:
             row = {
                 "prompt": _conversation(judgment),
@@ -237,7 +247,9 @@ def sft_rows(project: Project, *, ai: AiOption = None) -> Iterator[dict]:
 def ranking_rows(project: Project, *, ai: AiOption = None) -> Iterator[dict]:
     selection = ai_selection(project, ai)
     for judgment in _current(project, TaskKind.RANKING, selection).iterator(chunk_size=200):
-        texts = Response.objects.in_bulk(judgment.ranking)
+        texts = _alive_texts(judgment.ranking)
+        if texts is None:
+            continue
         yield {
             "prompt": _conversation(judgment),
             "responses": [texts[pk].text for pk in judgment.ranking],
@@ -303,11 +315,13 @@ def _ranked_unpaired(project: Project, selection: AiSelection) -> Iterator[dict]
         order = list(judgment.ranking or [])
         if judgment.all_bad:
             ids = order or list(judgment.shown_order)
-            texts = Response.objects.in_bulk(ids)
-            for pk in ids:
+            texts = _alive_texts(ids)
+            for pk in ids if texts else []:
                 yield _unpaired(judgment, texts[pk].text, False, "ranking")
         elif len(order) >= 2:
-            texts = Response.objects.in_bulk([order[0], order[-1]])
+            texts = _alive_texts([order[0], order[-1]])
+            if texts is None:
+                continue
             yield _unpaired(judgment, texts[order[0]].text, True, "ranking")
             yield _unpaired(judgment, texts[order[-1]].text, False, "ranking")
 
@@ -358,6 +372,8 @@ def _ranking_lists(project: Project, selection: AiSelection) -> Iterator[tuple]:
     Rankings have no ties; an all-bad ranking says no order, so it gives none."""
     rankings = _current(project, TaskKind.RANKING, selection).filter(all_bad=False)
     for judgment in rankings.iterator(chunk_size=200):
+        if _alive_texts(judgment.ranking) is None:
+            continue
         k = len(judgment.ranking)
         scores = {pk: float(k - place) for place, pk in enumerate(judgment.ranking)}
         yield _conversation(judgment), "ranking", scores, [judgment]
@@ -488,6 +504,7 @@ def rrhf_candidate_rows(project: Project, *, ai: AiOption = None) -> Iterator[di
 
     responses = (
         Response.objects.labeling()
+        .alive()
         .filter(prompt__project=project)
         .select_related("prompt", "model_version")
         .order_by("prompt_id", "created_at", "id")

@@ -109,7 +109,9 @@ def _chunked_values(queryset) -> Iterator[list[dict]]:
 
 
 def _texts(response_ids: set[int]) -> dict[int, str]:
-    return dict(Response.objects.filter(pk__in=response_ids).values_list("id", "text"))
+    """Texts of the alive responses among ``response_ids`` (a task-less imported ranking
+    names its responses only in JSON: a row missing one is dropped)."""
+    return dict(Response.objects.alive().filter(pk__in=response_ids).values_list("id", "text"))
 
 
 def _ordered_ids(values: dict) -> list[int] | None:
@@ -138,7 +140,7 @@ def preference_rows(project: Project, where: Q) -> Iterator[dict]:
         orders = [(values, _ordered_ids(values)) for values in chunk]
         texts = _texts({pk for _, ids in orders if ids for pk in ids})
         for values, ids in orders:
-            if not ids:
+            if not ids or any(pk not in texts for pk in ids):
                 continue
             row = _base(f"j:{values['id']}", "preference", values)
             row["responses"] = [texts[pk] for pk in ids]
@@ -171,6 +173,8 @@ def kto_rows(project: Project, where: Q) -> Iterator[dict]:
         texts = _texts({pk for _, labels in labelled for pk, _ in labels})
         for values, labels in labelled:
             for pk, label in labels:
+                if pk not in texts:
+                    continue
                 row = _base(f"j:{values['id']}:{pk}", "kto", values)
                 row["completion"] = texts[pk]
                 row["label"] = label
@@ -191,7 +195,7 @@ def _kto_labels(values: dict) -> list[tuple[int, bool]]:
 
 
 def prompt_rows(project: Project, sources: list[str] | None) -> Iterator[dict]:
-    prompts = Prompt.objects.labeling().filter(project=project)
+    prompts = Prompt.objects.labeling().alive().filter(project=project)
     if sources:
         wanted = Q(pk__in=[])
         names = [s for s in sources if s not in (LABELERS, AI)]

@@ -37,6 +37,7 @@ from annotation.models import (
     Task,
     TaskKind,
 )
+from annotation.prompts.alive import alive_tasks
 from config import jobs
 from config.celery import enqueue_after_commit
 from config.errors import Conflict, ServiceError
@@ -148,7 +149,7 @@ class JobContext:
 
 
 def _comparison_tasks(*, project: Project):
-    return Task.objects.filter(project=project, kind=TaskKind.COMPARISON)
+    return alive_tasks(Task.objects.filter(project=project, kind=TaskKind.COMPARISON))
 
 
 def pairwise_candidates(*, job: JudgeJob) -> list[tuple[Task, list]]:

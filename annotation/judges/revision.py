@@ -187,6 +187,7 @@ def check_revision_options(options, *, project=None) -> dict:
         if project is not None:
             found = set(
                 Response.objects.labeling()
+                .alive()
                 .filter(pk__in=ids, prompt__project=project)
                 .values_list("pk", flat=True)
             )
@@ -210,7 +211,10 @@ def responses_to_revise(*, project, judge, constitution, options: dict) -> list[
         # A chat turn's or a battle's reply is left out: its conversation is not the
         # prompt's own (see ResponseQuerySet.labeling).
         by_id = (
-            responses.labeling().filter(prompt__project=project).in_bulk(options["response_ids"])
+            responses.labeling()
+            .alive()
+            .filter(prompt__project=project)
+            .in_bulk(options["response_ids"])
         )
         return [by_id[pk] for pk in options["response_ids"] if pk in by_id]
     revised = Judgment.objects.filter(
@@ -223,6 +227,7 @@ def responses_to_revise(*, project, judge, constitution, options: dict) -> list[
     ).values("edited_from_id")
     pool = (
         Response.objects.labeling()
+        .alive()
         .select_related("prompt")
         .filter(prompt__project=project)
         .exclude(pk__in=revised)

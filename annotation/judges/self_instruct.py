@@ -320,7 +320,7 @@ class _Seed:
 def _seeds(options: dict, project, rng: random.Random) -> list[_Seed]:
     if options["seeds"] is not None:
         return [_Seed(text) for text in options["seeds"]]
-    ids = list(project.prompts.labeling().order_by("id").values_list("id", flat=True))
+    ids = list(project.prompts.labeling().alive().order_by("id").values_list("id", flat=True))
     chosen = sorted(rng.sample(ids, min(SEED_SAMPLE, len(ids))))
     texts = dict(Prompt.objects.filter(pk__in=chosen).values_list("id", "text"))
     return [_Seed(texts[pk], pk) for pk in chosen]

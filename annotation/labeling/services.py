@@ -22,6 +22,7 @@ from annotation.models import (
     TaskKind,
     TaskResponse,
 )
+from annotation.prompts.alive import alive_assignments, alive_tasks
 from config.errors import Conflict, NotAssigned, ServiceError
 
 # --- tasks ----------------------------------------------------------------------------
@@ -112,9 +113,12 @@ def _expire_stale_assignments(*, project: Project) -> None:
 
 
 def _pending(project: Project, labeler):
+    # A held task whose prompt or a response was deleted is not shown (it expires unused).
     return (
-        Assignment.objects.filter(
-            task__project=project, labeler=labeler, status=Assignment.Status.PENDING
+        alive_assignments(
+            Assignment.objects.filter(
+                task__project=project, labeler=labeler, status=Assignment.Status.PENDING
+            )
         )
         .select_related("task__prompt")
         .order_by("assigned_at", "id")
@@ -155,7 +159,7 @@ def assignment_next(
 
 
 def _open_tasks(project: Project, labeler, *, gold: bool):
-    tasks = Task.objects.filter(project=project, is_gold=gold, flagged=False).exclude(
+    tasks = alive_tasks(Task.objects.filter(project=project, is_gold=gold, flagged=False)).exclude(
         assignments__labeler=labeler
     )
     if not gold:

@@ -205,11 +205,11 @@ def create_tasks(*, project: Project, options: Mapping) -> TaskBatch:
         version = registry_selectors.visible_to(project.workspace).filter(pk=version_id).first()
         if version is None:
             raise ServiceError(f"There is no model version {version_id}.")
-    if not project.prompts.labeling().exists():
+    if not project.prompts.labeling().alive().exists():
         return TaskBatch(TaskKind.DEMONSTRATION, 0, (NO_PROMPTS,))
     created = already = 0
     if mode == "write":
-        for prompt in project.prompts.labeling().order_by("id").iterator(chunk_size=500):
+        for prompt in project.prompts.labeling().alive().order_by("id").iterator(chunk_size=500):
             _, new = _ensure_demonstration_task(
                 project=project, prompt=prompt, context=_prompt_context(prompt)
             )
@@ -223,6 +223,7 @@ def create_tasks(*, project: Project, options: Mapping) -> TaskBatch:
         return TaskBatch(TaskKind.DEMONSTRATION, created, reasons)
     responses = (
         Response.objects.labeling()
+        .alive()
         .filter(prompt__project=project, model_version=version)
         .select_related("prompt")
         .order_by("prompt_id", "sample_index")

@@ -14,7 +14,7 @@ signal to train towards (InstructGPT, Ouyang et al. 2022, drops such comparisons
 from collections.abc import Sequence
 from itertools import combinations
 
-from django.db.models import Count, Max
+from django.db.models import Count, Max, Q
 
 from annotation.labeling.kinds import NO_PROMPTS, KindSpec, TaskBatch, counted, value, values
 from annotation.models import Judgment, Prompt, TaskKind
@@ -147,14 +147,15 @@ def create_tasks(*, project, options) -> TaskBatch:
     k = _k(options)
     pool = (
         Prompt.objects.labeling()
+        .alive()
         .filter(project=project)
-        .annotate(response_count=Count("responses"))
+        .annotate(response_count=Count("responses", filter=Q(responses__deleted_at__isnull=True)))
     )
     if not pool.exists():
         return TaskBatch(TaskKind.RANKING, 0, (NO_PROMPTS,))
     created = already = 0
     for prompt in pool.filter(response_count__gte=k).order_by("id"):
-        newest = list(prompt.responses.order_by("-created_at", "-id")[:k])
+        newest = list(prompt.responses.alive().order_by("-created_at", "-id")[:k])
         # Positions in id order, so the same k responses always make the same task.
         responses = sorted(newest, key=lambda response: response.pk)
         _, is_new = ensure_task(

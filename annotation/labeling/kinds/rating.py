@@ -98,10 +98,12 @@ def create_tasks(*, project, options) -> TaskBatch:
     No options."""
     from annotation.labeling.services import ensure_task
 
-    if not Prompt.objects.labeling().filter(project=project).exists():
+    if not Prompt.objects.labeling().alive().filter(project=project).exists():
         return TaskBatch(TaskKind.RATING, 0, (NO_PROMPTS,))
     created = already = 0
-    responses = Response.objects.labeling().filter(prompt__project=project).select_related("prompt")
+    responses = (
+        Response.objects.labeling().alive().filter(prompt__project=project).select_related("prompt")
+    )
     for response in responses.order_by("id"):
         _, is_new = ensure_task(
             project=project, kind=TaskKind.RATING, prompt=response.prompt, responses=[response]

@@ -3,6 +3,7 @@
 from django.urls import path
 
 from annotation.datasets import api, data_api, pages, views
+from annotation.datasets.browser import urls as browser_urls
 
 VERSION = "<slug:name>/<int:number>/"
 
@@ -54,3 +55,6 @@ urlpatterns = [
         name="api_data_version_export",
     ),
 ]
+
+# The data browser: its own package's routes.
+urlpatterns += browser_urls.urlpatterns

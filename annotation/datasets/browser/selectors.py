@@ -1,0 +1,228 @@
+"""The browser's reads. Every list is keyset-paged newest first by id (``id < after``,
+``LIMIT PAGE_ROWS + 1``): no OFFSET and no COUNT, so a deep page costs what the first does
+on the (project, id) and (project, kind|labeler|source, id) indexes.
+
+Agreement: a judgment is *disputed* when it is a current (not superseded) human judgment
+and its task holds another current human judgment with a different choice or ranking;
+*agreed* when its task holds another current human judgment and none differs. One EXISTS
+per row on the judgment's task index, so it stays cheap; ratings' scores are not compared.
+"""
+
+from dataclasses import dataclass
+
+from django.db.models import Exists, OuterRef, Q, QuerySet
+
+from annotation.models import Judgment, Project, Prompt, Response, Task
+
+PAGE_ROWS = 50
+
+
+@dataclass
+class Page:
+    rows: list
+    next_after: int | None
+
+
+def _page(queryset: QuerySet, after: int | None) -> Page:
+    if after:
+        queryset = queryset.filter(id__lt=after)
+    rows = list(queryset.order_by("-id")[: PAGE_ROWS + 1])
+    more = len(rows) > PAGE_ROWS
+    rows = rows[:PAGE_ROWS]
+    return Page(rows=rows, next_after=rows[-1].pk if more else None)
+
+
+def _dates(filters: dict, prefix: str = "") -> Q:
+    q = Q()
+    if filters.get("date_from"):
+        q &= Q(**{f"{prefix}created_at__date__gte": filters["date_from"]})
+    if filters.get("date_to"):
+        q &= Q(**{f"{prefix}created_at__date__lte": filters["date_to"]})
+    return q
+
+
+def _current_human(**lookups) -> QuerySet:
+    return Judgment.objects.filter(
+        source=Judgment.Source.HUMAN, superseded_by__isnull=True, **lookups
+    )
+
+
+def _agreement(queryset: QuerySet, agreement: str) -> QuerySet:
+    others = _current_human(task=OuterRef("task")).exclude(pk=OuterRef("pk"))
+    differing = others.exclude(choice=OuterRef("choice"), ranking=OuterRef("ranking"))
+    mine = queryset.filter(
+        source=Judgment.Source.HUMAN, superseded_by__isnull=True, task__isnull=False
+    )
+    if agreement == "disputed":
+        return mine.filter(Exists(differing))
+    return mine.filter(Exists(others)).exclude(Exists(differing))
+
+
+def browse_judgments(*, project: Project, filters: dict) -> Page:
+    queryset = Judgment.objects.filter(project=project).select_related(
+        "labeler", "prompt", "source_import", "judge", "task"
+    )
+    if not filters.get("deleted"):
+        queryset = queryset.filter(prompt__deleted_at__isnull=True)
+    if filters.get("q"):
+        text = filters["q"]
+        queryset = queryset.filter(
+            Q(prompt__text__icontains=text) | Q(rationale__icontains=text) | Q(text__icontains=text)
+        )
+    if filters.get("source"):
+        queryset = queryset.filter(source=filters["source"])
+    if filters.get("import_name"):
+        queryset = queryset.filter(source_import__source=filters["import_name"])
+    if filters.get("labeler"):
+        queryset = queryset.filter(labeler__username=filters["labeler"])
+    if filters.get("model_version"):
+        name = filters["model_version"]
+        queryset = queryset.filter(
+            Q(response_a__model_version__name=name)
+            | Q(response_b__model_version__name=name)
+            | Q(rated_response__model_version__name=name)
+        )
+    if filters.get("kind"):
+        queryset = queryset.filter(kind=filters["kind"])
+    if filters.get("flagged"):
+        queryset = queryset.filter(Q(task__flagged=True) | ~Q(flags=[]))
+    if filters.get("agreement"):
+        queryset = _agreement(queryset, filters["agreement"])
+    return _page(queryset.filter(_dates(filters)), filters.get("after"))
+
+
+def browse_prompts(*, project: Project, filters: dict) -> Page:
+    queryset = Prompt.objects.filter(project=project).select_related("source_import", "deleted_by")
+    if not filters.get("deleted"):
+        queryset = queryset.alive()
+    if filters.get("q"):
+        queryset = queryset.filter(text__icontains=filters["q"])
+    if filters.get("import_name"):
+        queryset = queryset.filter(source_import__source=filters["import_name"])
+    if filters.get("source") == Judgment.Source.IMPORT:
+        queryset = queryset.filter(source_import__isnull=False)
+    elif filters.get("source"):
+        queryset = queryset.filter(
+            Exists(Judgment.objects.filter(prompt=OuterRef("pk"), source=filters["source"]))
+        )
+    if filters.get("labeler"):
+        queryset = queryset.filter(
+            Exists(
+                Judgment.objects.filter(prompt=OuterRef("pk"), labeler__username=filters["labeler"])
+            )
+        )
+    if filters.get("model_version"):
+        queryset = queryset.filter(
+            Exists(
+                Response.objects.filter(
+                    prompt=OuterRef("pk"), model_version__name=filters["model_version"]
+                )
+            )
+        )
+    tasks = Task.objects.filter(prompt=OuterRef("pk"))
+    if filters.get("kind"):
+        queryset = queryset.filter(Exists(tasks.filter(kind=filters["kind"])))
+    if filters.get("flagged"):
+        queryset = queryset.filter(Exists(tasks.filter(flagged=True)))
+    if filters.get("agreement"):
+        judged = _agreement(Judgment.objects.filter(project=project), filters["agreement"])
+        queryset = queryset.filter(Exists(judged.filter(prompt=OuterRef("pk"))))
+    return _page(queryset.filter(_dates(filters)), filters.get("after"))
+
+
+def browse_responses(*, project: Project, filters: dict) -> Page:
+    queryset = Response.objects.filter(prompt__project=project).select_related(
+        "prompt", "model_version", "source_import", "deleted_by"
+    )
+    if not filters.get("deleted"):
+        queryset = queryset.alive()
+    if filters.get("q"):
+        queryset = queryset.filter(text__icontains=filters["q"])
+    if filters.get("import_name"):
+        queryset = queryset.filter(source_import__source=filters["import_name"])
+    if filters.get("source") == Judgment.Source.IMPORT:
+        queryset = queryset.filter(source_import__isnull=False)
+    elif filters.get("source") == Judgment.Source.AI:
+        queryset = queryset.filter(model_version__isnull=False)
+    elif filters.get("source"):  # human or review: written by a person
+        queryset = queryset.filter(model_version__isnull=True, source_import__isnull=True)
+    if filters.get("labeler"):
+        queryset = queryset.filter(
+            Exists(
+                Judgment.objects.filter(
+                    prompt=OuterRef("prompt"), labeler__username=filters["labeler"]
+                )
+            )
+        )
+    if filters.get("model_version"):
+        queryset = queryset.filter(model_version__name=filters["model_version"])
+    tasks = Task.objects.filter(links__response=OuterRef("pk"))
+    if filters.get("kind"):
+        queryset = queryset.filter(Exists(tasks.filter(kind=filters["kind"])))
+    if filters.get("flagged"):
+        queryset = queryset.filter(Exists(tasks.filter(flagged=True)))
+    if filters.get("agreement"):
+        judged = _agreement(Judgment.objects.filter(project=project), filters["agreement"])
+        queryset = queryset.filter(Exists(judged.filter(prompt=OuterRef("prompt"))))
+    return _page(queryset.filter(_dates(filters)), filters.get("after"))
+
+
+BROWSERS = {
+    "judgments": browse_judgments,
+    "prompts": browse_prompts,
+    "responses": browse_responses,
+}
+
+
+def browse(*, project: Project, filters: dict) -> Page:
+    return BROWSERS[filters.get("tab") or "judgments"](project=project, filters=filters)
+
+
+# --- one judgment -------------------------------------------------------------------------
+
+
+def judgment_detail(*, project: Project, judgment_id: int) -> Judgment | None:
+    return (
+        Judgment.objects.filter(project=project, pk=judgment_id)
+        .select_related(
+            "prompt",
+            "task",
+            "labeler",
+            "guidelines",
+            "source_import",
+            "judge",
+            "constitution",
+            "supersedes",
+            "superseded_by",
+            "response_a",
+            "response_b",
+            "rated_response",
+            "edited_from",
+        )
+        .first()
+    )
+
+
+def shown_responses(judgment: Judgment) -> list[Response]:
+    """The responses in the order the labeler saw them (shown_order; else A, B or the
+    rated one, for judgments that recorded no order)."""
+    order = [pk for pk in judgment.shown_order if isinstance(pk, int)]
+    if not order:
+        fallback = (judgment.response_a, judgment.response_b, judgment.rated_response)
+        return [response for response in fallback if response is not None]
+    by_id = Response.objects.select_related("model_version").in_bulk(order)
+    return [by_id[pk] for pk in order if pk in by_id]
+
+
+def judgment_chain(judgment: Judgment) -> list[Judgment]:
+    """The supersede chain through `judgment`, oldest first (bounded walk)."""
+    chain = [judgment]
+    earlier = judgment.supersedes
+    while earlier is not None and len(chain) < 50:
+        chain.insert(0, earlier)
+        earlier = earlier.supersedes
+    later = getattr(judgment, "superseded_by", None)
+    while later is not None and len(chain) < 100:
+        chain.append(later)
+        later = Judgment.objects.filter(supersedes=later).first()
+    return chain

@@ -22,6 +22,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation.judges import agreement, jobs, selectors, send_to_review, services
+from annotation.judges.forms import (
+    formset_error,
+    option_forms,
+    principle_formset,
+    unknown_options,
+)
 from annotation.judges.principles import DEFAULT_CONSTITUTION
 from annotation.judges.trust import ai_label_plan
 from annotation.models import Judge, JudgeJob
@@ -36,7 +42,6 @@ from annotation.review.views import parse_ai_fill
 from config.api_schema import OBJECT, OBJECT_LIST
 from config.celery import QueueUnavailable
 from config.errors import ServiceError
-from config.parsers import UnsafeJson, loads_checked
 from models_registry import selectors as registry_selectors
 from models_registry.models import ModelVersion
 
@@ -50,24 +55,12 @@ _FORM_FIELDS = (
     "note",
     "judge",
     "kind",
-    "options",
     "max_requests",
 )
 
 
-def _principles_json(principles) -> str:
-    return json.dumps(principles, indent=2, ensure_ascii=False)
-
-
-def _parse_principles(raw) -> list:
-    try:
-        return loads_checked(raw or "")
-    except UnsafeJson as error:
-        raise ServiceError(f"The principles: {error}") from None
-    except ValueError as error:
-        raise ServiceError(
-            f"The principles are not valid JSON (line {getattr(error, 'lineno', '?')}): {error}"
-        ) from None
+def _wants_row(request) -> bool:
+    return request.POST.get("action") == "add_row"
 
 
 def _checked(raw) -> bool:
@@ -83,7 +76,7 @@ def _policy_versions(workspace):
     )
 
 
-def _render_judges(request, project, *, error=None, form=None, status=200):
+def _render_judges(request, project, *, error=None, form=None, status=200, **forms_):
     form = form or {}
     constitutions = selectors.constitutions_latest(workspace=project.workspace)
     context = {
@@ -96,8 +89,9 @@ def _render_judges(request, project, *, error=None, form=None, status=200):
         "policy_versions": _policy_versions(project.workspace),
         "kinds": JudgeJob.Kind.choices,
         "backends": Judge.Backend.choices,
-        "default_principles": form.get("principles")
-        or _principles_json(DEFAULT_CONSTITUTION["principles"]),
+        "principle_formset": forms_.get("principle_formset")
+        or principle_formset(initial=DEFAULT_CONSTITUTION["principles"]),
+        "option_forms": forms_.get("option_forms") or option_forms(),
         "form": {key: form.get(key, "") for key in _FORM_FIELDS},
         "error": error,
         "ai_plan": ai_label_plan(project=project),
@@ -133,18 +127,30 @@ def judges_page(request, slug):
 @login_required
 @require_POST
 def constitution_create(request, slug):
+    """Version 1 of a new constitution from the principle rows (or the rows again, with a
+    blank one added, when the admin asked for another row)."""
     project = project_for(user=request.user, slug=slug, capability=MANAGE)
+    formset = principle_formset(request.POST, add_row=_wants_row(request))
+    if _wants_row(request):
+        return _render_judges(request, project, form=request.POST, principle_formset=formset)
     try:
+        if not formset.is_valid():
+            raise ServiceError(formset_error(formset))
         constitution = services.constitution_create(
             workspace=project.workspace,
             name=request.POST.get("constitution_name", ""),
-            principles=_parse_principles(request.POST.get("principles")),
+            principles=formset.principles(),
             note=request.POST.get("note", ""),
             user=request.user,
         )
     except ServiceError as refused:
         return _render_judges(
-            request, project, error=refused.message, form=request.POST, status=refused.status_code
+            request,
+            project,
+            error=refused.message,
+            form=request.POST,
+            status=refused.status_code,
+            principle_formset=formset,
         )
     return redirect("ai_constitution", slug=project.slug, constitution_id=constitution.pk)
 
@@ -181,33 +187,40 @@ def constitution_page(request, slug, constitution_id):
             status=404,
         )
     error, status = None, 200
-    principles_text = _principles_json(constitution.principles)
+    formset = principle_formset(initial=constitution.principles)
     if request.method == "POST":
-        principles_text = request.POST.get("principles", "")
+        formset = principle_formset(request.POST, add_row=_wants_row(request))
         try:
-            new = services.constitution_edit(
-                workspace=project.workspace,
-                constitution=constitution,
-                principles=_parse_principles(principles_text),
-                note=request.POST.get("note", ""),
-                user=request.user,
-            )
+            if not _wants_row(request):
+                new = _constitution_saved(request, project, constitution, formset)
+                return redirect("ai_constitution", slug=project.slug, constitution_id=new.pk)
         except ServiceError as refused:
             error, status = refused.message, refused.status_code
-        else:
-            return redirect("ai_constitution", slug=project.slug, constitution_id=new.pk)
     context = {
         "project": project,
         "constitution": constitution,
         "versions": selectors.constitution_versions(
             workspace=project.workspace, name=constitution.name
         ),
-        "principles_text": principles_text,
-        "note": request.POST.get("note", "") if error else "",
+        "principle_formset": formset,
+        "note": request.POST.get("note", "") if request.method == "POST" else "",
         "error": error,
         **page_capabilities(user=request.user, project=project),
     }
     return render(request, "annotation/judges/constitution.html", context, status=status)
+
+
+def _constitution_saved(request, project, constitution, formset):
+    """The new version the rows make, or ServiceError with the first problem."""
+    if not formset.is_valid():
+        raise ServiceError(formset_error(formset))
+    return services.constitution_edit(
+        workspace=project.workspace,
+        constitution=constitution,
+        principles=formset.principles(),
+        note=request.POST.get("note", ""),
+        user=request.user,
+    )
 
 
 @login_required
@@ -236,24 +249,48 @@ def judge_create(request, slug):
     return redirect("ai_judges", slug=project.slug)
 
 
+def _job_options(post, *, kind: str, forms_) -> dict:
+    """The posted kind's options from its fields, or ServiceError naming the bad one."""
+    form = next((form for value, _, form in forms_ if value == kind), None)
+    if form is None:
+        return {}  # an unknown kind: the service names the kinds
+    unknown = unknown_options(post, kind=kind, form=form)
+    if unknown:
+        raise ServiceError(
+            f"Unknown option {unknown[0]!r} for {kind}; use the fields {', '.join(form.fields)}."
+        )
+    if not form.is_valid():
+        field, messages = next(iter(form.errors.items()))
+        label = form.fields[field].label if field in form.fields else "Options"
+        raise ServiceError(f"{label}: {messages[0]}")
+    return form.options()
+
+
 @login_required
 @require_POST
 def judge_job_start(request, slug):
     project = project_for(user=request.user, slug=slug, capability=MANAGE)
     post = request.POST
+    kind = post.get("kind", "")
+    forms_ = option_forms(post, kind=kind)
     try:
         job = jobs.judge_job_start(
             project=project,
             judge=selectors.judge_for(workspace=project.workspace, judge_id=post.get("judge")),
-            kind=post.get("kind", ""),
-            options=post.get("options", "").strip() or {},
+            kind=kind,
+            options=_job_options(post, kind=kind, forms_=forms_),
             max_requests=post.get("max_requests", "200"),
             user=request.user,
         )
     except ServiceError as refused:
-        form = {key: post.get(key, "") for key in ("judge", "kind", "options", "max_requests")}
+        form = {key: post.get(key, "") for key in ("judge", "kind", "max_requests")}
         return _render_judges(
-            request, project, error=refused.message, form=form, status=refused.status_code
+            request,
+            project,
+            error=refused.message,
+            form=form,
+            status=refused.status_code,
+            option_forms=forms_,
         )
     except QueueUnavailable as down:
         return _render_judges(request, project, error=str(down), status=503)

@@ -1,7 +1,6 @@
 """Judges pages and API: the flows an admin goes through, and the endpoint key that never
 comes back. Every route for every caller is in tests/annotation/test_permissions.py."""
 
-import json
 from datetime import timedelta
 
 import pytest
@@ -9,6 +8,7 @@ from django.utils import timezone
 
 from annotation.judges import jobs, services
 from annotation.models import Constitution, Judge, JudgeJob, Role
+from tests.annotation.judges.forms_data import principle_rows
 from tests.factories import make_member, make_task
 
 KEY = "sk-page-secret-key-9876543210"
@@ -105,7 +105,7 @@ def test_an_admin_creates_and_edits_a_constitution_on_the_pages(login, project, 
 
     created = client.post(
         f"/p/{project.slug}/judges/constitutions/",
-        {"constitution_name": "house", "principles": json.dumps(principles), "note": "v1"},
+        {"constitution_name": "house", **principle_rows(principles), "note": "v1"},
     )
 
     v1 = Constitution.objects.get(name="house")
@@ -117,7 +117,7 @@ def test_an_admin_creates_and_edits_a_constitution_on_the_pages(login, project, 
     edited = [{**principles[0], "comparison_question": "Which is gentler?"}]
     response = client.post(
         f"/p/{project.slug}/judges/constitutions/{v1.pk}/",
-        {"principles": json.dumps(edited), "note": "gentler"},
+        {**principle_rows(edited), "note": "gentler"},
     )
 
     v2 = Constitution.objects.get(name="house", version=2)
@@ -131,19 +131,21 @@ def test_an_admin_creates_and_edits_a_constitution_on_the_pages(login, project, 
 def test_bad_principles_on_the_page_are_refused_with_the_reason(login, project, admin_member):
     client = login(admin_member)
 
-    bad_json = client.post(
+    old_json = client.post(
         f"/p/{project.slug}/judges/constitutions/",
         {"constitution_name": "house", "principles": "[{"},
     )
     bad_fields = client.post(
         f"/p/{project.slug}/judges/constitutions/",
-        {"constitution_name": "house", "principles": '[{"name": "x"}]'},
+        {"constitution_name": "house", **principle_rows([{"name": "x"}])},
     )
 
-    assert bad_json.status_code == 400
-    assert "not valid JSON" in bad_json.content.decode()
+    assert old_json.status_code == 400
+    assert "The principles form is incomplete" in old_json.content.decode()
     assert bad_fields.status_code == 400
-    assert "Principle 1 needs a non-empty critique_request" in bad_fields.content.decode()
+    assert "Principle 1: critique request: Write the critique request." in (
+        bad_fields.content.decode()
+    )
     assert not Constitution.objects.exists()
 
 
@@ -180,7 +182,7 @@ def test_an_admin_starts_watches_and_cancels_a_job(login, project, admin_member,
 
     started = client.post(
         f"/p/{project.slug}/judges/jobs/",
-        {"judge": judge.pk, "kind": "pairwise", "max_requests": "20", "options": '{"limit": 5}'},
+        {"judge": judge.pk, "kind": "pairwise", "max_requests": "20", "pairwise-limit": "5"},
     )
 
     job = JudgeJob.objects.get()

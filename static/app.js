@@ -34,7 +34,8 @@ document.addEventListener("keydown", (event) => {
   const task = document.querySelector("#task");
   if (!task) return;
   const key = event.key.toLowerCase();
-  for (const element of task.querySelectorAll("[data-key]")) {
+  // Keys act in the task and in page parts marked data-keys (the "Recently judged" strip).
+  for (const element of document.querySelectorAll("#task [data-key], [data-keys] [data-key]")) {
     if (element.dataset.key.split(" ").includes(key) && !element.disabled) {
       event.preventDefault();
       // A key that opens a text field (data-focus names it) puts the cursor in it, so what
@@ -146,6 +147,8 @@ document.addEventListener("keydown", (event) => {
         const reply = await post(url, data);
         if (reply.ok) {
           status("Saved.");
+          // The "Recently judged" strip (htmx) fetches itself again.
+          document.body.dispatchEvent(new CustomEvent("judged"));
           judged += 1;
           for (const counter of document.querySelectorAll("[data-judged]")) {
             counter.textContent = String(judged);

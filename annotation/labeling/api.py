@@ -8,7 +8,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation.labeling import services
+from annotation.labeling import changes, services
 from annotation.labeling.rendering import render_markdown
 from annotation.labeling.views import int_or_none
 from annotation.projects.permissions import LABEL, project_for
@@ -148,3 +148,38 @@ class AssignmentSkipApi(APIView):
             reason=data.validated_data["reason"],
         )
         return Response({"assignment_id": assignment.pk, "status": assignment.status})
+
+
+class ChangeEnvelopeSerializer(serializers.Serializer):
+    client_id = serializers.UUIDField()
+    time_spent_ms = serializers.IntegerField(min_value=0, max_value=86_400_000, default=0)
+
+
+@extend_schema_view(
+    post=extend_schema(
+        operation_id="judgment_change",
+        request=ChangeEnvelopeSerializer,
+        responses={200: OBJECT, 201: OBJECT},
+    ),
+)
+class JudgmentChangeApi(APIView):
+    """Change one of your recent judgments: the body carries a new answer with the kind's
+    own fields in shown order, as for a first judgment, plus client_id and time_spent_ms.
+    It is stored as a new judgment that supersedes the old one (201); resending the same
+    client_id returns it (200)."""
+
+    def post(self, request, slug, judgment_id):
+        project = project_for(user=request.user, slug=slug, capability=LABEL)
+        envelope = ChangeEnvelopeSerializer(data=request.data)
+        envelope.is_valid(raise_exception=True)
+        fields = envelope.validated_data
+        judgment, created = changes.judgment_change(
+            project=project,
+            labeler=request.user,
+            judgment_id=judgment_id,
+            data=request.data,
+            client_id=fields["client_id"],
+            time_spent_ms=fields["time_spent_ms"],
+        )
+        payload = {**judgment_payload(judgment), "supersedes": judgment.supersedes_id}
+        return Response(payload, status=201 if created else 200)

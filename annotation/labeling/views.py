@@ -3,14 +3,15 @@ import uuid
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
 from annotation.judges.trust import ai_label_plan
-from annotation.labeling import selectors, services
+from annotation.labeling import changes, selectors, services
 from annotation.labeling.forms import ProjectSettingsForm, TaskCreateForm
 from annotation.labeling.kinds import KINDS
-from annotation.models import Assignment
+from annotation.models import Assignment, Judgment
 from annotation.projects import selectors as project_selectors
 from annotation.projects import services as project_services
 from annotation.projects.permissions import (
@@ -93,8 +94,10 @@ def label(request, slug):
     if current is not None and after is None:
         upcoming = services.assignment_next(project=project, labeler=request.user, after=current.pk)
         context["upcoming"] = _task_context(request, project, upcoming)
-    template = f"{LABEL_PAGE}#task" if request.htmx else LABEL_PAGE
-    return render(request, template, context)
+    if request.htmx:
+        return render(request, f"{LABEL_PAGE}#task", context)
+    recent = selectors.recent_judgments(project=project, labeler=request.user)
+    return render(request, LABEL_PAGE, {**context, "recent": recent})
 
 
 def _answer(request, project):
@@ -183,3 +186,91 @@ def tasks_page(request, slug):
         **page_capabilities(user=request.user, project=project),
     }
     return render(request, "annotation/labeling/tasks.html", context, status=status)
+
+
+# --- going back to a judgment ------------------------------------------------------------
+
+CHANGE_PAGE = "annotation/labeling/change.html"
+RECENT_STRIP = "annotation/labeling/partials/_recent.html"
+
+
+def _changeable_or_404(project, labeler, judgment_id) -> Judgment:
+    judgment = selectors.own_judgment(project=project, labeler=labeler, judgment_id=judgment_id)
+    if judgment is None:
+        raise Http404("You have no judgment with this id in this project.")
+    return judgment
+
+
+def _change_context(request, project, judgment, *, refusal=None, error=None) -> dict:
+    recent = selectors.recent_judgments(project=project, labeler=request.user)
+    ids = [item.pk for item in recent]
+    place = ids.index(judgment.pk) if judgment.pk in ids else None
+    context = {
+        "project": project,
+        "judgment": judgment,
+        "recent": recent,
+        "current_id": judgment.pk,
+        "older": recent[place + 1] if place is not None and place + 1 < len(recent) else None,
+        "newer": recent[place - 1] if place else None,
+        "refusal": refusal,
+        "error": error,
+        "deadline": changes.change_deadline(judgment),
+        "client_id": uuid.uuid4(),
+        "shown_at_ms": int(time.time() * 1000),
+    }
+    if refusal is None:
+        view = changes.view_of(judgment)
+        shown = view.shown_responses()
+        context |= {
+            "assignment": view,
+            "kind_template": KINDS[judgment.kind].template,
+            "responses": selectors.responses_as_answered(judgment, shown),
+            "criteria": project.criteria,
+            "previous": selectors.answer_as_shown(judgment),
+        }
+    return context
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def label_change(request, slug, judgment_id):
+    """Go back to one of your judgments: the task as you saw it, prefilled with your
+    answer; sending a new answer stores it as a judgment that supersedes the old one."""
+    project = project_for(user=request.user, slug=slug, capability=LABEL)
+    judgment = _changeable_or_404(project, request.user, judgment_id)
+    refusal = changes.change_refusal(judgment, labeler=request.user)
+    if request.method == "GET" or refusal:
+        context = _change_context(request, project, judgment, refusal=refusal)
+        return render(
+            request, CHANGE_PAGE, context, status=409 if request.method == "POST" else 200
+        )
+    try:
+        changes.judgment_change(
+            project=project,
+            labeler=request.user,
+            judgment_id=judgment.pk,
+            data=request.POST,
+            client_id=request.POST.get("client_id"),
+            time_spent_ms=_time_spent_ms(request.POST),
+        )
+    except ServiceError as refused:
+        judgment.refresh_from_db()
+        context = _change_context(
+            request,
+            project,
+            judgment,
+            refusal=changes.change_refusal(judgment, labeler=request.user),
+            error=refused.message,
+        )
+        return render(request, CHANGE_PAGE, context, status=refused.status_code)
+    messages.success(request, "Changed: your new answer replaces the old one.")
+    return redirect("label", slug=project.slug)
+
+
+@login_required
+@require_http_methods(["GET"])
+def label_recent(request, slug):
+    """The label page's "Recently judged" strip, refreshed after each answer."""
+    project = project_for(user=request.user, slug=slug, capability=LABEL)
+    recent = selectors.recent_judgments(project=project, labeler=request.user)
+    return render(request, RECENT_STRIP, {"project": project, "recent": recent})

@@ -93,6 +93,28 @@ ENDPOINTS = [
         True,
         lambda world: {"reason": "Other"},
     ),
+    # Going back to a judgment: the allowed caller has no judgment 999999 (404; changing
+    # one's own is tests/annotation/labeling/test_judgment_change.py); a denied one a change.
+    Endpoint("label_recent", "get", "/p/{slug}/label/recent/", LABEL, 200, api=False),
+    Endpoint("label_change", "get", "/p/{slug}/label/judgments/999999/", LABEL, 404, api=False),
+    Endpoint(
+        "label_change",
+        "post",
+        "/p/{slug}/label/judgments/999999/",
+        LABEL,
+        404,
+        False,
+        lambda world: {"choice": "tie", "client_id": "5d1f3c1e-0000-4000-8000-000000000001"},
+    ),
+    Endpoint(
+        "api_judgment_change",
+        "post",
+        "/api/projects/{slug}/judgments/999999/change/",
+        LABEL,
+        400,
+        True,
+        lambda world: {"choice": "tie", "client_id": "5d1f3c1e-0000-4000-8000-000000000002"},
+    ),
     # --- prompts ------------------------------------------------------------------------
     Endpoint("prompts", "get", "/p/{slug}/prompts/", MANAGE, 200, api=False),
     Endpoint("prompts", "post", "/p/{slug}/prompts/", MANAGE, 400, False, prompt_file_body),

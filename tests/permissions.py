@@ -32,6 +32,7 @@ from annotation.models import (
     Project,
     Prompt,
     PromptImport,
+    Response,
     Role,
     Task,
     Workspace,
@@ -204,6 +205,9 @@ def world(project, holder) -> dict:
         "ended_judge_job": ended.pk,
         "constitution": constitution.pk,
         "judge": judge.pk,
+        # The held task's prompt and first response (the data browser's delete routes).
+        "prompt": assignment.task.prompt_id,
+        "response": assignment.task.links.order_by("position").first().response_id,
     }
 
 
@@ -238,6 +242,12 @@ def stored() -> dict:
         ),
         "project_states": sorted(
             ProjectModelState.objects.values_list("project_id", "version_id", "state")
+        ),
+        "deleted_prompts": sorted(
+            Prompt.objects.filter(deleted_at__isnull=False).values_list("pk", flat=True)
+        ),
+        "deleted_responses": sorted(
+            Response.objects.filter(deleted_at__isnull=False).values_list("pk", flat=True)
         ),
     }
 

@@ -211,6 +211,29 @@ ENDPOINTS = [
     Endpoint("export", "get", "/p/{slug}/export/", VIEW_DATA, 200, api=False),
     Endpoint("export_download", "get", "/p/{slug}/export.jsonl", VIEW_DATA, 200, api=False),
     Endpoint("api_export", "get", "/api/projects/{slug}/export/", VIEW_DATA, 200, api=True),
+    # The data browser. An allowed caller's empty delete is refused (no reason) and a
+    # restore of a row that is not deleted too; a denied caller gives a reason. The detail
+    # of a judgment that is not there is 404 to those allowed (a real one, for each caller:
+    # tests/annotation/datasets/test_data_browser.py).
+    Endpoint("data_browser", "get", "/p/{slug}/data/browse/", VIEW_DATA, 200, api=False),
+    Endpoint("data_judgment", "get", "/p/{slug}/data/judgments/0/", VIEW_DATA, 404, api=False),
+    *(
+        Endpoint(
+            f"{prefix}data_{thing}_{action}",
+            "post",
+            f"{root}/data/{thing}s/{{{thing}}}/{action}/",
+            MANAGE,
+            400,
+            prefix == "api_",
+            lambda world: {"reason": "sneaky"},
+        )
+        for prefix, root in (("", "/p/{slug}"), ("api_", "/api/projects/{slug}"))
+        for thing in ("prompt", "response")
+        for action in ("delete", "restore")
+    ),
+    Endpoint(
+        "api_data_judgments", "get", "/api/projects/{slug}/data/judgments/", VIEW_DATA, 200, True
+    ),
     # --- leaderboard, and a version's record against the incumbent ----------------------
     Endpoint("leaderboard", "get", "/leaderboard/", VIEW_DATA, 200, api=False),
     Endpoint("project_leaderboard", "get", "/p/{slug}/leaderboard/", VIEW_DATA, 200, api=False),

@@ -10,6 +10,7 @@ from annotation.labeling.services import assignment_next
 from annotation.models import Assignment, Judgment, Prompt, PromptImport, Response, Role, Task
 from config.errors import ServiceError
 from tests.factories import make_member, make_prompt, make_task, make_version
+from tests.permissions import caller
 
 
 @pytest.fixture(autouse=True)
@@ -278,3 +279,14 @@ def test_bad_filters_are_refused_with_a_clear_message(login, project, researcher
 def test_a_judgment_of_another_project_is_not_found(login, project, other_project, researcher):
     foreign = judge(make_task(other_project), None)
     assert login(researcher).get(f"/p/alpha/data/judgments/{foreign.pk}/").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("caller_name", "status"),
+    [("anonymous", 302), ("outsider", 403), ("labeler", 403), ("researcher", 200), ("admin", 200)],
+)
+def test_a_real_judgment_is_shown_to_those_who_view_data_only(login, project, caller_name, status):
+    # The permission table (tests/annotation/test_permissions.py) asks for a missing one.
+    found = judge(make_task(project), make_member(project, Role.LABELER, "someone"))
+    answer = login(caller(caller_name, project)).get(f"/p/alpha/data/judgments/{found.pk}/")
+    assert answer.status_code == status

@@ -26,6 +26,7 @@ from annotation.labeling.services import assignment_next
 from annotation.models import (
     Assignment,
     Constitution,
+    Guidelines,
     Judge,
     JudgeJob,
     Judgment,
@@ -243,6 +244,7 @@ def stored() -> dict:
         "project_states": sorted(
             ProjectModelState.objects.values_list("project_id", "version_id", "state")
         ),
+        "guidelines": Guidelines.objects.count(),
         "deleted_prompts": sorted(
             Prompt.objects.filter(deleted_at__isnull=False).values_list("pk", flat=True)
         ),

@@ -39,6 +39,7 @@ from annotation.models import (
     Response,
     TaskKind,
 )
+from annotation.projects.selectors import latest_guidelines
 from config import jobs
 from config.celery import enqueue_after_commit
 from config.errors import Conflict, ServiceError
@@ -329,6 +330,7 @@ def _store_pick(session, turn: OpenTurn, side: str, client_id, time_spent_ms) ->
         chat_session=session,
         labeler=session.labeler,
         time_spent_ms=time_spent_ms,
+        guidelines=latest_guidelines(session.project),
     )
 
 

@@ -22,6 +22,7 @@ from annotation.models import (
     TaskKind,
     TaskResponse,
 )
+from annotation.projects.selectors import latest_guidelines
 from annotation.prompts.alive import alive_assignments, alive_tasks
 from config.errors import Conflict, NotAssigned, ServiceError
 
@@ -297,6 +298,7 @@ def _store_judgment(assignment: Assignment, *, data, client_id, time_spent_ms) -
         context=task.context,
         labeler_id=assignment.labeler_id,
         time_spent_ms=time_spent_ms,
+        guidelines=latest_guidelines(task.project),
         **fields,
     )
 

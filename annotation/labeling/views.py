@@ -14,6 +14,7 @@ from annotation.labeling.kinds import KINDS
 from annotation.models import Assignment, Judgment
 from annotation.projects import selectors as project_selectors
 from annotation.projects import services as project_services
+from annotation.projects.guidelines import guidelines_mark_seen
 from annotation.projects.permissions import (
     LABEL,
     MANAGE,
@@ -97,7 +98,20 @@ def label(request, slug):
     if request.htmx:
         return render(request, f"{LABEL_PAGE}#task", context)
     recent = selectors.recent_judgments(project=project, labeler=request.user)
-    return render(request, LABEL_PAGE, {**context, "recent": recent})
+    page = {**context, **_guidelines_panel(request, project), "recent": recent}
+    return render(request, LABEL_PAGE, page)
+
+
+def _guidelines_panel(request, project) -> dict:
+    """The current guidelines beside the task: open the first time the labeler is shown a
+    version (recorded on their membership, so it follows them), collapsed after."""
+    guidelines = project_selectors.latest_guidelines(project)
+    if guidelines is None:
+        return {"guidelines": None}
+    first_time = guidelines_mark_seen(
+        project=project, user=request.user, version=guidelines.version
+    )
+    return {"guidelines": guidelines, "guidelines_open": first_time}
 
 
 def _answer(request, project):

@@ -1,5 +1,7 @@
 """Reads of a project: its overview, a labeler's progress in it, its latest judgments."""
 
+import difflib
+
 from annotation.models import Assignment, Guidelines, Judgment, Project, Prompt, Task, Workspace
 
 # The project's own judgments: labelers', reviewers' and AI judges'. Imported ones (a
@@ -58,3 +60,22 @@ def workspace_by_slug(slug) -> Workspace | None:
 def latest_guidelines(project: Project) -> Guidelines | None:
     """The guidelines version labelers work under now (None before any was written)."""
     return Guidelines.objects.filter(project=project).order_by("-version").first()
+
+
+def guidelines_history(project: Project) -> list[dict]:
+    """Every guidelines version, newest first, each with its unified diff (difflib) to the
+    version before it as (kind, line) pairs: kind is "add", "remove", "hunk" or "same"."""
+    versions = list(
+        Guidelines.objects.filter(project=project).select_related("created_by").order_by("version")
+    )
+    history, previous = [], ""
+    for guidelines in versions:
+        history.append({"guidelines": guidelines, "diff": _diff(previous, guidelines.text)})
+        previous = guidelines.text
+    return history[::-1]
+
+
+def _diff(before: str, after: str) -> list[tuple[str, str]]:
+    lines = difflib.unified_diff(before.splitlines(), after.splitlines(), lineterm="", n=2)
+    kinds = {"+": "add", "-": "remove", "@": "hunk"}
+    return [(kinds.get(line[:1], "same"), line) for line in list(lines)[2:]]

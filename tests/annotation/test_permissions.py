@@ -59,6 +59,27 @@ ENDPOINTS = [
     Endpoint("project", "get", "/p/{slug}/", LABEL, 200, api=False),
     Endpoint("api_projects", "get", "/api/projects/", LOGIN, 200, api=True),
     Endpoint("api_project_stats", "get", "/api/projects/{slug}/stats/", VIEW_DATA, 200, api=True),
+    Endpoint("guidelines", "get", "/p/{slug}/guidelines/", LABEL, 200, api=False),
+    # An allowed caller posts no text (refused, nothing stored); a denied one real text.
+    Endpoint(
+        "guidelines",
+        "post",
+        "/p/{slug}/guidelines/",
+        MANAGE,
+        400,
+        False,
+        lambda world: {"action": "publish", "text": "Prefer the honest reply."},
+    ),
+    Endpoint("api_guidelines", "get", "/api/projects/{slug}/guidelines/", LABEL, 200, api=True),
+    Endpoint(
+        "api_guidelines",
+        "post",
+        "/api/projects/{slug}/guidelines/",
+        MANAGE,
+        400,
+        True,
+        lambda world: {"text": "Prefer the honest reply."},
+    ),
     # --- labeling -----------------------------------------------------------------------
     Endpoint("label", "get", "/p/{slug}/label/", LABEL, 200, api=False),
     # htmx answers a refused judgment with 400; a plain form post would redirect.

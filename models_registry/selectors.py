@@ -413,3 +413,11 @@ def newest_policy(*, project) -> ModelVersion | None:
         .order_by("-created_at", "-id")
         .first()
     )
+
+
+def usable_policies(*, project):
+    """The policies ``project``'s workspace may use, each annotated with its state there
+    (``project_state``), newest first; no intermediate stage of a run (it generates no
+    replies until released). The choices of the forms that pick a policy by name."""
+    rows = ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY, intermediate=False)
+    return with_project_state(rows, project=project).order_by("-created_at", "-id")

@@ -2,6 +2,8 @@ from django import forms
 
 from annotation.models import AiLabelPolicy, CandidatePolicy
 from annotation.projects.services import MAX_AI_MIN_COMPARED
+from models_registry import selectors as registry_selectors
+from models_registry.models import ModelVersion
 
 
 class ProjectSettingsForm(forms.Form):
@@ -56,6 +58,14 @@ class ProjectSettingsForm(forms.Form):
         }
 
 
+class VersionChoiceField(forms.ModelChoiceField):
+    """A model version by its name and its state in the project, never its id."""
+
+    def label_from_instance(self, obj) -> str:
+        state = getattr(obj, "project_state", obj.state)
+        return f"{obj.name} ({ModelVersion.State(state).label.lower()})"
+
+
 class TaskCreateForm(forms.Form):
     kind = forms.ChoiceField(choices=[])
     priority = forms.IntegerField(min_value=-100, max_value=100, initial=0, required=False)
@@ -67,17 +77,35 @@ class TaskCreateForm(forms.Form):
         required=False,
         help_text="Demonstration: write from scratch or edit a model's reply.",
     )
-    model_version = forms.IntegerField(
-        required=False, help_text="Demonstration edits: the model version id whose replies to edit."
+    model_version = VersionChoiceField(
+        queryset=ModelVersion.objects.none(),
+        required=False,
+        empty_label="(pick a model version)",
+        help_text="Demonstration edits: the model whose replies labelers improve.",
+        error_messages={
+            "invalid_choice": "That model version is not one this project's workspace may "
+            "use: pick one from the list."
+        },
     )
 
-    def __init__(self, *args, kinds: dict, **kwargs):
+    def __init__(self, *args, kinds: dict, project, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["kind"].choices = [
             (kind, kind) for kind, spec in sorted(kinds.items()) if spec.create_tasks
         ]
         self.kind_help = {kind: spec.create_help for kind, spec in kinds.items()}
+        self.fields["model_version"].queryset = registry_selectors.usable_policies(project=project)
+
+    def clean(self):
+        data = super().clean()
+        wants_edits = data.get("kind") == "demonstration" and data.get("mode") == "edit"
+        if wants_edits and not data.get("model_version") and "model_version" not in self.errors:
+            self.add_error("model_version", "Edit mode needs a model version: pick one.")
+        return data
 
     def options(self) -> dict:
-        extra = ("k", "mode", "model_version")
-        return {name: self.cleaned_data[name] for name in extra if self.cleaned_data.get(name)}
+        extra = ("k", "mode")
+        options = {name: self.cleaned_data[name] for name in extra if self.cleaned_data.get(name)}
+        if self.cleaned_data.get("model_version"):
+            options["model_version"] = self.cleaned_data["model_version"].pk
+        return options

@@ -163,7 +163,7 @@ def tasks_page(request, slug):
     of tasks of every kind."""
     project = project_for(user=request.user, slug=slug, capability=MANAGE)
     settings_form = ProjectSettingsForm(initial=_settings_initial(project))
-    create_form = TaskCreateForm(kinds=KINDS)
+    create_form = TaskCreateForm(kinds=KINDS, project=project)
     status = 200
     if request.method == "POST":
         try:
@@ -176,7 +176,7 @@ def tasks_page(request, slug):
                     messages.success(request, "Settings saved.")
                     return redirect("tasks", slug=project.slug)
             else:
-                create_form = TaskCreateForm(request.POST, kinds=KINDS)
+                create_form = TaskCreateForm(request.POST, kinds=KINDS, project=project)
                 if create_form.is_valid():
                     batch = services.tasks_create(
                         project=project,

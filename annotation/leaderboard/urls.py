@@ -23,6 +23,11 @@ urlpatterns = [
     ),
     path(version, versions.version_page, name="model_version"),
     path(f"{version}promote/", versions.version_promote, name="model_version_promote"),
+    path(
+        f"{version}promote/confirm/",
+        versions.version_promote_confirm,
+        name="model_version_promote_confirm",
+    ),
     path(f"{version}retire/", versions.version_retire, name="model_version_retire"),
     path(f"{version}endpoint/", versions.version_endpoint, name="model_version_endpoint"),
     path(

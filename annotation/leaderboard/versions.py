@@ -11,12 +11,13 @@ from django.views.decorators.http import require_GET, require_POST
 
 from annotation.leaderboard import services
 from annotation.leaderboard.selectors import evidence_against_incumbent
-from annotation.projects.permissions import MANAGE, VIEW_DATA, project_for
+from annotation.projects.permissions import MANAGE, VIEW_DATA, page_capabilities, project_for
 from config.errors import ServiceError
 from models_registry import selectors as registry_selectors
 from models_registry import services as registry_services
 from models_registry.endpoints import serving_endpoint_clear, serving_endpoint_set
 from models_registry.forms import ServingEndpointForm, StateChangeForm
+from models_registry.models import ModelVersion
 from models_registry.views import form_error, version_page_context
 
 
@@ -54,12 +55,103 @@ def _state_change(request, slug, version_id, service, done: str):
     return redirect("model_version", slug=project.slug, version_id=version.pk)
 
 
+# --- promotion: a confirmation step first ------------------------------------------------
+
+PROMOTE_CONFIRM_PAGE = "annotation/leaderboard/promote_confirm.html"
+NOT_CONFIRMED = (
+    "Nothing changed: a promotion from this page needs confirming. Check the record "
+    "against the incumbent below, then confirm."
+)
+INCUMBENT_CHANGED = (
+    "Nothing changed: the incumbent changed since this page was shown. Check the new record "
+    "below, then confirm again."
+)
+
+
+def _promotion_refusal(version, incumbent) -> str:
+    """Why ``version`` cannot be promoted (the service's own reasons, said before the
+    click), or ""."""
+    if version.kind != ModelVersion.Kind.POLICY:
+        return f"{version.name} is a reward model: only policies are promoted to serving."
+    if version.intermediate:
+        return f"{version.name} is an intermediate stage of a run: release it first."
+    if incumbent is not None and incumbent.pk == version.pk:
+        return f"{version.name} is already the incumbent."
+    return ""
+
+
+def _percent(share) -> str:
+    return f"{share * 100:.1f}%"
+
+
+def _verdict(evidence: dict) -> dict:
+    """What the record says, for the page: the rates as percentages and whether the
+    interval lies above, below or around 50%."""
+    if not evidence or not evidence.get("battles"):
+        return {"verdict": "none"}
+    low, high = evidence["low"], evidence["high"]
+    verdict = "better" if low > 0.5 else "worse" if high < 0.5 else "undecided"
+    return {
+        "verdict": verdict,
+        "win_rate": _percent(evidence["win_rate"]),
+        "low": _percent(low),
+        "high": _percent(high),
+    }
+
+
+def _render_promote_confirm(request, project, version, *, error="", note="", status=200):
+    incumbent = registry_selectors.incumbent(project=project)
+    evidence = evidence_against_incumbent(version, project=project)
+    context = {
+        "project": project,
+        "version": version,
+        "incumbent": incumbent,
+        "evidence": evidence,
+        "shown": _verdict(evidence),
+        "refusal": _promotion_refusal(version, incumbent),
+        "error": error,
+        "note": note,
+        **page_capabilities(user=request.user, project=project),
+    }
+    return render(request, PROMOTE_CONFIRM_PAGE, context, status=status)
+
+
+@login_required
+@require_GET
+def version_promote_confirm(request, slug, version_id):
+    """Before a promotion: the candidate's record against the incumbent (win rate, its 95%
+    interval, the battles behind it), a warning when the interval includes 50%, and the
+    button that promotes (a POST with confirm=1)."""
+    project = project_for(user=request.user, slug=slug, capability=MANAGE)
+    version = registry_selectors.version_in_project(project=project, version_id=version_id)
+    return _render_promote_confirm(request, project, version)
+
+
 @login_required
 @require_POST
 def version_promote(request, slug, version_id):
+    """Promote, once confirmed: a post without confirm=1 (or made against another incumbent
+    than the one shown) changes nothing and shows the confirmation step again."""
+    project = project_for(user=request.user, slug=slug, capability=MANAGE)
+    version = registry_selectors.version_in_project(project=project, version_id=version_id)
+    note = request.POST.get("note", "")
+    if request.POST.get("confirm") != "1":
+        return _render_promote_confirm(
+            request, project, version, error=NOT_CONFIRMED, note=note, status=400
+        )
+    if "incumbent" in request.POST and request.POST["incumbent"] != _incumbent_key(project):
+        return _render_promote_confirm(
+            request, project, version, error=INCUMBENT_CHANGED, note=note, status=409
+        )
     return _state_change(
         request, slug, version_id, services.promote_with_evidence, "is now serving"
     )
+
+
+def _incumbent_key(project) -> str:
+    """The incumbent as the confirmation form carries it: its id, or "" when none."""
+    incumbent = registry_selectors.incumbent(project=project)
+    return str(incumbent.pk) if incumbent else ""
 
 
 @login_required

@@ -262,7 +262,19 @@ ENDPOINTS = [
         "api_project_leaderboard", "get", "/api/projects/{slug}/leaderboard/", VIEW_DATA, 200, True
     ),
     Endpoint("model_version", "get", "/p/{slug}/models/{target}/", VIEW_DATA, 200, api=False),
-    # Promoting the incumbent again, or retiring the last serving policy, is refused.
+    # The confirmation step of the incumbent says it cannot be promoted again.
+    Endpoint(
+        "model_version_promote_confirm",
+        "get",
+        "/p/{slug}/models/{target}/promote/confirm/",
+        MANAGE,
+        200,
+        api=False,
+        says="incumbent is already the incumbent.",
+    ),
+    # A promotion without confirm=1 (an allowed caller's empty post) is refused; a denied
+    # caller confirms, so a missing check would promote. Retiring the last serving policy
+    # is refused.
     Endpoint(
         "model_version_promote",
         "post",
@@ -270,8 +282,8 @@ ENDPOINTS = [
         MANAGE,
         400,
         False,
-        sneaky_version_body,
-        says="incumbent is already the incumbent.",
+        lambda world: {**sneaky_version_body(world), "confirm": "1"},
+        says="Nothing changed: a promotion from this page needs confirming.",
     ),
     Endpoint(
         "model_version_retire",

@@ -164,3 +164,55 @@ def test_bad_task_options_are_refused_and_create_nothing(login, admin_member, pr
     assert Task.objects.count() == 0
     with pytest.raises(ServiceError, match="kind must be one of"):
         tasks_create(project=project, kind="comparison", options={})
+
+
+def test_edit_tasks_pick_a_usable_model_version_by_name(login, admin_member, project):
+    from annotation.projects.services import ensure_workspace
+
+    mine = make_version("mine", workspace=project.workspace, state="candidate")
+    operator = make_version("operator-base")  # installed by the operator: every workspace
+    elsewhere = make_version("secret-elsewhere", workspace=ensure_workspace(slug="w2", name="W2"))
+    reward = make_version("reward-model-x", kind="reward")
+    stage = make_version("sft-stage", intermediate=True)
+    client = login(admin_member)
+
+    page = client.get(f"/p/{project.slug}/tasks/").content.decode()
+
+    select = page.split('name="model_version"')[1].split("</select>")[0]
+    assert f'<option value="{mine.pk}">mine (candidate)</option>' in select
+    assert f'<option value="{operator.pk}">operator-base (serving)</option>' in select
+    for hidden in (elsewhere, reward, stage):
+        assert hidden.name not in select
+    assert "secret-elsewhere" not in page
+    edit = {"kind": "demonstration", "mode": "edit"}
+    Response.objects.create(prompt=make_prompt(project), model_version=mine, text="draft")
+    created = client.post(
+        f"/p/{project.slug}/tasks/", {"action": "create", **edit, "model_version": mine.pk}
+    )
+    assert created.status_code == 302 and Task.objects.filter(kind="demonstration").count() == 1
+
+
+@pytest.mark.parametrize(
+    ("version", "message"),
+    [
+        ("elsewhere", "That model version is not one this project&#x27;s workspace may use"),
+        ("", "Edit mode needs a model version: pick one."),
+        ("x", "That model version is not one this project&#x27;s workspace may use"),
+    ],
+)
+def test_an_edit_batch_of_another_workspace_s_version_is_refused(
+    login, admin_member, project, version, message
+):
+    from annotation.projects.services import ensure_workspace
+
+    elsewhere = make_version("secret-elsewhere", workspace=ensure_workspace(slug="w2", name="W2"))
+    Response.objects.create(prompt=make_prompt(project), model_version=elsewhere, text="draft")
+    chosen = elsewhere.pk if version == "elsewhere" else version
+    fields = {"action": "create", "kind": "demonstration", "mode": "edit", "model_version": chosen}
+
+    answer = login(admin_member).post(f"/p/{project.slug}/tasks/", fields)
+
+    assert answer.status_code == 400
+    assert message in answer.content.decode()
+    assert "secret-elsewhere" not in answer.content.decode()
+    assert Task.objects.count() == 0

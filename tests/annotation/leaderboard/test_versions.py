@@ -216,7 +216,7 @@ def test_the_promote_panel_shows_the_win_rate_before_the_click(login, admin_memb
     assert "<strong data-battles>10</strong> battles" in page
     assert f"<span data-interval>{low}% – {high}%</span>" in page
     assert "The interval includes 50%" in page
-    assert f'action="/p/alpha/models/{candidate.pk}/promote/"' in page
+    assert f'action="/p/alpha/models/{candidate.pk}/promote/confirm/"' in page
 
 
 def test_the_promote_panel_says_when_there_are_no_battles(login, admin_member, pair):
@@ -237,7 +237,8 @@ def test_promoting_from_the_page_records_and_shows_the_change(
     incumbent, candidate = known_battles
     client = login(admin_member)
 
-    answer = client.post(f"/p/alpha/models/{candidate.pk}/promote/", {"note": "wins"})
+    confirmed = {"note": "wins", "confirm": "1", "incumbent": incumbent.pk}
+    answer = client.post(f"/p/alpha/models/{candidate.pk}/promote/", confirmed)
 
     assert answer.status_code == 302
     assert answer["Location"] == f"/p/alpha/models/{candidate.pk}/"
@@ -249,6 +250,78 @@ def test_promoting_from_the_page_records_and_shows_the_change(
     assert "adm" in row
     assert "70% of 10" in row
     assert "wins" in row
+
+
+def test_the_confirmation_shows_the_record_and_warns_when_the_interval_includes_half(
+    login, admin_member, known_battles
+):
+    incumbent, candidate = known_battles
+    low, high = _expected_interval()
+
+    answer = login(admin_member).get(f"/p/alpha/models/{candidate.pk}/promote/confirm/")
+
+    page = answer.content.decode()
+    assert answer.status_code == 200
+    assert "<td data-win-rate>70.0%</td>" in page
+    assert re.search(rf"<td data-interval>{low}\.\d% – {high}\.\d%</td>", page)
+    assert "<td data-battles>10</td>" in page
+    assert "Not distinguishable from the incumbent:" in page
+    assert '<input type="hidden" name="confirm" value="1">' in page
+    assert f'<input type="hidden" name="incumbent" value="{incumbent.pk}">' in page
+    assert ModelVersion.objects.get(pk=candidate.pk).state == "candidate"  # a look changes nothing
+
+
+def test_the_confirmation_has_no_warning_when_the_candidate_wins_beyond_doubt(
+    login, project, admin_member, labeler, pair
+):
+    incumbent, candidate = pair
+    for _ in range(20):
+        battle(project, labeler, candidate, incumbent, "a")
+
+    page = login(admin_member).get(f"/p/alpha/models/{candidate.pk}/promote/confirm/")
+
+    html = page.content.decode()
+    assert "<td data-win-rate>100.0%</td>" in html and "<td data-battles>20</td>" in html
+    assert "Better than the incumbent: the whole interval lies above 50%." in html
+    assert 'id="warning"' not in html and "Not distinguishable" not in html
+
+
+def test_the_confirmation_warns_when_there_are_no_battles_and_refuses_the_incumbent(
+    login, admin_member, pair
+):
+    incumbent, candidate = pair
+    client = login(admin_member)
+
+    page = client.get(f"/p/alpha/models/{candidate.pk}/promote/confirm/").content.decode()
+    itself = client.get(f"/p/alpha/models/{incumbent.pk}/promote/confirm/").content.decode()
+
+    assert "Nothing shows that candidate is better than incumbent" in page
+    assert "incumbent is already the incumbent." in itself
+    assert 'name="confirm"' not in itself
+
+
+@pytest.mark.parametrize(
+    ("fields", "status", "says"),
+    [
+        ({"note": "wins"}, 400, "Nothing changed: a promotion from this page needs confirming."),
+        ({"confirm": "yes"}, 400, "Nothing changed: a promotion from this page needs confirming."),
+        ({"confirm": "1", "incumbent": "0"}, 409, "the incumbent changed since this page"),
+    ],
+)
+def test_a_promotion_without_confirmation_changes_nothing(
+    login, project, admin_member, known_battles, fields, status, says
+):
+    incumbent, candidate = known_battles
+
+    answer = login(admin_member).post(f"/p/alpha/models/{candidate.pk}/promote/", fields)
+
+    assert answer.status_code == status
+    page = answer.content.decode()
+    assert says in page
+    assert "<td data-battles>10</td>" in page  # the confirmation step again
+    assert selectors.incumbent(project=project) == incumbent
+    assert ModelVersion.objects.get(pk=candidate.pk).state == "candidate"
+    assert StateChange.objects.count() == 0
 
 
 def test_a_refused_retirement_on_the_page_says_why_and_changes_nothing(login, admin_member, pair):
@@ -266,7 +339,7 @@ def test_a_too_long_note_is_refused(login, admin_member, pair):
     _, candidate = pair
 
     answer = login(admin_member).post(
-        f"/p/alpha/models/{candidate.pk}/promote/", {"note": "x" * 2001}
+        f"/p/alpha/models/{candidate.pk}/promote/", {"note": "x" * 2001, "confirm": "1"}
     )
 
     assert answer.status_code == 400

@@ -30,6 +30,7 @@ from annotation.models import (
     Judge,
     JudgeJob,
     Judgment,
+    Membership,
     Project,
     Prompt,
     PromptImport,
@@ -206,6 +207,7 @@ def world(project, holder) -> dict:
         "ended_judge_job": ended.pk,
         "constitution": constitution.pk,
         "judge": judge.pk,
+        "holder": holder.pk,  # the members routes' user id
         # The held task's prompt and first response (the data browser's delete routes).
         "prompt": assignment.task.prompt_id,
         "response": assignment.task.links.order_by("position").first().response_id,
@@ -244,6 +246,7 @@ def stored() -> dict:
         "project_states": sorted(
             ProjectModelState.objects.values_list("project_id", "version_id", "state")
         ),
+        "memberships": sorted(Membership.objects.values_list("project_id", "user_id", "role")),
         "guidelines": Guidelines.objects.count(),
         "deleted_prompts": sorted(
             Prompt.objects.filter(deleted_at__isnull=False).values_list("pk", flat=True)

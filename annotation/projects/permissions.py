@@ -1,6 +1,7 @@
 """Who may do what in a project. Every view and API endpoint asks here, on the server."""
 
 from django.core.exceptions import PermissionDenied
+from django.db.models import Q
 from django.shortcuts import get_object_or_404
 from rest_framework.permissions import BasePermission
 
@@ -18,12 +19,18 @@ CAPABILITIES = {
 
 
 def project_role(*, user, project: Project) -> str | None:
+    """The user's role in the project: their membership's, or admin where they administer
+    the project's workspace (an admin of any of its projects)."""
     if not user.is_authenticated:
         return None
     if user.is_superuser:
         return Role.ADMIN
-    membership = Membership.objects.filter(project=project, user=user).only("role").first()
-    return membership.role if membership else None
+    roles = Membership.objects.filter(user=user, project__workspace_id=project.workspace_id)
+    roles = roles.filter(Q(project=project) | Q(role=Role.ADMIN)).values_list("role", flat=True)
+    found = set(roles)
+    if Role.ADMIN in found:
+        return Role.ADMIN
+    return found.pop() if found else None
 
 
 def can(*, user, project: Project, capability: str) -> bool:
@@ -40,23 +47,32 @@ def project_for(*, user, slug: str, capability: str) -> Project:
         raise PermissionDenied("Log in first.")
     if user.is_superuser:
         return get_object_or_404(Project, slug=slug)
-    membership = (
-        Membership.objects.select_related("project").filter(project__slug=slug, user=user).first()
+    # The user's memberships in the project and the admin ones in its workspace.
+    memberships = list(
+        Membership.objects.select_related("project")
+        .filter(user=user, project__workspace__projects__slug=slug)
+        .filter(Q(project__slug=slug) | Q(role=Role.ADMIN))
     )
-    if membership is None:
+    own = next((m for m in memberships if m.project.slug == slug), None)
+    if any(m.role == Role.ADMIN for m in memberships):
+        return own.project if own else get_object_or_404(Project, slug=slug)
+    if own is None:
         get_object_or_404(Project, slug=slug)
         raise PermissionDenied("You are not a member of this project.")
-    if capability not in CAPABILITIES[membership.role]:
-        raise PermissionDenied(
-            f"Your role in this project ({membership.role}) does not allow this."
-        )
-    return membership.project
+    if capability not in CAPABILITIES[own.role]:
+        raise PermissionDenied(f"Your role in this project ({own.role}) does not allow this.")
+    return own.project
 
 
 def projects_visible_to(user):
+    """The user's projects and every project of a workspace they administer."""
     if user.is_superuser:
         return Project.objects.all()
-    return Project.objects.filter(memberships__user=user)
+    mine = Membership.objects.filter(user=user)
+    return Project.objects.filter(
+        Q(pk__in=mine.values("project_id"))
+        | Q(workspace_id__in=mine.filter(role=Role.ADMIN).values("project__workspace_id"))
+    )
 
 
 def page_capabilities(*, user, project: Project) -> dict:
@@ -80,6 +96,23 @@ def workspaces_of(user):
     if user.is_superuser:
         return Workspace.objects.all()
     return Workspace.objects.filter(projects__memberships__user=user).distinct()
+
+
+def workspaces_administered_by(user):
+    """The workspaces in which the user is an admin of a project (every one, for a
+    superuser): where they may create projects and administer every project."""
+    if not user.is_authenticated:
+        return Workspace.objects.none()
+    if user.is_superuser:
+        return Workspace.objects.all()
+    return Workspace.objects.filter(
+        projects__memberships__user=user, projects__memberships__role=Role.ADMIN
+    ).distinct()
+
+
+def may_create_project(user) -> bool:
+    """Superusers and the admins of a workspace create projects (in their workspaces)."""
+    return user.is_authenticated and workspaces_administered_by(user).exists()
 
 
 def is_workspace_member(*, user, workspace: Workspace) -> bool:

@@ -2,7 +2,17 @@
 
 import difflib
 
-from annotation.models import Assignment, Guidelines, Judgment, Project, Prompt, Task, Workspace
+from annotation.models import (
+    Assignment,
+    Guidelines,
+    Judgment,
+    Membership,
+    Project,
+    Prompt,
+    Role,
+    Task,
+    Workspace,
+)
 
 # The project's own judgments: labelers', reviewers' and AI judges'. Imported ones (a
 # dataset's labels) are counted apart: they are no one's work here, and the export page's
@@ -48,6 +58,13 @@ def recent_judgments(*, project: Project, limit: int = 20):
         .select_related("labeler", "prompt", "judge", "source_import")
         .order_by("-created_at")[:limit]
     )
+
+
+def project_members(*, project: Project):
+    """The project's memberships with their users, admins first."""
+    order = {Role.ADMIN: 0, Role.RESEARCHER: 1, Role.LABELER: 2}
+    rows = list(Membership.objects.filter(project=project).select_related("user"))
+    return sorted(rows, key=lambda m: (order.get(m.role, 3), m.user.username))
 
 
 def workspace_by_slug(slug) -> Workspace | None:

@@ -2,17 +2,26 @@
 
 import math
 
-from django.db import transaction
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.validators import validate_slug
+from django.db import IntegrityError, transaction
+from django.utils.text import slugify
 
 from annotation.models import (
     AiLabelPolicy,
     CandidatePolicy,
+    Guidelines,
     Membership,
     Project,
+    Role,
     Task,
     Workspace,
+    _free_workspace_slug,
+    default_criteria,
 )
-from config.errors import ServiceError
+from annotation.projects.permissions import workspaces_administered_by
+from config.errors import Conflict, NotFound, ServiceError
 
 
 def ensure_project(
@@ -116,3 +125,183 @@ def project_settings_update(*, project: Project, **fields) -> Project:
             project=project, is_gold=False, assigned_count__lte=project.overlap_target
         ).update(overlap_target=project.overlap_target)
     return project
+
+
+# --- creating a project -----------------------------------------------------------------
+
+MAX_NAME_CHARS = 200
+MAX_GUIDELINES_CHARS = 50_000
+
+
+def _checked_name(name) -> str:
+    name = name.strip() if isinstance(name, str) else ""
+    if not name or "\x00" in name or len(name) > MAX_NAME_CHARS:
+        raise ServiceError(f"Give the project a name of 1 to {MAX_NAME_CHARS} characters.")
+    return name
+
+
+def _checked_slug(slug, *, name: str) -> str:
+    slug = (slug.strip() if isinstance(slug, str) else "") or slugify(name)[:50]
+    try:
+        validate_slug(slug)
+    except ValidationError as invalid:
+        raise ServiceError(
+            "The slug is letters, digits, hyphens and underscores (it is in the project's "
+            "addresses)."
+        ) from invalid
+    if len(slug) > 50:
+        raise ServiceError("The slug is at most 50 characters.")
+    if Project.objects.filter(slug=slug).exists():
+        raise Conflict(f"A project with the slug {slug!r} exists already; choose another.")
+    return slug
+
+
+def _checked_guidelines(text) -> str:
+    if text is None:
+        return ""
+    if not isinstance(text, str) or "\x00" in text:
+        raise ServiceError("The guidelines must be text without NUL characters.")
+    text = text.replace("\r\n", "\n").strip()
+    if len(text) > MAX_GUIDELINES_CHARS:
+        raise ServiceError(f"The guidelines are at most {MAX_GUIDELINES_CHARS} characters.")
+    return text
+
+
+def _workspace_for_new_project(*, user, workspace_slug, new_workspace: str) -> Workspace:
+    """The administered workspace named by ``workspace_slug``, or a new one called
+    ``new_workspace`` (superusers only)."""
+    new_workspace = new_workspace.strip() if isinstance(new_workspace, str) else ""
+    if new_workspace:
+        if not user.is_superuser:
+            raise PermissionDenied("Only a superuser may create a workspace.")
+        if len(new_workspace) > MAX_NAME_CHARS or "\x00" in new_workspace:
+            raise ServiceError(f"A workspace's name is 1 to {MAX_NAME_CHARS} characters.")
+        base = slugify(new_workspace)[:40] or "workspace"
+        return Workspace.objects.create(slug=_free_workspace_slug(base), name=new_workspace)
+    if not isinstance(workspace_slug, str) or not workspace_slug.strip():
+        raise ServiceError("Choose the workspace the project belongs to.")
+    workspace = workspaces_administered_by(user).filter(slug=workspace_slug.strip()).first()
+    if workspace is None:
+        raise PermissionDenied(
+            "You may create projects only in a workspace where you are an admin."
+        )
+    return workspace
+
+
+@transaction.atomic
+def project_create(
+    *,
+    user,
+    name,
+    slug="",
+    workspace_slug=None,
+    new_workspace="",
+    criteria=None,
+    guidelines="",
+) -> Project:
+    """A new project in a workspace the user administers (or, for a superuser, a new
+    workspace), with the user as its admin and, when given, guidelines version 1. Bad
+    input is refused before anything is stored."""
+    name = _checked_name(name)
+    slug = _checked_slug(slug, name=name)
+    criteria = _checked_criteria(default_criteria() if criteria is None else criteria)
+    guidelines = _checked_guidelines(guidelines)
+    workspace = _workspace_for_new_project(
+        user=user, workspace_slug=workspace_slug, new_workspace=new_workspace
+    )
+    try:
+        with transaction.atomic():
+            project = Project.objects.create(
+                workspace=workspace, slug=slug, name=name, criteria=criteria
+            )
+    except IntegrityError as race:
+        raise Conflict(f"A project with the slug {slug!r} exists already.") from race
+    Membership.objects.create(project=project, user=user, role=Role.ADMIN)
+    if guidelines:
+        Guidelines.objects.create(project=project, version=1, text=guidelines, created_by=user)
+    return project
+
+
+# --- members ----------------------------------------------------------------------------
+
+
+def _checked_role(role) -> str:
+    if role not in Role.values:
+        raise ServiceError(f"The role is one of {', '.join(Role.values)}.")
+    return role
+
+
+def _user_named(identifier):
+    """The user whose username is ``identifier``, or whose e-mail it is."""
+    identifier = identifier.strip() if isinstance(identifier, str) else ""
+    if not identifier:
+        raise ServiceError("Give the username or e-mail of the person to add.")
+    users = get_user_model().objects
+    user = users.filter(username=identifier).first()
+    if user is not None:
+        return user
+    by_email = list(users.filter(email__iexact=identifier)[:2]) if "@" in identifier else []
+    if len(by_email) > 1:
+        raise ServiceError(f"Several users have the e-mail {identifier}; give the username.")
+    if not by_email:
+        raise ServiceError(
+            f"No user has the username or e-mail {identifier!r}; they need an account first."
+        )
+    return by_email[0]
+
+
+@transaction.atomic
+def member_add(*, project: Project, identifier, role) -> Membership:
+    """Add an existing user (by username or e-mail) to the project with ``role``."""
+    role = _checked_role(role)
+    user = _user_named(identifier)
+    existing = Membership.objects.filter(project=project, user=user).first()
+    if existing is not None:
+        raise Conflict(
+            f"{user.username} is already a member ({existing.role}); change their role instead."
+        )
+    return Membership.objects.create(project=project, user=user, role=role)
+
+
+def _locked_membership(*, project: Project, user_id) -> Membership:
+    """The member's row, with every admin row of the project locked, so that two
+    concurrent demotions cannot leave the project without an admin."""
+    list(Membership.objects.select_for_update().filter(project=project, role=Role.ADMIN))
+    membership = (
+        Membership.objects.select_for_update()
+        .select_related("user")
+        .filter(project=project, user_id=user_id)
+        .first()
+    )
+    if membership is None:
+        raise NotFound("This user is not a member of the project.")
+    return membership
+
+
+def _refuse_losing_the_last_admin(membership: Membership, *, what: str) -> None:
+    if membership.role != Role.ADMIN:
+        return
+    admins = Membership.objects.filter(project=membership.project_id, role=Role.ADMIN)
+    if admins.count() <= 1:
+        raise Conflict(
+            f"{membership.user.username} is the project's only admin: make another member "
+            f"admin before you {what} them."
+        )
+
+
+@transaction.atomic
+def member_set_role(*, project: Project, user_id: int, role) -> Membership:
+    role = _checked_role(role)
+    membership = _locked_membership(project=project, user_id=user_id)
+    if role != Role.ADMIN:
+        _refuse_losing_the_last_admin(membership, what="demote")
+    membership.role = role
+    membership.save(update_fields=["role"])
+    return membership
+
+
+@transaction.atomic
+def member_remove(*, project: Project, user_id: int) -> None:
+    membership = _locked_membership(project=project, user_id=user_id)
+    _refuse_losing_the_last_admin(membership, what="remove")
+    membership.delete()

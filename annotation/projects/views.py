@@ -2,17 +2,28 @@
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
-from annotation.projects import selectors
+from annotation.projects import selectors, services
+from annotation.projects.forms import (
+    MemberAddForm,
+    MemberRemoveForm,
+    MemberRoleForm,
+    ProjectCriteriaForm,
+    ProjectGuidelinesForm,
+    ProjectNameForm,
+)
 from annotation.projects.guidelines import MAX_GUIDELINES_CHARS, guidelines_publish
 from annotation.projects.permissions import (
     LABEL,
     MANAGE,
+    may_create_project,
     page_capabilities,
     project_for,
     projects_visible_to,
+    workspaces_administered_by,
 )
 from config.errors import ServiceError
 
@@ -24,7 +35,8 @@ def home(request):
         .select_related("workspace")
         .order_by("workspace__name", "workspace__slug", "name")
     )
-    return render(request, "annotation/projects/home.html", {"projects": projects})
+    context = {"projects": projects, "may_create_project": may_create_project(request.user)}
+    return render(request, "annotation/projects/home.html", context)
 
 
 @login_required
@@ -88,3 +100,128 @@ def _guidelines_render(
     if capabilities["can_manage"]:
         context["history"] = selectors.guidelines_history(project)
     return render(request, template, context, status=status)
+
+
+# --- the new-project wizard -------------------------------------------------------------
+# Stateless: each step posts the earlier steps' answers again as hidden fields, so nothing
+# is kept between requests and only the last step stores anything.
+
+STEP_TITLES = ("Name and workspace", "Criteria", "Guidelines")
+
+
+def _wizard_forms(request) -> list:
+    data = request.POST if request.method == "POST" else None
+    workspaces = workspaces_administered_by(request.user).order_by("name")
+    return [
+        ProjectNameForm(
+            data, workspaces=workspaces, may_create_workspace=request.user.is_superuser
+        ),
+        ProjectCriteriaForm(data),
+        ProjectGuidelinesForm(data),
+    ]
+
+
+def _posted_step(request) -> int:
+    try:
+        return min(max(int(request.POST.get("step", 1)), 1), len(STEP_TITLES))
+    except ValueError:
+        return 1
+
+
+def _wizard_page(request, forms, step, *, error="", status=200):
+    context = {
+        "forms": forms,
+        "form": forms[step - 1],
+        "step": step,
+        "steps": STEP_TITLES,
+        "error": error,
+    }
+    return render(request, "annotation/projects/project_create.html", context, status=status)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def project_create(request):
+    """Create a project in three steps: name and workspace, criteria, guidelines."""
+    if not may_create_project(request.user):
+        raise PermissionDenied("Only an admin of a workspace may create a project.")
+    forms = _wizard_forms(request)
+    if request.method == "GET":
+        return _wizard_page(request, forms, 1)
+    step = _posted_step(request)
+    if request.POST.get("back"):
+        return _wizard_page(request, forms, max(step - 1, 1))
+    for number, form in enumerate(forms[:step], start=1):
+        if not form.is_valid():
+            return _wizard_page(request, forms, number, status=400)
+    if step < len(STEP_TITLES):
+        return _wizard_page(request, forms, step + 1)
+    first = forms[0].cleaned_data
+    try:
+        project = services.project_create(
+            user=request.user,
+            name=first["name"],
+            slug=first["slug"],
+            workspace_slug=first["workspace"],
+            new_workspace=first.get("new_workspace", ""),
+            criteria=forms[1].criteria(),
+            guidelines=forms[2].cleaned_data["guidelines"],
+        )
+    except ServiceError as refused:
+        return _wizard_page(request, forms, step, error=refused.message, status=refused.status_code)
+    messages.success(request, f"Project {project.name} created. Invite its members.")
+    return redirect("members", slug=project.slug)
+
+
+# --- members ------------------------------------------------------------------------------
+
+
+def _member_action(request, project) -> str:
+    """Carry out the posted add, role or remove; what was done, for the message."""
+    action = request.POST.get("action")
+    if action == "add":
+        form = MemberAddForm(request.POST)
+        if not form.is_valid():
+            raise ServiceError("Give the username or e-mail of an existing user and a role.")
+        membership = services.member_add(
+            project=project, identifier=form.cleaned_data["user"], role=form.cleaned_data["role"]
+        )
+        return f"{membership.user.username} added as {membership.role}."
+    if action in ("role", "remove"):
+        form = MemberRoleForm(request.POST) if action == "role" else MemberRemoveForm(request.POST)
+        if not form.is_valid():
+            raise ServiceError("Choose a member (and, to change it, a role).")
+        user_id = form.cleaned_data["member"]
+        if action == "remove":
+            services.member_remove(project=project, user_id=user_id)
+            return "Member removed."
+        membership = services.member_set_role(
+            project=project, user_id=user_id, role=form.cleaned_data["role"]
+        )
+        return f"{membership.user.username} is now {membership.role}."
+    raise ServiceError("Choose what to do: add a member, change a role or remove a member.")
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def members(request, slug):
+    """Admin: the project's members and their roles; invite, change a role, remove."""
+    project = project_for(user=request.user, slug=slug, capability=MANAGE)
+    add_form, error, status = MemberAddForm(), "", 200
+    if request.method == "POST":
+        try:
+            messages.success(request, _member_action(request, project))
+            return redirect("members", slug=project.slug)
+        except ServiceError as refused:
+            error, status = refused.message, refused.status_code
+            if request.POST.get("action") == "add":
+                add_form = MemberAddForm(request.POST)
+    context = {
+        "project": project,
+        "members": selectors.project_members(project=project),
+        "add_form": add_form,
+        "roles": MemberRoleForm.base_fields["role"].choices,
+        "error": error,
+        **page_capabilities(user=request.user, project=project),
+    }
+    return render(request, "annotation/projects/members.html", context, status=status)

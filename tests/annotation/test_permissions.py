@@ -28,7 +28,7 @@ from tests.annotation.arena.test_arena import ARENA_ROUTES_FOR_EVERY_CALLER
 from tests.annotation.chat.test_chat import CHAT_ROUTES_FOR_EVERY_CALLER
 from tests.annotation.datasets.test_data_api import DATA_API_ROUTES_FOR_EVERY_CALLER
 from tests.annotation.datasets.test_data_pages import DATA_PAGE_ROUTES_FOR_EVERY_CALLER
-from tests.factories import GOOD_ENDPOINT, endpoint_fields, make_member, make_version
+from tests.factories import GOOD_ENDPOINT, endpoint_fields, make_member, make_user, make_version
 from tests.permissions import (
     GRANTS,
     LABEL,
@@ -59,6 +59,66 @@ ENDPOINTS = [
     Endpoint("project", "get", "/p/{slug}/", LABEL, 200, api=False),
     Endpoint("api_projects", "get", "/api/projects/", LOGIN, 200, api=True),
     Endpoint("api_project_stats", "get", "/api/projects/{slug}/stats/", VIEW_DATA, 200, api=True),
+    # Creating a project: the wizard is for a workspace's admins (the project's here); an
+    # empty post is refused at step 1. The API answers bad input before it looks at the
+    # workspace, so any signed-in caller's empty body is a 400 (a real one by a member who
+    # administers no workspace is a 403: tests/annotation/projects/test_project_admin.py).
+    Endpoint("project_create", "get", "/projects/new/", MANAGE, 200, api=False),
+    Endpoint(
+        "project_create",
+        "post",
+        "/projects/new/",
+        MANAGE,
+        400,
+        False,
+        lambda world: {
+            "step": 3,
+            "name": "Sneaky",
+            "slug": "sneaky-project",
+            "workspace": "alpha",
+            "criterion_1": "helpful",
+        },
+    ),
+    Endpoint(
+        "api_projects",
+        "post",
+        "/api/projects/",
+        LOGIN,
+        400,
+        True,
+        lambda world: {"name": "Sneaky", "slug": "sneaky-project", "workspace": "alpha"},
+    ),
+    # Members: an allowed caller sends nothing (refused); a denied one makes the task's
+    # holder (themselves, or a labeler) an admin. Removing one: test_project_admin.py.
+    Endpoint("members", "get", "/p/{slug}/members/", MANAGE, 200, api=False),
+    Endpoint(
+        "members",
+        "post",
+        "/p/{slug}/members/",
+        MANAGE,
+        400,
+        False,
+        lambda world: {"action": "role", "member": world["holder"], "role": "admin"},
+    ),
+    Endpoint("api_members", "get", "/api/projects/{slug}/members/", MANAGE, 200, api=True),
+    Endpoint(
+        "api_members",
+        "post",
+        "/api/projects/{slug}/members/",
+        MANAGE,
+        400,
+        True,
+        lambda world: {"user": make_user("invitee").username, "role": "admin"},
+    ),
+    Endpoint(
+        "api_member",
+        "patch",
+        "/api/projects/{slug}/members/{holder}/",
+        MANAGE,
+        400,
+        True,
+        lambda world: {"role": "admin"},
+    ),
     Endpoint("guidelines", "get", "/p/{slug}/guidelines/", LABEL, 200, api=False),
     # An allowed caller posts no text (refused, nothing stored); a denied one real text.
     Endpoint(

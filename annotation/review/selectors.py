@@ -425,6 +425,19 @@ def gold_tasks(*, project: Project, limit: int = 100) -> list[Task]:
     return tasks
 
 
+def gold_task_for(*, project: Project, task_id) -> tuple[Task, list[Response]] | None:
+    """The project's task of that id with its responses in task order, or None."""
+    task = (
+        Task.objects.filter(project=project, pk=task_id).select_related("prompt", "project").first()
+        if isinstance(task_id, int)
+        else None
+    )
+    if task is None:
+        return None
+    links = task.links.select_related("response").order_by("position")
+    return task, [link.response for link in links]
+
+
 # --- review queue ----------------------------------------------------------------------
 
 

@@ -8,6 +8,11 @@ urlpatterns = [
     path("p/<slug:slug>/quality/", views.quality_page, name="quality"),
     path("p/<slug:slug>/quality/gold/", views.quality_gold, name="quality_gold"),
     path(
+        "p/<slug:slug>/quality/gold/<int:task_id>/",
+        views.quality_gold_task,
+        name="quality_gold_task",
+    ),
+    path(
         "p/<slug:slug>/quality/tasks/<int:task_id>/return/",
         views.quality_task_return,
         name="quality_task_return",

@@ -1,7 +1,6 @@
 """Review and quality pages: the admin's quality overview, the review queue, and a labeler's
 own page. Thin: parse, call one service or selector, render."""
 
-import json
 import time
 
 from django.contrib import messages
@@ -14,7 +13,6 @@ from annotation.judges import send_to_review
 from annotation.labeling.inputs import time_spent_since
 from annotation.labeling.kinds import KINDS
 from annotation.labeling.views import int_or_none
-from annotation.models import Task
 from annotation.projects.permissions import (
     LABEL,
     MANAGE,
@@ -24,15 +22,9 @@ from annotation.projects.permissions import (
 )
 from annotation.review import imports as review_imports
 from annotation.review import selectors, services
+from annotation.review.forms import GOLD_FORMS, form_error
 from config.errors import ServiceError
-from config.parsers import UnsafeJson, loads_checked
 
-GOLD_EXAMPLES = (
-    ("comparison", '{"choice": "a"}  (a, b, tie or both_bad; A is the first response)'),
-    ("ranking", '{"ranking": [12, 10, 11]}  (response ids best first) or {"all_bad": true}'),
-    ("rating", '{"scores": {"helpful": 6, "harmless": 7, "honest": 6}, "flags": []}'),
-    ("demonstration", '{"text": "The ideal reply", "min_similarity": 0.8}'),
-)
 REVIEW_ACTIONS = ("accept", "reject", "correct", "gold")
 
 
@@ -49,7 +41,6 @@ def _quality_context(request, project, **extra) -> dict:
         **selectors.labeler_quality(project=project),
         "flagged": selectors.flagged_tasks(project=project),
         "gold_tasks": selectors.gold_tasks(project=project),
-        "gold_examples": GOLD_EXAMPLES,
         "low_trust_accuracy": selectors.LOW_TRUST_ACCURACY,
         "low_trust_min_gold": selectors.LOW_TRUST_MIN_GOLD,
         **extra,
@@ -77,34 +68,63 @@ def quality_task_return(request, slug, task_id):
     return redirect("quality", slug=project.slug)
 
 
-def _parsed_gold_answer(raw: str):
-    try:
-        return loads_checked(raw or "")
-    except json.JSONDecodeError as error:
-        raise ServiceError(f"The gold answer is not valid JSON ({error.msg}).") from None
-    except UnsafeJson as error:
-        raise ServiceError(f"The gold answer: {error}") from None
+def _gold_task_or_error(project, task_id):
+    found = selectors.gold_task_for(project=project, task_id=task_id)
+    if found is None:
+        raise ServiceError("Give the id of a task of this project.")
+    if found[0].kind not in GOLD_FORMS:
+        raise ServiceError(f"{found[0].get_kind_display()} tasks cannot be gold items.")
+    return found
 
 
 @login_required
 @require_POST
 def quality_gold(request, slug):
-    """Make a task gold with an answer typed as JSON."""
+    """Open the gold answer form of the task whose id was typed."""
     project = project_for(user=request.user, slug=slug, capability=MANAGE)
-    task_id = int_or_none(request.POST.get("task_id"))
     try:
-        task = Task.objects.filter(project=project, pk=task_id).first()
-        if task is None:
-            raise ServiceError("Give the id of a task of this project.")
-        answer = _parsed_gold_answer(request.POST.get("gold_answer"))
-        services.task_make_gold(task=task, gold_answer=answer, user=request.user)
+        task, _ = _gold_task_or_error(project, int_or_none(request.POST.get("task_id")))
     except ServiceError as error:
         context = _quality_context(
             request, project, gold_error=error.message, gold_form=request.POST
         )
         return render(request, "annotation/review/quality.html", context, status=400)
-    messages.success(request, f"Task {task.pk} is a gold item now.")
-    return redirect("quality", slug=project.slug)
+    return redirect("quality_gold_task", slug=project.slug, task_id=task.pk)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def quality_gold_task(request, slug, task_id):
+    """A task's gold answer, with the fields of its kind: stored when they check out."""
+    project = project_for(user=request.user, slug=slug, capability=MANAGE)
+    try:
+        task, responses = _gold_task_or_error(project, task_id)
+    except ServiceError as error:
+        messages.error(request, error.message)
+        return redirect("quality", slug=project.slug)
+    data = request.POST if request.method == "POST" else None
+    form = GOLD_FORMS[task.kind](data, task=task, responses=responses)
+    error = None
+    if data is not None:
+        try:
+            if not form.is_valid():
+                raise ServiceError(form_error(form))
+            services.task_make_gold(task=task, gold_answer=form.answer(), user=request.user)
+        except ServiceError as refused:
+            error = refused.message
+        else:
+            messages.success(request, f"Task {task.pk} is a gold item now.")
+            return redirect(reverse("quality", args=[project.slug]) + "#gold")
+    context = {
+        **_base_context(request, project),
+        "task": task,
+        "responses": responses,
+        "form": form,
+        "error": error,
+    }
+    return render(
+        request, "annotation/review/gold_task.html", context, status=400 if error else 200
+    )
 
 
 # --- review queue ----------------------------------------------------------------------

@@ -276,6 +276,9 @@ ENDPOINTS = [
     # --- review -------------------------------------------------------------------------
     Endpoint("quality", "get", "/p/{slug}/quality/", VIEW_DATA, 200, api=False),
     Endpoint("quality_gold", "post", "/p/{slug}/quality/gold/", MANAGE, 400, api=False),
+    Endpoint("quality_gold_task", "get", "/p/{slug}/quality/gold/{task}/", MANAGE, 200, False),
+    # An allowed caller posts no choice (refused, nothing stored).
+    Endpoint("quality_gold_task", "post", "/p/{slug}/quality/gold/{task}/", MANAGE, 400, False),
     Endpoint(
         "quality_task_return",
         "post",

@@ -258,7 +258,7 @@ def test_ratings_and_rankings_disagree_beyond_their_tolerance(project, crew):
     ("method", "path"),
     [
         ("get", "/p/alpha/quality/"),
-        ("post", "/p/alpha/quality/gold/"),
+        ("post", "/p/alpha/quality/gold/{task}/"),
         ("post", "/p/alpha/quality/tasks/{task}/return/"),
     ],
 )
@@ -267,7 +267,7 @@ def test_quality_actions_are_for_admins_only(login, project, who, status, method
     Task.objects.filter(pk=task.pk).update(flagged=True, skip_count=3)
     client = login(make_caller(who, project))
     url = path.format(task=task.pk)
-    body = {"task_id": task.pk, "gold_answer": '{"choice": "a"}'}
+    body = {"choice": "a"}
 
     answer = client.get(url) if method == "get" else client.post(url, body)
 
@@ -337,35 +337,53 @@ def test_returning_a_task_that_is_not_flagged_or_not_in_the_project_changes_noth
 
 def test_the_gold_form_makes_a_task_gold(login, project, admin_member):
     task = make_task(project)
+    client = login(admin_member)
 
-    answer = login(admin_member).post(
-        "/p/alpha/quality/gold/", {"task_id": task.pk, "gold_answer": '{"choice": "tie"}'}
-    )
+    opened = client.post("/p/alpha/quality/gold/", {"task_id": task.pk})
+    form = client.get(opened["Location"]).content.decode()
+    answer = client.post(opened["Location"], {"choice": "tie"})
 
+    assert opened["Location"] == f"/p/alpha/quality/gold/{task.pk}/"
+    assert 'name="choice" value="tie"' in form and "Answer one" in form and "Answer two" in form
     assert answer.status_code == 302
     task.refresh_from_db()
     assert (task.is_gold, task.gold_answer) == (True, {"choice": "tie"})
 
 
 @pytest.mark.parametrize(
-    ("task_id", "raw", "message"),
+    ("task_id", "message"),
     [
-        ("mine", "{not json", "The gold answer is not valid JSON"),
-        ("mine", '{"choice": "left"}', "A comparison gold answer is"),
-        ("mine", '["a"]', "A gold answer must be a JSON object."),
-        ("mine", '{"choice": "a", "extra": 1}', "not &#x27;extra&#x27;"),
-        ("nine", '{"choice": "a"}', "Give the id of a task of this project."),
-        ("other", '{"choice": "a"}', "Give the id of a task of this project."),
+        ("nine", "Give the id of a task of this project."),
+        ("other", "Give the id of a task of this project."),
+        ("none", "Give the id of a task of this project."),
+    ],
+)
+def test_the_gold_task_id_is_refused_when_not_a_task_of_the_project(
+    login, project, other_project, admin_member, task_id, message
+):
+    ids = {"other": make_task(other_project).pk, "nine": "9x", "none": ""}
+
+    answer = login(admin_member).post("/p/alpha/quality/gold/", {"task_id": ids[task_id]})
+
+    assert answer.status_code == 400
+    assert message in answer.content.decode()
+    assert not Task.objects.filter(is_gold=True).exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({}, "Choose A, B, tie or both bad."),
+        ({"choice": "left"}, "Choose A, B, tie or both bad."),
+        ({"gold_answer": '{"choice": "a"}'}, "Choose A, B, tie or both bad."),
     ],
 )
 def test_the_gold_form_refuses_bad_input_and_stores_nothing(
-    login, project, other_project, admin_member, task_id, raw, message
+    login, project, admin_member, body, message
 ):
-    ids = {"mine": make_task(project).pk, "other": make_task(other_project).pk, "nine": "9x"}
+    task = make_task(project)
 
-    answer = login(admin_member).post(
-        "/p/alpha/quality/gold/", {"task_id": ids[task_id], "gold_answer": raw}
-    )
+    answer = login(admin_member).post(f"/p/alpha/quality/gold/{task.pk}/", body)
 
     assert answer.status_code == 400
     assert message in answer.content.decode()

@@ -23,10 +23,15 @@ class Page:
     next_after: int | None
 
 
-def _page(queryset: QuerySet, after: int | None) -> Page:
+def page_query(queryset: QuerySet, after: int | None) -> QuerySet:
+    """One page and one row more (to know whether a next page exists), newest first."""
     if after:
         queryset = queryset.filter(id__lt=after)
-    rows = list(queryset.order_by("-id")[: PAGE_ROWS + 1])
+    return queryset.order_by("-id")[: PAGE_ROWS + 1]
+
+
+def _page(queryset: QuerySet, after: int | None) -> Page:
+    rows = list(page_query(queryset, after))
     more = len(rows) > PAGE_ROWS
     rows = rows[:PAGE_ROWS]
     return Page(rows=rows, next_after=rows[-1].pk if more else None)
@@ -59,6 +64,11 @@ def _agreement(queryset: QuerySet, agreement: str) -> QuerySet:
 
 
 def browse_judgments(*, project: Project, filters: dict) -> Page:
+    return _page(judgments_query(project=project, filters=filters), filters.get("after"))
+
+
+def judgments_query(*, project: Project, filters: dict) -> QuerySet:
+    """The project's judgments that pass `filters`, unordered and unpaged."""
     queryset = Judgment.objects.filter(project=project).select_related(
         "labeler", "prompt", "source_import", "judge", "task"
     )
@@ -88,7 +98,7 @@ def browse_judgments(*, project: Project, filters: dict) -> Page:
         queryset = queryset.filter(Q(task__flagged=True) | ~Q(flags=[]))
     if filters.get("agreement"):
         queryset = _agreement(queryset, filters["agreement"])
-    return _page(queryset.filter(_dates(filters)), filters.get("after"))
+    return queryset.filter(_dates(filters))
 
 
 def browse_prompts(*, project: Project, filters: dict) -> Page:

@@ -43,7 +43,10 @@ def project_overview(*, project: Project) -> dict:
 
 
 def labeler_progress(*, project: Project, labeler) -> dict:
-    judged = Judgment.objects.filter(project=project, labeler=labeler)
+    # A labeler's change of their own judgment replaces it: one item judged, not two.
+    judged = Judgment.objects.filter(project=project, labeler=labeler).exclude(
+        supersedes__labeler=labeler
+    )
     return {
         "judged": judged.count(),
         "pending": Assignment.objects.filter(
@@ -55,7 +58,7 @@ def labeler_progress(*, project: Project, labeler) -> dict:
 def recent_judgments(*, project: Project, limit: int = 20):
     return (
         Judgment.objects.filter(project=project)
-        .select_related("labeler", "prompt", "judge", "source_import")
+        .select_related("labeler", "prompt", "judge", "source_import", "guidelines")
         .order_by("-created_at")[:limit]
     )
 

@@ -795,7 +795,8 @@ def my_work(*, project: Project, labeler, today: date | None = None) -> dict:
     today = today or timezone.localdate()
     moments = mine.values_list("created_at", flat=True)
     days = {timezone.localtime(moment).date() for moment in moments}
-    by_kind = Counter(mine.values_list("kind", flat=True))
+    # A change of one's own judgment (annotation/labeling/changes.py) is the same item.
+    by_kind = Counter(mine.exclude(supersedes__labeler=labeler).values_list("kind", flat=True))
     correct, judged = gold_accuracy(project=project, labeler=labeler)
     recent = list(
         mine.select_related("prompt", "task")

@@ -13,6 +13,8 @@ from annotation.labeling.selectors import answer_as_shown, recent_judgments
 from annotation.labeling.services import assignment_next, judgment_submit
 from annotation.models import Judgment, Prompt, Response, Role, TaskKind
 from annotation.projects.guidelines import guidelines_publish
+from annotation.projects.selectors import labeler_progress
+from annotation.review.selectors import my_work
 from annotation.review.services import judgment_accept, judgment_correct
 from config.errors import Conflict, NotFound, ServiceError
 from tests.factories import make_kind_task, make_member, make_task
@@ -405,3 +407,13 @@ def test_the_api_refuses_a_second_change_with_409(client, project, labeler, firs
 
     assert reply.status_code == 409
     assert "already changed" in reply.json()["detail"]
+
+
+def test_a_change_counts_as_the_same_item_judged(project, labeler, first):
+    _change(project, labeler, first, choice="tie")
+
+    progress = labeler_progress(project=project, labeler=labeler)
+    work = my_work(project=project, labeler=labeler)
+
+    assert progress["judged"] == 1
+    assert (work["judged"], work["by_kind"]) == (1, [("comparison", 1)])

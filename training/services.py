@@ -25,6 +25,7 @@ from annotation.candidates.models import GenerationJob
 from annotation.candidates.services import generation_job_execute, generation_job_start
 from annotation.datasets import writers
 from annotation.datasets.selectors import (
+    ANALYSIS_KEYS,
     DEFAULT_RATING_THRESHOLD,
     AiSelection,
     jsonl_lines,
@@ -93,7 +94,7 @@ def _clean_filters(dataset: str, filters: dict | None) -> dict:
 # model (rrhf_candidate_rows: every response of a prompt, unscored). Left out: people.
 RANKING_SCORES = ("people", "reward-model")
 
-PROVENANCE = ("source", "judge", "constitution", "principle")
+PROVENANCE = ("source", "judge", "constitution", "principle", *ANALYSIS_KEYS)
 AI_DATASETS = ("sft", "preferences", "unpaired", "rankings")
 # Snapshots recorded before the ai choice was written down always, with "ai" absent, were
 # made with every AI label: "include" was the default then and left unrecorded.

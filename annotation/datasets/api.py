@@ -20,15 +20,20 @@ from config.errors import ServiceError
         parameters=[
             OpenApiParameter("format", str, enum=list(selectors.FORMATS)),
             OpenApiParameter("ai", str, enum=["exclude", "trusted", "include", "only"]),
+            OpenApiParameter("container", str, enum=list(selectors.CONTAINERS)),
         ],
-        responses={(200, "application/jsonl"): OpenApiTypes.STR},
+        responses={
+            (200, "application/jsonl"): OpenApiTypes.STR,
+            (200, "text/csv"): OpenApiTypes.STR,
+        },
     ),
 )
 class PreferenceExportApi(APIView):
-    """GET ?format=dpo|sft|ranking|rating|kto&ai=exclude|trusted|include|only: the JSONL file
-    (no ai: the project's setting, which leaves AI labels out unless an admin chose
-    otherwise); every row carries its source (human, ai, review) and, for AI rows, judge,
-    constitution version and principle."""
+    """GET ?format=dpo|sft|ranking|rating|kto&ai=exclude|trusted|include|only
+    &container=jsonl|csv: the JSONL file, or CSV for the tabular formats (no ai: the
+    project's setting, which leaves AI labels out unless an admin chose otherwise); every
+    row carries its source (human, ai, review), for AI rows judge, constitution version and
+    principle, and prompt_id, external_id, labeler (a pseudonym) and judged_at."""
 
     def get(self, request, slug):
         project = project_for(user=request.user, slug=slug, capability=VIEW_DATA)
@@ -37,5 +42,7 @@ class PreferenceExportApi(APIView):
             raise ServiceError(
                 f"Unknown format {export_format!r}; choose one of {', '.join(selectors.FORMATS)}."
             )
+        container = request.query_params.get("container") or "jsonl"
+        selectors.check_container(export_format, container)
         selection = selectors.ai_selection(project, request.query_params.get("ai") or None)
-        return export_response(project, export_format, selection)
+        return export_response(project, export_format, selection, container)

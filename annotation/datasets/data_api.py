@@ -332,12 +332,14 @@ class DatasetVersionApi(APIView):
         responses={
             (200, "application/jsonl"): OpenApiTypes.BINARY,
             (200, "application/vnd.apache.parquet"): OpenApiTypes.BINARY,
+            (200, "text/csv"): OpenApiTypes.BINARY,
         },
     )
 )
 class DatasetVersionExportApi(APIView):
-    """GET ?format=dpo|sft|...&container=jsonl|parquet: the version in a TRL dataset type,
-    as a file ``datasets.load_dataset`` reads. A format the version's kind cannot give is
+    """GET ?format=dpo|sft|...&container=jsonl|parquet|csv: the version in a TRL dataset
+    type, as a file ``datasets.load_dataset`` reads (csv: flat text cells for spreadsheets,
+    formula-escaped, for the tabular formats). A format the version's kind cannot give is
     refused (400) naming the ones it can."""
 
     def get(self, request, slug, name, number):

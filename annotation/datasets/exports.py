@@ -2,7 +2,7 @@
 beside them, and, where the network allows, a push to the Hugging Face Hub.
 
 The card goes next to the data: ``README.md`` inside a ``datasets`` folder, or
-``<file>.README.md`` beside a JSONL or Parquet file (a folder's README may be someone
+``<file>.README.md`` beside a JSONL, Parquet or CSV file (a folder's README may be someone
 else's). A push needs the Hub: without a route to it the push fails at once, naming the
 reason, before anything is written there.
 """
@@ -55,7 +55,11 @@ def version_export(
     try:
         writers.check_format(version.kind, fmt)
         if container not in writers.CONTAINERS:
-            raise ValueError(f"Unknown container {container!r}; one of jsonl, parquet, disk.")
+            raise ValueError(
+                f"Unknown container {container!r}; one of {', '.join(writers.CONTAINERS)}."
+            )
+        if container == "csv":
+            writers.check_csv_format(fmt)
     except ValueError as error:
         raise ExportError(str(error)) from None
     if push_to_hub:

@@ -28,7 +28,12 @@ from annotation.projects.permissions import (
 )
 from config.errors import NotFound, ServiceError
 
-DOWNLOAD_CONTAINERS = ("jsonl", "parquet")
+DOWNLOAD_CONTAINERS = ("jsonl", "parquet", "csv")
+CONTENT_TYPES = {
+    "jsonl": "application/jsonl",
+    "parquet": "application/vnd.apache.parquet",
+    "csv": "text/csv; charset=utf-8",
+}
 
 
 def import_message(batch: PromptImport) -> str:
@@ -197,6 +202,7 @@ def data_version(request, slug, name, number):
         "parents": version.parents.order_by("name", "number"),
         "formats": writers.FORMATS_OF_KIND.get(version.kind, ()),
         "containers": DOWNLOAD_CONTAINERS,
+        "csv_formats": writers.CSV_FORMATS,
         **page_capabilities(user=request.user, project=project),
     }
     return render(request, "annotation/datasets/version.html", context)
@@ -219,8 +225,9 @@ def version_file_response(version: DatasetVersion, fmt: str, container: str) -> 
         stream = output.open("rb")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    content_type = "application/jsonl" if container == "jsonl" else "application/vnd.apache.parquet"
-    return FileResponse(stream, as_attachment=True, filename=output.name, content_type=content_type)
+    return FileResponse(
+        stream, as_attachment=True, filename=output.name, content_type=CONTENT_TYPES[container]
+    )
 
 
 @login_required

@@ -27,6 +27,9 @@ rows and text later fails to load):
 - ``judge``, ``constitution`` ("name vN"), ``principle``: the AI judge's name, the
   constitution version and principle it used; "" for people. Never the judge's endpoint
   or key.
+- ``prompt_id``, ``external_id`` (the prompt's id here and in its source), ``labeler`` (a
+  person's pseudonym, annotation/projects/pseudonyms.py; the AI judge's name;
+  "import:<source>") and ``judged_at`` (ISO 8601, UTC), for analysis;
 - preference pairs (dpo and the training rows) also carry ``soft_label``: the probability
   that ``chosen`` is better, the judge's own (position bias cancelled) for an AI
   judgment, 1.0 for a hard choice (a person's, or an AI judgment without one).
@@ -46,7 +49,9 @@ from annotation.judges.trust import AI_OPTIONS as AI_OPTIONS
 from annotation.judges.trust import AiLabelPlan, ai_choice, ai_label_plan, trusted_judges
 from annotation.judges.trust import check_ai as check_ai
 from annotation.models import Judgment, Project, Response, TaskKind
+from annotation.projects.pseudonyms import iso_utc, judgment_labeler
 from annotation.prompts.alive import alive_judgments
+from config.errors import ServiceError
 
 FORMATS = ("dpo", "sft", "ranking", "rating", "kto")
 # People's labels: labelers' and reviewers' corrections (a correction of an AI or imported
@@ -54,6 +59,7 @@ FORMATS = ("dpo", "sft", "ranking", "rating", "kto")
 # option's: these exports are of the project's own labels, and a dataset's labels reach
 # training through dataset versions that select them by source.
 PEOPLE = (Judgment.Source.HUMAN, Judgment.Source.REVIEW)
+ANALYSIS_KEYS = ("prompt_id", "external_id", "labeler", "judged_at")
 
 
 @dataclass(frozen=True)
@@ -98,7 +104,9 @@ def trusted_labels(judges) -> Q:
 
 
 def _current(project: Project, kind: str, selection: AiSelection):
-    judgments = current_judgments(project, [kind]).select_related("prompt", "judge", "constitution")
+    judgments = current_judgments(project, [kind]).select_related(
+        "prompt", "judge", "constitution", "source_import"
+    )
     people = Q(source__in=PEOPLE)
     ai = Q(source=Judgment.Source.AI)
     if selection.ai == "exclude":
@@ -118,6 +126,23 @@ def _provenance(judgment: Judgment) -> dict:
         "judge": judgment.judge.name if ai and judgment.judge_id else "",
         "constitution": str(judgment.constitution) if ai and judgment.constitution_id else "",
         "principle": judgment.principle if ai else "",
+        **_analysis_keys(judgment),
+    }
+
+
+def _analysis_keys(judgment: Judgment) -> dict:
+    """The keys an analyst joins on: the prompt's ids, who judged, and when."""
+    return {
+        "prompt_id": judgment.prompt_id,
+        "external_id": judgment.prompt.external_id,
+        "labeler": judgment_labeler(
+            source=judgment.source,
+            project_id=judgment.project_id,
+            user_id=judgment.labeler_id,
+            judge_name=judgment.judge.name if judgment.judge_id else None,
+            import_source=judgment.source_import.source if judgment.source_import_id else None,
+        ),
+        "judged_at": iso_utc(judgment.created_at),
     }
 
 
@@ -563,6 +588,24 @@ def planned_preference_rows(
     plan = ai_label_plan(project=project, ai=ai)
     selection = AiSelection(plan.ai, plan.trusted_keys)
     return plan, preference_rows(project, export_format=export_format, ai=selection)
+
+
+# The formats a spreadsheet reads as a table (CSV); ranking rows hold a list of replies.
+CSV_FORMATS = ("dpo", "sft", "rating", "kto")
+CONTAINERS = ("jsonl", "csv")
+
+
+def check_container(export_format: str, container: str) -> None:
+    """ServiceError unless ``export_format`` can be written as ``container``."""
+    if container not in CONTAINERS:
+        raise ServiceError(
+            f"Unknown container {container!r}; choose one of {', '.join(CONTAINERS)}."
+        )
+    if container == "csv" and export_format not in CSV_FORMATS:
+        raise ServiceError(
+            f"CSV is for the tabular formats ({', '.join(CSV_FORMATS)}); "
+            f"{export_format!r} rows hold lists: export them as JSONL."
+        )
 
 
 def jsonl_lines(rows) -> Iterator[str]:

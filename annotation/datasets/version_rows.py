@@ -31,6 +31,7 @@ from django.db.models import Q
 from annotation.datasets.selectors import ai_selection, current_judgments, trusted_labels
 from annotation.datasets.writers import batched
 from annotation.models import Judgment, Project, Prompt, Response, TaskKind
+from annotation.projects.pseudonyms import iso_utc, judgment_labeler
 
 LABELERS, AI = "labelers", "ai"
 CHUNK = 2000
@@ -80,6 +81,16 @@ def _base(row_id: str, kind: str, values: dict) -> dict:
         "source": values["source"],
         "source_name": _source_name(values["source"], values["source_import__source"]),
         "language": "",
+        "prompt_id": values["prompt_id"],
+        "external_id": values["prompt__external_id"],
+        "labeler": judgment_labeler(
+            source=values["source"],
+            project_id=values["project_id"],
+            user_id=values["labeler_id"],
+            judge_name=values["judge__name"],
+            import_source=values["source_import__source"],
+        ),
+        "judged_at": iso_utc(values["created_at"]),
         "meta": {"judgment": values["id"], "prompt": values["prompt_id"]},
     }
 
@@ -90,6 +101,11 @@ FIELDS = (
     "source",
     "source_import__source",
     "prompt_id",
+    "prompt__external_id",
+    "project_id",
+    "labeler_id",
+    "judge__name",
+    "created_at",
     "prompt__text",
     "prompt__context",
     "choice",
@@ -215,6 +231,10 @@ def prompt_rows(project: Project, sources: list[str] | None) -> Iterator[dict]:
             "source": Judgment.Source.IMPORT if imported else Judgment.Source.HUMAN,
             "source_name": imported or LABELERS,
             "language": "",
+            "prompt_id": values["id"],
+            "external_id": values["external_id"],
+            "labeler": "",
+            "judged_at": "",
             "meta": {"prompt": values["id"], "external_id": values["external_id"]},
         }
 

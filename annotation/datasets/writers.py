@@ -47,7 +47,9 @@ dataset``, ``extract_prompt``) but knows nothing of our version rows, scores and
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import itertools
 import json
 import os
@@ -67,10 +69,13 @@ FORMATS_OF_KIND = {
     "prompts": ("prompt",),
 }
 
-CONTAINERS = ("jsonl", "parquet", "disk")
+CONTAINERS = ("jsonl", "parquet", "disk", "csv")
 PARQUET_BATCH_ROWS = 10_000
 ARROW_CHUNK_ROWS = 1_000
 PROVENANCE_KEYS = ("source", "source_name", "language")
+# For analysis: the prompt's ids, who judged (a pseudonym, a judge, an import) and when. A
+# version written before these existed gives None / "".
+ANALYSIS_KEYS = ("prompt_id", "external_id", "labeler", "judged_at")
 FORMAT_LIST = ", ".join(EXPORT_FORMATS)
 
 
@@ -115,7 +120,8 @@ def prompt_text(messages: list[dict]) -> str:
 
 
 def _provenance(row: dict) -> dict:
-    return {key: row.get(key) or "" for key in PROVENANCE_KEYS}
+    strings = {key: row.get(key) or "" for key in (*PROVENANCE_KEYS, *ANALYSIS_KEYS)}
+    return {**strings, "prompt_id": row.get("prompt_id")}
 
 
 def preference_pairs(row: dict) -> Iterator[tuple[str, str]]:
@@ -305,7 +311,8 @@ def _parquet_types(fmt: str | None, conversational: bool) -> dict:
         },  # fmt: skip
         "rating": {"prompt": text, "response": pa.string(), "score": pa.float64()},
     }.get(fmt, {})
-    return {**columns, **{key: pa.string() for key in PROVENANCE_KEYS}}
+    strings = {key: pa.string() for key in (*PROVENANCE_KEYS, *ANALYSIS_KEYS)}
+    return {**columns, **strings, "prompt_id": pa.int64()}
 
 
 def _batch_schema(batch: list[dict], known: dict):
@@ -428,6 +435,9 @@ def write_export(rows: Iterator[dict], output: Path, *, fmt: str, container: str
     try:
         if container == "jsonl":
             count = _write_jsonl(rows, temporary)
+        elif container == "csv":
+            check_csv_format(fmt)
+            count = _write_csv(rows, temporary)
         elif container == "parquet":
             count = _write_parquet(rows, temporary, fmt=fmt, conversational=conversational)
         else:
@@ -449,6 +459,81 @@ def _replace_folder(new: Path, output: Path) -> None:
     os.replace(new, output)
     if old is not None:
         _remove(old)
+
+
+# --- CSV ---------------------------------------------------------------------------------
+
+# Formats whose rows are flat enough for a spreadsheet; ranking rows hold a list of replies.
+CSV_FORMATS = ("dpo", "reward", "kto", "prompt", "completion", "sft", "rating")
+# A cell a spreadsheet would read as a formula (OWASP CSV injection): these first characters.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def check_csv_format(fmt: str) -> None:
+    if fmt not in CSV_FORMATS:
+        raise ValueError(
+            f"CSV is for the tabular formats ({', '.join(CSV_FORMATS)}); "
+            f"{fmt!r} rows hold lists: export them as JSONL."
+        )
+
+
+def csv_safe(text: str) -> str:
+    """The text with a leading apostrophe where a spreadsheet would run it as a formula."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)  # a number, even a negative one, is data, not a formula
+    if isinstance(value, list) and value and all(_is_turn(turn) for turn in value):
+        value = value[0]["content"] if len(value) == 1 else prompt_text(value)
+    elif not isinstance(value, str):
+        value = json.dumps(value, ensure_ascii=False)
+    return csv_safe(value)
+
+
+def _is_turn(value) -> bool:
+    return isinstance(value, dict) and "role" in value and "content" in value
+
+
+def csv_record(row: dict) -> dict:
+    """One export row as flat text cells: a conversation as its text (earlier turns
+    "Role: content" above the last), sft's messages as prompt and completion, lists and
+    objects as JSON, every cell formula-escaped."""
+    if isinstance(row.get("messages"), list) and row["messages"]:
+        *prompt, reply = row["messages"]
+        rest = {key: value for key, value in row.items() if key != "messages"}
+        row = {"prompt": prompt, "completion": reply.get("content", ""), **rest}
+    return {key: _cell(value) for key, value in row.items()}
+
+
+def csv_lines(rows: Iterable[dict]) -> Iterator[str]:
+    """CSV text, a header line then a line per row (Python's csv module quotes commas,
+    quotes and newlines); the header is the first row's keys."""
+    buffer = io.StringIO()
+    writer = None
+    for row in rows:
+        record = csv_record(row)
+        if writer is None:
+            writer = csv.DictWriter(buffer, fieldnames=list(record), restval="")
+            writer.writeheader()
+        writer.writerow(record)
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+
+
+def _write_csv(rows: Iterator[dict], path: Path) -> int:
+    count = 0
+    with open(path, "w", encoding="utf-8", newline="") as out:
+        for line in csv_lines(rows):
+            out.write(line)
+            count += 1
+    return count
 
 
 # --- the card --------------------------------------------------------------------------

@@ -35,7 +35,8 @@ def test_dpo_rows_are_trl_conversational_pairs_without_ties(project, judged):
     assert len(rows) == 1
     row = rows[0]
     assert set(row) == {"prompt", "chosen", "rejected", "source", "judge", "constitution",
-                        "principle", "soft_label"}  # fmt: skip
+                        "principle", "soft_label", "prompt_id", "external_id", "labeler",
+                        "judged_at"}  # fmt: skip
     assert (row["source"], row["judge"], row["soft_label"]) == ("human", "", 1.0)
     assert row["prompt"] == [{"role": "user", "content": row["prompt"][0]["content"]}]
     assert row["chosen"] == [{"role": "assistant", "content": judged}]

@@ -36,7 +36,8 @@ def test_a_ranking_of_k_gives_k_choose_2_dpo_pairs_best_over_worse(project, labe
     ]
     assert pairs == [("apple", "pear"), ("apple", "rock"), ("pear", "rock")]
     ranking = list(preference_rows(project, export_format="ranking"))
-    assert ranking == [
+    analysis = ("prompt_id", "external_id", "labeler", "judged_at")
+    assert [{k: v for k, v in row.items() if k not in analysis} for row in ranking] == [
         {
             "prompt": [{"role": "user", "content": "Pick the best fruit."}],
             "responses": ["apple", "pear", "rock"],
@@ -47,6 +48,7 @@ def test_a_ranking_of_k_gives_k_choose_2_dpo_pairs_best_over_worse(project, labe
             "principle": "",
         }
     ]
+    assert ranking[0]["prompt_id"] == best.prompt_id
 
 
 def test_all_bad_rankings_give_no_pairs(project, labeler):

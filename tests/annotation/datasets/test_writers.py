@@ -1,6 +1,7 @@
 """Export writers: each format's rows, the containers, the card, and TRL reading each format."""
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -21,8 +22,12 @@ SYSTEM = {"role": "system", "content": "Be brief."}
 Q1 = [SYSTEM, {"role": "user", "content": "Q1?"}]
 Q2 = [{"role": "user", "content": "Q2?"}]
 Q3 = [{"role": "user", "content": "Q3 – café?"}]
-HUMAN = {"source": "human", "source_name": "labelers", "language": "en"}
-AI = {"source": "ai", "source_name": "ai", "language": "fr"}
+HUMAN = {"source": "human", "source_name": "labelers", "language": "en", "prompt_id": 11,
+         "external_id": "q-11", "labeler": "lab_0123456789ab",
+         "judged_at": "2026-01-02T03:04:05+00:00"}  # fmt: skip
+AI = {"source": "ai", "source_name": "ai", "language": "fr", "prompt_id": 12,
+      "external_id": "", "labeler": "judge-a",
+      "judged_at": "2026-01-02T03:04:06+00:00"}  # fmt: skip
 
 
 def _row(number: int, kind: str, prompt: list, provenance: dict, **fields) -> dict:
@@ -185,7 +190,13 @@ def _load(path: Path, container: str) -> list[dict]:
     if container == "disk":
         return datasets.load_from_disk(str(path)).to_list()
     builder = {"jsonl": "json", "parquet": "parquet"}[container]
-    return datasets.load_dataset(builder, data_files=str(path), split="train").to_list()
+    rows = datasets.load_dataset(builder, data_files=str(path), split="train").to_list()
+    # The JSON reader types ISO 8601 text as a timestamp (UTC, naive): the same instant.
+    return [{key: _iso(value) for key, value in row.items()} for row in rows]
+
+
+def _iso(value):
+    return value.replace(tzinfo=UTC).isoformat() if isinstance(value, datetime) else value
 
 
 @pytest.mark.parametrize("container", ["jsonl", "parquet", "disk"])
@@ -236,7 +247,8 @@ def test_an_empty_export_has_the_format_columns(tmp_path):
 
     assert write_export(iter(()), tmp_path / "e.parquet", fmt="dpo", container="parquet") == 0
     assert pq.read_schema(tmp_path / "e.parquet").names == [
-        "prompt", "chosen", "rejected", "source", "source_name", "language"]  # fmt: skip
+        "prompt", "chosen", "rejected", "source", "source_name", "language", "prompt_id",
+        "external_id", "labeler", "judged_at"]  # fmt: skip
 
 
 def test_the_card_has_front_matter_and_every_section(tmp_path):

@@ -253,3 +253,16 @@ def test_a_member_of_another_project_cannot_read_these_guidelines(
 
     assert page.status_code == 403
     assert "Secret rule." not in page.content.decode()
+
+
+def test_the_project_page_shows_each_judgment_s_guidelines_version(
+    login, project, admin_member, labeler
+):
+    judge(make_task(project), labeler)
+    published = guidelines_publish(project=project, text="Rule one.", author=admin_member)
+    judge(make_task(project), labeler, guidelines=published)
+
+    html = login(admin_member).get(f"/p/{project.slug}/").content.decode()
+
+    assert html.count("<td>v1</td>") == 1
+    assert "<th>Guidelines</th>" in html

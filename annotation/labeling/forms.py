@@ -58,6 +58,14 @@ class ProjectSettingsForm(forms.Form):
         }
 
 
+# The page says in its own fields what the kinds' API help says in JSON options.
+PAGE_HELP = {
+    "demonstration": "Demonstrations. Mode write: labelers write the ideal reply to every "
+    'prompt (a prompt with "context" turns in its metadata becomes a multi-turn task). Mode '
+    "edit: labelers edit each reply of the model version picked below into an ideal one.",
+}
+
+
 class VersionChoiceField(forms.ModelChoiceField):
     """A model version by its name and its state in the project, never its id."""
 
@@ -94,6 +102,7 @@ class TaskCreateForm(forms.Form):
             (kind, kind) for kind, spec in sorted(kinds.items()) if spec.create_tasks
         ]
         self.kind_help = {kind: spec.create_help for kind, spec in kinds.items()}
+        self.kind_help.update({kind: PAGE_HELP[kind] for kind in kinds if kind in PAGE_HELP})
         self.fields["model_version"].queryset = registry_selectors.usable_policies(project=project)
 
     def clean(self):

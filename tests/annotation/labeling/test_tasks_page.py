@@ -181,6 +181,8 @@ def test_edit_tasks_pick_a_usable_model_version_by_name(login, admin_member, pro
     select = page.split('name="model_version"')[1].split("</select>")[0]
     assert f'<option value="{mine.pk}">mine (candidate)</option>' in select
     assert f'<option value="{operator.pk}">operator-base (serving)</option>' in select
+    assert "edit each reply of the model version picked below" in page
+    assert "&lt;id&gt;" not in page  # no JSON options to type
     for hidden in (elsewhere, reward, stage):
         assert hidden.name not in select
     assert "secret-elsewhere" not in page

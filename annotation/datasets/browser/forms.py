@@ -23,7 +23,9 @@ class BrowseForm(forms.Form):
     flagged = forms.BooleanField(label="Flagged only", required=False)
     agreement = forms.ChoiceField(choices=AGREEMENTS, required=False)
     deleted = forms.BooleanField(label="Show deleted", required=False)
-    after = forms.IntegerField(min_value=1, required=False, widget=forms.HiddenInput)
+    after = forms.IntegerField(
+        min_value=1, max_value=2**63 - 1, required=False, widget=forms.HiddenInput
+    )
 
     def clean(self):
         cleaned = super().clean()

@@ -263,6 +263,8 @@ def test_the_api_pages_with_a_next_cursor(login, project, researcher):
         ("date_from=2024-02-01&date_to=2024-01-01", "The date range ends before it starts."),
         ("agreement=maybe", "agreement: Select a valid choice."),
         ("tab=users", "tab: Select a valid choice."),
+        ("after=99999999999999999999", "after: Ensure this value is less than or equal to"),
+        ("q=a%00b", "holds a NUL character"),
     ],
 )
 def test_bad_filters_are_refused_with_a_clear_message(login, project, researcher, query, says):

@@ -456,7 +456,9 @@ def test_a_format_the_kind_cannot_give_is_refused(login, project, researcher, tm
         "detail": "A 'prompts' version cannot be exported as 'dpo': it gives prompt."
     }
     assert unknown.status_code == 400
-    assert unknown.json() == {"detail": "Unknown container 'zip'; choose one of jsonl, parquet."}
+    assert unknown.json() == {
+        "detail": "Unknown container 'zip'; choose one of jsonl, parquet, csv."
+    }
 
 
 def test_a_bad_recipe_in_the_htmx_preview_comes_back_in_the_fragment(login, project, researcher):

@@ -154,10 +154,11 @@ class GuidelinesApi(APIView):
 
 # --- creating a project and its members ---------------------------------------------------
 
+ROLES = f"One of {', '.join(Role.values)}."
 MEMBER_ITEM = {
     "user_id": drf_serializers.IntegerField(),
     "username": drf_serializers.CharField(),
-    "role": drf_serializers.ChoiceField(choices=Role.choices),
+    "role": drf_serializers.CharField(help_text=ROLES),
     "added_at": drf_serializers.DateTimeField(allow_null=True),
 }
 
@@ -215,7 +216,7 @@ def project_create_from_api(request):
             "MemberAdd",
             {
                 "user": drf_serializers.CharField(),
-                "role": drf_serializers.ChoiceField(choices=Role.choices),
+                "role": drf_serializers.CharField(help_text=ROLES),
             },
         ),
         responses={201: inline_serializer("MemberAdded", MEMBER_ITEM)},
@@ -241,7 +242,7 @@ class MemberListApi(APIView):
         operation_id="member_set_role",
         description="Admins: change a member's role (the last admin keeps theirs).",
         request=inline_serializer(
-            "MemberRole", {"role": drf_serializers.ChoiceField(choices=Role.choices)}
+            "MemberRole", {"role": drf_serializers.CharField(help_text=ROLES)}
         ),
         responses={200: inline_serializer("MemberChanged", MEMBER_ITEM)},
     ),

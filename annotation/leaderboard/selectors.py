@@ -16,7 +16,7 @@ from django.db.models import F, Max, Q, QuerySet
 
 from annotation.leaderboard import ratings_math
 from annotation.models import Judgment, Project, Review
-from annotation.projects.permissions import CAPABILITIES, VIEW_DATA
+from annotation.projects.permissions import CAPABILITIES, VIEW_DATA, workspaces_administered_by
 from config.errors import ServiceError
 from models_registry import selectors as registry_selectors
 from models_registry.models import ModelVersion
@@ -43,11 +43,15 @@ def parse_source(raw) -> str:
 
 
 def projects_with_data_access(user):
-    """Projects where the user may view data (researcher, admin; all for a superuser)."""
+    """Projects where the user may view data (researcher, admin, every project of a
+    workspace they administer; all for a superuser)."""
     if user.is_superuser:
         return Project.objects.all()
     roles = [role for role, capabilities in CAPABILITIES.items() if VIEW_DATA in capabilities]
-    return Project.objects.filter(memberships__user=user, memberships__role__in=roles).distinct()
+    mine = Project.objects.filter(memberships__user=user, memberships__role__in=roles)
+    return Project.objects.filter(
+        Q(pk__in=mine.values("pk")) | Q(workspace__in=workspaces_administered_by(user))
+    )
 
 
 def battle_judgments(*, projects, source: str):

@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from annotation.leaderboard.selectors import projects_with_data_access
 from annotation.models import Guidelines, Membership, Project, Role, Workspace
 from annotation.projects import services
 from annotation.projects.permissions import project_role, projects_visible_to
@@ -413,6 +414,8 @@ def test_an_admin_of_a_workspace_administers_every_project_of_it(
     page = login(admin_member).get("/p/sibling/tasks/")
 
     assert visible == {"alpha", "sibling"}
+    scope = projects_with_data_access(admin_member).values_list("slug", flat=True)
+    assert set(scope) == {"alpha", "sibling"}  # the leaderboard's "all projects"
     assert {p["slug"] for p in api} == {"alpha", "sibling"}
     assert page.status_code == 200
     assert project_role(user=admin_member, project=sibling) == Role.ADMIN

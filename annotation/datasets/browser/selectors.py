@@ -8,11 +8,13 @@ and its task holds another current human judgment with a different choice or ran
 per row on the judgment's task index, so it stays cheap; ratings' scores are not compared.
 """
 
+import datetime
 from dataclasses import dataclass
 
 from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.utils import timezone
 
-from annotation.models import Judgment, Project, Prompt, Response, Task
+from annotation.models import Judgment, Project, Prompt, Response, Task, TaskKind
 
 PAGE_ROWS = 50
 
@@ -43,6 +45,41 @@ def _dates(filters: dict, prefix: str = "") -> Q:
         q &= Q(**{f"{prefix}created_at__date__gte": filters["date_from"]})
     if filters.get("date_to"):
         q &= Q(**{f"{prefix}created_at__date__lte": filters["date_to"]})
+    return q
+
+
+def _day_start(day: datetime.date) -> datetime.datetime:
+    return timezone.make_aware(datetime.datetime.combine(day, datetime.time.min))
+
+
+def _edge_id(project: Project, *, before=None, since=None) -> int | None:
+    """The id of the newest judgment created before `before` (or of the oldest created
+    since `since`), found kind by kind on the (project, kind, created_at) index."""
+    found = []
+    for kind in TaskKind.values:
+        rows = Judgment.objects.filter(project=project, kind=kind)
+        if before is not None:
+            rows = rows.filter(created_at__lt=before).order_by("-created_at")
+        else:
+            rows = rows.filter(created_at__gte=since).order_by("created_at")
+        found += rows.values_list("id", flat=True)[:1]
+    if not found:
+        return None
+    return max(found) if before is not None else min(found)
+
+
+def _judgment_id_range(project: Project, filters: dict) -> Q:
+    """A date range as an id range too, so the keyset walk on (project, id) starts and
+    stops at its edges instead of reading every newer (or older) row to test its date.
+    Ids follow creation (created_at is the insert time); the date test itself is kept."""
+    q = Q()
+    if filters.get("date_to"):
+        end = _day_start(filters["date_to"] + datetime.timedelta(days=1))
+        newest = _edge_id(project, before=end)
+        q &= Q(id__lte=newest) if newest is not None else Q(pk__in=[])
+    if filters.get("date_from"):
+        oldest = _edge_id(project, since=_day_start(filters["date_from"]))
+        q &= Q(id__gte=oldest) if oldest is not None else Q(pk__in=[])
     return q
 
 
@@ -98,7 +135,7 @@ def judgments_query(*, project: Project, filters: dict) -> QuerySet:
         queryset = queryset.filter(Q(task__flagged=True) | ~Q(flags=[]))
     if filters.get("agreement"):
         queryset = _agreement(queryset, filters["agreement"])
-    return queryset.filter(_dates(filters))
+    return queryset.filter(_dates(filters) & _judgment_id_range(project, filters))
 
 
 def browse_prompts(*, project: Project, filters: dict) -> Page:

@@ -292,3 +292,23 @@ def test_a_real_judgment_is_shown_to_those_who_view_data_only(login, project, ca
     found = judge(make_task(project), make_member(project, Role.LABELER, "someone"))
     answer = login(caller(caller_name, project)).get(f"/p/alpha/data/judgments/{found.pk}/")
     assert answer.status_code == status
+
+
+def test_a_date_range_pages_through_its_days_only(project, researcher):
+    task = make_task(project)
+    by_day = {}
+    for day in (1, 2, 3):
+        for _ in range(30):
+            made = judge(task, researcher)
+            when = datetime.datetime(2024, 5, day, 12, tzinfo=datetime.UTC)
+            Judgment.objects.filter(pk=made.pk).update(created_at=when)
+            by_day.setdefault(day, []).append(made.pk)
+    ranged = {"date_from": datetime.date(2024, 5, 2), "date_to": datetime.date(2024, 5, 3)}
+
+    first = browse(project, **ranged)
+    second = browse(project, **ranged, after=first.next_after)
+
+    assert ids(first) + ids(second) == sorted(by_day[2] + by_day[3], reverse=True)
+    assert second.next_after is None
+    assert ids(browse(project, date_from=datetime.date(2024, 6, 1))) == []
+    assert ids(browse(project, date_to=datetime.date(2024, 4, 30))) == []

@@ -25,6 +25,9 @@ class Command(BaseCommand):
         container = parser.add_mutually_exclusive_group()
         container.add_argument("--parquet", action="store_true", help="Write Parquet.")
         container.add_argument(
+            "--csv", action="store_true", help="Write CSV (tabular formats, formulas escaped)."
+        )
+        container.add_argument(
             "--save-to-disk", action="store_true", help="Write a datasets.save_to_disk folder."
         )
         parser.add_argument(
@@ -39,6 +42,8 @@ class Command(BaseCommand):
         container = "parquet" if options["parquet"] else "jsonl"
         if options["save_to_disk"]:
             container = "disk"
+        if options["csv"]:
+            container = "csv"
         try:
             version = find_version(project, options["name"])
             shipped = version_export(

@@ -164,3 +164,18 @@ def test_a_version_exports_as_csv(login, project, researcher, tmp_path):
     assert rows and {row["labeler"] for row in rows} == {"import:hh"}
     assert ranking.status_code == 400
     assert "CSV is for the tabular formats" in ranking.json()["detail"]
+
+
+def test_the_export_command_writes_csv(project, tmp_path):
+    from django.core.management import CommandError, call_command
+
+    make_dataset_version(project, tmp_path)
+    output = tmp_path / "hh.csv"
+    call_command("dataset_export", project=project.slug, name="hh-pref", format="dpo",
+                 output=output, csv=True)  # fmt: skip
+    rows = _read(output.read_text(encoding="utf-8"))
+    assert rows and set(ANALYSIS) <= set(rows[0])
+    with pytest.raises(CommandError, match="CSV is for the tabular formats"):
+        call_command("dataset_export", project=project.slug, name="hh-pref",
+                     format="ranking", output=tmp_path / "r.csv", csv=True)  # fmt: skip
+    assert not (tmp_path / "r.csv").exists()

@@ -6,7 +6,9 @@ datasets/versions.py``); this module turns those rows into TRL's dataset types a
 A version row: ``id`` (stable, e.g. "c:123"), ``kind`` (the version's), ``prompt`` (chat
 messages [{role, content}] ending with the user turn), ``source`` ("human", "ai", "review" or
 "import"), ``source_name`` ("labelers", "ai" or an import's source name), ``language`` (ISO
-639-1 or ""), ``meta`` (provenance ids), and by kind:
+639-1 or ""), ``prompt_id``, ``external_id``, ``labeler`` (a pseudonym, an AI judge's name or
+"import:<source>"), ``judged_at`` (ISO 8601 UTC; "" for prompts), ``meta`` (provenance ids),
+and by kind:
 
 - preference: ``responses`` (2 or more, best first), ``scores`` (same order, or null) and
   ``soft_label`` (P(responses[0] beats responses[1]) for two-response rows, or null);
@@ -34,8 +36,11 @@ Formats (conversational by default; ``conversational=False`` gives TRL's standar
 - ranking: {prompt, responses (best first), scores or null} from preference rows.
 - rating: {prompt, response, score} per scored response of preference rows.
 
-Every exported row also has ``source``, ``source_name`` and ``language``, so every row has
-the same keys and ``datasets.load_dataset`` reads a mixed file.
+Every exported row also has ``source``, ``source_name``, ``language`` and the analysis keys
+(``prompt_id``, ``external_id``, ``labeler``, ``judged_at``; empty for a version written
+before them), so every row has the same keys and ``datasets.load_dataset`` reads a mixed
+file. CSV (``csv_lines``) is for spreadsheets: the tabular formats only, a conversation as
+its text, lists as JSON, and a text cell that starts like a formula gets a leading "'".
 
 Standard form: the prompt is the last user turn as text, the turns before it rendered
 "Role: content" above it; responses are strings; reward's chosen/rejected and sft's text are

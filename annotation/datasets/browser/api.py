@@ -3,6 +3,14 @@ soft delete and restore of prompts and responses (admins). A ServiceError become
 ``{"detail": ...}`` (config/api_errors.py)."""
 
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
+from rest_framework import serializers as drf_serializers
 from rest_framework.response import Response as ApiResponse
 from rest_framework.views import APIView
 
@@ -10,7 +18,22 @@ from annotation.datasets.browser import selectors, services
 from annotation.datasets.browser.forms import BrowseForm
 from annotation.models import Judgment, Prompt, Response
 from annotation.projects.permissions import MANAGE, VIEW_DATA, project_for
+from config.api_schema import OBJECT
 from config.errors import ServiceError
+
+FILTERS = [
+    OpenApiParameter(name, OpenApiTypes.STR, required=False)
+    for name in ("q", "source", "import_name", "labeler", "model_version", "kind", "agreement")
+] + [
+    OpenApiParameter("date_from", OpenApiTypes.DATE, required=False),
+    OpenApiParameter("date_to", OpenApiTypes.DATE, required=False),
+    OpenApiParameter("flagged", OpenApiTypes.BOOL, required=False),
+    OpenApiParameter("deleted", OpenApiTypes.BOOL, required=False),
+    OpenApiParameter("after", OpenApiTypes.INT64, required=False),
+]
+DELETE_REQUEST = inline_serializer(
+    "SoftDelete", {"reason": drf_serializers.CharField(max_length=500)}
+)
 
 
 def judgment_data(judgment: Judgment) -> dict:
@@ -44,6 +67,21 @@ def judgment_data(judgment: Judgment) -> dict:
     }
 
 
+@extend_schema_view(
+    get=extend_schema(
+        operation_id="data_judgments_list",
+        parameters=FILTERS,
+        responses={
+            200: inline_serializer(
+                "DataJudgmentsPage",
+                {
+                    "results": drf_serializers.ListField(child=drf_serializers.DictField()),
+                    "next": drf_serializers.IntegerField(allow_null=True),
+                },
+            )
+        },
+    )
+)
 class DataJudgmentsApi(APIView):
     """GET: the project's judgments newest first, 50 a page, with the browser's filters
     (kind, source, import_name, labeler, model_version, date_from, date_to, flagged,
@@ -65,6 +103,11 @@ def _reason(request) -> str:
     return reason if isinstance(reason, str) else ""
 
 
+@extend_schema_view(
+    post=extend_schema(
+        operation_id="data_prompt_delete", request=DELETE_REQUEST, responses={200: OBJECT}
+    )
+)
 class DataPromptDeleteApi(APIView):
     """POST ``{"reason": ...}``: delete the prompt softly and expire its pending
     assignments (admins)."""
@@ -76,6 +119,9 @@ class DataPromptDeleteApi(APIView):
         return ApiResponse({"id": prompt.pk, "deleted": True, "expired_assignments": expired})
 
 
+@extend_schema_view(
+    post=extend_schema(operation_id="data_prompt_restore", request=None, responses={200: OBJECT})
+)
 class DataPromptRestoreApi(APIView):
     def post(self, request, slug, prompt_id):
         project = project_for(user=request.user, slug=slug, capability=MANAGE)
@@ -84,6 +130,11 @@ class DataPromptRestoreApi(APIView):
         return ApiResponse({"id": prompt.pk, "deleted": False})
 
 
+@extend_schema_view(
+    post=extend_schema(
+        operation_id="data_response_delete", request=DELETE_REQUEST, responses={200: OBJECT}
+    )
+)
 class DataResponseDeleteApi(APIView):
     def post(self, request, slug, response_id):
         project = project_for(user=request.user, slug=slug, capability=MANAGE)
@@ -92,6 +143,9 @@ class DataResponseDeleteApi(APIView):
         return ApiResponse({"id": response.pk, "deleted": True})
 
 
+@extend_schema_view(
+    post=extend_schema(operation_id="data_response_restore", request=None, responses={200: OBJECT})
+)
 class DataResponseRestoreApi(APIView):
     def post(self, request, slug, response_id):
         project = project_for(user=request.user, slug=slug, capability=MANAGE)

@@ -5,6 +5,7 @@ import time
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -97,10 +98,12 @@ def quality_gold(request, slug):
 def quality_gold_task(request, slug, task_id):
     """A task's gold answer, with the fields of its kind: stored when they check out."""
     project = project_for(user=request.user, slug=slug, capability=MANAGE)
-    try:
-        task, responses = _gold_task_or_error(project, task_id)
-    except ServiceError as error:
-        messages.error(request, error.message)
+    found = selectors.gold_task_for(project=project, task_id=task_id)
+    if found is None:
+        raise Http404("No such task in this project.")
+    task, responses = found
+    if task.kind not in GOLD_FORMS:
+        messages.error(request, f"{task.get_kind_display()} tasks cannot be gold items.")
         return redirect("quality", slug=project.slug)
     data = request.POST if request.method == "POST" else None
     form = GOLD_FORMS[task.kind](data, task=task, responses=responses)

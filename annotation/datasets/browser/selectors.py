@@ -59,9 +59,9 @@ def _edge_id(project: Project, *, before=None, since=None) -> int | None:
     for kind in TaskKind.values:
         rows = Judgment.objects.filter(project=project, kind=kind)
         if before is not None:
-            rows = rows.filter(created_at__lt=before).order_by("-created_at")
+            rows = rows.filter(created_at__lt=before).order_by("-created_at", "-id")
         else:
-            rows = rows.filter(created_at__gte=since).order_by("created_at")
+            rows = rows.filter(created_at__gte=since).order_by("created_at", "id")
         found += rows.values_list("id", flat=True)[:1]
     if not found:
         return None

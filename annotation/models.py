@@ -15,6 +15,10 @@ def default_criteria() -> list[str]:
     return ["helpful", "harmless", "honest"]
 
 
+def all_task_kinds() -> list[str]:
+    return list(TaskKind.values)
+
+
 class CandidatePolicy(models.TextChoices):
     """Which pairs of model versions' replies become comparison tasks."""
 
@@ -96,6 +100,11 @@ class Project(models.Model):
     ai_min_compared = models.PositiveIntegerField(
         default=20, help_text="Trusted judges: minimum number of items compared with people."
     )
+    task_kinds = models.JSONField(
+        default=all_task_kinds,
+        help_text="The kinds of task the project uses: only these are created, and the chat "
+        "and arena pages need theirs.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -118,6 +127,9 @@ class Project(models.Model):
                 slug=_free_workspace_slug(self.slug), name=self.name
             )
         super().save(*args, **kwargs)
+
+    def uses(self, kind: str) -> bool:
+        return kind in self.task_kinds
 
 
 class Role(models.TextChoices):

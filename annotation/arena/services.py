@@ -108,6 +108,8 @@ def arena_battle_start(
     parameters and seed, recorded on the battle. Bad input, or fewer than two contestants,
     is a ServiceError and stores nothing. Raises QueueUnavailable (after recording it on
     the battle, which can then be retried) if the broker is down."""
+    if not project.uses(TaskKind.ARENA):
+        raise ServiceError("This project does not use arena battles.")
     rng = rng or random.Random()
     typed = None if prompt_text is None else _typed_prompt(prompt_text)
     generation_params = _generation_params(params, rng)

@@ -62,6 +62,8 @@ WAITING = (ChatTurn.Status.QUEUED, ChatTurn.Status.RUNNING)
 
 def chat_start(*, project: Project, labeler, model_version_id) -> ChatSession:
     """A new, empty conversation of the labeler with the model version."""
+    if not project.uses(TaskKind.CHAT):
+        raise ServiceError("This project does not use chats.")
     version = (
         chat_versions(project=project).filter(pk=whole_number_or_none(model_version_id)).first()
     )

@@ -1,6 +1,6 @@
 from django import forms
 
-from annotation.models import AiLabelPolicy, CandidatePolicy
+from annotation.models import AiLabelPolicy, CandidatePolicy, TaskKind
 from annotation.projects.services import MAX_AI_MIN_COMPARED
 from models_registry import selectors as registry_selectors
 from models_registry.models import ModelVersion
@@ -16,6 +16,14 @@ class ProjectSettingsForm(forms.Form):
         min_value=1, max_value=100, help_text="Skips before a task is flagged."
     )
     criteria = forms.CharField(help_text="Comma-separated, e.g. helpful, harmless, honest.")
+    # Left out of a post (an older script), the kinds stay as they are.
+    task_kinds = forms.MultipleChoiceField(
+        choices=TaskKind.choices,
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+        label="Kinds of task",
+        help_text="Only these are created; Chat and Arena need theirs. Tasks already made stay.",
+    )
     candidate_policy = forms.ChoiceField(
         choices=CandidatePolicy.choices,
         help_text="Which model versions' replies are paired into comparison tasks after a "
@@ -50,11 +58,11 @@ class ProjectSettingsForm(forms.Form):
 
     def settings(self) -> dict:
         """The fields to change: the AI label settings only when given."""
-        optional = ("ai_labels", "ai_min_kappa", "ai_min_compared")
+        optional = ("ai_labels", "ai_min_kappa", "ai_min_compared", "task_kinds")
         return {
             name: value
             for name, value in self.cleaned_data.items()
-            if name not in optional or value not in (None, "")
+            if name not in optional or value not in (None, "", [])
         }
 
 

@@ -343,6 +343,11 @@ def tasks_create(*, project: Project, kind: str, options: dict, priority: int = 
     if spec is None or spec.create_tasks is None:
         creatable = sorted(k for k, s in KINDS.items() if s.create_tasks)
         raise ServiceError(f"kind must be one of {', '.join(creatable)}.")
+    if not project.uses(kind):
+        raise ServiceError(
+            f"This project does not use {kind} tasks: an admin turns them on under "
+            "Kinds of task on Tasks."
+        )
     if not -100 <= priority <= 100:
         raise ServiceError("priority must be between -100 and 100.")
     with transaction.atomic():

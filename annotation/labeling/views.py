@@ -153,6 +153,7 @@ def _settings_initial(project) -> dict:
         "ai_labels": project.ai_labels,
         "ai_min_kappa": project.ai_min_kappa,
         "ai_min_compared": project.ai_min_compared,
+        "task_kinds": project.task_kinds,
     }
 
 

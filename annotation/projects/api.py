@@ -9,7 +9,7 @@ from rest_framework import serializers as drf_serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation.models import Role
+from annotation.models import Role, TaskKind
 from annotation.projects import selectors, services
 from annotation.projects.guidelines import guidelines_publish
 from annotation.projects.permissions import (
@@ -59,6 +59,9 @@ PROJECT_ITEM = {
                 "new_workspace": drf_serializers.CharField(required=False),
                 "criteria": drf_serializers.ListField(
                     child=drf_serializers.CharField(), required=False
+                ),
+                "task_kinds": drf_serializers.ListField(
+                    child=drf_serializers.ChoiceField(choices=TaskKind.values), required=False
                 ),
                 "guidelines": drf_serializers.CharField(required=False),
             },
@@ -187,18 +190,23 @@ def _body(request) -> dict:
     return request.data
 
 
+def _list_field(body, name):
+    value = body.get(name)
+    if hasattr(body, "getlist") and value is not None:  # a form post repeats the field
+        return body.getlist(name)
+    return value
+
+
 def project_create_from_api(request):
     body = _body(request)
-    criteria = body.get("criteria")
-    if hasattr(body, "getlist") and criteria is not None:  # a form post repeats the field
-        criteria = body.getlist("criteria")
     project = services.project_create(
         user=request.user,
         name=body.get("name"),
         slug=body.get("slug") or "",
         workspace_slug=body.get("workspace"),
         new_workspace=body.get("new_workspace") or "",
-        criteria=criteria,
+        criteria=_list_field(body, "criteria"),
+        task_kinds=_list_field(body, "task_kinds"),
         guidelines=body.get("guidelines") or "",
     )
     return Response(_project_item(project), status=201)

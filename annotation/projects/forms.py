@@ -2,7 +2,7 @@
 
 from django import forms
 
-from annotation.models import Role, default_criteria
+from annotation.models import Role, TaskKind, all_task_kinds, default_criteria
 from annotation.projects.services import MAX_CRITERIA, MAX_GUIDELINES_CHARS, MAX_NAME_CHARS
 
 CRITERION_FIELDS = [f"criterion_{number}" for number in range(1, MAX_CRITERIA + 1)]
@@ -39,7 +39,16 @@ class ProjectNameForm(forms.Form):
 
 
 class ProjectCriteriaForm(forms.Form):
-    """Step 2: the criteria labelers rate and compare on, one per field."""
+    """Step 2: the kinds of task the project uses and the criteria labelers rate and
+    compare on, one per field."""
+
+    task_kinds = forms.MultipleChoiceField(
+        choices=TaskKind.choices,
+        initial=all_task_kinds,
+        widget=forms.CheckboxSelectMultiple,
+        label="Kinds of task",
+        error_messages={"required": "Choose at least one kind of task."},
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -16,8 +16,10 @@ from annotation.models import (
     Project,
     Role,
     Task,
+    TaskKind,
     Workspace,
     _free_workspace_slug,
+    all_task_kinds,
     default_criteria,
 )
 from annotation.projects.permissions import workspaces_administered_by
@@ -57,6 +59,7 @@ SETTINGS_FIELDS = (
     "gold_rate",
     "skip_flag_threshold",
     "criteria",
+    "task_kinds",
     "ai_labels",
     "ai_min_kappa",
     "ai_min_compared",
@@ -74,6 +77,17 @@ def _checked_criteria(criteria) -> list[str]:
     if len(set(names)) != len(names):
         raise ServiceError("Criteria must differ from each other.")
     return names
+
+
+def _checked_task_kinds(kinds) -> list[str]:
+    if not isinstance(kinds, list) or not kinds:
+        raise ServiceError("Choose at least one kind of task.")
+    unknown = [kind for kind in kinds if kind not in TaskKind.values]
+    if unknown:
+        raise ServiceError(
+            f"Unknown kind of task {unknown[0]!r}: one of {', '.join(TaskKind.values)}."
+        )
+    return [kind for kind in TaskKind.values if kind in kinds]
 
 
 def _check_ai_label_settings(fields: dict) -> None:
@@ -109,6 +123,8 @@ def project_settings_update(*, project: Project, **fields) -> Project:
         raise ServiceError(f"Unknown settings: {', '.join(sorted(unknown))}.")
     if "criteria" in fields:
         fields["criteria"] = _checked_criteria(fields["criteria"])
+    if "task_kinds" in fields:
+        fields["task_kinds"] = _checked_task_kinds(fields["task_kinds"])
     if "gold_rate" in fields and not 0 <= float(fields["gold_rate"]) <= 1:
         raise ServiceError("gold_rate must be between 0 and 1.")
     if "candidate_policy" in fields and fields["candidate_policy"] not in CandidatePolicy.values:
@@ -197,6 +213,7 @@ def project_create(
     workspace_slug=None,
     new_workspace="",
     criteria=None,
+    task_kinds=None,
     guidelines="",
 ) -> Project:
     """A new project in a workspace the user administers (or, for a superuser, a new
@@ -205,6 +222,7 @@ def project_create(
     name = _checked_name(name)
     slug = _checked_slug(slug, name=name)
     criteria = _checked_criteria(default_criteria() if criteria is None else criteria)
+    task_kinds = _checked_task_kinds(all_task_kinds() if task_kinds is None else task_kinds)
     guidelines = _checked_guidelines(guidelines)
     workspace = _workspace_for_new_project(
         user=user, workspace_slug=workspace_slug, new_workspace=new_workspace
@@ -212,13 +230,19 @@ def project_create(
     try:
         with transaction.atomic():
             project = Project.objects.create(
-                workspace=workspace, slug=slug, name=name, criteria=criteria
+                workspace=workspace,
+                slug=slug,
+                name=name,
+                criteria=criteria,
+                task_kinds=task_kinds,
             )
+            Membership.objects.create(project=project, user=user, role=Role.ADMIN)
+            if guidelines:
+                Guidelines.objects.create(
+                    project=project, version=1, text=guidelines, created_by=user
+                )
     except IntegrityError as race:
         raise Conflict(f"A project with the slug {slug!r} exists already.") from race
-    Membership.objects.create(project=project, user=user, role=Role.ADMIN)
-    if guidelines:
-        Guidelines.objects.create(project=project, version=1, text=guidelines, created_by=user)
     return project
 
 

@@ -106,7 +106,7 @@ def _guidelines_render(
 # Stateless: each step posts the earlier steps' answers again as hidden fields, so nothing
 # is kept between requests and only the last step stores anything.
 
-STEP_TITLES = ("Name and workspace", "Criteria", "Guidelines")
+STEP_TITLES = ("Name and workspace", "Kinds and criteria", "Guidelines")
 
 
 def _wizard_forms(request) -> list:
@@ -165,6 +165,7 @@ def project_create(request):
             workspace_slug=first["workspace"],
             new_workspace=first.get("new_workspace", ""),
             criteria=forms[1].criteria(),
+            task_kinds=forms[1].cleaned_data["task_kinds"],
             guidelines=forms[2].cleaned_data["guidelines"],
         )
     except ServiceError as refused:

@@ -99,6 +99,7 @@ def _wizard(project, **extra):
         "name": "Poems",
         "slug": "",
         "workspace": project.workspace.slug,
+        "task_kinds": ["comparison", "rating"],
         "criterion_1": "rhyme",
         "criterion_2": "",
         "guidelines": "Read twice.",
@@ -120,6 +121,7 @@ def test_the_wizard_walks_three_steps_and_creates_the_project(login, project, ad
     assert done.status_code == 302 and done["Location"] == "/p/poems/members/"
     created = Project.objects.get(slug="poems")
     assert created.criteria == ["rhyme"]
+    assert created.task_kinds == ["comparison", "rating"]
     assert Guidelines.objects.get(project=created).text == "Read twice."
     assert project_role(user=admin_member, project=created) == Role.ADMIN
 
@@ -141,6 +143,8 @@ def test_the_wizard_goes_back_keeping_the_answers(login, project, admin_member):
         ({"workspace": "nowhere"}, 1, "Select a valid choice"),
         ({"slug": "alpha"}, 3, "exists already"),
         ({"criterion_1": ""}, 2, "Give at least one criterion"),
+        ({"task_kinds": []}, 2, "Choose at least one kind of task"),
+        ({"task_kinds": ["poem"]}, 2, "Select a valid choice"),
         ({"criterion_1": "two words"}, 3, "Criteria are short words"),
     ],
 )
@@ -185,12 +189,23 @@ def test_the_api_creates_a_project(login, project, admin_member):
     assert project_role(user=admin_member, project=Project.objects.get(slug="poems")) == "admin"
 
 
+NO_KINDS = "Choose at least one kind of task."
+
+
 @pytest.mark.parametrize(
     ("body", "status", "detail"),
     [
         ({}, 400, "Give the project a name of 1 to 200 characters."),
         (["a list"], 400, None),
         ({"name": "P", "workspace": "alpha", "criteria": "x"}, 400, "Give 1 to 8 criteria."),
+        ({"name": "P", "workspace": "alpha", "task_kinds": []}, 400, NO_KINDS),
+        ({"name": "P", "workspace": "alpha", "task_kinds": "rating"}, 400, NO_KINDS),
+        (
+            {"name": "P", "workspace": "alpha", "task_kinds": ["poem"]},
+            400,
+            "Unknown kind of task 'poem': one of demonstration, comparison, ranking, rating, "
+            "chat, arena.",
+        ),
         ({"name": "P", "slug": "alpha", "workspace": "alpha"}, 409, None),
         ({"name": "P", "workspace": "beta"}, 403, None),
     ],

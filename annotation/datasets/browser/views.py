@@ -69,17 +69,20 @@ def data_judgment(request, slug, judgment_id):
     return render(request, "annotation/datasets/browser/judgment.html", context)
 
 
-def _back(slug: str, tab: str) -> str:
-    return f"{reverse('data_browser', args=[slug])}?tab={tab}&deleted=on"
+def _back(slug: str, tab: str, *, deleted: bool) -> str:
+    query = f"?tab={tab}&deleted=on" if deleted else f"?tab={tab}"
+    return f"{reverse('data_browser', args=[slug])}{query}"
 
 
-def _act(request, action, *, success: str, slug: str, tab: str):
+def _act(request, action, *, success: str, slug: str, tab: str, deleted: bool = False):
+    # After a delete the list leaves the row out (Show deleted finds it); after a restore
+    # it keeps showing deleted rows, where the admin was.
     try:
         action()
     except ServiceError as error:
         return HttpResponseBadRequest(error.message)
     messages.success(request, success)
-    return redirect(_back(slug, tab))
+    return redirect(_back(slug, tab, deleted=deleted))
 
 
 def _reason(request) -> str:
@@ -113,6 +116,7 @@ def data_prompt_restore(request, slug, prompt_id):
         success=f"Prompt {prompt.pk} restored.",
         slug=slug,
         tab="prompts",
+        deleted=True,
     )
 
 
@@ -142,4 +146,5 @@ def data_response_restore(request, slug, response_id):
         success=f"Response {response.pk} restored.",
         slug=slug,
         tab="responses",
+        deleted=True,
     )

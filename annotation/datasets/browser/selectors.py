@@ -11,7 +11,17 @@ per row on the judgment's task index, so it stays cheap; ratings' scores are not
 import datetime
 from dataclasses import dataclass
 
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import (
+    Case,
+    Exists,
+    IntegerField,
+    Min,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    When,
+)
 from django.utils import timezone
 
 from annotation.models import Judgment, Project, Prompt, Response, Task, TaskKind
@@ -83,21 +93,41 @@ def _judgment_id_range(project: Project, filters: dict) -> Q:
     return q
 
 
+def _not_superseded() -> Q:
+    # NOT EXISTS rather than superseded_by__isnull (a LEFT JOIN ... IS NULL), which
+    # PostgreSQL estimated at one row and answered with a hash join over every judgment.
+    return ~Q(Exists(Judgment.objects.filter(supersedes=OuterRef("pk"))))
+
+
 def _current_human(**lookups) -> QuerySet:
-    return Judgment.objects.filter(
-        source=Judgment.Source.HUMAN, superseded_by__isnull=True, **lookups
-    )
+    return Judgment.objects.filter(_not_superseded(), source=Judgment.Source.HUMAN, **lookups)
 
 
 def _agreement(queryset: QuerySet, agreement: str) -> QuerySet:
+    """The current human judgments that others of their task contradict (disputed), or
+    that others exist for and all match (agreed). The others are read in one aggregate
+    per row (1 when all match, 0 when one differs, NULL when there are none): PostgreSQL
+    keeps an aggregate as a per-row subplan, so the newest-first walk on the id index
+    stops after a page, where an EXISTS / NOT EXISTS pair became hash joins over every
+    judgment (5-7 s at 1M)."""
     others = _current_human(task=OuterRef("task")).exclude(pk=OuterRef("pk"))
-    differing = others.exclude(choice=OuterRef("choice"), ranking=OuterRef("ranking"))
-    mine = queryset.filter(
-        source=Judgment.Source.HUMAN, superseded_by__isnull=True, task__isnull=False
+    all_match = (
+        others.order_by()
+        .values("task")
+        .annotate(
+            all_match=Min(
+                Case(
+                    When(Q(choice=OuterRef("choice"), ranking=OuterRef("ranking")), then=1),
+                    default=0,
+                    output_field=IntegerField(),
+                )
+            )
+        )
+        .values("all_match")
     )
-    if agreement == "disputed":
-        return mine.filter(Exists(differing))
-    return mine.filter(Exists(others)).exclude(Exists(differing))
+    mine = queryset.filter(_not_superseded(), source=Judgment.Source.HUMAN, task__isnull=False)
+    wanted = 0 if agreement == "disputed" else 1
+    return mine.annotate(others_match=Subquery(all_match)).filter(others_match=wanted)
 
 
 def browse_judgments(*, project: Project, filters: dict) -> Page:

@@ -17,8 +17,8 @@ from django.utils import timezone
 
 from annotation.labeling.inputs import check_time_spent, parse_client_id
 from annotation.labeling.kinds import KINDS
+from annotation.labeling.services import store_judgment
 from annotation.models import Assignment, Judgment, Project, Review
-from annotation.projects.selectors import latest_guidelines
 from config.errors import Conflict, NotFound, ServiceError
 
 ALREADY_SUPERSEDED = "This judgment was already changed or corrected by a reviewer."
@@ -100,21 +100,12 @@ def judgment_change(
     try:
         with transaction.atomic():
             old = _locked_changeable(project=project, labeler=labeler, judgment_id=judgment_id)
-            view = view_of(old)
-            fields = KINDS[old.kind].parse(data, assignment=view)
-            new = Judgment.objects.create(
+            new = store_judgment(
+                view_of(old),
+                data=data,
                 client_id=client_uuid,
-                kind=old.kind,
-                project=project,
-                task=old.task,
-                prompt_id=old.prompt_id,
-                shown_order=old.shown_order,
-                context=old.context,
-                labeler=labeler,
                 time_spent_ms=time_spent_ms,
                 supersedes=old,
-                guidelines=latest_guidelines(project),
-                **fields,
             )
             return new, True
     except IntegrityError:

@@ -269,7 +269,7 @@ def judgment_record(
             assignment = _locked_assignment(
                 project=project, labeler=labeler, assignment_id=assignment_id
             )
-            judgment = _store_judgment(
+            judgment = store_judgment(
                 assignment, data=data, client_id=client_uuid, time_spent_ms=time_spent_ms
             )
             Assignment.objects.filter(pk=assignment.pk).update(status=Assignment.Status.DONE)
@@ -283,7 +283,11 @@ def judgment_record(
         return _same_submission_or_conflict(existing, labeler=labeler), False
 
 
-def _store_judgment(assignment: Assignment, *, data, client_id, time_spent_ms) -> Judgment:
+def store_judgment(
+    assignment: Assignment, *, data, client_id, time_spent_ms, supersedes: Judgment | None = None
+) -> Judgment:
+    """The labeler's answer to the task as the assignment shows it, parsed by its kind, under
+    the latest guidelines; a change of an earlier answer names it in ``supersedes``."""
     from annotation.labeling.kinds import KINDS
 
     task = assignment.task
@@ -299,6 +303,7 @@ def _store_judgment(assignment: Assignment, *, data, client_id, time_spent_ms) -
         labeler_id=assignment.labeler_id,
         time_spent_ms=time_spent_ms,
         guidelines=latest_guidelines(task.project),
+        supersedes=supersedes,
         **fields,
     )
 

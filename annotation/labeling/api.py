@@ -63,10 +63,13 @@ class TaskNextApi(APIView):
         return Response(assignment_payload(assignment))
 
 
-class JudgmentEnvelopeSerializer(serializers.Serializer):
-    assignment_id = serializers.IntegerField()
+class ChangeEnvelopeSerializer(serializers.Serializer):
     client_id = serializers.UUIDField()
     time_spent_ms = serializers.IntegerField(min_value=0, max_value=86_400_000, default=0)
+
+
+class JudgmentEnvelopeSerializer(ChangeEnvelopeSerializer):
+    assignment_id = serializers.IntegerField()
 
 
 @extend_schema_view(
@@ -148,11 +151,6 @@ class AssignmentSkipApi(APIView):
             reason=data.validated_data["reason"],
         )
         return Response({"assignment_id": assignment.pk, "status": assignment.status})
-
-
-class ChangeEnvelopeSerializer(serializers.Serializer):
-    client_id = serializers.UUIDField()
-    time_spent_ms = serializers.IntegerField(min_value=0, max_value=86_400_000, default=0)
 
 
 @extend_schema_view(
